@@ -1,0 +1,246 @@
+local ____exports = {}
+local ____shm = require("intermission.shm")
+local keysFor = ____shm.keysFor
+local zones = ____shm.zones
+local num = ____shm.num
+local knownScopes = ____shm.knownScopes
+local ____settings = require("intermission.settings")
+local settings = ____settings.settings
+local state = require("intermission.state")
+local queue = require("intermission.queue")
+local counters = require("intermission.counters")
+local params = require("intermission.params")
+local ____respond = require("intermission.respond")
+local json = ____respond.json
+local jsonError = ____respond.jsonError
+local ____gate = require("intermission.gate")
+local scopeOf = ____gate.scopeOf
+local ____metrics = require("intermission.metrics")
+local renderMetrics = ____metrics.renderMetrics
+local READS = {status = true, metrics = true}
+local MUTATIONS = {pause = true, resume = true, maintenance = true}
+local LEGACY = {control = true, enable = true, disable = true}
+--- Compares without an early exit, so timing does not reveal how much matched.
+local function constantTimeEquals(a, b)
+    local diff = #a == #b and 0 or 1
+    local n = math.max(#a, #b)
+    do
+        local i = 1
+        while i <= n do
+            local x = string.byte(a, i) or 0
+            local y = string.byte(b, i) or 0
+            diff = diff + math.abs(x - y)
+            i = i + 1
+        end
+    end
+    return diff == 0
+end
+local function authorized()
+    local token = settings.cfg.control_token
+    if token == nil then
+        return true
+    end
+    local header = ngx.var.http_authorization
+    if header == nil then
+        return false
+    end
+    local given = string.match(header, "^[Bb]earer%s+(%S+)%s*$")
+    if given == nil then
+        return false
+    end
+    return constantTimeEquals(given, token)
+end
+--- Log-safe text: control characters and quotes are escaped.
+local function sanitize(s)
+    local out = string.gsub(
+        s,
+        "[%c\"\\]",
+        function(c) return string.format(
+            "\\x%02x",
+            string.byte(c)
+        ) end
+    )
+    return out
+end
+local function audit(action, keys, reason, extra)
+    ngx.log(
+        ngx.NOTICE,
+        ((((((("intermission: audit action=" .. action) .. " scope=") .. keys.scope) .. " reason=\"") .. sanitize(reason)) .. "\" client=") .. (ngx.var.remote_addr or "-")) .. extra
+    )
+end
+local function describe(keys)
+    local snap = state.snapshot(keys)
+    local count = {}
+    for ____, name in ipairs(counters.COUNTER_NAMES) do
+        count[name] = counters.read(keys, name)
+    end
+    return {
+        scope = keys.scope,
+        state = snap.mode == "draining" and "running" or snap.mode,
+        draining = snap.mode == "draining",
+        held = num(zones.state, keys.held),
+        queued = math.max(
+            0,
+            queue.waiting(keys)
+        ),
+        in_flight = math.max(
+            0,
+            num(zones.state, keys.inflight)
+        ),
+        since = snap.since > 0 and snap.since or nil,
+        ["until"] = snap["until"] > 0 and snap["until"] or nil,
+        reason = snap.reason ~= "" and snap.reason or nil,
+        release_window = settings.cfg.release_window,
+        max_hold = settings.cfg.max_hold,
+        store = settings.cfg.store,
+        counters = count
+    }
+end
+--- Waits until nothing of the scope is in flight to the upstream, or `seconds` pass.
+local function drain(keys, seconds)
+    ngx.update_time()
+    local deadline = ngx.now() + seconds
+    while true do
+        local inflight = math.max(
+            0,
+            num(zones.state, keys.inflight)
+        )
+        if inflight == 0 then
+            return true, 0
+        end
+        ngx.update_time()
+        if ngx.now() >= deadline then
+            return false, inflight
+        end
+        ngx.sleep(0.01)
+    end
+end
+local function mutate(action, keys, p)
+    local cfg = settings.cfg
+    local reason = p.reason or ""
+    local heldBefore = num(zones.state, keys.held)
+    local result
+    if action == "pause" then
+        result = {state.pause(keys, p.ttl or cfg.pause_ttl, reason)}
+    elseif action == "maintenance" then
+        result = {state.maintenance(keys, p.ttl or 0, reason)}
+    else
+        result = {state.resume(keys)}
+    end
+    local change, err = unpack(result, 1, 2)
+    if change == nil then
+        ngx.log(
+            ngx.ERR,
+            (((("intermission: " .. action) .. " of scope ") .. keys.scope) .. " failed: ") .. tostring(err)
+        )
+        return jsonError(
+            503,
+            (action .. " failed: ") .. tostring(err)
+        )
+    end
+    local ttlNote = action == "resume" and " held=" .. tostring(heldBefore) or " ttl=" .. tostring(p.ttl or (action == "pause" and cfg.pause_ttl or 0))
+    audit(
+        action,
+        keys,
+        reason,
+        (((ttlNote .. " previous=") .. change.previous) .. " already=") .. tostring(change.already)
+    )
+    local body = describe(keys)
+    body.ok = true
+    body.action = action
+    body.previous = change.previous == "draining" and "running" or change.previous
+    body.already = change.already
+    if action == "resume" then
+        body.released = heldBefore
+    end
+    if action == "pause" and p.drain ~= nil then
+        local drained, inflight = drain(keys, p.drain)
+        body.drained = drained
+        body.in_flight = inflight
+    end
+    return json(200, body)
+end
+--- The seed's toggle: GET /control pauses when running and resumes when paused.
+local function legacy(action, keys)
+    local target = action == "enable" and "pause" or "resume"
+    if action == "control" then
+        target = state.settle(keys) == "paused" and "resume" or "pause"
+    end
+    return mutate(target, keys, {})
+end
+local function handle()
+    local uri = ngx.var.uri or ""
+    local segment = string.match(uri, "([^/]+)/*$")
+    local action = segment or ""
+    local method = ngx.req.get_method()
+    if not authorized() then
+        ngx.header["WWW-Authenticate"] = "Bearer realm=\"intermission\""
+        return jsonError(401, "missing or wrong token: send Authorization: Bearer <token>")
+    end
+    local legacyOn = settings.cfg.legacy_endpoints and LEGACY[action] ~= nil
+    if READS[action] == nil and MUTATIONS[action] == nil and not legacyOn then
+        return jsonError(
+            404,
+            ("unknown action \"" .. sanitize(action)) .. "\": use status, pause, resume, maintenance or metrics"
+        )
+    end
+    if MUTATIONS[action] ~= nil and method ~= "POST" then
+        ngx.header.Allow = "POST"
+        return jsonError(405, action .. " changes state: use POST")
+    end
+    if (READS[action] ~= nil or legacyOn) and method ~= "GET" and method ~= "HEAD" then
+        ngx.header.Allow = "GET, HEAD"
+        return jsonError(405, action .. " takes GET")
+    end
+    local p, err = params.parse()
+    if p == nil then
+        return jsonError(400, err.message, err.field)
+    end
+    if READS[action] == nil and MUTATIONS[action] == nil then
+        if p.ttl ~= nil or p.drain ~= nil or p.reason ~= nil then
+            return jsonError(400, action .. " takes no parameters but scope")
+        end
+    elseif action ~= "pause" and p.drain ~= nil then
+        return jsonError(400, "drain applies to pause only", "drain")
+    elseif (action == "resume" or READS[action] ~= nil) and (p.ttl ~= nil or p.reason ~= nil) then
+        return jsonError(400, action .. " takes no ttl or reason", p.ttl ~= nil and "ttl" or "reason")
+    end
+    local scope = p.scope
+    if scope == nil then
+        scope = scopeOf()
+        if not params.validScope(scope) then
+            return jsonError(400, "the location's scope variable is not a valid scope", "scope")
+        end
+    end
+    local keys = keysFor(scope)
+    if action == "metrics" then
+        ngx.status = 200
+        ngx.header["Content-Type"] = "text/plain; version=0.0.4"
+        ngx.print(renderMetrics(
+            knownScopes(),
+            scope
+        ))
+        return ngx.exit(200)
+    end
+    if action == "status" then
+        state.settle(keys)
+        local body = describe(keys)
+        body.ok = true
+        return json(200, body)
+    end
+    if action == "pause" or action == "resume" or action == "maintenance" then
+        return mutate(action, keys, p)
+    end
+    return legacy(action, keys)
+end
+function ____exports.control()
+    local ok, err = pcall(handle)
+    if not ok then
+        ngx.log(
+            ngx.ERR,
+            "intermission: control request failed: " .. tostring(err)
+        )
+        return jsonError(500, "internal error; see the nginx error log")
+    end
+end
+return ____exports

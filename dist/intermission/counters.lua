@@ -1,0 +1,74 @@
+local ____exports = {}
+local ____shm = require("intermission.shm")
+local zones = ____shm.zones
+____exports.COUNTER_NAMES = {
+    "held",
+    "released",
+    "timed_out",
+    "aborted",
+    "rejected",
+    "passed"
+}
+--- Upper bounds (seconds) of the hold-duration histogram buckets; +Inf is implied.
+____exports.HOLD_BUCKETS = {
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120
+}
+function ____exports.count(keys, name)
+    zones.state:incr(keys.counterPrefix .. name, 1, 0)
+end
+function ____exports.read(keys, name)
+    local v = zones.state:get(keys.counterPrefix .. name)
+    return type(v) == "number" and v or 0
+end
+--- Records one hold that ended after `seconds`, whatever its outcome.
+function ____exports.observeHold(keys, seconds)
+    local zone = zones.state
+    do
+        local i = 0
+        while i < #____exports.HOLD_BUCKETS do
+            if seconds <= ____exports.HOLD_BUCKETS[i + 1] then
+                zone:incr(
+                    (keys.counterPrefix .. "bucket|") .. tostring(i),
+                    1,
+                    0
+                )
+                break
+            end
+            i = i + 1
+        end
+    end
+    zone:incr(keys.counterPrefix .. "hold_count", 1, 0)
+    zone:incr(keys.counterPrefix .. "hold_sum", seconds, 0)
+end
+--- Cumulative bucket counts (Prometheus style), the total count and the sum.
+function ____exports.holdHistogram(keys)
+    local zone = zones.state
+    local cumulative = {}
+    local running = 0
+    do
+        local i = 0
+        while i < #____exports.HOLD_BUCKETS do
+            local v = zone:get((keys.counterPrefix .. "bucket|") .. tostring(i))
+            running = running + (type(v) == "number" and v or 0)
+            cumulative[#cumulative + 1] = running
+            i = i + 1
+        end
+    end
+    local c = zone:get(keys.counterPrefix .. "hold_count")
+    local s = zone:get(keys.counterPrefix .. "hold_sum")
+    return cumulative, type(c) == "number" and c or 0, type(s) == "number" and s or 0
+end
+return ____exports

@@ -1,0 +1,238 @@
+// setup() options: defaults, validation, and the frozen config every worker inherits.
+// setup() runs in init_by_lua (the master), so workers fork with the config in place;
+// a bad option fails nginx start-up with a message that names it.
+
+export type OnTimeout = "reject" | "pass";
+export type StoreKind = "shared_dict" | "redis";
+
+export interface RedisOptions {
+  host: string;
+  port: number;
+  password?: string;
+  username?: string;
+  database: number;
+  prefix: string;
+  connect_timeout: number;
+  read_timeout: number;
+  pool_size: number;
+  keepalive_timeout: number;
+}
+
+export interface Config {
+  store: StoreKind;
+  redis?: RedisOptions;
+  /** lua_shared_dict holding the state, counters and the queue. */
+  dict: string;
+  max_hold: number;
+  on_timeout: OnTimeout;
+  pause_ttl: number;
+  max_held: number;
+  release_window: number;
+  health_check_paths: string[];
+  privileged_user_agent?: string;
+  control_token?: string;
+  legacy_endpoints: boolean;
+  retry_after: number;
+  /** How often a worker with held requests looks for changes made by other workers. */
+  poll_interval: number;
+}
+
+/** The defaults, each justified in the README's option table. */
+export function defaults(): Config {
+  return {
+    store: "shared_dict",
+    dict: "intermission",
+    max_hold: 30,
+    on_timeout: "reject",
+    pause_ttl: 120,
+    max_held: 1000,
+    release_window: 64,
+    health_check_paths: ["/up"],
+    legacy_endpoints: false,
+    retry_after: 5,
+    poll_interval: 0.002,
+  };
+}
+
+const KNOWN_OPTIONS: { [name: string]: true } = {
+  store: true, redis: true, dict: true, max_hold: true, on_timeout: true, pause_ttl: true,
+  max_held: true, release_window: true, health_check_paths: true, privileged_user_agent: true,
+  control_token: true, legacy_endpoints: true, retry_after: true, poll_interval: true,
+};
+
+const KNOWN_REDIS_OPTIONS: { [name: string]: true } = {
+  host: true, port: true, password: true, username: true, database: true, prefix: true,
+  connect_timeout: true, read_timeout: true, pool_size: true, keepalive_timeout: true,
+};
+
+type Raw = { [name: string]: unknown };
+
+function isNumber(v: unknown): v is number {
+  // NaN is the only value not equal to itself; math.huge fails the bound checks.
+  return type(v) === "number" && v === v;
+}
+
+function numberOption(raw: Raw, name: string, fallback: number, min: number, max: number, integer: boolean): LuaMultiReturn<[number | undefined, string | undefined]> {
+  const v = raw[name];
+  if (v === undefined) return $multi(fallback, undefined);
+  if (!isNumber(v) || v < min || v > max || (integer && math.floor(v) !== v)) {
+    const kind = integer ? "an integer" : "a number";
+    return $multi(undefined, `option "${name}" must be ${kind} from ${min} to ${max}, got ${tostring(v)}`);
+  }
+  return $multi(v, undefined);
+}
+
+function stringOption(raw: Raw, name: string, allowed?: string[]): LuaMultiReturn<[string | undefined, string | undefined]> {
+  const v = raw[name];
+  if (v === undefined) return $multi(undefined, undefined);
+  if (type(v) !== "string" || v === "") {
+    return $multi(undefined, `option "${name}" must be a non-empty string, got ${tostring(v)}`);
+  }
+  if (allowed !== undefined) {
+    for (const a of allowed) if (a === v) return $multi(v as string, undefined);
+    return $multi(undefined, `option "${name}" must be one of ${table.concat(allowed, ", ")}, got "${v as string}"`);
+  }
+  return $multi(v as string, undefined);
+}
+
+function unknownKey(raw: Raw, known: { [name: string]: true }, what: string): string | undefined {
+  for (const [k] of pairs(raw)) {
+    if (type(k) !== "string" || known[k as string] === undefined) return `unknown ${what} "${tostring(k)}"`;
+  }
+  return undefined;
+}
+
+function redisOptions(v: unknown): LuaMultiReturn<[RedisOptions | undefined, string | undefined]> {
+  if (type(v) !== "table") return $multi(undefined, `option "redis" must be a table like { host = "127.0.0.1", port = 6379 }`);
+  const raw = v as Raw;
+  const unknown = unknownKey(raw, KNOWN_REDIS_OPTIONS, "redis option");
+  if (unknown !== undefined) return $multi(undefined, unknown);
+  const [host, hostErr] = stringOption(raw, "host");
+  if (hostErr !== undefined) return $multi(undefined, `redis ${hostErr}`);
+  const [port, portErr] = numberOption(raw, "port", 6379, 1, 65535, true);
+  if (portErr !== undefined) return $multi(undefined, `redis ${portErr}`);
+  const [database, dbErr] = numberOption(raw, "database", 0, 0, 1024, true);
+  if (dbErr !== undefined) return $multi(undefined, `redis ${dbErr}`);
+  const [password, pwErr] = stringOption(raw, "password");
+  if (pwErr !== undefined) return $multi(undefined, `redis ${pwErr}`);
+  const [username, userErr] = stringOption(raw, "username");
+  if (userErr !== undefined) return $multi(undefined, `redis ${userErr}`);
+  const [prefix, prefixErr] = stringOption(raw, "prefix");
+  if (prefixErr !== undefined) return $multi(undefined, `redis ${prefixErr}`);
+  const [connectTimeout, ctErr] = numberOption(raw, "connect_timeout", 0.2, 0.001, 60, false);
+  if (ctErr !== undefined) return $multi(undefined, `redis ${ctErr}`);
+  const [readTimeout, rtErr] = numberOption(raw, "read_timeout", 1, 0.001, 60, false);
+  if (rtErr !== undefined) return $multi(undefined, `redis ${rtErr}`);
+  const [poolSize, psErr] = numberOption(raw, "pool_size", 16, 1, 10000, true);
+  if (psErr !== undefined) return $multi(undefined, `redis ${psErr}`);
+  const [keepalive, kaErr] = numberOption(raw, "keepalive_timeout", 60, 0, 3600, false);
+  if (kaErr !== undefined) return $multi(undefined, `redis ${kaErr}`);
+  return $multi({
+    host: host ?? "127.0.0.1",
+    port: port!,
+    password,
+    username,
+    database: database!,
+    prefix: prefix ?? "intermission",
+    connect_timeout: connectTimeout!,
+    read_timeout: readTimeout!,
+    pool_size: poolSize!,
+    keepalive_timeout: keepalive!,
+  }, undefined);
+}
+
+function pathList(v: unknown): LuaMultiReturn<[string[] | undefined, string | undefined]> {
+  if (type(v) === "string") v = [v];
+  if (type(v) !== "table") return $multi(undefined, `option "health_check_paths" must be a list of paths like { "/up" }`);
+  const paths: string[] = [];
+  for (const p of v as unknown[]) {
+    if (type(p) !== "string" || string.sub(p as string, 1, 1) !== "/") {
+      return $multi(undefined, `option "health_check_paths" must hold paths starting with "/", got ${tostring(p)}`);
+    }
+    paths.push(p as string);
+  }
+  return $multi(paths, undefined);
+}
+
+/** Validates setup() options into a Config, or names the first bad option. */
+export function parse(input: unknown): LuaMultiReturn<[Config | undefined, string | undefined]> {
+  const cfg = defaults();
+  if (input === undefined) return $multi(cfg, undefined);
+  if (type(input) !== "table") return $multi(undefined, "setup() takes a table of options");
+  const raw = input as Raw;
+
+  const unknown = unknownKey(raw, KNOWN_OPTIONS, "option");
+  if (unknown !== undefined) return $multi(undefined, unknown);
+
+  const [store, storeErr] = stringOption(raw, "store", ["shared_dict", "redis"]);
+  if (storeErr !== undefined) return $multi(undefined, storeErr);
+  cfg.store = (store ?? "shared_dict") as StoreKind;
+  if (cfg.store === "redis") {
+    const [redis, redisErr] = redisOptions(raw.redis ?? {});
+    if (redisErr !== undefined) return $multi(undefined, redisErr);
+    cfg.redis = redis;
+  } else if (raw.redis !== undefined) {
+    return $multi(undefined, `option "redis" needs store = "redis"`);
+  }
+
+  const [dict, dictErr] = stringOption(raw, "dict");
+  if (dictErr !== undefined) return $multi(undefined, dictErr);
+  if (dict !== undefined) cfg.dict = dict;
+
+  const [maxHold, e1] = numberOption(raw, "max_hold", cfg.max_hold, 0.001, 86400, false);
+  if (e1 !== undefined) return $multi(undefined, e1);
+  cfg.max_hold = maxHold!;
+
+  const [onTimeout, e2] = stringOption(raw, "on_timeout", ["reject", "pass"]);
+  if (e2 !== undefined) return $multi(undefined, e2);
+  if (onTimeout !== undefined) cfg.on_timeout = onTimeout as OnTimeout;
+
+  const [pauseTtl, e3] = numberOption(raw, "pause_ttl", cfg.pause_ttl, 0, 86400 * 7, false);
+  if (e3 !== undefined) return $multi(undefined, e3);
+  cfg.pause_ttl = pauseTtl!;
+
+  const [maxHeld, e4] = numberOption(raw, "max_held", cfg.max_held, 1, 1000000, true);
+  if (e4 !== undefined) return $multi(undefined, e4);
+  cfg.max_held = maxHeld!;
+
+  const [window, e5] = numberOption(raw, "release_window", cfg.release_window, 1, 100000, true);
+  if (e5 !== undefined) return $multi(undefined, e5);
+  cfg.release_window = window!;
+
+  if (raw.health_check_paths !== undefined) {
+    const [paths, e6] = pathList(raw.health_check_paths);
+    if (e6 !== undefined) return $multi(undefined, e6);
+    cfg.health_check_paths = paths!;
+  }
+
+  const [ua, e7] = stringOption(raw, "privileged_user_agent");
+  if (e7 !== undefined) return $multi(undefined, e7);
+  if (ua !== undefined) {
+    const [, , reErr] = ngx.re.find("", ua, "jo");
+    if (reErr !== undefined) return $multi(undefined, `option "privileged_user_agent" is not a valid regex: ${reErr}`);
+  }
+  cfg.privileged_user_agent = ua;
+
+  const [token, e8] = stringOption(raw, "control_token");
+  if (e8 !== undefined) return $multi(undefined, e8);
+  if (token !== undefined && token.length < 16) {
+    return $multi(undefined, `option "control_token" must be at least 16 characters`);
+  }
+  cfg.control_token = token;
+
+  const legacy = raw.legacy_endpoints;
+  if (legacy !== undefined && type(legacy) !== "boolean") {
+    return $multi(undefined, `option "legacy_endpoints" must be true or false, got ${tostring(legacy)}`);
+  }
+  cfg.legacy_endpoints = legacy === true;
+
+  const [retryAfter, e9] = numberOption(raw, "retry_after", cfg.retry_after, 0, 86400, true);
+  if (e9 !== undefined) return $multi(undefined, e9);
+  cfg.retry_after = retryAfter!;
+
+  const [poll, e10] = numberOption(raw, "poll_interval", cfg.poll_interval, 0.001, 1, false);
+  if (e10 !== undefined) return $multi(undefined, e10);
+  cfg.poll_interval = poll!;
+
+  return $multi(cfg, undefined);
+}

@@ -1,0 +1,187 @@
+// The control API: content_by_lua in a location of the user's (e.g. /_intermission/).
+// The last path segment selects the action. Every answer is JSON (metrics aside).
+import { keysFor, ScopeKeys, zones, num, knownScopes } from "./shm";
+import { settings } from "./settings";
+import * as state from "./state";
+import * as queue from "./queue";
+import * as counters from "./counters";
+import * as params from "./params";
+import { json, jsonError } from "./respond";
+import { scopeOf } from "./gate";
+import { renderMetrics } from "./metrics";
+
+type Action = "status" | "pause" | "resume" | "maintenance" | "metrics" | "control" | "enable" | "disable";
+
+const READS: { [a: string]: true } = { status: true, metrics: true };
+const MUTATIONS: { [a: string]: true } = { pause: true, resume: true, maintenance: true };
+const LEGACY: { [a: string]: true } = { control: true, enable: true, disable: true };
+
+/** Compares without an early exit, so timing does not reveal how much matched. */
+function constantTimeEquals(a: string, b: string): boolean {
+  let diff = a.length === b.length ? 0 : 1;
+  const n = math.max(a.length, b.length);
+  for (let i = 1; i <= n; i++) {
+    const x = string.byte(a, i) ?? 0;
+    const y = string.byte(b, i) ?? 0;
+    diff += math.abs(x - y);
+  }
+  return diff === 0;
+}
+
+function authorized(): boolean {
+  const token = settings.cfg.control_token;
+  if (token === undefined) return true;
+  const header = ngx.var.http_authorization;
+  if (header === undefined) return false;
+  const [given] = string.match(header, "^[Bb]earer%s+(%S+)%s*$");
+  if (given === undefined) return false;
+  return constantTimeEquals(given, token);
+}
+
+/** Log-safe text: control characters and quotes are escaped. */
+function sanitize(s: string): string {
+  const [out] = string.gsub(s, '[%c"\\]', (c: string) => string.format("\\x%02x", string.byte(c)));
+  return out;
+}
+
+function audit(action: string, keys: ScopeKeys, reason: string, extra: string): void {
+  ngx.log(ngx.NOTICE, `intermission: audit action=${action} scope=${keys.scope} reason="${sanitize(reason)}" client=${ngx.var.remote_addr ?? "-"}${extra}`);
+}
+
+function describe(keys: ScopeKeys): { [k: string]: unknown } {
+  const snap = state.snapshot(keys);
+  const count: { [k: string]: number } = {};
+  for (const name of counters.COUNTER_NAMES) count[name] = counters.read(keys, name);
+  return {
+    scope: keys.scope,
+    state: snap.mode === "draining" ? "running" : snap.mode,
+    draining: snap.mode === "draining",
+    held: num(zones.state, keys.held),
+    queued: math.max(0, queue.waiting(keys)),
+    in_flight: math.max(0, num(zones.state, keys.inflight)),
+    since: snap.since > 0 ? snap.since : undefined,
+    until: snap.until > 0 ? snap.until : undefined,
+    reason: snap.reason !== "" ? snap.reason : undefined,
+    release_window: settings.cfg.release_window,
+    max_hold: settings.cfg.max_hold,
+    store: settings.cfg.store,
+    counters: count,
+  };
+}
+
+/** Waits until nothing of the scope is in flight to the upstream, or `seconds` pass. */
+function drain(keys: ScopeKeys, seconds: number): LuaMultiReturn<[boolean, number]> {
+  ngx.update_time();
+  const deadline = ngx.now() + seconds;
+  while (true) {
+    const inflight = math.max(0, num(zones.state, keys.inflight));
+    if (inflight === 0) return $multi(true, 0);
+    ngx.update_time();
+    if (ngx.now() >= deadline) return $multi(false, inflight);
+    ngx.sleep(0.01);
+  }
+}
+
+function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: params.ControlParams): never {
+  const cfg = settings.cfg;
+  const reason = p.reason ?? "";
+  const heldBefore = num(zones.state, keys.held);
+  let result: LuaMultiReturn<[state.Change | undefined, string | undefined]>;
+  if (action === "pause") result = state.pause(keys, p.ttl ?? cfg.pause_ttl, reason);
+  else if (action === "maintenance") result = state.maintenance(keys, p.ttl ?? 0, reason);
+  else result = state.resume(keys);
+  const [change, err] = result;
+  if (change === undefined) {
+    ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} failed: ${err}`);
+    return jsonError(503, `${action} failed: ${err}`);
+  }
+  const ttlNote = action === "resume" ? ` held=${heldBefore}` : ` ttl=${p.ttl ?? (action === "pause" ? cfg.pause_ttl : 0)}`;
+  audit(action, keys, reason, `${ttlNote} previous=${change.previous} already=${tostring(change.already)}`);
+
+  const body = describe(keys);
+  body.ok = true;
+  body.action = action;
+  body.previous = change.previous === "draining" ? "running" : change.previous;
+  body.already = change.already;
+  if (action === "resume") body.released = heldBefore;
+  if (action === "pause" && p.drain !== undefined) {
+    const [drained, inflight] = drain(keys, p.drain);
+    body.drained = drained;
+    body.in_flight = inflight;
+  }
+  return json(200, body);
+}
+
+/** The seed's toggle: GET /control pauses when running and resumes when paused. */
+function legacy(action: "control" | "enable" | "disable", keys: ScopeKeys): never {
+  let target: "pause" | "resume" = action === "enable" ? "pause" : "resume";
+  if (action === "control") target = state.settle(keys) === "paused" ? "resume" : "pause";
+  return mutate(target, keys, {});
+}
+
+function handle(): void {
+  const uri = ngx.var.uri ?? "";
+  const [segment] = string.match(uri, "([^/]+)/*$");
+  const action = (segment ?? "") as Action;
+  const method = ngx.req.get_method();
+
+  if (!authorized()) {
+    ngx.header["WWW-Authenticate"] = 'Bearer realm="intermission"';
+    return jsonError(401, "missing or wrong token: send Authorization: Bearer <token>");
+  }
+  const legacyOn = settings.cfg.legacy_endpoints && LEGACY[action] !== undefined;
+  if (READS[action] === undefined && MUTATIONS[action] === undefined && !legacyOn) {
+    return jsonError(404, `unknown action "${sanitize(action)}": use status, pause, resume, maintenance or metrics`);
+  }
+  if (MUTATIONS[action] !== undefined && method !== "POST") {
+    ngx.header["Allow"] = "POST";
+    return jsonError(405, `${action} changes state: use POST`);
+  }
+  if ((READS[action] !== undefined || legacyOn) && method !== "GET" && method !== "HEAD") {
+    ngx.header["Allow"] = "GET, HEAD";
+    return jsonError(405, `${action} takes GET`);
+  }
+
+  const [p, err] = params.parse();
+  if (p === undefined) return jsonError(400, err!.message, err!.field);
+  if (READS[action] === undefined && MUTATIONS[action] === undefined) {
+    // Legacy toggles take no parameters beyond an optional scope.
+    if (p.ttl !== undefined || p.drain !== undefined || p.reason !== undefined) {
+      return jsonError(400, `${action} takes no parameters but scope`);
+    }
+  } else if (action !== "pause" && p.drain !== undefined) {
+    return jsonError(400, "drain applies to pause only", "drain");
+  } else if ((action === "resume" || READS[action] !== undefined) && (p.ttl !== undefined || p.reason !== undefined)) {
+    return jsonError(400, `${action} takes no ttl or reason`, p.ttl !== undefined ? "ttl" : "reason");
+  }
+
+  let scope = p.scope;
+  if (scope === undefined) {
+    scope = scopeOf();
+    if (!params.validScope(scope)) return jsonError(400, "the location's scope variable is not a valid scope", "scope");
+  }
+  const keys = keysFor(scope);
+
+  if (action === "metrics") {
+    ngx.status = 200;
+    ngx.header["Content-Type"] = "text/plain; version=0.0.4";
+    ngx.print(renderMetrics(knownScopes(), scope));
+    return ngx.exit(200);
+  }
+  if (action === "status") {
+    state.settle(keys);
+    const body = describe(keys);
+    body.ok = true;
+    return json(200, body);
+  }
+  if (action === "pause" || action === "resume" || action === "maintenance") return mutate(action, keys, p);
+  return legacy(action as "control" | "enable" | "disable", keys);
+}
+
+export function control(): void {
+  const [ok, err] = pcall(handle);
+  if (!ok) {
+    ngx.log(ngx.ERR, `intermission: control request failed: ${tostring(err)}`);
+    return jsonError(500, "internal error; see the nginx error log");
+  }
+}

@@ -1,0 +1,46 @@
+// Per-scope counters and the hold-duration histogram, kept in the state zone so that
+// every worker adds to the same numbers and they survive a reload.
+import { ScopeKeys, zones } from "./shm";
+
+export type CounterName = "held" | "released" | "timed_out" | "aborted" | "rejected" | "passed";
+export const COUNTER_NAMES: CounterName[] = ["held", "released", "timed_out", "aborted", "rejected", "passed"];
+
+/** Upper bounds (seconds) of the hold-duration histogram buckets; +Inf is implied. */
+export const HOLD_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+export function count(keys: ScopeKeys, name: CounterName): void {
+  zones.state.incr(keys.counterPrefix + name, 1, 0);
+}
+
+export function read(keys: ScopeKeys, name: CounterName): number {
+  const [v] = zones.state.get(keys.counterPrefix + name);
+  return type(v) === "number" ? (v as number) : 0;
+}
+
+/** Records one hold that ended after `seconds`, whatever its outcome. */
+export function observeHold(keys: ScopeKeys, seconds: number): void {
+  const zone = zones.state;
+  for (let i = 0; i < HOLD_BUCKETS.length; i++) {
+    if (seconds <= HOLD_BUCKETS[i]) {
+      zone.incr(`${keys.counterPrefix}bucket|${i}`, 1, 0);
+      break;
+    }
+  }
+  zone.incr(`${keys.counterPrefix}hold_count`, 1, 0);
+  zone.incr(`${keys.counterPrefix}hold_sum`, seconds, 0);
+}
+
+/** Cumulative bucket counts (Prometheus style), the total count and the sum. */
+export function holdHistogram(keys: ScopeKeys): LuaMultiReturn<[number[], number, number]> {
+  const zone = zones.state;
+  const cumulative: number[] = [];
+  let running = 0;
+  for (let i = 0; i < HOLD_BUCKETS.length; i++) {
+    const [v] = zone.get(`${keys.counterPrefix}bucket|${i}`);
+    running += type(v) === "number" ? (v as number) : 0;
+    cumulative.push(running);
+  }
+  const [c] = zone.get(`${keys.counterPrefix}hold_count`);
+  const [s] = zone.get(`${keys.counterPrefix}hold_sum`);
+  return $multi(cumulative, type(c) === "number" ? (c as number) : 0, type(s) === "number" ? (s as number) : 0);
+}

@@ -1,0 +1,54 @@
+// Prometheus text exposition (format 0.0.4) for every scope this node has seen.
+import { keysFor, zones, num } from "./shm";
+import * as state from "./state";
+import * as queue from "./queue";
+import * as counters from "./counters";
+
+const STATES: state.Mode[] = ["running", "paused", "maintenance", "draining"];
+
+function label(value: string): string {
+  const [escaped] = string.gsub(value, '[\\"\n]', { "\\": "\\\\", '"': '\\"', "\n": "\\n" });
+  return escaped;
+}
+
+export function renderMetrics(scopes: string[], current: string): string {
+  let seen = false;
+  for (const s of scopes) if (s === current) seen = true;
+  if (!seen) scopes.push(current);
+
+  const lines: string[] = [];
+  const family = (name: string, kind: string, help: string): void => {
+    lines.push(`# HELP ${name} ${help}`);
+    lines.push(`# TYPE ${name} ${kind}`);
+  };
+
+  family("intermission_state", "gauge", "1 for the scope's current state, 0 for the others.");
+  for (const s of scopes) {
+    const mode = state.modeOf(keysFor(s));
+    for (const m of STATES) lines.push(`intermission_state{scope="${label(s)}",state="${m}"} ${m === mode ? 1 : 0}`);
+  }
+  family("intermission_held", "gauge", "Requests held on this node now.");
+  for (const s of scopes) lines.push(`intermission_held{scope="${label(s)}"} ${num(zones.state, keysFor(s).held)}`);
+  family("intermission_queued", "gauge", "Tickets waiting for their turn on this node.");
+  for (const s of scopes) lines.push(`intermission_queued{scope="${label(s)}"} ${math.max(0, queue.waiting(keysFor(s)))}`);
+  family("intermission_in_flight", "gauge", "Requests passed to the upstream and not yet finished.");
+  for (const s of scopes) lines.push(`intermission_in_flight{scope="${label(s)}"} ${math.max(0, num(zones.state, keysFor(s).inflight))}`);
+  family("intermission_requests_total", "counter", "Held requests by outcome (held counts every hold).");
+  for (const s of scopes) {
+    for (const name of counters.COUNTER_NAMES) {
+      lines.push(`intermission_requests_total{scope="${label(s)}",outcome="${name}"} ${counters.read(keysFor(s), name)}`);
+    }
+  }
+  family("intermission_hold_duration_seconds", "histogram", "How long held requests waited, whatever the outcome.");
+  for (const s of scopes) {
+    const [buckets, total, sum] = counters.holdHistogram(keysFor(s));
+    const l = label(s);
+    for (let i = 0; i < counters.HOLD_BUCKETS.length; i++) {
+      lines.push(`intermission_hold_duration_seconds_bucket{scope="${l}",le="${counters.HOLD_BUCKETS[i]}"} ${buckets[i]}`);
+    }
+    lines.push(`intermission_hold_duration_seconds_bucket{scope="${l}",le="+Inf"} ${total}`);
+    lines.push(`intermission_hold_duration_seconds_sum{scope="${l}"} ${sum}`);
+    lines.push(`intermission_hold_duration_seconds_count{scope="${l}"} ${total}`);
+  }
+  return table.concat(lines, "\n") + "\n";
+}

@@ -1,0 +1,59 @@
+// lua-resty-redis 0.27 (Debian ships it as nginx.redis; we install it as resty.redis).
+// Every command is a method called with a colon. Replies: a string, number or table;
+// a missing value is ngx.null; failure is (nil, err), where err is a connection error
+// or the server's error text (e.g. "ERR ...", "WRONGPASS ...").
+declare module "resty.redis" {
+  type RedisReply = string | number | NgxNull | RedisReply[];
+
+  interface RedisConnectOptions {
+    ssl?: boolean;
+    ssl_verify?: boolean;
+    server_name?: string;
+    pool?: string;
+    pool_size?: number;
+    backlog?: number;
+  }
+
+  interface Redis {
+    /** Milliseconds for connect, send and read. */
+    set_timeout(this: Redis, ms: number): void;
+    set_timeouts(this: Redis, connect_ms: number, send_ms: number, read_ms: number): void;
+    /** 1 | nil, err. host may be "unix:/path". */
+    connect(this: Redis, host: string, port?: number, options?: RedisConnectOptions): LuaMultiReturn<[1 | undefined, string | undefined]>;
+    /** Puts the connection into the cosocket pool. 1 | nil, err */
+    set_keepalive(this: Redis, max_idle_ms?: number, pool_size?: number): LuaMultiReturn<[1 | undefined, string | undefined]>;
+    /** How many times this connection was reused from the pool. count | nil, err */
+    get_reused_times(this: Redis): LuaMultiReturn<[number | undefined, string | undefined]>;
+    close(this: Redis): LuaMultiReturn<[1 | undefined, string | undefined]>;
+
+    auth(this: Redis, ...args: string[]): LuaMultiReturn<[RedisReply | undefined, string | undefined]>;
+    select(this: Redis, db: number): LuaMultiReturn<[RedisReply | undefined, string | undefined]>;
+    ping(this: Redis): LuaMultiReturn<[RedisReply | undefined, string | undefined]>;
+    get(this: Redis, key: string): LuaMultiReturn<[string | NgxNull | undefined, string | undefined]>;
+    set(this: Redis, key: string, ...args: (string | number)[]): LuaMultiReturn<[RedisReply | undefined, string | undefined]>;
+    del(this: Redis, ...keys: string[]): LuaMultiReturn<[number | undefined, string | undefined]>;
+    hgetall(this: Redis, key: string): LuaMultiReturn<[RedisReply[] | undefined, string | undefined]>;
+    hset(this: Redis, key: string, ...fieldsAndValues: (string | number)[]): LuaMultiReturn<[number | undefined, string | undefined]>;
+    pexpire(this: Redis, key: string, ms: number): LuaMultiReturn<[number | undefined, string | undefined]>;
+    publish(this: Redis, channel: string, message: string): LuaMultiReturn<[number | undefined, string | undefined]>;
+    eval(this: Redis, script: string, numkeys: number, ...keysAndArgs: (string | number)[]): LuaMultiReturn<[RedisReply | undefined, string | undefined]>;
+    evalsha(this: Redis, sha: string, numkeys: number, ...keysAndArgs: (string | number)[]): LuaMultiReturn<[RedisReply | undefined, string | undefined]>;
+    /** Enters subscribe mode: the reply is ["subscribe", channel, count]. */
+    subscribe(this: Redis, ...channels: string[]): LuaMultiReturn<[RedisReply[] | undefined, string | undefined]>;
+    unsubscribe(this: Redis, ...channels: string[]): LuaMultiReturn<[RedisReply[] | undefined, string | undefined]>;
+    /** In subscribe mode: ["message", channel, payload] | nil, err ("timeout" when idle). */
+    read_reply(this: Redis): LuaMultiReturn<[RedisReply[] | undefined, string | undefined]>;
+    init_pipeline(this: Redis, n?: number): void;
+    /** replies (each may be [false, err]) | nil, err */
+    commit_pipeline(this: Redis): LuaMultiReturn<[RedisReply[] | undefined, string | undefined]>;
+    cancel_pipeline(this: Redis): void;
+  }
+
+  interface RedisModule {
+    readonly _VERSION: string;
+    /** red | nil, err */
+    new: (this: void) => LuaMultiReturn<[Redis | undefined, string | undefined]>;
+  }
+  const redis: RedisModule;
+  export = redis;
+}
