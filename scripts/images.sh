@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the images the tests and the demo run: intermission (this repo's Dockerfile)
+# and intermission-redis (redis:7 when a registry answers, else built from Debian).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '[images] %s\n' "$*"; }
+
+say "building intermission:latest"
+docker build -q -t intermission:latest . >/dev/null
+
+if docker image inspect intermission-redis:latest >/dev/null 2>&1; then
+  say "intermission-redis:latest present"
+elif timeout 60 docker pull -q redis:7 >/dev/null 2>&1; then
+  docker tag redis:7 intermission-redis:latest
+  say "pulled redis:7 as intermission-redis:latest"
+else
+  say "cannot pull redis:7: building intermission-redis:latest from Debian's redis-server"
+  docker build -q -t intermission-redis:latest -f test/docker/redis.Dockerfile test/docker >/dev/null
+fi
+say "ready"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite from a bare machine: Docker, images, dependencies, the build
+# check, then every test file against real nginx (and Redis) containers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TESTCONTAINERS_RYUK_DISABLED=true
+
+bash scripts/docker-bootstrap.sh
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "[test] npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+echo "[test] build: dist/ must match src/"
+npm run -s build
+if [ -n "$(git status --porcelain -- dist 2>/dev/null)" ]; then
+  echo "[test] dist/ differs from a fresh build of src/: rebuild and commit dist/" >&2
+  git status --short -- dist >&2
+  [ "${CI:-}" = "true" ] && exit 1
+fi
+npm run -s typecheck
+bash scripts/images.sh
+echo "[test] running the suite"
+files=("$@")
+[ ${#files[@]} -gt 0 ] || files=(test/*.test.ts)
+node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}"

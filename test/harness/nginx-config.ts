@@ -1,0 +1,142 @@
+// Builds the nginx.conf a test node runs: intermission wired exactly as the README
+// says, in front of a recording backend in the same nginx (127.0.0.1:8081).
+
+export type LuaValue = string | number | boolean | LuaValue[] | { [key: string]: LuaValue };
+
+/** Renders a JS value as a Lua literal (test strings are plain ASCII). */
+export function toLua(value: LuaValue): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  if (Array.isArray(value)) return `{ ${value.map(toLua).join(", ")} }`;
+  return `{ ${Object.entries(value).map(([k, v]) => `${k} = ${toLua(v)}`).join(", ")} }`;
+}
+
+export interface ConfigOptions {
+  /** setup() options. */
+  setup?: { [key: string]: LuaValue };
+  workers?: number;
+  /** Extra directives inside `location /` (e.g. `set $intermission_scope x;`). */
+  frontDirectives?: string;
+  /** Extra server-level locations. */
+  extraLocations?: string;
+}
+
+const HOOKS = `
+            access_by_lua_block { require("intermission").access() }
+            log_by_lua_block    { require("intermission").log() }
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_read_timeout 300s;
+            proxy_pass http://backend;`;
+
+/** The backend records each arrival's id (?id=) and the concurrency it saw. */
+const BACKEND = `
+    server {
+        listen 8081 backlog=4096;
+        location = /_backend/arrivals {
+            content_by_lua_block {
+                local d = ngx.shared.backend
+                local ids, conc = {}, {}
+                local n = 0
+                while true do
+                    local v = d:lpop("ids")
+                    if not v then break end
+                    n = n + 1
+                    ids[n] = v
+                end
+                n = 0
+                while true do
+                    local v = d:lpop("conc")
+                    if not v then break end
+                    n = n + 1
+                    conc[n] = v
+                end
+                -- Put them back so a second read sees the same.
+                for _, v in ipairs(ids) do d:rpush("ids", v) end
+                for _, v in ipairs(conc) do d:rpush("conc", v) end
+                local cjson = require("cjson.safe")
+                ngx.say(cjson.encode({ ids = ids, concurrency = conc, active = d:get("active") or 0 }))
+            }
+        }
+        location = /_backend/reset {
+            content_by_lua_block {
+                local d = ngx.shared.backend
+                d:flush_all()
+                ngx.say("reset")
+            }
+        }
+        location / {
+            content_by_lua_block {
+                local d = ngx.shared.backend
+                local active = d:incr("active", 1, 0)
+                d:rpush("ids", ngx.var.arg_id or "-")
+                d:rpush("conc", active)
+                local delay = tonumber(ngx.var.arg_delay or "")
+                if delay then ngx.sleep(delay) end
+                d:incr("active", -1, 0)
+                ngx.say("ok ", ngx.var.arg_id or "-")
+            }
+        }
+    }`;
+
+export function nginxConfig(opts: ConfigOptions = {}): string {
+  const setup = toLua(opts.setup ?? {});
+  return `
+include /etc/nginx/modules-enabled/*.conf;
+worker_processes ${opts.workers ?? 2};
+error_log /var/log/nginx/error.log notice;
+pid /run/nginx.pid;
+
+events {
+    worker_connections 16384;
+}
+
+http {
+    access_log off;
+    lua_package_path "/opt/intermission/dist/?.lua;;";
+    include /opt/intermission/nginx/intermission.conf;
+    lua_shared_dict backend 32m;
+
+    init_by_lua_block        { require("intermission").setup(${setup}) }
+    init_worker_by_lua_block { require("intermission").init_worker() }
+
+    upstream backend {
+        server 127.0.0.1:8081;
+        keepalive 256;
+    }
+
+    server {
+        listen 8080 backlog=4096;
+
+        location / {
+            ${opts.frontDirectives ?? ""}
+            ${HOOKS}
+        }
+        location /other/ {
+            set $intermission_scope other;
+            ${HOOKS}
+        }
+        location /seed/ {
+            set $app_name seedapp;
+            ${HOOKS}
+        }
+        location /short/ {
+            set $intermission_max_time 1;
+            ${HOOKS}
+        }
+        location /_intermission/ {
+            content_by_lua_block { require("intermission").control() }
+        }
+        location /_intermission_other/ {
+            set $intermission_scope other;
+            content_by_lua_block { require("intermission").control() }
+        }
+        location = /control {
+            content_by_lua_block { require("intermission").control() }
+        }
+        ${opts.extraLocations ?? ""}
+    }
+${BACKEND}
+}
+`;
+}
