@@ -1,10 +1,14 @@
 local ____exports = {}
+local stateZone
 local config = require("intermission.config")
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local ____shm = require("intermission.shm")
 local bindZones = ____shm.bindZones
+local zones = ____shm.zones
+local BUSY_KEY = ____shm.BUSY_KEY
 local gate = require("intermission.gate")
+local inflight = require("intermission.inflight")
 local ____control = require("intermission.control")
 local controlHandler = ____control.control
 ____exports._VERSION = "0.1.0"
@@ -26,6 +30,7 @@ function ____exports.setup(options)
     end
     settings.cfg = cfg
     settings.ready = true
+    stateZone = zones.state
 end
 function ____exports.init_worker()
     if not settings.ready then
@@ -39,14 +44,17 @@ function ____exports.init_worker()
             "intermission: " .. tostring(err)
         )
     end
+    stateZone = zones.state
 end
-local busy = gate.busy
-local pass = gate.pass
 local slow = gate.gate
---- access_by_lua: costs one shared-dict read (and the in-flight count) while running.
+local recordsPending = gate.recordsPending
+local settleRecord = gate.settleRecord
+local enter = inflight.enter
+local leave = inflight.leave
+--- access_by_lua: while every scope runs, one shared-dict read and a local count.
 function ____exports.access()
-    if not busy() then
-        return pass()
+    if (stateZone:get(BUSY_KEY)) == nil then
+        return enter()
     end
     local ok, err = pcall(slow)
     if not ok then
@@ -56,10 +64,12 @@ function ____exports.access()
         )
     end
 end
-local done = gate.done
 --- log_by_lua: gives back the request's in-flight count and release-window slot.
 function ____exports.log()
-    local ok, err = pcall(done)
+    if not recordsPending() then
+        return leave()
+    end
+    local ok, err = pcall(settleRecord)
     if not ok then
         ngx.log(
             ngx.ERR,

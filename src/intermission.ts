@@ -8,8 +8,9 @@
 //   content_by_lua_block     { require("intermission").control() }   -- control API
 import * as config from "./intermission/config";
 import { settings } from "./intermission/settings";
-import { bindZones } from "./intermission/shm";
+import { bindZones, zones, BUSY_KEY } from "./intermission/shm";
 import * as gate from "./intermission/gate";
+import * as inflight from "./intermission/inflight";
 import { control as controlHandler } from "./intermission/control";
 
 export const _VERSION = "0.1.0";
@@ -22,6 +23,7 @@ export function setup(options?: unknown): void {
   if (!ok) error(`intermission.setup: ${zoneErr}`, 2);
   settings.cfg = cfg;
   settings.ready = true;
+  stateZone = zones.state;
 }
 
 export function init_worker(): void {
@@ -31,24 +33,30 @@ export function init_worker(): void {
   }
   const [ok, err] = bindZones(settings.cfg.dict);
   if (!ok) ngx.log(ngx.ERR, `intermission: ${err}`);
+  stateZone = zones.state;
 }
 
-const busy = gate.busy;
-const pass = gate.pass;
+// The hooks run on every request: what they use is cached in locals. The zone is
+// bound by setup() in the master, so every worker forks with it in place.
+let stateZone: NgxSharedDict | undefined;
 const slow = gate.gate;
+const recordsPending = gate.recordsPending;
+const settleRecord = gate.settleRecord;
+const enter = inflight.enter;
+const leave = inflight.leave;
 
-/** access_by_lua: costs one shared-dict read (and the in-flight count) while running. */
+/** access_by_lua: while every scope runs, one shared-dict read and a local count. */
 export function access(): void {
-  if (!busy()) return pass();
+  // BUSY_KEY is absent while every scope runs (deleted when the count reaches 0).
+  if (stateZone!.get(BUSY_KEY)[0] === undefined) return enter();
   const [ok, err] = pcall(slow);
   if (!ok) ngx.log(ngx.ERR, `intermission: access failed, request passed: ${tostring(err)}`);
 }
 
-const done = gate.done;
-
 /** log_by_lua: gives back the request's in-flight count and release-window slot. */
 export function log(): void {
-  const [ok, err] = pcall(done);
+  if (!recordsPending()) return leave();
+  const [ok, err] = pcall(settleRecord);
   if (!ok) ngx.log(ngx.ERR, `intermission: log failed: ${tostring(err)}`);
 }
 

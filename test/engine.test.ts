@@ -222,7 +222,7 @@ describe("engine, release window 4, on_timeout pass, max_held 10", () => {
 describe("engine across nginx -s reload", () => {
   let node: NginxNode;
   before(async () => {
-    node = await NginxNode.start({ setup: { release_window: 2 } });
+    node = await NginxNode.start({ setup: { release_window: 1 } });
   });
   after(async () => node?.stop());
   afterEach(async () => node.assertCleanLog());

@@ -17,6 +17,7 @@ local ____gate = require("intermission.gate")
 local scopeOf = ____gate.scopeOf
 local ____metrics = require("intermission.metrics")
 local renderMetrics = ____metrics.renderMetrics
+local inflight = require("intermission.inflight")
 local READS = {status = true, metrics = true}
 local MUTATIONS = {pause = true, resume = true, maintenance = true}
 local LEGACY = {control = true, enable = true, disable = true}
@@ -83,34 +84,38 @@ local function describe(keys)
             0,
             queue.waiting(keys)
         ),
-        in_flight = math.max(
-            0,
-            num(zones.state, keys.inflight)
-        ),
+        in_flight = inflight.total(),
         since = snap.since > 0 and snap.since or nil,
         ["until"] = snap["until"] > 0 and snap["until"] or nil,
         reason = snap.reason ~= "" and snap.reason or nil,
         release_window = settings.cfg.release_window,
         max_hold = settings.cfg.max_hold,
         store = settings.cfg.store,
-        counters = count
+        counters = count,
+        shared_dict = {
+            state = {
+                capacity_kib = zones.state:capacity() / 1024,
+                free_kib = zones.state:free_space() / 1024
+            },
+            queue = {
+                capacity_kib = zones.queue:capacity() / 1024,
+                free_kib = zones.queue:free_space() / 1024
+            }
+        }
     }
 end
---- Waits until nothing of the scope is in flight to the upstream, or `seconds` pass.
-local function drain(keys, seconds)
+--- Waits until nothing on this node is in flight to the upstream, or `seconds` pass.
+local function drain(seconds)
     ngx.update_time()
     local deadline = ngx.now() + seconds
     while true do
-        local inflight = math.max(
-            0,
-            num(zones.state, keys.inflight)
-        )
-        if inflight == 0 then
+        local remaining = inflight.total()
+        if remaining == 0 then
             return true, 0
         end
         ngx.update_time()
         if ngx.now() >= deadline then
-            return false, inflight
+            return false, remaining
         end
         ngx.sleep(0.01)
     end
@@ -154,9 +159,9 @@ local function mutate(action, keys, p)
         body.released = heldBefore
     end
     if action == "pause" and p.drain ~= nil then
-        local drained, inflight = drain(keys, p.drain)
+        local drained, remaining = drain(p.drain)
         body.drained = drained
-        body.in_flight = inflight
+        body.in_flight = remaining
     end
     return json(200, body)
 end

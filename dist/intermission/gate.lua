@@ -2,7 +2,7 @@ local ____exports = {}
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local keysFor = ____shm.keysFor
-local BUSY_KEY = ____shm.BUSY_KEY
+local inflight = require("intermission.inflight")
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local state = require("intermission.state")
@@ -29,51 +29,33 @@ function ____exports.scopeOf()
     end
     return DEFAULT_SCOPE
 end
-local function enterUpstream(keys)
-    zones.state:incr(keys.inflight, 1, 0)
+--- Whether log() must look for a Record (some request of this worker took the slow path).
+function ____exports.recordsPending()
+    return pendingRecords > 0
 end
-local function leaveUpstream(keys)
-    local zone = zones.state
-    local n = zone:incr(keys.inflight, -1, 0)
-    if n ~= nil and n < 0 then
-        zone:incr(keys.inflight, 1)
+--- The log hook for when records are pending: settles this request's record, if any.
+function ____exports.settleRecord()
+    local ctx = ngx.ctx
+    local record = ctx[CTX_RECORD]
+    if record == nil then
+        return inflight.leave()
     end
-end
---- Whether any scope is not running: the one shared-dict read of the hot path.
-function ____exports.busy()
-    local b = zones.state:get(BUSY_KEY)
-    return b ~= nil and b ~= 0
-end
---- The running-state access hook.
-function ____exports.pass()
-    enterUpstream(keysFor(____exports.scopeOf()))
-end
---- The log hook.
-function ____exports.done()
-    if pendingRecords > 0 then
-        local ctx = ngx.ctx
-        local record = ctx[CTX_RECORD]
-        if record ~= nil then
-            ctx[CTX_RECORD] = nil
-            pendingRecords = pendingRecords - 1
-            if record.forwarded then
-                leaveUpstream(record.keys)
-            end
-            if record.releaseGen > 0 then
-                queue.releaseSlot(record.keys, record.releaseGen)
-                waiters.poke()
-            end
-            return
-        end
+    ctx[CTX_RECORD] = nil
+    pendingRecords = pendingRecords - 1
+    if record.forwarded then
+        inflight.leave()
     end
-    leaveUpstream(keysFor(____exports.scopeOf()))
+    if record.releaseGen > 0 then
+        queue.releaseSlot(record.keys, record.releaseGen)
+        waiters.poke()
+    end
 end
 local function remember(keys, forwarded, releaseGen)
     local record = {keys = keys, forwarded = forwarded, releaseGen = releaseGen}
     ngx.ctx[CTX_RECORD] = record
     pendingRecords = pendingRecords + 1
     if forwarded then
-        enterUpstream(keys)
+        inflight.enter()
     end
 end
 local function alwaysPasses()

@@ -6,6 +6,7 @@ local num = ____shm.num
 local state = require("intermission.state")
 local queue = require("intermission.queue")
 local counters = require("intermission.counters")
+local inflight = require("intermission.inflight")
 local STATES = {"running", "paused", "maintenance", "draining"}
 local function label(value)
     local escaped = string.gsub(value, "[\\\"\n]", {["\\"] = "\\\\", ["\""] = "\\\"", ["\n"] = "\\n"})
@@ -47,16 +48,8 @@ function ____exports.renderMetrics(scopes, current)
             queue.waiting(keysFor(s))
         ))
     end
-    family("intermission_in_flight", "gauge", "Requests passed to the upstream and not yet finished.")
-    for ____, s in ipairs(scopes) do
-        lines[#lines + 1] = (("intermission_in_flight{scope=\"" .. label(s)) .. "\"} ") .. tostring(math.max(
-            0,
-            num(
-                zones.state,
-                keysFor(s).inflight
-            )
-        ))
-    end
+    family("intermission_in_flight", "gauge", "Requests on this node passed to the upstream and not yet finished (all scopes).")
+    lines[#lines + 1] = "intermission_in_flight " .. tostring(inflight.total())
     family("intermission_requests_total", "counter", "Held requests by outcome (held counts every hold).")
     for ____, s in ipairs(scopes) do
         for ____, name in ipairs(counters.COUNTER_NAMES) do

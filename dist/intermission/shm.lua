@@ -33,7 +33,6 @@ local function makeKeys(scope)
         seq = p .. "seq",
         grant = p .. "grant",
         held = p .. "held",
-        inflight = p .. "inflight",
         slotsPrefix = p .. "slots|",
         positionPrefix = p .. "p|",
         claimPrefix = p .. "c|",

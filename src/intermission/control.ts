@@ -9,6 +9,7 @@ import * as params from "./params";
 import { json, jsonError } from "./respond";
 import { scopeOf } from "./gate";
 import { renderMetrics } from "./metrics";
+import * as inflight from "./inflight";
 
 type Action = "status" | "pause" | "resume" | "maintenance" | "metrics" | "control" | "enable" | "disable";
 
@@ -58,7 +59,7 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
     draining: snap.mode === "draining",
     held: num(zones.state, keys.held),
     queued: math.max(0, queue.waiting(keys)),
-    in_flight: math.max(0, num(zones.state, keys.inflight)),
+    in_flight: inflight.total(),
     since: snap.since > 0 ? snap.since : undefined,
     until: snap.until > 0 ? snap.until : undefined,
     reason: snap.reason !== "" ? snap.reason : undefined,
@@ -66,18 +67,22 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
     max_hold: settings.cfg.max_hold,
     store: settings.cfg.store,
     counters: count,
+    shared_dict: {
+      state: { capacity_kib: zones.state.capacity() / 1024, free_kib: zones.state.free_space() / 1024 },
+      queue: { capacity_kib: zones.queue.capacity() / 1024, free_kib: zones.queue.free_space() / 1024 },
+    },
   };
 }
 
-/** Waits until nothing of the scope is in flight to the upstream, or `seconds` pass. */
-function drain(keys: ScopeKeys, seconds: number): LuaMultiReturn<[boolean, number]> {
+/** Waits until nothing on this node is in flight to the upstream, or `seconds` pass. */
+function drain(seconds: number): LuaMultiReturn<[boolean, number]> {
   ngx.update_time();
   const deadline = ngx.now() + seconds;
   while (true) {
-    const inflight = math.max(0, num(zones.state, keys.inflight));
-    if (inflight === 0) return $multi(true, 0);
+    const remaining = inflight.total();
+    if (remaining === 0) return $multi(true, 0);
     ngx.update_time();
-    if (ngx.now() >= deadline) return $multi(false, inflight);
+    if (ngx.now() >= deadline) return $multi(false, remaining);
     ngx.sleep(0.01);
   }
 }
@@ -105,9 +110,9 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
   body.already = change.already;
   if (action === "resume") body.released = heldBefore;
   if (action === "pause" && p.drain !== undefined) {
-    const [drained, inflight] = drain(keys, p.drain);
+    const [drained, remaining] = drain(p.drain);
     body.drained = drained;
-    body.in_flight = inflight;
+    body.in_flight = remaining;
   }
   return json(200, body);
 }

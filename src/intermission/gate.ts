@@ -1,9 +1,10 @@
 // The access and log hooks.
 //
-// Running (the hot path): one shared-dict read of the busy count, the scope variable,
-// and the in-flight counter; nothing is allocated per request. Only when some scope is
-// not running does a request take the slow path below, which may hold it.
-import { zones, keysFor, ScopeKeys, BUSY_KEY } from "./shm";
+// Running (the hot path): one shared-dict read of the busy count and a per-worker
+// in-flight count; no ngx.var read, no allocation. Only when some scope is not
+// running does a request take the slow path below, which may hold it.
+import { zones, keysFor, ScopeKeys } from "./shm";
+import * as inflight from "./inflight";
 import { settings } from "./settings";
 import * as state from "./state";
 import * as queue from "./queue";
@@ -19,7 +20,7 @@ const CTX_WAITER = "intermission_waiter";
 /** What log() must undo for a request that took the slow path. */
 interface Record {
   keys: ScopeKeys;
-  /** Counted in in_flight (passed to the upstream). */
+  /** Passed to the upstream (counted in flight). */
   forwarded: boolean;
   /** Release generation of the window slot this request holds; 0 = none. */
   releaseGen: number;
@@ -37,53 +38,30 @@ export function scopeOf(): string {
   return DEFAULT_SCOPE;
 }
 
-function enterUpstream(keys: ScopeKeys): void {
-  zones.state.incr(keys.inflight, 1, 0);
+/** Whether log() must look for a Record (some request of this worker took the slow path). */
+export function recordsPending(): boolean {
+  return pendingRecords > 0;
 }
 
-function leaveUpstream(keys: ScopeKeys): void {
-  const zone = zones.state;
-  const [n] = zone.incr(keys.inflight, -1, 0);
-  // A request that reached log() without access() (denied earlier in the access phase,
-  // say) must not drive the count below zero.
-  if (n !== undefined && n < 0) zone.incr(keys.inflight, 1);
-}
-
-/** Whether any scope is not running: the one shared-dict read of the hot path. */
-export function busy(): boolean {
-  const [b] = zones.state.get(BUSY_KEY);
-  return b !== undefined && b !== 0;
-}
-
-/** The running-state access hook. */
-export function pass(): void {
-  enterUpstream(keysFor(scopeOf()));
-}
-
-/** The log hook. */
-export function done(): void {
-  if (pendingRecords > 0) {
-    const ctx = ngx.ctx;
-    const record = ctx[CTX_RECORD] as Record | undefined;
-    if (record !== undefined) {
-      ctx[CTX_RECORD] = undefined;
-      pendingRecords--;
-      if (record.forwarded) leaveUpstream(record.keys);
-      if (record.releaseGen > 0) {
-        queue.releaseSlot(record.keys, record.releaseGen);
-        waiters.poke();
-      }
-      return;
-    }
+/** The log hook for when records are pending: settles this request's record, if any. */
+export function settleRecord(): void {
+  const ctx = ngx.ctx;
+  const record = ctx[CTX_RECORD] as Record | undefined;
+  if (record === undefined) return inflight.leave();
+  ctx[CTX_RECORD] = undefined;
+  pendingRecords--;
+  if (record.forwarded) inflight.leave();
+  if (record.releaseGen > 0) {
+    queue.releaseSlot(record.keys, record.releaseGen);
+    waiters.poke();
   }
-  leaveUpstream(keysFor(scopeOf()));
 }
 
 function remember(keys: ScopeKeys, forwarded: boolean, releaseGen: number): void {
   const record: Record = { keys, forwarded, releaseGen };
   ngx.ctx[CTX_RECORD] = record;
   pendingRecords++;
-  if (forwarded) enterUpstream(keys);
+  if (forwarded) inflight.enter();
 }
 
 function alwaysPasses(): boolean {

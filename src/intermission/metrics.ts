@@ -3,6 +3,7 @@ import { keysFor, zones, num } from "./shm";
 import * as state from "./state";
 import * as queue from "./queue";
 import * as counters from "./counters";
+import * as inflight from "./inflight";
 
 const STATES: state.Mode[] = ["running", "paused", "maintenance", "draining"];
 
@@ -31,8 +32,8 @@ export function renderMetrics(scopes: string[], current: string): string {
   for (const s of scopes) lines.push(`intermission_held{scope="${label(s)}"} ${num(zones.state, keysFor(s).held)}`);
   family("intermission_queued", "gauge", "Tickets waiting for their turn on this node.");
   for (const s of scopes) lines.push(`intermission_queued{scope="${label(s)}"} ${math.max(0, queue.waiting(keysFor(s)))}`);
-  family("intermission_in_flight", "gauge", "Requests passed to the upstream and not yet finished.");
-  for (const s of scopes) lines.push(`intermission_in_flight{scope="${label(s)}"} ${math.max(0, num(zones.state, keysFor(s).inflight))}`);
+  family("intermission_in_flight", "gauge", "Requests on this node passed to the upstream and not yet finished (all scopes).");
+  lines.push(`intermission_in_flight ${inflight.total()}`);
   family("intermission_requests_total", "counter", "Held requests by outcome (held counts every hold).");
   for (const s of scopes) {
     for (const name of counters.COUNTER_NAMES) {

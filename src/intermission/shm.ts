@@ -20,8 +20,6 @@ export interface ScopeKeys {
   grant: string;
   /** Requests held on this node now. */
   held: string;
-  /** Requests passed to the upstream and not yet logged. */
-  inflight: string;
   /** Prefix of the release-window slot counters, one per release generation. */
   slotsPrefix: string;
   /** Prefixes of the per-ticket keys in the queue zone. */
@@ -71,7 +69,6 @@ function makeKeys(scope: string): ScopeKeys {
     seq: `${p}seq`,
     grant: `${p}grant`,
     held: `${p}held`,
-    inflight: `${p}inflight`,
     slotsPrefix: `${p}slots|`,
     positionPrefix: `${p}p|`,
     claimPrefix: `${p}c|`,

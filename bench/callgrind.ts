@@ -1,0 +1,93 @@
+// Instructions per request under callgrind: nginx as one process (no master) under
+// valgrind, K requests on one keep-alive connection, twice with different K so the
+// start-up and shutdown cost cancels out. Counts instructions, not seconds, so it
+// repeats on a noisy machine.
+import http from "node:http";
+import { spawn } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { PORTS, BenchNginxOptions } from "./nginx.ts";
+
+const K1 = 500;
+const K2 = 3500;
+
+function get(port: number, p: string, agent: http.Agent): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: "127.0.0.1", port, path: p, agent }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.on("error", reject);
+  });
+}
+
+async function instructions(root: string, dir: string, which: "intermission" | "empty", k: number,
+  concurrency: number, render: (o: BenchNginxOptions) => string): Promise<number> {
+  const runDir = path.join(dir, `${which}-${k}-c${concurrency}`);
+  rmSync(runDir, { recursive: true, force: true });
+  mkdirSync(runDir, { recursive: true });
+  const conf = path.join(runDir, "nginx.conf");
+  writeFileSync(conf, render({ root, dir: runDir, workers: 1, setup: {}, singleProcess: true, only: which }));
+  const out = path.join(runDir, "callgrind.out");
+  const child = spawn("valgrind", ["--tool=callgrind", "--smc-check=all-non-file", `--callgrind-out-file=${out}`,
+    "nginx", "-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (c) => (stderr += c));
+  const exited = new Promise<number>((resolve) => child.on("exit", (code) => resolve(code ?? -1)));
+
+  const port = PORTS[which];
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      await get(port, "/_intermission/status", agent);
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`nginx under valgrind did not start:\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  // `concurrency` keep-alive connections, each sending its share back to back.
+  await Promise.all(Array.from({ length: concurrency }, async (_, c) => {
+    for (let i = c; i < k; i += concurrency) {
+      const s = await get(port, "/", agent);
+      if (s !== 200) throw new Error(`callgrind run: status ${s}`);
+    }
+  }));
+  agent.destroy();
+  child.kill("SIGQUIT");
+  const code = await exited;
+  let text = "";
+  try {
+    text = readFileSync(out, "utf8");
+  } catch {
+    throw new Error(`valgrind exited ${code} without output:\n${stderr.slice(-2000)}`);
+  }
+  const m = text.match(/^(?:summary|totals):\s+(\d+)/m);
+  if (!m) throw new Error("no totals in callgrind output");
+  return Number(m[1]);
+}
+
+export interface CallgrindResult {
+  concurrency: number;
+  instructions_per_request_empty_hooks: number;
+  instructions_per_request_intermission: number;
+  hook_instructions: number;
+  cost_pct: number;
+}
+
+export async function callgrindPerRequest(root: string, dir: string, concurrency: number,
+  render: (o: BenchNginxOptions) => string): Promise<CallgrindResult> {
+  const perRequest = async (which: "intermission" | "empty") =>
+    ((await instructions(root, dir, which, K2, concurrency, render)) -
+      (await instructions(root, dir, which, K1, concurrency, render))) / (K2 - K1);
+  const empty = await perRequest("empty");
+  const ours = await perRequest("intermission");
+  return {
+    concurrency,
+    instructions_per_request_empty_hooks: Math.round(empty),
+    instructions_per_request_intermission: Math.round(ours),
+    hook_instructions: Math.round(ours - empty),
+    cost_pct: Math.round(((ours - empty) / empty) * 10000) / 100,
+  };
+}

@@ -1,0 +1,153 @@
+// The benchmark's nginx: one process tree on the host (no container port proxy in the
+// path), with front servers that differ only in their Lua hooks:
+//   intermission  :18080  access()/log() of intermission
+//   empty hooks   :18083  empty access_by_lua_block / log_by_lua_block
+//   plain         :18082  no Lua at all
+// all proxying to the same recording backend on :18081.
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import path from "node:path";
+import { toLua, LuaValue } from "../test/harness/nginx-config.ts";
+
+export const PORTS = { intermission: 18080, backend: 18081, plain: 18082, empty: 18083 } as const;
+
+export interface BenchNginxOptions {
+  root: string;
+  dir: string;
+  workers: number;
+  setup: { [k: string]: LuaValue };
+  /** Run one worker in the foreground without a master (for valgrind). */
+  singleProcess?: boolean;
+  /** Only this front server (for callgrind runs). */
+  only?: "intermission" | "empty";
+}
+
+const PROXY = `
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Request-Id $request_id;
+            proxy_read_timeout 300s;
+            proxy_pass http://backend;`;
+
+export function benchConfig(o: BenchNginxOptions): string {
+  const front = (name: "intermission" | "empty" | "plain", hooks: string) =>
+    o.only !== undefined && o.only !== name ? "" : `
+    server {
+        listen 127.0.0.1:${PORTS[name]} backlog=16384;
+        location / {
+            ${hooks}
+            ${PROXY}
+        }
+        location /_intermission/ {
+            content_by_lua_block { require("intermission").control() }
+        }
+    }`;
+  // Only the modules we need (not all of Debian's modules-enabled), from Debian's paths:
+  // scripts/bench.sh installs Debian's nginx for the benchmark.
+  return `
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+${o.singleProcess ? "master_process off;\ndaemon off;" : ""}
+worker_processes ${o.singleProcess ? 1 : o.workers};
+worker_rlimit_nofile 65536;
+error_log ${o.dir}/error.log notice;
+pid ${o.dir}/nginx.pid;
+events { worker_connections 32768; multi_accept on; }
+http {
+    access_log off;
+    client_body_temp_path ${o.dir}/body;
+    proxy_temp_path ${o.dir}/proxy;
+    lua_package_path "${o.root}/dist/?.lua;;";
+    include ${o.root}/nginx/intermission.conf;
+    lua_shared_dict backend 64m;
+    init_by_lua_block { require("intermission").setup(${toLua(o.setup)}) }
+    init_worker_by_lua_block { require("intermission").init_worker() }
+    upstream backend { server 127.0.0.1:${PORTS.backend}; keepalive 512; }
+${front("intermission", `access_by_lua_block { require("intermission").access() }
+            log_by_lua_block    { require("intermission").log() }`)}
+${front("empty", `access_by_lua_block { }
+            log_by_lua_block    { }`)}
+${front("plain", "")}
+    server {
+        listen 127.0.0.1:${PORTS.backend} backlog=16384;
+        location = /_backend/arrivals {
+            content_by_lua_block {
+                local d = ngx.shared.backend
+                local out, n = {}, 0
+                while true do
+                    local v = d:lpop("ids")
+                    if not v then break end
+                    n = n + 1
+                    out[n] = v
+                end
+                ngx.say(table.concat(out, "\\n"))
+            }
+        }
+        location / {
+            content_by_lua_block {
+                local d = ngx.shared.backend
+                if ngx.var.arg_record then
+                    d:rpush("ids", (ngx.var.http_x_request_id or "-") .. " " .. ngx.now())
+                end
+                ngx.say("ok")
+            }
+        }
+    }
+}
+`;
+}
+
+export class BenchNginx {
+  private constructor(readonly dir: string, readonly conf: string) {}
+
+  static start(o: BenchNginxOptions): BenchNginx {
+    mkdirSync(o.dir, { recursive: true });
+    const conf = path.join(o.dir, "nginx.conf");
+    writeFileSync(conf, benchConfig(o));
+    execFileSync("nginx", ["-c", conf], { stdio: "inherit" });
+    return new BenchNginx(o.dir, conf);
+  }
+
+  pid(): number {
+    return Number(readFileSync(path.join(this.dir, "nginx.pid"), "utf8").trim());
+  }
+
+  /** Resident memory (KiB) of the worker processes. */
+  workersRssKiB(): number {
+    const out = execFileSync("ps", ["--ppid", String(this.pid()), "-o", "rss="], { encoding: "utf8" });
+    return out.split("\n").filter(Boolean).reduce((a, l) => a + Number(l.trim()), 0);
+  }
+
+  errorLog(): string {
+    const f = path.join(this.dir, "error.log");
+    return existsSync(f) ? readFileSync(f, "utf8") : "";
+  }
+
+  /** Stops nginx and waits until the master is gone, so the ports are free again. */
+  stop(): void {
+    let pid = 0;
+    try {
+      pid = this.pid();
+      execFileSync("nginx", ["-c", this.conf, "-s", "stop"], { stdio: "ignore" });
+    } catch {
+      return; // not running
+    }
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        return;
+      }
+      execFileSync("sleep", ["0.05"]);
+    }
+    process.kill(pid, "SIGKILL");
+  }
+}
+
+/** nginx in the foreground under callgrind; returns the child. */
+export function spawnUnderCallgrind(conf: string, outFile: string) {
+  return spawn("valgrind", ["--tool=callgrind", `--callgrind-out-file=${outFile}`, "nginx", "-c", conf], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+}

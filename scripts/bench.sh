@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# npm run bench: installs what the benchmark runs on (Debian's nginx with
+# lua-nginx-module, wrk, valgrind), builds dist/, and runs bench/run.ts on the host.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v nginx >/dev/null 2>&1 || need+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
+[ -f /usr/share/lua/5.1/resty/core.lua ] || need+=(lua-resty-core)
+[ -f /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ] || need+=(lua-cjson)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "[bench] installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+[ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
+npm run -s build
+exec node --import tsx bench/run.ts "$@"
