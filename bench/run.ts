@@ -10,7 +10,7 @@
 //             instructions per request under callgrind (repeatable on a noisy box).
 import http from "node:http";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync, rmSync } from "node:fs";
+import { mkdirSync, writeFileSync, rmSync, cpSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,6 +19,7 @@ import { callgrindPerRequest } from "./callgrind.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const WORK = path.join(os.tmpdir(), "intermission-bench");
+const SNAPSHOT = path.join(WORK, "snapshot");
 const SIZES = (process.env.BENCH_SIZES ?? "1000,3000,10000").split(",").map(Number);
 const WINDOW = Number(process.env.BENCH_WINDOW ?? 64);
 const WORKERS = 2;
@@ -86,7 +87,7 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
   const dir = path.join(WORK, `release-${n}`);
   rmSync(dir, { recursive: true, force: true });
   const nginx = BenchNginx.start({
-    root: ROOT, dir, workers: WORKERS,
+    root: SNAPSHOT, dir, workers: WORKERS,
     setup: { max_held: n + 100, release_window: WINDOW, max_hold: 300, pause_ttl: 0 },
   });
   try {
@@ -170,7 +171,7 @@ function wrk(port: number, seconds: number): number {
 async function hotPath(): Promise<{ wrk_empty_rps: number; wrk_intermission_rps: number; wrk_cost_pct: number }> {
   const dir = path.join(WORK, "hotpath");
   rmSync(dir, { recursive: true, force: true });
-  const nginx = BenchNginx.start({ root: ROOT, dir, workers: WORKERS, setup: {} });
+  const nginx = BenchNginx.start({ root: SNAPSHOT, dir, workers: WORKERS, setup: {} });
   try {
     await until("nginx", async () => (await status()).state === "running");
     wrk(PORTS.empty, 1);
@@ -193,7 +194,11 @@ async function hotPath(): Promise<{ wrk_empty_rps: number; wrk_intermission_rps:
 }
 
 async function main(): Promise<void> {
+  rmSync(WORK, { recursive: true, force: true });
   mkdirSync(WORK, { recursive: true });
+  // Run from a snapshot of dist/ and nginx/, so a rebuild meanwhile cannot touch the run.
+  cpSync(path.join(ROOT, "dist"), path.join(SNAPSHOT, "dist"), { recursive: true });
+  cpSync(path.join(ROOT, "nginx"), path.join(SNAPSHOT, "nginx"), { recursive: true });
   const machine = `${os.cpus().length} cores, ${os.cpus()[0]?.model ?? "?"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`;
   console.log(`intermission bench: ${machine}; nginx with ${WORKERS} workers; release_window ${WINDOW}`);
 
@@ -207,8 +212,8 @@ async function main(): Promise<void> {
   const hot = await hotPath();
   console.log("done");
   process.stdout.write("  hot path (callgrind, 16 connections and 1) ... ");
-  const cg16 = await callgrindPerRequest(ROOT, path.join(WORK, "callgrind"), 16, benchConfig);
-  const cg1 = await callgrindPerRequest(ROOT, path.join(WORK, "callgrind"), 1, benchConfig);
+  const cg16 = await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 16, benchConfig);
+  const cg1 = await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 1, benchConfig);
   console.log("done");
 
   const result = {

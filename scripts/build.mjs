@@ -1,7 +1,9 @@
-// Compile src/ (TypeScript) to dist/ (Lua) with typescript-to-lua.
-// dist/ is wiped first so that a deleted source leaves no stale Lua behind, and the
-// build fails on any diagnostic, warnings included: dist/ is what users deploy.
-import { rmSync } from "node:fs";
+// Compile src/ (TypeScript) to dist/ (Lua) with typescript-to-lua, and cli/ to bin/
+// (JavaScript for Node) with tsc. Both outputs are committed: users deploy them.
+// Outputs are wiped first so that a deleted source leaves nothing stale behind, and the
+// build fails on any diagnostic, warnings included.
+import { rmSync, chmodSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import ts from "typescript";
@@ -23,4 +25,8 @@ if (diagnostics.length > 0) {
   process.stderr.write(`\nbuild failed: ${errors} error(s), ${diagnostics.length - errors} warning(s)\n`);
   process.exit(1);
 }
-console.log("build: dist/ written from src/");
+
+rmSync(path.join(root, "bin"), { recursive: true, force: true });
+execFileSync(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "-p", path.join(root, "tsconfig.cli.json")], { stdio: "inherit" });
+chmodSync(path.join(root, "bin/intermission.js"), 0o755);
+console.log("build: dist/ written from src/, bin/ from cli/");

@@ -33,6 +33,8 @@ export interface NodeOptions extends ConfigOptions {
 
 export class NginxNode {
   private logOffset = 0;
+  /** Sent with every control request the harness makes (e.g. the bearer token). */
+  controlHeaders: Record<string, string> = {};
 
   /** base: the front server (intermission); backend: the recording upstream, direct. */
   constructor(readonly container: StartedTestContainer, readonly base: string, readonly backend: string) {}
@@ -43,7 +45,7 @@ export class NginxNode {
       .withCopyContentToContainer([{ content: nginxConfig(opts), target: CONF }])
       .withCommand(["nginx", "-c", CONF, "-g", "daemon off;"])
       .withExposedPorts(8080, 8081)
-      .withWaitStrategy(Wait.forHttp("/_intermission/status", 8080).forStatusCode(200))
+      .withWaitStrategy(Wait.forHttp("/_backend/arrivals", 8081).forStatusCode(200))
       .withStartupTimeout(30_000);
     if (opts.network) builder = builder.withNetwork(opts.network);
     if (opts.alias) builder = builder.withNetworkAliases(opts.alias);
@@ -64,13 +66,14 @@ export class NginxNode {
     return send(this.url(p), { headers });
   }
 
-  control(action: string, params = "", headers: Record<string, string> = {}): Promise<Reply> {
+  control(action: string, params = "", extra: Record<string, string> = {}): Promise<Reply> {
     const p = `/_intermission/${action}${params ? `?${params}` : ""}`;
+    const headers = { ...this.controlHeaders, ...extra };
     return action === "status" || action === "metrics" ? this.get(p, headers) : post(this.url(p), undefined, headers);
   }
 
   async status(scope = "default"): Promise<any> {
-    const r = await this.get(`/_intermission/status?scope=${scope}`);
+    const r = await this.get(`/_intermission/status?scope=${scope}`, this.controlHeaders);
     assert.equal(r.status, 200, r.body);
     return r.json();
   }
@@ -91,7 +94,7 @@ export class NginxNode {
   /** Every scope the tests use back to running, and the backend's record cleared. */
   async reset(): Promise<void> {
     for (const scope of ["default", "other", "seedapp"]) {
-      const r = await post(this.url(`/_intermission/resume?scope=${scope}`));
+      const r = await post(this.url(`/_intermission/resume?scope=${scope}`), undefined, this.controlHeaders);
       assert.equal(r.status, 200, r.body);
     }
     await waitFor("no held requests", async () => (await this.status()).held === 0 && (await this.status("other")).held === 0);

@@ -1,0 +1,26 @@
+// Output: a readable table per node for people, JSON for machines.
+import { NodeResult } from "./nodes.ts";
+
+function when(epochSeconds: number | undefined): string {
+  if (epochSeconds === undefined) return "-";
+  const d = new Date(epochSeconds * 1000);
+  return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+}
+
+export function table(results: NodeResult[]): string {
+  const head = ["node", "state", "held", "queued", "in flight", "since", "until", "reason"];
+  const rows = results.map((r) => {
+    if (!r.ok) return [r.url, "ERROR", "-", "-", "-", "-", "-", "(see below)"];
+    const b = r.body;
+    const state = b.draining ? "running (draining)" : String(b.state);
+    return [r.url, state, String(b.held ?? "-"), String(b.queued ?? "-"), String(b.in_flight ?? "-"),
+      when(b.since), when(b.until), b.reason ?? ""];
+  });
+  const all = [head, ...rows];
+  const widths = head.map((_, c) => Math.max(...all.map((r) => r[c].length)));
+  return all.map((r) => r.map((v, c) => v.padEnd(widths[c])).join("  ").trimEnd()).join("\n");
+}
+
+export function json(value: unknown): string {
+  return JSON.stringify(value, null, 2);
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+// The intermission ops CLI: drive pause/resume on one node or a fleet.
+import { parseArgs, UsageError, USAGE, Options } from "./args.ts";
+import { fanOut, NodeResult } from "./nodes.ts";
+import { table, json } from "./format.ts";
+import { run } from "./run.ts";
+
+const log = (line: string) => process.stderr.write(`intermission: ${line}\n`);
+
+function report(o: Options, results: NodeResult[]): number {
+  if (o.json) {
+    process.stdout.write(json(results) + "\n");
+  } else {
+    process.stdout.write(table(results) + "\n");
+    for (const r of results) if (!r.ok) log(r.error ?? `${r.url}: failed`);
+  }
+  return results.every((r) => r.ok) ? 0 : 1;
+}
+
+async function status(o: Options): Promise<number> {
+  const once = () => fanOut(o.urls, "status", "GET", { scope: o.scope }, o.token, o.timeout);
+  if (!o.watch) return report(o, await once());
+  for (;;) {
+    const results = await once();
+    if (!o.json) process.stdout.write("\x1b[2J\x1b[H" + new Date().toISOString() + "\n");
+    report(o, results);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  let o: Options;
+  try {
+    o = parseArgs(argv, process.env);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      if (e.message) process.stderr.write(`intermission: ${e.message}\n`);
+      process.stderr.write(USAGE + "\n");
+      return 2;
+    }
+    throw e;
+  }
+  switch (o.command) {
+    case "status":
+      return status(o);
+    case "run":
+      return run(o, log);
+    default: {
+      const drain = o.command === "pause" && o.drain !== undefined ? Number(o.drain) : 0;
+      const params = o.command === "resume" ? { scope: o.scope } : { ttl: o.ttl, reason: o.reason, scope: o.scope, drain: o.drain };
+      return report(o, await fanOut(o.urls, o.command, "POST", params, o.token, o.timeout + drain));
+    }
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e) => {
+    log(`unexpected failure: ${e instanceof Error ? e.stack : String(e)}`);
+    process.exit(1);
+  },
+);

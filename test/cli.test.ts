@@ -1,0 +1,145 @@
+// The ops CLI against two real nodes (and one that is down): run's all-or-nothing
+// pause, resume after a failing or interrupted command, and clear failures.
+import { describe, it, before, after, beforeEach, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync } from "node:fs";
+import os from "node:os";
+import net from "node:net";
+import path from "node:path";
+import { NginxNode, ROOT } from "./harness/node.ts";
+import { waitFor } from "./harness/http.ts";
+
+const CLI = path.join(ROOT, "bin/intermission.js");
+const TOKEN = "cli-token-0123456789abcdef";
+
+/** A loopback port that nothing listens on: bound, then released. */
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+interface Cli {
+  exit: Promise<number>;
+  stdout: () => string;
+  stderr: () => string;
+  kill: (signal: NodeJS.Signals) => void;
+}
+
+function cli(args: string[], env: Record<string, string> = {}): Cli {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (c) => (out += c));
+  child.stderr.on("data", (c) => (err += c));
+  return {
+    exit: new Promise((resolve) => child.on("exit", (code, signal) => resolve(code ?? (signal ? -1 : 1)))),
+    stdout: () => out,
+    stderr: () => err,
+    kill: (s) => child.kill(s),
+  };
+}
+
+describe("CLI against two nodes", () => {
+  let a: NginxNode;
+  let b: NginxNode;
+  let urls: string[];
+  before(async () => {
+    [a, b] = await Promise.all([
+      NginxNode.start({ setup: { control_token: TOKEN } }),
+      NginxNode.start({ setup: { control_token: TOKEN } }),
+    ]);
+    for (const n of [a, b]) n.controlHeaders = { Authorization: `Bearer ${TOKEN}` };
+    urls = [a, b].flatMap((n) => ["--url", n.url("/_intermission")]);
+  });
+  after(async () => Promise.all([a?.stop(), b?.stop()]));
+  beforeEach(async () => Promise.all([a.reset(), b.reset()]));
+  afterEach(async () => {
+    await a.assertCleanLog();
+    await b.assertCleanLog();
+  });
+
+  it("status prints a table per node, and JSON with --json", async () => {
+    const table = cli([...urls, "status"], { INTERMISSION_TOKEN: TOKEN });
+    assert.equal(await table.exit, 0, table.stderr());
+    assert.match(table.stdout(), /^node\s+state\s+held\s+queued\s+in flight/);
+    assert.equal(table.stdout().split("\n").filter((l) => /running/.test(l)).length, 2);
+    const json = cli([...urls, "--token", TOKEN, "--json", "status"]);
+    assert.equal(await json.exit, 0);
+    const parsed = JSON.parse(json.stdout());
+    assert.equal(parsed.length, 2);
+    assert.ok(parsed.every((r: any) => r.ok && r.body.state === "running"));
+  });
+
+  it("pause and resume fan out to every node; a wrong token is a clear failure", async () => {
+    const p = cli([...urls, "--token", TOKEN, "pause", "--ttl", "60", "--reason", "cli test"]);
+    assert.equal(await p.exit, 0, p.stderr());
+    for (const n of [a, b]) assert.equal((await n.status()).state, "paused");
+    const bad = cli([...urls, "--token", "wrong-token-0123456789", "resume"]);
+    assert.equal(await bad.exit, 1);
+    assert.match(bad.stderr(), /token was refused \(401\)/);
+    for (const n of [a, b]) assert.equal((await n.status()).state, "paused", "a 401 changes nothing");
+    const r = cli([...urls, "--token", TOKEN, "resume"]);
+    assert.equal(await r.exit, 0, r.stderr());
+    for (const n of [a, b]) assert.equal((await n.status()).state, "running");
+  });
+
+  it("run resumes every node after a failing command and exits with its status", async () => {
+    const held = a.send("/?id=during-run");
+    const run = cli([...urls, "--token", TOKEN, "run", "--no-drain", "--", "sh", "-c",
+      // While CMD runs both nodes are paused: check it from inside, then fail with 3.
+      `sleep 0.5; exit 3`]);
+    await waitFor("both nodes paused", async () => (await a.status()).state === "paused" && (await b.status()).state === "paused");
+    const code = await run.exit;
+    assert.equal(code, 3, run.stderr());
+    for (const n of [a, b]) assert.equal((await n.status()).state, "running");
+    assert.equal((await held.reply).status, 200);
+    assert.match(run.stderr(), /resumed .*released/);
+    assert.match(run.stderr(), /paused for \d+\.\ds; \d+ request\(s\) were held at resume/);
+  });
+
+  it("run resumes every node when interrupted by a signal", async () => {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      const run = cli([...urls, "--token", TOKEN, "run", "--", "sleep", "30"]);
+      await waitFor("both nodes paused", async () => (await a.status()).state === "paused" && (await b.status()).state === "paused");
+      await waitFor("the command running", async () => /paused http/.test(run.stderr()));
+      run.kill(signal);
+      const code = await run.exit;
+      assert.equal(code, signal === "SIGINT" ? 130 : 143, run.stderr());
+      for (const n of [a, b]) assert.equal((await n.status()).state, "running", `${signal}: resumed`);
+    }
+  });
+
+  it("run with one node down pauses nothing for long, runs nothing, and says which node", async () => {
+    const marker = path.join(mkdtempSync(path.join(os.tmpdir(), "im-")), "ran");
+    const down = `http://127.0.0.1:${await closedPort()}/_intermission`;
+    const run = cli([...urls, "--url", down, "--token", TOKEN, "run", "--", "touch", marker]);
+    const code = await run.exit;
+    assert.notEqual(code, 0);
+    assert.ok(run.stderr().includes(`FAILED to pause ${down}: unreachable (connection refused)`), run.stderr());
+    assert.match(run.stderr(), /resuming the 2 node\(s\) that did pause/);
+    assert.equal(existsSync(marker), false, "the command must not run");
+    for (const n of [a, b]) assert.equal((await n.status()).state, "running");
+  });
+
+  it("reports a drain that did not finish", async () => {
+    const slow = a.send("/?id=slow&delay=3");
+    await waitFor("the slow request at the upstream", async () => (await a.arrivals()).active === 1);
+    const run = cli([...urls, "--token", TOKEN, "run", "--drain", "0.5", "--", "true"]);
+    assert.equal(await run.exit, 0, run.stderr());
+    assert.match(run.stderr(), new RegExp(`paused ${a.url("/_intermission").replace(/[/.]/g, "\\$&")}, NOT drained: 1 request\\(s\\) still in flight after 0.5s`));
+    assert.match(run.stderr(), new RegExp(`paused ${b.url("/_intermission").replace(/[/.]/g, "\\$&")}, drained`));
+    assert.equal((await slow.reply).status, 200);
+  });
+
+  it("rejects bad usage with exit code 2", async () => {
+    for (const args of [["bogus"], ["run"], ["run", "--drain", "1", "--no-drain", "--", "true"], ["pause", "--watch"], []]) {
+      const c = cli(args);
+      assert.equal(await c.exit, 2, args.join(" "));
+      assert.match(c.stderr(), /usage: intermission/);
+    }
+  });
+});
