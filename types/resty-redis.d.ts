@@ -5,19 +5,16 @@
 declare module "resty.redis" {
   type RedisReply = string | number | NgxNull | RedisReply[];
 
+  /** 0.27 passes these straight to tcpsock:connect (no TLS options before 0.28). */
   interface RedisConnectOptions {
-    ssl?: boolean;
-    ssl_verify?: boolean;
-    server_name?: string;
     pool?: string;
     pool_size?: number;
     backlog?: number;
   }
 
   interface Redis {
-    /** Milliseconds for connect, send and read. */
+    /** Milliseconds for connect, send and read alike (0.27 has no set_timeouts). */
     set_timeout(this: Redis, ms: number): void;
-    set_timeouts(this: Redis, connect_ms: number, send_ms: number, read_ms: number): void;
     /** 1 | nil, err. host may be "unix:/path". */
     connect(this: Redis, host: string, port?: number, options?: RedisConnectOptions): LuaMultiReturn<[1 | undefined, string | undefined]>;
     /** Puts the connection into the cosocket pool. 1 | nil, err */

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# npm run demo: from a bare machine, start the demo stack (intermission on :8080 in
+# front of a tiny backend, plus Redis) and run a simulated maintenance against it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/docker-bootstrap.sh
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || {
+  echo "[demo] installing docker-compose"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+}
+compose() { if command -v docker-compose >/dev/null 2>&1; then docker-compose "$@"; else docker compose "$@"; fi; }
+bash scripts/images.sh
+compose up -d --no-build
+for _ in $(seq 1 100); do
+  curl -fsS -o /dev/null http://127.0.0.1:8080/_intermission/status 2>/dev/null && break
+  sleep 0.1
+done
+curl -fsS http://127.0.0.1:8080/ || { echo "[demo] the stack did not come up"; compose logs --tail 50; exit 1; }
+bash examples/maintenance.sh
+cat <<'TXT'
+
+The demo stack is running:
+  curl localhost:8080/                                   # through intermission
+  node bin/intermission.js status                        # the CLI (control API on loopback)
+  curl localhost:8080/control                            # the seed's toggle: pause / resume
+  docker-compose down                                    # stop it
+TXT
