@@ -1,5 +1,5 @@
 local ____exports = {}
-local stateZone
+local nodeId, stateZone
 local config = require("intermission.config")
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
@@ -9,8 +9,21 @@ local zones = ____shm.zones
 local BUSY_KEY = ____shm.BUSY_KEY
 local gate = require("intermission.gate")
 local inflight = require("intermission.inflight")
+local fleet = require("intermission.fleet.sync")
 local ____control = require("intermission.control")
 local controlHandler = ____control.control
+function nodeId()
+    local host = "nginx"
+    local f = io.open("/etc/hostname", "r")
+    if f ~= nil then
+        local line = f:read("*l")
+        f:close()
+        if type(line) == "string" and line ~= "" then
+            host = line
+        end
+    end
+    return (host .. ":") .. tostring(ngx.worker.pid())
+end
 ____exports._VERSION = "0.1.0"
 --- Validates the options; a bad one stops nginx from starting, with the reason.
 function ____exports.setup(options)
@@ -31,6 +44,10 @@ function ____exports.setup(options)
     settings.cfg = cfg
     settings.ready = true
     stateZone = zones.state
+    if cfg.store == "redis" then
+        fleet.node.id = nodeId()
+        fleet.markPending()
+    end
 end
 function ____exports.init_worker()
     if not settings.ready then
@@ -45,6 +62,9 @@ function ____exports.init_worker()
         )
     end
     stateZone = zones.state
+    if settings.cfg.store == "redis" then
+        fleet.start()
+    end
 end
 local slow = gate.gate
 local recordsPending = gate.recordsPending

@@ -11,6 +11,7 @@ import { settings } from "./intermission/settings";
 import { bindZones, zones, BUSY_KEY } from "./intermission/shm";
 import * as gate from "./intermission/gate";
 import * as inflight from "./intermission/inflight";
+import * as fleet from "./intermission/fleet/sync";
 import { control as controlHandler } from "./intermission/control";
 
 export const _VERSION = "0.1.0";
@@ -24,6 +25,22 @@ export function setup(options?: unknown): void {
   settings.cfg = cfg;
   settings.ready = true;
   stateZone = zones.state;
+  if (cfg.store === "redis") {
+    fleet.node.id = nodeId();
+    fleet.markPending();
+  }
+}
+
+/** This nginx instance in the fleet's heartbeats: host name and master pid. */
+function nodeId(): string {
+  let host = "nginx";
+  const [f] = io.open("/etc/hostname", "r");
+  if (f !== undefined) {
+    const line = f.read("*l");
+    f.close();
+    if (typeof line === "string" && line !== "") host = line;
+  }
+  return `${host}:${ngx.worker.pid()}`;
 }
 
 export function init_worker(): void {
@@ -34,6 +51,7 @@ export function init_worker(): void {
   const [ok, err] = bindZones(settings.cfg.dict);
   if (!ok) ngx.log(ngx.ERR, `intermission: ${err}`);
   stateZone = zones.state;
+  if (settings.cfg.store === "redis") fleet.start();
 }
 
 // The hooks run on every request: what they use is cached in locals. The zone is

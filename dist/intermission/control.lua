@@ -18,6 +18,8 @@ local scopeOf = ____gate.scopeOf
 local ____metrics = require("intermission.metrics")
 local renderMetrics = ____metrics.renderMetrics
 local inflight = require("intermission.inflight")
+local fleet = require("intermission.fleet.sync")
+local remote = require("intermission.fleet.remote")
 local READS = {status = true, metrics = true}
 local MUTATIONS = {pause = true, resume = true, maintenance = true}
 local LEGACY = {control = true, enable = true, disable = true}
@@ -104,12 +106,30 @@ local function describe(keys)
         }
     }
 end
---- Waits until nothing on this node is in flight to the upstream, or `seconds` pass.
+--- In flight to the upstream: this node's, or in fleet mode the whole fleet's (this node
+-- counted live, the others by their heartbeats, sent every 0.1 s while paused).
+local function inFlightNow()
+    if settings.cfg.store ~= "redis" then
+        return inflight.total()
+    end
+    local f = fleet.fleetStatus()
+    if f == nil then
+        return inflight.total()
+    end
+    local others = 0
+    for ____, n in ipairs(f.nodes) do
+        if n.id ~= fleet.node.id then
+            others = others + n.in_flight
+        end
+    end
+    return inflight.total() + others
+end
+--- Waits until nothing is in flight to the upstream (see inFlightNow), or `seconds` pass.
 local function drain(seconds)
     ngx.update_time()
     local deadline = ngx.now() + seconds
     while true do
-        local remaining = inflight.total()
+        local remaining = inFlightNow()
         if remaining == 0 then
             return true, 0
         end
@@ -124,6 +144,21 @@ local function mutate(action, keys, p)
     local cfg = settings.cfg
     local reason = p.reason or ""
     local heldBefore = num(zones.state, keys.held)
+    if cfg.store == "redis" then
+        local ttl = action == "pause" and (p.ttl or cfg.pause_ttl) or (action == "maintenance" and (p.ttl or 0) or 0)
+        local mode = action == "pause" and "paused" or (action == "maintenance" and "maintenance" or "")
+        local ok, ____, err = remote.change(keys.scope, mode, ttl, reason)
+        if not ok then
+            ngx.log(
+                ngx.ERR,
+                (((("intermission: " .. action) .. " of scope ") .. keys.scope) .. " not applied: ") .. tostring(err)
+            )
+            return jsonError(
+                503,
+                ((action .. " not applied: the fleet's Redis is unavailable (") .. tostring(err)) .. ")"
+            )
+        end
+    end
     local result
     if action == "pause" then
         result = {state.pause(keys, p.ttl or cfg.pause_ttl, reason)}
@@ -231,6 +266,15 @@ local function handle()
         state.settle(keys)
         local body = describe(keys)
         body.ok = true
+        if settings.cfg.store == "redis" then
+            body.node = fleet.node.id
+            local f, err = fleet.fleetStatus()
+            body.fleet = f or ({error = err})
+            local syncErr = fleet.lastError()
+            if syncErr ~= nil then
+                body.redis_error = syncErr
+            end
+        end
         return json(200, body)
     end
     if action == "pause" or action == "resume" or action == "maintenance" then

@@ -3,6 +3,7 @@ local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local keysFor = ____shm.keysFor
 local inflight = require("intermission.inflight")
+local fleet = require("intermission.fleet.sync")
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local state = require("intermission.state")
@@ -226,6 +227,9 @@ local function hold(keys, mode)
 end
 --- The access hook once some scope is not running.
 function ____exports.gate()
+    if settings.cfg.store == "redis" then
+        fleet.awaitFirstSync()
+    end
     local keys = keysFor(____exports.scopeOf())
     local mode = state.settle(keys)
     if mode == "running" then

@@ -10,6 +10,8 @@ import { json, jsonError } from "./respond";
 import { scopeOf } from "./gate";
 import { renderMetrics } from "./metrics";
 import * as inflight from "./inflight";
+import * as fleet from "./fleet/sync";
+import * as remote from "./fleet/remote";
 
 type Action = "status" | "pause" | "resume" | "maintenance" | "metrics" | "control" | "enable" | "disable";
 
@@ -74,12 +76,25 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
   };
 }
 
-/** Waits until nothing on this node is in flight to the upstream, or `seconds` pass. */
+/**
+ * In flight to the upstream: this node's, or in fleet mode the whole fleet's (this node
+ * counted live, the others by their heartbeats, sent every 0.1 s while paused).
+ */
+function inFlightNow(): number {
+  if (settings.cfg.store !== "redis") return inflight.total();
+  const [f] = fleet.fleetStatus();
+  if (f === undefined) return inflight.total();
+  let others = 0;
+  for (const n of f.nodes as { id: string; in_flight: number }[]) if (n.id !== fleet.node.id) others += n.in_flight;
+  return inflight.total() + others;
+}
+
+/** Waits until nothing is in flight to the upstream (see inFlightNow), or `seconds` pass. */
 function drain(seconds: number): LuaMultiReturn<[boolean, number]> {
   ngx.update_time();
   const deadline = ngx.now() + seconds;
   while (true) {
-    const remaining = inflight.total();
+    const remaining = inFlightNow();
     if (remaining === 0) return $multi(true, 0);
     ngx.update_time();
     if (ngx.now() >= deadline) return $multi(false, remaining);
@@ -91,6 +106,16 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
   const cfg = settings.cfg;
   const reason = p.reason ?? "";
   const heldBefore = num(zones.state, keys.held);
+  if (cfg.store === "redis") {
+    // The fleet's switch is in Redis: if it cannot be written, nothing changes anywhere.
+    const ttl = action === "pause" ? (p.ttl ?? cfg.pause_ttl) : action === "maintenance" ? (p.ttl ?? 0) : 0;
+    const mode = action === "pause" ? "paused" : action === "maintenance" ? "maintenance" : "";
+    const [ok, , err] = remote.change(keys.scope, mode, ttl, reason);
+    if (!ok) {
+      ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} not applied: ${err}`);
+      return jsonError(503, `${action} not applied: the fleet's Redis is unavailable (${err})`);
+    }
+  }
   let result: LuaMultiReturn<[state.Change | undefined, string | undefined]>;
   if (action === "pause") result = state.pause(keys, p.ttl ?? cfg.pause_ttl, reason);
   else if (action === "maintenance") result = state.maintenance(keys, p.ttl ?? 0, reason);
@@ -177,6 +202,13 @@ function handle(): void {
     state.settle(keys);
     const body = describe(keys);
     body.ok = true;
+    if (settings.cfg.store === "redis") {
+      body.node = fleet.node.id;
+      const [f, err] = fleet.fleetStatus();
+      body.fleet = f ?? { error: err };
+      const syncErr = fleet.lastError();
+      if (syncErr !== undefined) body.redis_error = syncErr;
+    }
     return json(200, body);
   }
   if (action === "pause" || action === "resume" || action === "maintenance") return mutate(action, keys, p);

@@ -5,6 +5,7 @@
 // running does a request take the slow path below, which may hold it.
 import { zones, keysFor, ScopeKeys } from "./shm";
 import * as inflight from "./inflight";
+import * as fleet from "./fleet/sync";
 import { settings } from "./settings";
 import * as state from "./state";
 import * as queue from "./queue";
@@ -209,6 +210,7 @@ function hold(keys: ScopeKeys, mode: state.Mode): void {
 
 /** The access hook once some scope is not running. */
 export function gate(): void {
+  if (settings.cfg.store === "redis") fleet.awaitFirstSync();
   const keys = keysFor(scopeOf());
   const mode = state.settle(keys);
   if (mode === "running") return remember(keys, true, 0);

@@ -19,6 +19,8 @@ export interface ConfigOptions {
   frontDirectives?: string;
   /** Extra server-level locations. */
   extraLocations?: string;
+  /** nginx `resolver` (cosockets need one to connect to a host name). */
+  resolver?: string;
 }
 
 const HOOKS = `
@@ -93,6 +95,7 @@ events {
 
 http {
     access_log off;
+    ${opts.resolver ? `resolver ${opts.resolver} valid=1s ipv6=off;` : ""}
     lua_package_path "/opt/intermission/dist/?.lua;;";
     include /opt/intermission/nginx/intermission.conf;
     lua_shared_dict backend 32m;

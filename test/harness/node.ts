@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { GenericContainer, StartedTestContainer, StartedNetwork, Wait } from "testcontainers";
+import { GenericContainer, Network, StartedTestContainer, StartedNetwork, Wait } from "testcontainers";
 import { ConfigOptions, nginxConfig } from "./nginx-config.ts";
 import { get, post, Reply, send, PendingRequest, waitFor } from "./http.ts";
 
@@ -142,3 +142,21 @@ export class NginxNode {
     await this.container.stop({ timeout: 2 });
   }
 }
+
+/** Redis in a container on `network`, reachable there as `alias`. */
+export async function startRedis(network: StartedNetwork, alias = "redis"): Promise<StartedTestContainer> {
+  ensureImages();
+  return new GenericContainer("intermission-redis:latest")
+    .withNetwork(network)
+    .withNetworkAliases(alias)
+    .withExposedPorts(6379)
+    .withWaitStrategy(Wait.forLogMessage(/Ready to accept connections/))
+    .start();
+}
+
+export async function newNetwork(): Promise<StartedNetwork> {
+  return new Network().start();
+}
+
+/** Docker's embedded DNS, for nodes on a user-defined network. */
+export const DOCKER_DNS = "127.0.0.11";
