@@ -10,6 +10,10 @@ import path from "node:path";
 import { toLua, LuaValue } from "../test/harness/nginx-config.ts";
 
 export const PORTS = { intermission: 18080, backend: 18081, plain: 18082, empty: 18083 } as const;
+export type Ports = { intermission: number; backend: number; plain: number; empty: number };
+
+/** A second node's ports, for the fleet measurement. */
+export const PORTS_B: Ports = { intermission: 28080, backend: 28081, plain: 28082, empty: 28083 };
 
 export interface BenchNginxOptions {
   root: string;
@@ -20,6 +24,7 @@ export interface BenchNginxOptions {
   singleProcess?: boolean;
   /** Only this front server (for callgrind runs). */
   only?: "intermission" | "empty";
+  ports?: Ports;
 }
 
 const PROXY = `
@@ -30,10 +35,11 @@ const PROXY = `
             proxy_pass http://backend;`;
 
 export function benchConfig(o: BenchNginxOptions): string {
+  const ports = o.ports ?? PORTS;
   const front = (name: "intermission" | "empty" | "plain", hooks: string) =>
     o.only !== undefined && o.only !== name ? "" : `
     server {
-        listen 127.0.0.1:${PORTS[name]} backlog=16384;
+        listen 127.0.0.1:${ports[name]} backlog=16384;
         location / {
             ${hooks}
             ${PROXY}
@@ -62,14 +68,14 @@ http {
     lua_shared_dict backend 64m;
     init_by_lua_block { require("intermission").setup(${toLua(o.setup)}) }
     init_worker_by_lua_block { require("intermission").init_worker() }
-    upstream backend { server 127.0.0.1:${PORTS.backend}; keepalive 512; }
+    upstream backend { server 127.0.0.1:${ports.backend}; keepalive 512; }
 ${front("intermission", `access_by_lua_block { require("intermission").access() }
             log_by_lua_block    { require("intermission").log() }`)}
 ${front("empty", `access_by_lua_block { }
             log_by_lua_block    { }`)}
 ${front("plain", "")}
     server {
-        listen 127.0.0.1:${PORTS.backend} backlog=16384;
+        listen 127.0.0.1:${ports.backend} backlog=16384;
         location = /_backend/arrivals {
             content_by_lua_block {
                 local d = ngx.shared.backend

@@ -10,12 +10,13 @@
 //             instructions per request under callgrind (repeatable on a noisy box).
 import http from "node:http";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync, rmSync, cpSync } from "node:fs";
+import { mkdirSync, writeFileSync, rmSync, cpSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { BenchNginx, PORTS, benchConfig } from "./nginx.ts";
+import { BenchNginx, PORTS, PORTS_B, benchConfig } from "./nginx.ts";
 import { callgrindPerRequest } from "./callgrind.ts";
+import { plotRelease } from "./plot.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const WORK = path.join(os.tmpdir(), "intermission-bench");
@@ -23,6 +24,9 @@ const SNAPSHOT = path.join(WORK, "snapshot");
 const SIZES = (process.env.BENCH_SIZES ?? "1000,3000,10000").split(",").map(Number);
 const WINDOW = Number(process.env.BENCH_WINDOW ?? 64);
 const WORKERS = 2;
+/** BENCH_ONLY=release,fleet,hot runs some sections (for development); such a run saves nothing. */
+const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(",")) : undefined;
+const wanted = (section: string) => ONLY === undefined || ONLY.has(section);
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 
@@ -80,6 +84,9 @@ interface ReleaseResult {
   failed: number;
   rss_kib_per_1000: number;
   shm_kib_per_1000: number;
+  /** Released tickets keep two small keys for max_hold + 60 s. */
+  shm_kib_per_1000_released: number;
+  /** Status samples through the cycle; t in ms since the resume call. */
   timeline: { t: number; held: number; queued: number; in_flight: number }[];
 }
 
@@ -123,6 +130,7 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
     sampling = false;
     await sampler;
     const failed = replies.filter((r) => r.status === "rejected" || r.value.status !== 200).length;
+    const afterRelease = await status();
 
     // Order: ticket (hold order) of each request, in the order the upstream saw them.
     const tickets = new Map<string, number>();
@@ -148,7 +156,8 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
       failed: failed + plain.failed + (xs.length === n ? 0 : n - xs.length),
       rss_kib_per_1000: round(((rssHeld - rssBefore) / n) * 1000),
       shm_kib_per_1000: round(((shmUsed(heldAt) - shmUsed(before)) / n) * 1000),
-      timeline,
+      shm_kib_per_1000_released: round(((shmUsed(afterRelease) - shmUsed(before)) / n) * 1000),
+      timeline: timeline.map((p) => ({ ...p, t: round(p.t - (resumeAt - t0), 2) })),
     };
   } finally {
     agent.destroy();
@@ -193,6 +202,56 @@ async function hotPath(): Promise<{ wrk_empty_rps: number; wrk_intermission_rps:
   }
 }
 
+const REDIS_PORT = 16379;
+
+function percentile(xs: number[], p: number): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+/**
+ * Fleet propagation: two nodes sharing a Redis on this host. The time from node A's
+ * answer to a pause to node B's status saying paused (B's hot path reads the same
+ * shared dict its status does), over 50 pauses.
+ */
+async function fleetPropagation(): Promise<{ pauses: number; median_ms: number; p99_ms: number; max_ms: number }> {
+  const dir = path.join(WORK, "fleet");
+  mkdirSync(dir, { recursive: true });
+  execFileSync("redis-server", ["--port", String(REDIS_PORT), "--bind", "127.0.0.1", "--save", "", "--daemonize", "yes",
+    "--pidfile", path.join(dir, "redis.pid"), "--logfile", path.join(dir, "redis.log")]);
+  const setup = { store: "redis", redis: { host: "127.0.0.1", port: REDIS_PORT, prefix: `bench${Date.now()}` }, pause_ttl: 60 };
+  const a = BenchNginx.start({ root: SNAPSHOT, dir: path.join(dir, "a"), workers: WORKERS, setup });
+  const b = BenchNginx.start({ root: SNAPSHOT, dir: path.join(dir, "b"), workers: WORKERS, setup, ports: PORTS_B });
+  const stateOf = async (port: number) =>
+    JSON.parse((await request(port, "/_intermission/status", "GET", false)).body).state as string;
+  try {
+    await until("both nodes", async () => (await stateOf(PORTS.intermission)) === "running" &&
+      (await stateOf(PORTS_B.intermission)) === "running");
+    const samples: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      await request(PORTS.intermission, "/_intermission/pause", "POST", false);
+      const answered = performance.now();
+      while ((await stateOf(PORTS_B.intermission)) !== "paused") {
+        if (performance.now() - answered > 5000) throw new Error("bench: pause did not reach node B in 5 s");
+      }
+      samples.push(performance.now() - answered);
+      await request(PORTS.intermission, "/_intermission/resume", "POST", false);
+      await until("B running", async () => (await stateOf(PORTS_B.intermission)) === "running");
+    }
+    return { pauses: samples.length, median_ms: round(percentile(samples, 50), 2), p99_ms: round(percentile(samples, 99), 2),
+      max_ms: round(Math.max(...samples), 2) };
+  } finally {
+    agent.destroy();
+    a.stop();
+    b.stop();
+    try {
+      process.kill(Number(readFileSync(path.join(dir, "redis.pid"), "utf8")), "SIGTERM");
+    } catch {
+      // not running
+    }
+  }
+}
+
 async function main(): Promise<void> {
   rmSync(WORK, { recursive: true, force: true });
   mkdirSync(WORK, { recursive: true });
@@ -203,17 +262,23 @@ async function main(): Promise<void> {
   console.log(`intermission bench: ${machine}; nginx with ${WORKERS} workers; release_window ${WINDOW}`);
 
   const release: ReleaseResult[] = [];
-  for (const n of SIZES) {
+  for (const n of wanted("release") ? SIZES : []) {
     process.stdout.write(`  release, N = ${n} ... `);
     release.push(await releaseRun(n));
     console.log("done");
   }
+  process.stdout.write("  fleet propagation (2 nodes, Redis) ... ");
+  const fleet = wanted("fleet") ? await fleetPropagation() : { pauses: 0, median_ms: NaN, p99_ms: NaN, max_ms: NaN };
+  console.log("done");
   process.stdout.write("  hot path (wrk) ... ");
-  const hot = await hotPath();
+  const skipped = { wrk_empty_rps: NaN, wrk_intermission_rps: NaN, wrk_cost_pct: NaN };
+  const hot = wanted("hot") ? await hotPath() : skipped;
   console.log("done");
   process.stdout.write("  hot path (callgrind, 16 connections and 1) ... ");
-  const cg16 = await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 16, benchConfig);
-  const cg1 = await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 1, benchConfig);
+  const noCg = (c: number) => ({ concurrency: c, instructions_per_request_empty_hooks: NaN,
+    instructions_per_request_intermission: NaN, hook_instructions: NaN, cost_pct: NaN });
+  const cg16 = wanted("hot") ? await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 16, benchConfig) : noCg(16);
+  const cg1 = wanted("hot") ? await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 1, benchConfig) : noCg(1);
   console.log("done");
 
   const result = {
@@ -224,6 +289,7 @@ async function main(): Promise<void> {
     release_window: WINDOW,
     release,
     hot_path: { ...hot, callgrind: [cg16, cg1] },
+    fleet_propagation: fleet,
   };
 
   const rows: string[][] = [["measure", ...release.map((r) => `N=${r.n}`)]];
@@ -235,11 +301,14 @@ async function main(): Promise<void> {
   rows.push(["failed requests", ...release.map((r) => String(r.failed))]);
   rows.push(["worker RSS per 1,000 held (KiB)", ...release.map((r) => String(r.rss_kib_per_1000))]);
   rows.push(["shared dict per 1,000 held (KiB)", ...release.map((r) => String(r.shm_kib_per_1000))]);
+  rows.push(["shared dict per 1,000 released (KiB)", ...release.map((r) => String(r.shm_kib_per_1000_released))]);
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   const line = (r: string[]) => `| ${r.map((v, c) => v.padEnd(widths[c])).join(" | ")} |`;
   console.log("\n" + line(rows[0]));
   console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
   for (const r of rows.slice(1)) console.log(line(r));
+  console.log(`\nfleet propagation (pause answered on A -> B holding), ${fleet.pauses} pauses: ` +
+    `median ${fleet.median_ms} ms, p99 ${fleet.p99_ms} ms, max ${fleet.max_ms} ms`);
   console.log("\nunpaused hot path, against empty access/log hooks:");
   console.log(`  wrk, 32 connections:            ${hot.wrk_intermission_rps} vs ${hot.wrk_empty_rps} req/s (${hot.wrk_cost_pct}% fewer)`);
   for (const c of [cg16, cg1]) {
@@ -247,12 +316,17 @@ async function main(): Promise<void> {
       `${c.instructions_per_request_empty_hooks} instructions/request (+${c.hook_instructions}, ${c.cost_pct}%)`);
   }
 
+  if (ONLY !== undefined) {
+    console.log("\npartial run (BENCH_ONLY): results not saved");
+    return;
+  }
   const dir = path.join(ROOT, "bench/results");
   mkdirSync(dir, { recursive: true });
   const stamp = result.date.replace(/[:.]/g, "-");
   writeFileSync(path.join(dir, `${stamp}.json`), JSON.stringify(result, null, 2) + "\n");
   writeFileSync(path.join(dir, "latest.json"), JSON.stringify(result, null, 2) + "\n");
-  console.log(`\nresults: bench/results/latest.json (and ${stamp}.json)`);
+  await plotRelease(path.join(dir, "latest.json"), path.join(dir, "release-timeline.svg"));
+  console.log(`\nresults: bench/results/latest.json (and ${stamp}.json); plot: bench/results/release-timeline.svg`);
 }
 
 main().then(
