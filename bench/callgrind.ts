@@ -9,7 +9,7 @@ import path from "node:path";
 import { PORTS, BenchNginxOptions } from "./nginx.ts";
 
 const K1 = 500;
-const K2 = 3500;
+const K2 = 8500;
 
 function get(port: number, p: string, agent: http.Agent): Promise<number> {
   return new Promise((resolve, reject) => {

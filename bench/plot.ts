@@ -12,49 +12,52 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export async function plotRelease(resultsFile: string, outFile: string, n = 3000): Promise<void> {
   const results = JSON.parse(readFileSync(resultsFile, "utf8"));
   const run = results.release.find((r: any) => r.n === n) ?? results.release[results.release.length - 1];
-  const series: { t: number; count: number; series: string }[] = [];
-  for (const p of run.timeline) {
-    series.push({ t: p.t, count: p.held, series: "held (waiting)" });
-    series.push({ t: p.t, count: p.in_flight, series: "in flight to the upstream" });
-  }
+  const x = { field: "t", type: "quantitative" as const, title: "ms since the resume call" };
+  const resumeRule = { data: { values: [{ t: 0 }] }, mark: { type: "rule" as const, color: "#888" }, encoding: { x: { field: "t", type: "quantitative" as const } } };
   const spec: TopLevelSpec = {
     $schema: "https://vega.github.io/schema/vega-lite/v5.json",
     title: {
       text: `Releasing ${run.n.toLocaleString("en")} held requests`,
-      subtitle: `${results.workers} nginx workers, release_window ${results.release_window}; ` +
-        `all released ${run.release_ms} ms after resume (a plain burst of the same: ${run.plain_burst_ms} ms)`,
+      subtitle: `${results.workers} nginx workers, release_window ${results.release_window}: all released ` +
+        `${run.release_ms} ms after resume (the same ${run.n.toLocaleString("en")} as a plain burst: ${run.plain_burst_ms} ms)`,
     },
-    width: 640,
-    height: 300,
     background: "white",
-    layer: [
+    vconcat: [
       {
-        data: { values: series },
-        mark: { type: "line", interpolate: "step-after", strokeWidth: 2 },
-        encoding: {
-          x: { field: "t", type: "quantitative", title: "ms since the resume call" },
-          y: { field: "count", type: "quantitative", title: "requests" },
-          color: { field: "series", type: "nominal", title: null, legend: { orient: "top-right" } },
-        },
+        width: 640,
+        height: 220,
+        layer: [
+          {
+            data: { values: run.timeline },
+            mark: { type: "line", interpolate: "step-after", strokeWidth: 2, color: "#1f77b4" },
+            encoding: { x: { ...x, title: null }, y: { field: "held", type: "quantitative", title: "held (waiting)" } },
+          },
+          resumeRule,
+        ],
       },
       {
-        data: { values: [{ window: results.release_window }] },
-        mark: { type: "rule", strokeDash: [6, 4], color: "#d62728" },
-        encoding: { y: { field: "window", type: "quantitative" } },
-      },
-      {
-        data: { values: [{ window: results.release_window, t: 0 }] },
-        mark: { type: "text", align: "left", dy: -8, color: "#d62728" },
-        encoding: {
-          x: { field: "t", type: "quantitative" },
-          y: { field: "window", type: "quantitative" },
-          text: { value: `release_window = ${results.release_window}` },
-        },
-      },
-      {
-        data: { values: [{ t: 0 }] },
-        mark: { type: "rule", color: "#555" },
-        encoding: { x: { field: "t", type: "quantitative" } },
+        width: 640,
+        height: 140,
+        layer: [
+          {
+            data: { values: run.timeline },
+            mark: { type: "line", interpolate: "step-after", strokeWidth: 2, color: "#ff7f0e" },
+            encoding: { x, y: { field: "in_flight", type: "quantitative", title: "in flight to the upstream",
+              scale: { domain: [0, Math.ceil(results.release_window * 1.5)] } } },
+          },
+          {
+            data: { values: [{ window: results.release_window }] },
+            mark: { type: "rule", strokeDash: [6, 4], color: "#d62728" },
+            encoding: { y: { field: "window", type: "quantitative" } },
+          },
+          {
+            data: { values: [{ window: results.release_window }] },
+            mark: { type: "text", align: "right", dy: -7, color: "#d62728" },
+            encoding: { y: { field: "window", type: "quantitative" }, x: { value: 640 },
+              text: { value: `release_window = ${results.release_window}` } },
+          },
+          resumeRule,
+        ],
       },
     ],
   };

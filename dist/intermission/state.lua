@@ -59,23 +59,24 @@ local function notify(keys)
         changed(keys)
     end
 end
---- Hold new requests. A second pause refreshes the TTL and reason. ttl 0 = no expiry.
-function ____exports.pause(keys, ttl, reason)
+--- Enters "paused" (hold new requests) or "maintenance" (answer 503; held requests too).
+-- Doing it again refreshes the TTL and reason and reports `already`. ttl 0 = no expiry.
+local function stop(keys, mode, ttl, reason)
     markScope(keys.scope)
     local change, err = withLock(function()
         local zone = zones.state
         local previous = ____exports.modeOf(keys)
         local now = ngx.now()
-        if previous ~= "paused" then
+        if previous ~= mode then
             zone:set(keys.since, now)
         end
         zone:set(keys["until"], ttl > 0 and now + ttl or 0)
         zone:set(keys.reason, reason)
-        writeMode(keys, previous, "paused")
+        writeMode(keys, previous, mode)
         return {
             previous = previous,
-            mode = "paused",
-            already = previous == "paused",
+            mode = mode,
+            already = previous == mode,
             snapshot = ____exports.snapshot(keys)
         }
     end)
@@ -84,30 +85,11 @@ function ____exports.pause(keys, ttl, reason)
     end
     return change, err
 end
---- Answer 503 at once. Held requests are answered 503 too.
+function ____exports.pause(keys, ttl, reason)
+    return stop(keys, "paused", ttl, reason)
+end
 function ____exports.maintenance(keys, ttl, reason)
-    markScope(keys.scope)
-    local change, err = withLock(function()
-        local zone = zones.state
-        local previous = ____exports.modeOf(keys)
-        local now = ngx.now()
-        if previous ~= "maintenance" then
-            zone:set(keys.since, now)
-        end
-        zone:set(keys["until"], ttl > 0 and now + ttl or 0)
-        zone:set(keys.reason, reason)
-        writeMode(keys, previous, "maintenance")
-        return {
-            previous = previous,
-            mode = "maintenance",
-            already = previous == "maintenance",
-            snapshot = ____exports.snapshot(keys)
-        }
-    end)
-    if change ~= nil then
-        notify(keys)
-    end
-    return change, err
+    return stop(keys, "maintenance", ttl, reason)
 end
 --- Caller holds the lock. Starts the release of the queue (or goes straight to running).
 local function resumeLocked(keys)

@@ -75,38 +75,32 @@ function notify(keys: ScopeKeys): void {
   if (changed !== undefined) changed(keys);
 }
 
-/** Hold new requests. A second pause refreshes the TTL and reason. ttl 0 = no expiry. */
-export function pause(keys: ScopeKeys, ttl: number, reason: string): LuaMultiReturn<[Change | undefined, string | undefined]> {
+/**
+ * Enters "paused" (hold new requests) or "maintenance" (answer 503; held requests too).
+ * Doing it again refreshes the TTL and reason and reports `already`. ttl 0 = no expiry.
+ */
+function stop(keys: ScopeKeys, mode: "paused" | "maintenance", ttl: number, reason: string): LuaMultiReturn<[Change | undefined, string | undefined]> {
   markScope(keys.scope);
   const [change, err] = withLock(() => {
     const zone = zones.state;
     const previous = modeOf(keys);
     const now = ngx.now();
-    if (previous !== "paused") zone.set(keys.since, now);
+    if (previous !== mode) zone.set(keys.since, now);
     zone.set(keys.until, ttl > 0 ? now + ttl : 0);
     zone.set(keys.reason, reason);
-    writeMode(keys, previous, "paused");
-    return { previous, mode: "paused" as Mode, already: previous === "paused", snapshot: snapshot(keys) };
+    writeMode(keys, previous, mode);
+    return { previous, mode, already: previous === mode, snapshot: snapshot(keys) };
   });
   if (change !== undefined) notify(keys);
   return $multi(change, err);
 }
 
-/** Answer 503 at once. Held requests are answered 503 too. */
+export function pause(keys: ScopeKeys, ttl: number, reason: string): LuaMultiReturn<[Change | undefined, string | undefined]> {
+  return stop(keys, "paused", ttl, reason);
+}
+
 export function maintenance(keys: ScopeKeys, ttl: number, reason: string): LuaMultiReturn<[Change | undefined, string | undefined]> {
-  markScope(keys.scope);
-  const [change, err] = withLock(() => {
-    const zone = zones.state;
-    const previous = modeOf(keys);
-    const now = ngx.now();
-    if (previous !== "maintenance") zone.set(keys.since, now);
-    zone.set(keys.until, ttl > 0 ? now + ttl : 0);
-    zone.set(keys.reason, reason);
-    writeMode(keys, previous, "maintenance");
-    return { previous, mode: "maintenance" as Mode, already: previous === "maintenance", snapshot: snapshot(keys) };
-  });
-  if (change !== undefined) notify(keys);
-  return $multi(change, err);
+  return stop(keys, "maintenance", ttl, reason);
 }
 
 /** Caller holds the lock. Starts the release of the queue (or goes straight to running). */

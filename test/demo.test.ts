@@ -1,0 +1,32 @@
+// The README's demo, as a new user runs it: `npm run demo` brings the stack up with
+// docker-compose and simulates a maintenance under load; zero requests may fail.
+import { describe, it, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { ROOT } from "./harness/node.ts";
+
+function compose(...args: string[]) {
+  const v1 = spawnSync("docker-compose", ["version"], { stdio: "ignore" }).status === 0;
+  return v1
+    ? spawnSync("docker-compose", args, { cwd: ROOT, encoding: "utf8" })
+    : spawnSync("docker", ["compose", ...args], { cwd: ROOT, encoding: "utf8" });
+}
+
+describe("the demo", () => {
+  after(() => {
+    compose("down", "--remove-orphans", "--timeout", "2");
+  });
+
+  it("comes up and passes a maintenance under load with zero failed requests", () => {
+    const demo = spawnSync("bash", ["scripts/demo.sh"], { cwd: ROOT, encoding: "utf8", timeout: 600_000 });
+    const output = `${demo.stdout}\n${demo.stderr}`;
+    assert.equal(demo.status, 0, output);
+    const load = output.match(/load: (\d+) ok, (\d+) failed, slowest (\d+) ms/);
+    assert.ok(load, output);
+    assert.equal(Number(load[2]), 0, "failed requests");
+    assert.ok(Number(load[1]) > 100, `traffic flowed: ${load[1]} requests`);
+    assert.ok(Number(load[3]) >= 4000, `some requests were held through the 5 s maintenance (slowest ${load[3]} ms)`);
+    assert.match(output, /maintenance: done, zero failed requests/);
+    assert.match(output, /intermission: paused for \d+\.\ds; \d+ request\(s\) were held at resume/);
+  });
+});

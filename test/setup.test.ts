@@ -1,0 +1,59 @@
+// setup() validates its options: a bad one stops nginx (here: `nginx -t`, which runs
+// init_by_lua) with a message that names it. Good ones start.
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { NginxNode } from "./harness/node.ts";
+import { nginxConfig, LuaValue } from "./harness/nginx-config.ts";
+
+describe("setup() options", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start();
+  });
+  after(async () => node?.stop());
+
+  async function nginxTest(setup: { [k: string]: LuaValue }, extra = ""): Promise<{ code: number; output: string }> {
+    const conf = nginxConfig({ setup }).replace("http {", `http {\n${extra}`);
+    const b64 = Buffer.from(conf).toString("base64");
+    const r = await node.container.exec(["sh", "-c", `echo ${b64} | base64 -d > /tmp/t.conf && nginx -t -c /tmp/t.conf`]);
+    return { code: r.exitCode, output: r.output };
+  }
+
+  const bad: [string, { [k: string]: LuaValue }, RegExp][] = [
+    ["negative max_hold", { max_hold: -1 }, /option "max_hold" must be a number from 0\.001 to 86400, got -1/],
+    ["unknown option", { max_hodl: 5 }, /unknown option "max_hodl"/],
+    ["bad on_timeout", { on_timeout: "drop" }, /option "on_timeout" must be one of reject, pass, got "drop"/],
+    ["fractional max_held", { max_held: 2.5 }, /option "max_held" must be an integer/],
+    ["zero release_window", { release_window: 0 }, /option "release_window" must be an integer from 1/],
+    ["short token", { control_token: "short" }, /option "control_token" must be at least 16 characters/],
+    ["bad regex", { privileged_user_agent: "(" }, /option "privileged_user_agent" is not a valid regex/],
+    ["relative health path", { health_check_paths: ["up"] }, /option "health_check_paths" must hold paths starting with "\/"/],
+    ["legacy not boolean", { legacy_endpoints: "yes" }, /option "legacy_endpoints" must be true or false/],
+    ["redis without store", { redis: { host: "x" } }, /option "redis" needs store = "redis"/],
+    ["bad redis port", { store: "redis", redis: { port: 0 } }, /redis option "port" must be an integer from 1 to 65535, got 0/],
+    ["unknown redis option", { store: "redis", redis: { hots: "x" } }, /unknown redis option "hots"/],
+    ["unknown store", { store: "memcached" }, /option "store" must be one of shared_dict, redis/],
+    ["missing dict", { dict: "nosuch" }, /lua_shared_dict "nosuch" and "nosuch_queue" must be declared/],
+  ];
+  for (const [name, setup, message] of bad) {
+    it(`refuses ${name}`, async () => {
+      const { code, output } = await nginxTest(setup);
+      assert.notEqual(code, 0, output);
+      assert.match(output, /intermission\.setup: /);
+      assert.match(output, message);
+    });
+  }
+
+  it("accepts every option with sensible values", async () => {
+    const { code, output } = await nginxTest({
+      store: "redis",
+      redis: { host: "127.0.0.1", port: 6379, password: "pw", username: "ops", database: 2, prefix: "im",
+        connect_timeout: 0.5, read_timeout: 2, pool_size: 8, keepalive_timeout: 30 },
+      max_hold: 10, on_timeout: "pass", pause_ttl: 0, max_held: 500, release_window: 16,
+      health_check_paths: ["/up", "/healthz"], privileged_user_agent: "^Pingdom", control_token: "0123456789abcdef",
+      legacy_endpoints: true, retry_after: 30, poll_interval: 0.005,
+    });
+    assert.equal(code, 0, output);
+    assert.match(output, /test is successful/);
+  });
+});
