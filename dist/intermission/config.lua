@@ -41,7 +41,9 @@ local KNOWN_REDIS_OPTIONS = {
     connect_timeout = true,
     read_timeout = true,
     pool_size = true,
-    keepalive_timeout = true
+    keepalive_timeout = true,
+    sentinels = true,
+    master_name = true
 }
 local function isNumber(v)
     return type(v) == "number" and v == v
@@ -174,6 +176,46 @@ local function redisOptions(v)
     if kaErr ~= nil then
         return nil, "redis " .. kaErr
     end
+    local masterName, mnErr = stringOption(raw, "master_name")
+    if mnErr ~= nil then
+        return nil, "redis " .. mnErr
+    end
+    local sentinels
+    if raw.sentinels ~= nil then
+        local bad = "redis option \"sentinels\" must be a list like { { host = \"10.0.0.1\", port = 26379 } }"
+        if type(raw.sentinels) ~= "table" then
+            return nil, bad
+        end
+        sentinels = {}
+        for ____, entry in ipairs(raw.sentinels) do
+            if type(entry) ~= "table" then
+                return nil, bad
+            end
+            local e = entry
+            local h, hErr = stringOption(e, "host")
+            local pt, pErr = numberOption(
+                e,
+                "port",
+                26379,
+                1,
+                65535,
+                true
+            )
+            if h == nil or hErr ~= nil or pErr ~= nil then
+                return nil, bad
+            end
+            sentinels[#sentinels + 1] = {host = h, port = pt}
+        end
+        if #sentinels == 0 then
+            return nil, bad
+        end
+        if raw.host ~= nil then
+            return nil, "redis options \"host\" and \"sentinels\" exclude each other"
+        end
+        if username ~= nil then
+            return nil, "redis option \"username\" is not supported with \"sentinels\" (lua-resty-redis-connector 0.06 sends the password only)"
+        end
+    end
     return {
         host = host or "127.0.0.1",
         port = port,
@@ -184,7 +226,9 @@ local function redisOptions(v)
         connect_timeout = connectTimeout,
         read_timeout = readTimeout,
         pool_size = poolSize,
-        keepalive_timeout = keepalive
+        keepalive_timeout = keepalive,
+        sentinels = sentinels,
+        master_name = masterName or "mymaster"
     }, nil
 end
 local function pathList(v)

@@ -16,6 +16,9 @@ export interface RedisOptions {
   read_timeout: number;
   pool_size: number;
   keepalive_timeout: number;
+  /** Redis Sentinel: ask these for the current master of `master_name`. */
+  sentinels?: { host: string; port: number }[];
+  master_name: string;
 }
 
 export interface Config {
@@ -63,6 +66,7 @@ const KNOWN_OPTIONS: { [name: string]: true } = {
 const KNOWN_REDIS_OPTIONS: { [name: string]: true } = {
   host: true, port: true, password: true, username: true, database: true, prefix: true,
   connect_timeout: true, read_timeout: true, pool_size: true, keepalive_timeout: true,
+  sentinels: true, master_name: true,
 };
 
 type Raw = { [name: string]: unknown };
@@ -127,6 +131,25 @@ function redisOptions(v: unknown): LuaMultiReturn<[RedisOptions | undefined, str
   if (psErr !== undefined) return $multi(undefined, `redis ${psErr}`);
   const [keepalive, kaErr] = numberOption(raw, "keepalive_timeout", 60, 0, 3600, false);
   if (kaErr !== undefined) return $multi(undefined, `redis ${kaErr}`);
+  const [masterName, mnErr] = stringOption(raw, "master_name");
+  if (mnErr !== undefined) return $multi(undefined, `redis ${mnErr}`);
+  let sentinels: { host: string; port: number }[] | undefined;
+  if (raw.sentinels !== undefined) {
+    const bad = `redis option "sentinels" must be a list like { { host = "10.0.0.1", port = 26379 } }`;
+    if (type(raw.sentinels) !== "table") return $multi(undefined, bad);
+    sentinels = [];
+    for (const entry of raw.sentinels as unknown[]) {
+      if (type(entry) !== "table") return $multi(undefined, bad);
+      const e = entry as Raw;
+      const [h, hErr] = stringOption(e, "host");
+      const [pt, pErr] = numberOption(e, "port", 26379, 1, 65535, true);
+      if (h === undefined || hErr !== undefined || pErr !== undefined) return $multi(undefined, bad);
+      sentinels.push({ host: h, port: pt! });
+    }
+    if (sentinels.length === 0) return $multi(undefined, bad);
+    if (raw.host !== undefined) return $multi(undefined, `redis options "host" and "sentinels" exclude each other`);
+    if (username !== undefined) return $multi(undefined, `redis option "username" is not supported with "sentinels" (lua-resty-redis-connector 0.06 sends the password only)`);
+  }
   return $multi({
     host: host ?? "127.0.0.1",
     port: port!,
@@ -138,6 +161,8 @@ function redisOptions(v: unknown): LuaMultiReturn<[RedisOptions | undefined, str
     read_timeout: readTimeout!,
     pool_size: poolSize!,
     keepalive_timeout: keepalive!,
+    sentinels,
+    master_name: masterName ?? "mymaster",
   }, undefined);
 }
 

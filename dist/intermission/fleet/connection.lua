@@ -2,9 +2,40 @@ local ____exports = {}
 local redis = require("resty.redis")
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
+local connectorModule
+--- Through Redis Sentinel: the connector asks the sentinels for the current master.
+local function connectViaSentinel()
+    local cfg = settings.cfg.redis
+    if connectorModule == nil then
+        local ok, mod = pcall(require, "resty.redis.connector")
+        if not ok then
+            return nil, "redis sentinels need lua-resty-redis-connector (resty.redis.connector)"
+        end
+        connectorModule = mod
+    end
+    local rc, err = connectorModule.new({connect_timeout = cfg.connect_timeout * 1000, read_timeout = cfg.read_timeout * 1000, keepalive_timeout = cfg.keepalive_timeout * 1000, keepalive_poolsize = cfg.pool_size})
+    if rc == nil then
+        return nil, "redis connector: " .. tostring(err)
+    end
+    local red, connErr = rc:connect({
+        sentinels = cfg.sentinels,
+        master_name = cfg.master_name,
+        role = "master",
+        db = cfg.database,
+        password = cfg.password or ""
+    })
+    if red == nil then
+        return nil, (("redis via sentinel (master " .. cfg.master_name) .. "): ") .. (connErr or "no master known")
+    end
+    red:set_timeout(cfg.read_timeout * 1000)
+    return red, nil
+end
 --- A ready connection, or (nil, err).
 function ____exports.connect()
     local cfg = settings.cfg.redis
+    if cfg.sentinels ~= nil then
+        return connectViaSentinel()
+    end
     local red, newErr = redis.new()
     if red == nil then
         return nil, "redis: " .. tostring(newErr)

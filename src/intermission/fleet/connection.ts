@@ -2,13 +2,42 @@
 // object per use (never kept in module state), timeouts on every call, AUTH and SELECT
 // on new connections only, and back to the keepalive pool when done.
 import * as redis from "resty.redis";
+import type * as Connector from "resty.redis.connector";
 import { settings } from "../settings";
 
-type Redis = ReturnType<typeof redis.new>[0] & object;
+type Redis = RestyRedis;
+
+let connectorModule: typeof Connector | undefined;
+
+/** Through Redis Sentinel: the connector asks the sentinels for the current master. */
+function connectViaSentinel(): LuaMultiReturn<[Redis | undefined, string | undefined]> {
+  const cfg = settings.cfg.redis!;
+  if (connectorModule === undefined) {
+    const [ok, mod] = pcall(require, "resty.redis.connector");
+    if (!ok) return $multi(undefined, "redis sentinels need lua-resty-redis-connector (resty.redis.connector)");
+    connectorModule = mod as typeof Connector;
+  }
+  const [rc, err] = connectorModule.new({
+    connect_timeout: cfg.connect_timeout * 1000,
+    read_timeout: cfg.read_timeout * 1000,
+    keepalive_timeout: cfg.keepalive_timeout * 1000,
+    keepalive_poolsize: cfg.pool_size,
+  });
+  if (rc === undefined) return $multi(undefined, `redis connector: ${err}`);
+  const [red, connErr] = rc.connect({
+    sentinels: cfg.sentinels!, master_name: cfg.master_name, role: "master", db: cfg.database,
+    password: cfg.password ?? "",
+  });
+  if (red === undefined) return $multi(undefined, `redis via sentinel (master ${cfg.master_name}): ${connErr ?? "no master known"}`);
+  // connector 0.06 calls r:set_timeout(self, ms), which leaves nginx's 60 s default.
+  red.set_timeout(cfg.read_timeout * 1000);
+  return $multi(red, undefined);
+}
 
 /** A ready connection, or (nil, err). */
 export function connect(): LuaMultiReturn<[Redis | undefined, string | undefined]> {
   const cfg = settings.cfg.redis!;
+  if (cfg.sentinels !== undefined) return connectViaSentinel();
   const [red, newErr] = redis.new();
   if (red === undefined) return $multi(undefined, `redis: ${newErr}`);
   red.set_timeout(cfg.connect_timeout * 1000);
