@@ -54,4 +54,19 @@ describe("walking skeleton", () => {
       assert.equal((await held.reply).body.trim(), `ok seed${round}`);
     }
   });
+
+  it("serves the seed's enable/disable toggles when legacy_endpoints is on, by GET only", async () => {
+    for (let round = 1; round <= 2; round++) {
+      const on = await node.get("/_intermission/enable");
+      assert.equal(on.status, 200, on.body);
+      assert.equal(on.json().state, "paused");
+      const held = node.send(`/?id=legacy${round}`);
+      await node.held(1);
+      const off = await node.get("/_intermission/disable");
+      assert.equal(off.status, 200, off.body);
+      assert.equal(off.json().state, "running");
+      assert.equal((await held.reply).status, 200);
+      assert.equal((await node.control("enable")).status, 405, "POST to a GET toggle");
+    }
+  });
 });

@@ -6,6 +6,19 @@ local release = ____connection.release
 local key = ____connection.key
 local CHANGE = "\nlocal old = redis.call('GET', KEYS[1])\nlocal mode = ARGV[1]\nlocal rec = ''\nif mode == '' then\n  redis.call('DEL', KEYS[1])\nelse\n  local since = tonumber(ARGV[2])\n  if old then\n    local prev = cjson.decode(old)\n    if prev.mode == mode then since = prev.since end\n  end\n  local ttl = tonumber(ARGV[3])\n  local untilTs = 0\n  if ttl > 0 then untilTs = tonumber(ARGV[2]) + ttl end\n  rec = cjson.encode({ mode = mode, since = since, ['until'] = untilTs, reason = ARGV[4] })\n  if ttl > 0 then\n    redis.call('SET', KEYS[1], rec, 'PX', math.floor(ttl * 1000))\n  else\n    redis.call('SET', KEYS[1], rec)\n  end\n  redis.call('SADD', KEYS[2], ARGV[5])\nend\n-- The message carries the new record, so subscribers need no second round trip.\nredis.call('PUBLISH', ARGV[6], ARGV[5] .. '\\n' .. rec)\nreturn old or ''\n"
 ____exports.CHANNEL_SUFFIX = "events"
+--- Whether a command failed, settling the connection: nil means the connection broke
+-- (close it), false that Redis answered with an error (the connection is still good).
+local function failed(red, reply)
+    if reply == nil then
+        red:close()
+        return true
+    end
+    if reply == false then
+        release(red)
+        return true
+    end
+    return false
+end
 function ____exports.decode(text)
     if type(text) ~= "string" or text == "" then
         return nil
@@ -38,12 +51,7 @@ function ____exports.change(scope, mode, ttl, reason)
         scope,
         key(____exports.CHANNEL_SUFFIX)
     )
-    if old == nil or old == false then
-        if old == nil then
-            red:close()
-        else
-            release(red)
-        end
+    if failed(red, old) then
         return false, nil, "redis: " .. tostring(evalErr)
     end
     release(red)
@@ -61,12 +69,7 @@ function ____exports.readAll()
         key("scopes"),
         key("scope") .. ":"
     )
-    if names == nil or names == false then
-        if names == nil then
-            red:close()
-        else
-            release(red)
-        end
+    if failed(red, names) then
         return nil, "redis: " .. tostring(e1)
     end
     release(red)
@@ -80,29 +83,5 @@ function ____exports.readAll()
         end
     end
     return out, nil
-end
-function ____exports.read(scope)
-    local red, err = connect()
-    if red == nil then
-        return false, nil, err
-    end
-    local v, getErr = red:get(key("scope", scope))
-    if v == nil or v == false then
-        if v == nil then
-            red:close()
-        else
-            release(red)
-        end
-        return false, nil, "redis: " .. tostring(getErr)
-    end
-    release(red)
-    local ____exports_decode_1 = ____exports.decode
-    local ____temp_0
-    if v == ngx.null then
-        ____temp_0 = nil
-    else
-        ____temp_0 = v
-    end
-    return true, ____exports_decode_1(____temp_0), nil
 end
 return ____exports

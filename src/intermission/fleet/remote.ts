@@ -46,6 +46,22 @@ return old or ''
 
 export const CHANNEL_SUFFIX = "events";
 
+/**
+ * Whether a command failed, settling the connection: nil means the connection broke
+ * (close it), false that Redis answered with an error (the connection is still good).
+ */
+function failed(red: RestyRedis, reply: unknown): boolean {
+  if (reply === undefined) {
+    red.close();
+    return true;
+  }
+  if (reply === false) {
+    release(red);
+    return true;
+  }
+  return false;
+}
+
 export function decode(text: unknown): RemoteRecord | undefined {
   if (type(text) !== "string" || text === "") return undefined;
   const [rec] = cjson.decode(text as string);
@@ -62,12 +78,7 @@ export function change(scope: string, mode: "paused" | "maintenance" | "", ttl: 
   if (red === undefined) return $multi(false, undefined, err);
   const [old, evalErr] = red.eval(CHANGE, 2, key("scope", scope), key("scopes"), mode, ngx.now(), ttl, reason, scope,
     key(CHANNEL_SUFFIX));
-  if (old === undefined || old === false) {
-    // nil: the connection failed (close it); false: Redis answered with an error.
-    if (old === undefined) red.close();
-    else release(red);
-    return $multi(false, undefined, `redis: ${evalErr}`);
-  }
+  if (failed(red, old)) return $multi(false, undefined, `redis: ${evalErr}`);
   release(red);
   return $multi(true, decode(old), undefined);
 }
@@ -84,11 +95,7 @@ for i, n in ipairs(names) do
   out[#out + 1] = redis.call('GET', ARGV[1] .. n) or ''
 end
 return out`, 1, key("scopes"), key("scope") + ":");
-  if (names === undefined || names === false) {
-    if (names === undefined) red.close();
-    else release(red);
-    return $multi(undefined, `redis: ${e1}`);
-  }
+  if (failed(red, names)) return $multi(undefined, `redis: ${e1}`);
   release(red);
   const out: { [scope: string]: RemoteRecord | false } = {};
   const list = names as unknown as string[];
@@ -96,17 +103,4 @@ return out`, 1, key("scopes"), key("scope") + ":");
     out[list[i]] = decode(list[i + 1]) ?? false;
   }
   return $multi(out, undefined);
-}
-
-export function read(scope: string): LuaMultiReturn<[boolean, RemoteRecord | undefined, string | undefined]> {
-  const [red, err] = connect();
-  if (red === undefined) return $multi(false, undefined, err);
-  const [v, getErr] = red.get(key("scope", scope));
-  if (v === undefined || v === false) {
-    if (v === undefined) red.close();
-    else release(red);
-    return $multi(false, undefined, `redis: ${getErr}`);
-  }
-  release(red);
-  return $multi(true, decode(v === ngx.null ? undefined : v), undefined);
 }
