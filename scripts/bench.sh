@@ -3,6 +3,7 @@
 # lua-nginx-module, wrk, valgrind), builds dist/, and runs bench/run.ts on the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
@@ -12,13 +13,12 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -f /usr/share/lua/5.1/nginx/redis.lua ] || need+=(lua-nginx-redis)
-[ -e /usr/share/lua/5.1/resty/redis.lua ] || ln -s ../nginx/redis.lua /usr/share/lua/5.1/resty/redis.lua 2>/dev/null || true
 if [ ${#need[@]} -gt 0 ]; then
   echo "[bench] installing ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # lua-resty-redis as resty.redis (Debian names it nginx.redis), after any install above.
-[ -e /usr/share/lua/5.1/resty/redis.lua ] || ln -s ../nginx/redis.lua /usr/share/lua/5.1/resty/redis.lua
+[ -e /usr/share/lua/5.1/resty/redis.lua ] || as_root ln -s ../nginx/redis.lua /usr/share/lua/5.1/resty/redis.lua
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
 npm run -s build
 exec node --import tsx bench/run.ts "$@"

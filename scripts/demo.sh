@@ -3,10 +3,11 @@
 # front of a tiny backend, plus Redis) and run a simulated maintenance against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 bash scripts/docker-bootstrap.sh
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || {
   echo "[demo] installing docker-compose"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+  as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
 }
 compose() { if command -v docker-compose >/dev/null 2>&1; then docker-compose "$@"; else docker compose "$@"; fi; }
 bash scripts/images.sh
