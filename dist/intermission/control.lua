@@ -144,8 +144,8 @@ local function mutate(action, keys, p)
     local cfg = settings.cfg
     local reason = p.reason or ""
     local heldBefore = num(zones.state, keys.held)
+    local ttl = action == "pause" and (p.ttl or cfg.pause_ttl) or (action == "maintenance" and (p.ttl or 0) or 0)
     if cfg.store == "redis" then
-        local ttl = action == "pause" and (p.ttl or cfg.pause_ttl) or (action == "maintenance" and (p.ttl or 0) or 0)
         local mode = action == "pause" and "paused" or (action == "maintenance" and "maintenance" or "")
         local ok, ____, err = remote.change(keys.scope, mode, ttl, reason)
         if not ok then
@@ -161,9 +161,9 @@ local function mutate(action, keys, p)
     end
     local result
     if action == "pause" then
-        result = {state.pause(keys, p.ttl or cfg.pause_ttl, reason)}
+        result = {state.pause(keys, ttl, reason)}
     elseif action == "maintenance" then
-        result = {state.maintenance(keys, p.ttl or 0, reason)}
+        result = {state.maintenance(keys, ttl, reason)}
     else
         result = {state.resume(keys)}
     end
@@ -178,7 +178,7 @@ local function mutate(action, keys, p)
             (action .. " failed: ") .. tostring(err)
         )
     end
-    local ttlNote = action == "resume" and " held=" .. tostring(heldBefore) or " ttl=" .. tostring(p.ttl or (action == "pause" and cfg.pause_ttl or 0))
+    local ttlNote = action == "resume" and " held=" .. tostring(heldBefore) or " ttl=" .. tostring(ttl)
     audit(
         action,
         keys,

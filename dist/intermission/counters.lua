@@ -1,6 +1,7 @@
 local ____exports = {}
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
+local num = ____shm.num
 ____exports.COUNTER_NAMES = {
     "held",
     "released",
@@ -30,8 +31,7 @@ function ____exports.count(keys, name)
     zones.state:incr(keys.counterPrefix .. name, 1, 0)
 end
 function ____exports.read(keys, name)
-    local v = zones.state:get(keys.counterPrefix .. name)
-    return type(v) == "number" and v or 0
+    return num(zones.state, keys.counterPrefix .. name)
 end
 --- Records one hold that ended after `seconds`, whatever its outcome.
 function ____exports.observeHold(keys, seconds)
@@ -61,14 +61,14 @@ function ____exports.holdHistogram(keys)
     do
         local i = 0
         while i < #____exports.HOLD_BUCKETS do
-            local v = zone:get((keys.counterPrefix .. "bucket|") .. tostring(i))
-            running = running + (type(v) == "number" and v or 0)
+            running = running + num(
+                zone,
+                (keys.counterPrefix .. "bucket|") .. tostring(i)
+            )
             cumulative[#cumulative + 1] = running
             i = i + 1
         end
     end
-    local c = zone:get(keys.counterPrefix .. "hold_count")
-    local s = zone:get(keys.counterPrefix .. "hold_sum")
-    return cumulative, type(c) == "number" and c or 0, type(s) == "number" and s or 0
+    return cumulative, num(zone, keys.counterPrefix .. "hold_count"), num(zone, keys.counterPrefix .. "hold_sum")
 end
 return ____exports

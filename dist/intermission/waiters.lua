@@ -6,10 +6,6 @@ local queue = require("intermission.queue")
 local state = require("intermission.state")
 local localQueues = {}
 local watch = {running = false, held = 0, sema = nil}
---- Requests this worker holds now.
-function ____exports.heldHere()
-    return watch.held
-end
 --- Wakes this worker's watcher now instead of at its next poll.
 function ____exports.poke()
     if watch.running and watch.sema ~= nil and watch.sema:count() < 0 then

@@ -106,9 +106,10 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
   const cfg = settings.cfg;
   const reason = p.reason ?? "";
   const heldBefore = num(zones.state, keys.held);
+  // A pause expires after pause_ttl unless told otherwise; maintenance lasts until resumed.
+  const ttl = action === "pause" ? (p.ttl ?? cfg.pause_ttl) : action === "maintenance" ? (p.ttl ?? 0) : 0;
   if (cfg.store === "redis") {
     // The fleet's switch is in Redis: if it cannot be written, nothing changes anywhere.
-    const ttl = action === "pause" ? (p.ttl ?? cfg.pause_ttl) : action === "maintenance" ? (p.ttl ?? 0) : 0;
     const mode = action === "pause" ? "paused" : action === "maintenance" ? "maintenance" : "";
     const [ok, , err] = remote.change(keys.scope, mode, ttl, reason);
     if (!ok) {
@@ -117,15 +118,15 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
     }
   }
   let result: LuaMultiReturn<[state.Change | undefined, string | undefined]>;
-  if (action === "pause") result = state.pause(keys, p.ttl ?? cfg.pause_ttl, reason);
-  else if (action === "maintenance") result = state.maintenance(keys, p.ttl ?? 0, reason);
+  if (action === "pause") result = state.pause(keys, ttl, reason);
+  else if (action === "maintenance") result = state.maintenance(keys, ttl, reason);
   else result = state.resume(keys);
   const [change, err] = result;
   if (change === undefined) {
     ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} failed: ${err}`);
     return jsonError(503, `${action} failed: ${err}`);
   }
-  const ttlNote = action === "resume" ? ` held=${heldBefore}` : ` ttl=${p.ttl ?? (action === "pause" ? cfg.pause_ttl : 0)}`;
+  const ttlNote = action === "resume" ? ` held=${heldBefore}` : ` ttl=${ttl}`;
   audit(action, keys, reason, `${ttlNote} previous=${change.previous} already=${tostring(change.already)}`);
 
   const body = describe(keys);

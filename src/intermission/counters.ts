@@ -1,6 +1,6 @@
 // Per-scope counters and the hold-duration histogram, kept in the state zone so that
 // every worker adds to the same numbers and they survive a reload.
-import { ScopeKeys, zones } from "./shm";
+import { ScopeKeys, zones, num } from "./shm";
 
 export type CounterName = "held" | "released" | "timed_out" | "aborted" | "rejected" | "passed";
 export const COUNTER_NAMES: CounterName[] = ["held", "released", "timed_out", "aborted", "rejected", "passed"];
@@ -13,8 +13,7 @@ export function count(keys: ScopeKeys, name: CounterName): void {
 }
 
 export function read(keys: ScopeKeys, name: CounterName): number {
-  const [v] = zones.state.get(keys.counterPrefix + name);
-  return type(v) === "number" ? (v as number) : 0;
+  return num(zones.state, keys.counterPrefix + name);
 }
 
 /** Records one hold that ended after `seconds`, whatever its outcome. */
@@ -36,11 +35,8 @@ export function holdHistogram(keys: ScopeKeys): LuaMultiReturn<[number[], number
   const cumulative: number[] = [];
   let running = 0;
   for (let i = 0; i < HOLD_BUCKETS.length; i++) {
-    const [v] = zone.get(`${keys.counterPrefix}bucket|${i}`);
-    running += type(v) === "number" ? (v as number) : 0;
+    running += num(zone, `${keys.counterPrefix}bucket|${i}`);
     cumulative.push(running);
   }
-  const [c] = zone.get(`${keys.counterPrefix}hold_count`);
-  const [s] = zone.get(`${keys.counterPrefix}hold_sum`);
-  return $multi(cumulative, type(c) === "number" ? (c as number) : 0, type(s) === "number" ? (s as number) : 0);
+  return $multi(cumulative, num(zone, `${keys.counterPrefix}hold_count`), num(zone, `${keys.counterPrefix}hold_sum`));
 }

@@ -36,11 +36,6 @@ interface LocalQueue {
 const localQueues: { [scope: string]: LocalQueue | undefined } = {};
 const watch = { running: false, held: 0, sema: undefined as NgxSemaphore | undefined };
 
-/** Requests this worker holds now. */
-export function heldHere(): number {
-  return watch.held;
-}
-
 /** Wakes this worker's watcher now instead of at its next poll. */
 export function poke(): void {
   if (watch.running && watch.sema !== undefined && watch.sema.count() < 0) watch.sema.post(1);

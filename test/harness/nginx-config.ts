@@ -38,24 +38,20 @@ const BACKEND = `
         location = /_backend/arrivals {
             content_by_lua_block {
                 local d = ngx.shared.backend
-                local ids, conc = {}, {}
-                local n = 0
-                while true do
-                    local v = d:lpop("ids")
-                    if not v then break end
-                    n = n + 1
-                    ids[n] = v
+                -- Shared-dict lists have no range read: pop all, then push them back
+                -- so a second read sees the same.
+                local function read(name)
+                    local out, n = {}, 0
+                    while true do
+                        local v = d:lpop(name)
+                        if not v then break end
+                        n = n + 1
+                        out[n] = v
+                    end
+                    for _, v in ipairs(out) do d:rpush(name, v) end
+                    return out
                 end
-                n = 0
-                while true do
-                    local v = d:lpop("conc")
-                    if not v then break end
-                    n = n + 1
-                    conc[n] = v
-                end
-                -- Put them back so a second read sees the same.
-                for _, v in ipairs(ids) do d:rpush("ids", v) end
-                for _, v in ipairs(conc) do d:rpush("conc", v) end
+                local ids, conc = read("ids"), read("conc")
                 local cjson = require("cjson.safe")
                 ngx.say(cjson.encode({ ids = ids, concurrency = conc, active = d:get("active") or 0 }))
             }

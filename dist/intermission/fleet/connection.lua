@@ -77,6 +77,19 @@ function ____exports.release(red)
         red:close()
     end
 end
+--- Whether a command failed, settling the connection: nil means the connection broke
+-- (close it), false that Redis answered with an error (the connection is still good).
+function ____exports.failed(red, reply)
+    if reply == nil then
+        red:close()
+        return true
+    end
+    if reply == false then
+        ____exports.release(red)
+        return true
+    end
+    return false
+end
 function ____exports.key(...)
     local parts = {...}
     return (settings.cfg.redis.prefix .. ":") .. table.concat(parts, ":")

@@ -3,22 +3,10 @@ local cjson = require("cjson.safe")
 local ____connection = require("intermission.fleet.connection")
 local connect = ____connection.connect
 local release = ____connection.release
+local failed = ____connection.failed
 local key = ____connection.key
 local CHANGE = "\nlocal old = redis.call('GET', KEYS[1])\nlocal mode = ARGV[1]\nlocal rec = ''\nif mode == '' then\n  redis.call('DEL', KEYS[1])\nelse\n  local since = tonumber(ARGV[2])\n  if old then\n    local prev = cjson.decode(old)\n    if prev.mode == mode then since = prev.since end\n  end\n  local ttl = tonumber(ARGV[3])\n  local untilTs = 0\n  if ttl > 0 then untilTs = tonumber(ARGV[2]) + ttl end\n  rec = cjson.encode({ mode = mode, since = since, ['until'] = untilTs, reason = ARGV[4] })\n  if ttl > 0 then\n    redis.call('SET', KEYS[1], rec, 'PX', math.floor(ttl * 1000))\n  else\n    redis.call('SET', KEYS[1], rec)\n  end\n  redis.call('SADD', KEYS[2], ARGV[5])\nend\n-- The message carries the new record, so subscribers need no second round trip.\nredis.call('PUBLISH', ARGV[6], ARGV[5] .. '\\n' .. rec)\nreturn old or ''\n"
 ____exports.CHANNEL_SUFFIX = "events"
---- Whether a command failed, settling the connection: nil means the connection broke
--- (close it), false that Redis answered with an error (the connection is still good).
-local function failed(red, reply)
-    if reply == nil then
-        red:close()
-        return true
-    end
-    if reply == false then
-        release(red)
-        return true
-    end
-    return false
-end
 function ____exports.decode(text)
     if type(text) ~= "string" or text == "" then
         return nil

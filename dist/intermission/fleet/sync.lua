@@ -15,6 +15,8 @@ local state = require("intermission.state")
 local inflight = require("intermission.inflight")
 local ____connection = require("intermission.fleet.connection")
 local connect = ____connection.connect
+local release = ____connection.release
+local failed = ____connection.failed
 local key = ____connection.key
 local remote = require("intermission.fleet.remote")
 --- Set by setup() on a cold start: requests wait for the first sync (bounded).
@@ -143,8 +145,12 @@ local function heartbeat()
         key("nodes"),
         ____exports.node.id
     )
-    red:commit_pipeline()
-    red:set_keepalive(settings.cfg.redis.keepalive_timeout * 1000, settings.cfg.redis.pool_size)
+    local replies = red:commit_pipeline()
+    if replies == nil then
+        red:close()
+    else
+        release(red)
+    end
 end
 local function anyBusy()
     return (zones.state:get(BUSY_KEY)) ~= nil
@@ -251,16 +257,18 @@ function ____exports.fleetStatus()
         return nil, err
     end
     local ids, e1 = red:smembers(key("nodes"))
-    if ids == nil or ids == false then
-        red:close()
+    if failed(red, ids) then
         return nil, "redis: " .. tostring(e1)
     end
     local nodes = {}
     local held = 0
     local inFlight = 0
     for ____, id in ipairs(ids) do
-        local v = red:get(key("node", id))
-        if v == nil or v == false or v == ngx.null then
+        local v, getErr = red:get(key("node", id))
+        if failed(red, v) then
+            return nil, "redis: " .. tostring(getErr)
+        end
+        if v == ngx.null then
             red:srem(
                 key("nodes"),
                 id
@@ -275,7 +283,7 @@ function ____exports.fleetStatus()
             end
         end
     end
-    red:set_keepalive(settings.cfg.redis.keepalive_timeout * 1000, settings.cfg.redis.pool_size)
+    release(red)
     return {nodes = nodes, node_count = #nodes, held = held, in_flight = inFlight}, nil
 end
 return ____exports

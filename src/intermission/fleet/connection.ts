@@ -72,6 +72,22 @@ export function release(red: Redis): void {
   if (ok === undefined) red.close();
 }
 
+/**
+ * Whether a command failed, settling the connection: nil means the connection broke
+ * (close it), false that Redis answered with an error (the connection is still good).
+ */
+export function failed(red: Redis, reply: unknown): boolean {
+  if (reply === undefined) {
+    red.close();
+    return true;
+  }
+  if (reply === false) {
+    release(red);
+    return true;
+  }
+  return false;
+}
+
 export function key(...parts: string[]): string {
   return `${settings.cfg.redis!.prefix}:${parts.join(":")}`;
 }

@@ -6,7 +6,7 @@
 //   <prefix>:events         channel; every change publishes "<scope>\n<record JSON or empty>"
 // Each change is one EVAL: read the old record, write the new one, publish, atomically.
 import * as cjson from "cjson.safe";
-import { connect, release, key } from "./connection";
+import { connect, release, failed, key } from "./connection";
 
 export interface RemoteRecord {
   mode: "paused" | "maintenance";
@@ -45,22 +45,6 @@ return old or ''
 `;
 
 export const CHANNEL_SUFFIX = "events";
-
-/**
- * Whether a command failed, settling the connection: nil means the connection broke
- * (close it), false that Redis answered with an error (the connection is still good).
- */
-function failed(red: RestyRedis, reply: unknown): boolean {
-  if (reply === undefined) {
-    red.close();
-    return true;
-  }
-  if (reply === false) {
-    release(red);
-    return true;
-  }
-  return false;
-}
 
 export function decode(text: unknown): RemoteRecord | undefined {
   if (type(text) !== "string" || text === "") return undefined;

@@ -13,7 +13,7 @@ import { settings } from "../settings";
 import { lock, unlock } from "../lock";
 import * as state from "../state";
 import * as inflight from "../inflight";
-import { connect, key } from "./connection";
+import { connect, release, failed, key } from "./connection";
 import * as remote from "./remote";
 
 /** Set by setup() on a cold start: requests wait for the first sync (bounded). */
@@ -98,8 +98,9 @@ function heartbeat(): void {
   red.init_pipeline(2);
   red.set(key("node", node.id), body, "PX", NODE_TTL_MS);
   red.sadd(key("nodes"), node.id);
-  red.commit_pipeline();
-  red.set_keepalive(settings.cfg.redis!.keepalive_timeout * 1000, settings.cfg.redis!.pool_size);
+  const [replies] = red.commit_pipeline();
+  if (replies === undefined) red.close();
+  else release(red);
 }
 
 function anyBusy(): boolean {
@@ -195,16 +196,14 @@ export function fleetStatus(): LuaMultiReturn<[{ [k: string]: unknown } | undefi
   const [red, err] = connect();
   if (red === undefined) return $multi(undefined, err);
   const [ids, e1] = red.smembers(key("nodes"));
-  if (ids === undefined || ids === false) {
-    red.close();
-    return $multi(undefined, `redis: ${e1}`);
-  }
+  if (failed(red, ids)) return $multi(undefined, `redis: ${e1}`);
   const nodes: unknown[] = [];
   let held = 0;
   let inFlight = 0;
   for (const id of ids as string[]) {
-    const [v] = red.get(key("node", id));
-    if (v === undefined || v === false || v === ngx.null) {
+    const [v, getErr] = red.get(key("node", id));
+    if (failed(red, v)) return $multi(undefined, `redis: ${getErr}`);
+    if (v === ngx.null) {
       red.srem(key("nodes"), id); // it stopped publishing: drop it
     } else {
       const [hb] = cjson.decode(v as string);
@@ -216,6 +215,6 @@ export function fleetStatus(): LuaMultiReturn<[{ [k: string]: unknown } | undefi
       }
     }
   }
-  red.set_keepalive(settings.cfg.redis!.keepalive_timeout * 1000, settings.cfg.redis!.pool_size);
+  release(red);
   return $multi({ nodes, node_count: nodes.length, held, in_flight: inFlight }, undefined);
 }
