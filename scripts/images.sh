@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Builds the images the tests and the demo run: intermission (this repo's Dockerfile)
+# Builds the images the tests and the demo run: intermission (this repo's Dockerfile;
+# INTERMISSION_IMAGE names it, default intermission:latest)
 # and intermission-redis (redis:7 when a registry answers, else built from Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[images] %s\n' "$*"; }
 
-say "building intermission:latest"
-docker build -q -t intermission:latest . >/dev/null
+image="${INTERMISSION_IMAGE:-intermission:latest}"
+say "building $image"
+docker build -q -t "$image" . >/dev/null
 
 if docker image inspect intermission-redis:latest >/dev/null 2>&1; then
   say "intermission-redis:latest present"

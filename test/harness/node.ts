@@ -11,7 +11,8 @@ import { get, post, Reply, send, PendingRequest, waitFor } from "./http.ts";
 process.env.TESTCONTAINERS_RYUK_DISABLED ??= "true";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const IMAGE = "intermission:latest";
+/** The image under test; a worktree building its own dist/ sets INTERMISSION_IMAGE to keep it apart. */
+export const IMAGE = process.env.INTERMISSION_IMAGE ?? "intermission:latest";
 const CONF = "/etc/intermission/nginx.conf";
 const ERROR_LOG = "/var/log/nginx/error.log";
 
