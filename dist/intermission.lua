@@ -9,7 +9,13 @@ local zones = ____shm.zones
 local BUSY_KEY = ____shm.BUSY_KEY
 local gate = require("intermission.gate")
 local inflight = require("intermission.inflight")
-local fleet = require("intermission.fleet.sync")
+local ____fleetmode = require("intermission.fleetmode")
+local fleet = ____fleetmode.fleet
+local loadFleet = ____fleetmode.loadFleet
+local ____record = require("intermission.record")
+local live = ____record.live
+local requestKey = ____record.requestKey
+local startTime = ____record.startTime
 local ____control = require("intermission.control")
 local controlHandler = ____control.control
 function nodeId()
@@ -41,12 +47,22 @@ function ____exports.setup(options)
             2
         )
     end
+    if cfg.store == "redis" then
+        local loaded, loadErr = loadFleet()
+        if not loaded then
+            error(
+                "intermission.setup: " .. tostring(loadErr),
+                2
+            )
+        end
+    end
     settings.cfg = cfg
     settings.ready = true
+    zones.state:safe_add(BUSY_KEY, 0)
     stateZone = zones.state
     if cfg.store == "redis" then
-        fleet.node.id = nodeId()
-        fleet.markPending()
+        fleet.sync.node.id = nodeId()
+        fleet.sync.markPending()
     end
 end
 function ____exports.init_worker()
@@ -58,22 +74,31 @@ function ____exports.init_worker()
     if not ok then
         ngx.log(
             ngx.ERR,
-            "intermission: " .. tostring(err)
+            ("intermission: " .. tostring(err)) .. "; requests pass unheld"
         )
+        return
     end
+    zones.state:safe_add(BUSY_KEY, 0)
     stateZone = zones.state
-    if settings.cfg.store == "redis" then
-        fleet.start()
+    if settings.cfg.store == "redis" and fleet.sync ~= nil then
+        fleet.sync.start()
     end
 end
 local slow = gate.gate
-local recordsPending = gate.recordsPending
 local settleRecord = gate.settleRecord
+local responseStarted = gate.responseStarted
 local enter = inflight.enter
 local leave = inflight.leave
---- access_by_lua: while every scope runs, one shared-dict read and a local count.
+--- access_by_lua. Running: one shared-dict read, and the request recorded under its
+-- pointer (a number, no allocation) so that log() undoes exactly this, once.
 function ____exports.access()
-    if (stateZone:get(BUSY_KEY)) == nil then
+    local zone = stateZone
+    if zone == nil then
+        return
+    end
+    local r = requestKey()
+    if (zone:get(BUSY_KEY)) == 0 and live[r] == nil then
+        live[r] = startTime()
         return enter()
     end
     local ok, err = pcall(slow)
@@ -84,12 +109,32 @@ function ____exports.access()
         )
     end
 end
---- log_by_lua: gives back the request's in-flight count and release-window slot.
+--- header_filter_by_lua (optional): a released request's window slot comes back as its response starts.
+function ____exports.header_filter()
+    local rec = live[requestKey()]
+    if rec == nil or type(rec) == "number" then
+        return
+    end
+    local ok, err = pcall(responseStarted, rec)
+    if not ok then
+        ngx.log(
+            ngx.ERR,
+            "intermission: header_filter failed: " .. tostring(err)
+        )
+    end
+end
+--- log_by_lua: gives back what access() took (in-flight count, window slot, queue place).
 function ____exports.log()
-    if not recordsPending() then
+    local r = requestKey()
+    local rec = live[r]
+    if rec == nil then
+        return
+    end
+    live[r] = nil
+    if type(rec) == "number" then
         return leave()
     end
-    local ok, err = pcall(settleRecord)
+    local ok, err = pcall(settleRecord, rec)
     if not ok then
         ngx.log(
             ngx.ERR,

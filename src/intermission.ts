@@ -1,17 +1,19 @@
 // intermission: hold every incoming request while the database is away, then release
 // them in arrival order. The public module: require("intermission").
 //
-//   init_by_lua_block        { require("intermission").setup({ ... }) }
-//   init_worker_by_lua_block { require("intermission").init_worker() }
-//   access_by_lua_block      { require("intermission").access() }
-//   log_by_lua_block         { require("intermission").log() }
-//   content_by_lua_block     { require("intermission").control() }   -- control API
+//   init_by_lua_block          { require("intermission").setup({ ... }) }
+//   init_worker_by_lua_block   { require("intermission").init_worker() }
+//   access_by_lua_block        { require("intermission").access() }
+//   header_filter_by_lua_block { require("intermission").header_filter() }   -- optional
+//   log_by_lua_block           { require("intermission").log() }
+//   content_by_lua_block       { require("intermission").control() }   -- control API
 import * as config from "./intermission/config";
 import { settings } from "./intermission/settings";
 import { bindZones, zones, BUSY_KEY } from "./intermission/shm";
 import * as gate from "./intermission/gate";
 import * as inflight from "./intermission/inflight";
-import * as fleet from "./intermission/fleet/sync";
+import { fleet, loadFleet } from "./intermission/fleetmode";
+import { live, requestKey, startTime, Record } from "./intermission/record";
 import { control as controlHandler } from "./intermission/control";
 
 export const _VERSION = "0.1.0";
@@ -22,12 +24,18 @@ export function setup(options?: unknown): void {
   if (cfg === undefined) error(`intermission.setup: ${err}`, 2);
   const [ok, zoneErr] = bindZones(cfg.dict);
   if (!ok) error(`intermission.setup: ${zoneErr}`, 2);
+  if (cfg.store === "redis") {
+    const [loaded, loadErr] = loadFleet();
+    if (!loaded) error(`intermission.setup: ${loadErr}`, 2);
+  }
   settings.cfg = cfg;
   settings.ready = true;
+  // Present from the start and never deleted: the hot path reads it as a number.
+  zones.state.safe_add(BUSY_KEY, 0);
   stateZone = zones.state;
   if (cfg.store === "redis") {
-    fleet.node.id = nodeId();
-    fleet.markPending();
+    fleet.sync!.node.id = nodeId();
+    fleet.sync!.markPending();
   }
 }
 
@@ -49,32 +57,56 @@ export function init_worker(): void {
     settings.ready = true;
   }
   const [ok, err] = bindZones(settings.cfg.dict);
-  if (!ok) ngx.log(ngx.ERR, `intermission: ${err}`);
+  if (!ok) {
+    ngx.log(ngx.ERR, `intermission: ${err}; requests pass unheld`);
+    return;
+  }
+  zones.state.safe_add(BUSY_KEY, 0);
   stateZone = zones.state;
-  if (settings.cfg.store === "redis") fleet.start();
+  if (settings.cfg.store === "redis" && fleet.sync !== undefined) fleet.sync.start();
 }
 
 // The hooks run on every request: what they use is cached in locals. The zone is
 // bound by setup() in the master, so every worker forks with it in place.
 let stateZone: NgxSharedDict | undefined;
 const slow = gate.gate;
-const recordsPending = gate.recordsPending;
 const settleRecord = gate.settleRecord;
+const responseStarted = gate.responseStarted;
 const enter = inflight.enter;
 const leave = inflight.leave;
 
-/** access_by_lua: while every scope runs, one shared-dict read and a local count. */
+/**
+ * access_by_lua. Running: one shared-dict read, and the request recorded under its
+ * pointer (a number, no allocation) so that log() undoes exactly this, once.
+ */
 export function access(): void {
-  // BUSY_KEY is absent while every scope runs (deleted when the count reaches 0).
-  if (stateZone!.get(BUSY_KEY)[0] === undefined) return enter();
+  const zone = stateZone;
+  if (zone === undefined) return; // no zones: nothing to hold with (init_worker said why)
+  const r = requestKey();
+  if (zone.get(BUSY_KEY)[0] === 0 && live.get(r) === undefined) {
+    live.set(r, startTime());
+    return enter();
+  }
   const [ok, err] = pcall(slow);
   if (!ok) ngx.log(ngx.ERR, `intermission: access failed, request passed: ${tostring(err)}`);
 }
 
-/** log_by_lua: gives back the request's in-flight count and release-window slot. */
+/** header_filter_by_lua (optional): a released request's window slot comes back as its response starts. */
+export function header_filter(): void {
+  const rec = live.get(requestKey());
+  if (rec === undefined || type(rec) === "number") return;
+  const [ok, err] = pcall(responseStarted, rec as Record);
+  if (!ok) ngx.log(ngx.ERR, `intermission: header_filter failed: ${tostring(err)}`);
+}
+
+/** log_by_lua: gives back what access() took (in-flight count, window slot, queue place). */
 export function log(): void {
-  if (!recordsPending()) return leave();
-  const [ok, err] = pcall(settleRecord);
+  const r = requestKey();
+  const rec = live.get(r);
+  if (rec === undefined) return;
+  live.delete(r);
+  if (type(rec) === "number") return leave();
+  const [ok, err] = pcall(settleRecord, rec as Record);
   if (!ok) ngx.log(ngx.ERR, `intermission: log failed: ${tostring(err)}`);
 }
 

@@ -39,7 +39,7 @@ describe("setup() options", () => {
     ["bad redis port", { store: "redis", redis: { port: 0 } }, /redis option "port" must be an integer from 1 to 65535, got 0/],
     ["unknown redis option", { store: "redis", redis: { hots: "x" } }, /unknown redis option "hots"/],
     ["unknown store", { store: "memcached" }, /option "store" must be one of shared_dict, redis/],
-    ["missing dict", { dict: "nosuch" }, /lua_shared_dict "nosuch" and "nosuch_queue" must be declared/],
+    ["missing dict", { dict: "nosuch" }, /lua_shared_dict "nosuch", "nosuch_queue" and "nosuch_counters" must be declared/],
   ];
   for (const [name, setup, message] of bad) {
     it(`refuses ${name}`, async () => {

@@ -12,6 +12,9 @@ function ____exports.defaults()
         health_check_paths = {"/up"},
         legacy_endpoints = false,
         retry_after = 5,
+        max_scopes = 1000,
+        release_lease = 5,
+        failure_statuses = {[502] = true, [503] = true, [504] = true},
         poll_interval = 0.002
     }
 end
@@ -29,7 +32,10 @@ local KNOWN_OPTIONS = {
     control_token = true,
     legacy_endpoints = true,
     retry_after = true,
-    poll_interval = true
+    poll_interval = true,
+    max_scopes = true,
+    release_lease = true,
+    failure_statuses = true
 }
 local KNOWN_REDIS_OPTIONS = {
     host = true,
@@ -247,6 +253,20 @@ local function pathList(v)
     end
     return paths, nil
 end
+local function statusSet(v)
+    local bad = "option \"failure_statuses\" must be a list of HTTP statuses from 500 to 599, like { 502, 503, 504 }"
+    if type(v) ~= "table" then
+        return nil, bad
+    end
+    local out = {}
+    for ____, s in ipairs(v) do
+        if not isNumber(s) or s < 500 or s > 599 or math.floor(s) ~= s then
+            return nil, bad
+        end
+        out[s] = true
+    end
+    return out, nil
+end
 --- Validates setup() options into a Config, or names the first bad option.
 function ____exports.parse(input)
     local cfg = ____exports.defaults()
@@ -397,6 +417,37 @@ function ____exports.parse(input)
         return nil, e10
     end
     cfg.poll_interval = poll
+    local maxScopes, e11 = numberOption(
+        raw,
+        "max_scopes",
+        cfg.max_scopes,
+        1,
+        100000,
+        true
+    )
+    if e11 ~= nil then
+        return nil, e11
+    end
+    cfg.max_scopes = maxScopes
+    local lease, e12 = numberOption(
+        raw,
+        "release_lease",
+        cfg.release_lease,
+        0.01,
+        3600,
+        false
+    )
+    if e12 ~= nil then
+        return nil, e12
+    end
+    cfg.release_lease = lease
+    if raw.failure_statuses ~= nil then
+        local statuses, e13 = statusSet(raw.failure_statuses)
+        if e13 ~= nil then
+            return nil, e13
+        end
+        cfg.failure_statuses = statuses
+    end
     return cfg, nil
 end
 return ____exports

@@ -4,10 +4,11 @@ local keysFor = ____shm.keysFor
 local zones = ____shm.zones
 local num = ____shm.num
 local knownScopes = ____shm.knownScopes
+local ensureScope = ____shm.ensureScope
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local state = require("intermission.state")
-local queue = require("intermission.queue")
+local release = require("intermission.release")
 local counters = require("intermission.counters")
 local params = require("intermission.params")
 local ____respond = require("intermission.respond")
@@ -15,11 +16,15 @@ local json = ____respond.json
 local jsonError = ____respond.jsonError
 local ____gate = require("intermission.gate")
 local scopeOf = ____gate.scopeOf
+local CONTROL_PREFIX_KEY = ____gate.CONTROL_PREFIX_KEY
 local ____metrics = require("intermission.metrics")
 local renderMetrics = ____metrics.renderMetrics
 local inflight = require("intermission.inflight")
-local fleet = require("intermission.fleet.sync")
-local remote = require("intermission.fleet.remote")
+local ____fleetmode = require("intermission.fleetmode")
+local fleet = ____fleetmode.fleet
+local ____record = require("intermission.record")
+local live = ____record.live
+local requestKey = ____record.requestKey
 local READS = {status = true, metrics = true}
 local MUTATIONS = {pause = true, resume = true, maintenance = true}
 local LEGACY = {control = true, enable = true, disable = true}
@@ -82,10 +87,8 @@ local function describe(keys)
         state = snap.mode == "draining" and "running" or snap.mode,
         draining = snap.mode == "draining",
         held = num(zones.state, keys.held),
-        queued = math.max(
-            0,
-            queue.waiting(keys)
-        ),
+        queued = release.queued(keys),
+        release = release.progress(keys),
         in_flight = inflight.total(),
         since = snap.since > 0 and snap.since or nil,
         ["until"] = snap["until"] > 0 and snap["until"] or nil,
@@ -112,13 +115,13 @@ local function inFlightNow()
     if settings.cfg.store ~= "redis" then
         return inflight.total()
     end
-    local f = fleet.fleetStatus()
+    local f = fleet.sync.fleetStatus()
     if f == nil then
         return inflight.total()
     end
     local others = 0
     for ____, n in ipairs(f.nodes) do
-        if n.id ~= fleet.node.id then
+        if n.id ~= fleet.sync.node.id then
             others = others + n.in_flight
         end
     end
@@ -145,9 +148,19 @@ local function mutate(action, keys, p)
     local reason = p.reason or ""
     local heldBefore = num(zones.state, keys.held)
     local ttl = action == "pause" and (p.ttl or cfg.pause_ttl) or (action == "maintenance" and (p.ttl or 0) or 0)
+    if action ~= "resume" then
+        local made, scopeErr = ensureScope(keys, cfg.max_scopes)
+        if not made then
+            return jsonError(
+                409,
+                (action .. " not applied: ") .. tostring(scopeErr),
+                "scope"
+            )
+        end
+    end
     if cfg.store == "redis" then
         local mode = action == "pause" and "paused" or (action == "maintenance" and "maintenance" or "")
-        local ok, ____, err = remote.change(keys.scope, mode, ttl, reason)
+        local ok, ____, err = fleet.remote.change(keys.scope, mode, ttl, reason)
         if not ok then
             ngx.log(
                 ngx.ERR,
@@ -208,6 +221,18 @@ local function legacy(action, keys)
     end
     return mutate(target, keys, {})
 end
+--- Remembers where the control API lives, so that access() never holds its requests
+-- when the hooks sit at server level (see gate.alwaysPasses).
+local function learnControlPrefix(uri)
+    local prefix = string.match(uri, "^(.*/)[^/]+/*$")
+    if prefix == nil or prefix == "/" then
+        return
+    end
+    local known = zones.state:get(CONTROL_PREFIX_KEY)
+    if known ~= prefix then
+        zones.state:safe_set(CONTROL_PREFIX_KEY, prefix)
+    end
+end
 local function handle()
     local uri = ngx.var.uri or ""
     local segment = string.match(uri, "([^/]+)/*$")
@@ -231,6 +256,9 @@ local function handle()
     if (READS[action] ~= nil or legacyOn) and method ~= "GET" and method ~= "HEAD" then
         ngx.header.Allow = "GET, HEAD"
         return jsonError(405, action .. " takes GET")
+    end
+    if LEGACY[action] == nil then
+        learnControlPrefix(uri)
     end
     local p, err = params.parse()
     if p == nil then
@@ -267,10 +295,10 @@ local function handle()
         local body = describe(keys)
         body.ok = true
         if settings.cfg.store == "redis" then
-            body.node = fleet.node.id
-            local f, err = fleet.fleetStatus()
+            body.node = fleet.sync.node.id
+            local f, err = fleet.sync.fleetStatus()
             body.fleet = f or ({error = err})
-            local syncErr = fleet.lastError()
+            local syncErr = fleet.sync.lastError()
             if syncErr ~= nil then
                 body.redis_error = syncErr
             end
@@ -283,6 +311,11 @@ local function handle()
     return legacy(action, keys)
 end
 function ____exports.control()
+    local r = requestKey()
+    if type(live[r]) == "number" then
+        live[r] = nil
+        inflight.leave()
+    end
     local ok, err = pcall(handle)
     if not ok then
         ngx.log(

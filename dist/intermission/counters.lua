@@ -28,14 +28,14 @@ ____exports.HOLD_BUCKETS = {
     120
 }
 function ____exports.count(keys, name)
-    zones.state:incr(keys.counterPrefix .. name, 1, 0)
+    zones.counters:incr(keys.counterPrefix .. name, 1, 0)
 end
 function ____exports.read(keys, name)
-    return num(zones.state, keys.counterPrefix .. name)
+    return num(zones.counters, keys.counterPrefix .. name)
 end
 --- Records one hold that ended after `seconds`, whatever its outcome.
 function ____exports.observeHold(keys, seconds)
-    local zone = zones.state
+    local zone = zones.counters
     do
         local i = 0
         while i < #____exports.HOLD_BUCKETS do
@@ -55,7 +55,7 @@ function ____exports.observeHold(keys, seconds)
 end
 --- Cumulative bucket counts (Prometheus style), the total count and the sum.
 function ____exports.holdHistogram(keys)
-    local zone = zones.state
+    local zone = zones.counters
     local cumulative = {}
     local running = 0
     do

@@ -1,23 +1,54 @@
 local ____exports = {}
+local leaseEnd
 local ____shm = require("intermission.shm")
-local zones = ____shm.zones
 local keysFor = ____shm.keysFor
+local zones = ____shm.zones
 local inflight = require("intermission.inflight")
-local fleet = require("intermission.fleet.sync")
+local ____fleetmode = require("intermission.fleetmode")
+local fleet = ____fleetmode.fleet
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local state = require("intermission.state")
-local queue = require("intermission.queue")
+local release = require("intermission.release")
 local waiters = require("intermission.waiters")
 local counters = require("intermission.counters")
 local ____respond = require("intermission.respond")
 local unavailable = ____respond.unavailable
+local ____record = require("intermission.record")
+local live = ____record.live
+local requestKey = ____record.requestKey
+local startTime = ____record.startTime
+function leaseEnd(status)
+    return settings.cfg.failure_statuses[status] == true and "failure" or "success"
+end
+--- The response starts: a released request's window lease comes back.
+function ____exports.responseStarted(rec)
+    if rec.lease > 0 then
+        local lease = rec.lease
+        rec.lease = 0
+        release.returnLease(
+            rec.keys,
+            lease,
+            leaseEnd(ngx.status)
+        )
+    end
+end
+--- The request is done (log phase), or its record was found stale: undo what it took.
+function ____exports.settleRecord(rec)
+    if rec.state == "holding" then
+        if rec.waiter ~= nil then
+            release.abandon(rec.waiter)
+        end
+    elseif rec.state == "released" or rec.state == "forwarded" then
+        inflight.leave()
+        ____exports.responseStarted(rec)
+    end
+    rec.state = "answered"
+end
 local ngxVar = ngx.var
 local DEFAULT_SCOPE = "default"
-local CTX_RECORD = "intermission"
-local CTX_WAITER = "intermission_waiter"
---- Requests in this worker with a Record not yet seen by log(); 0 keeps log() off ngx.ctx.
-local pendingRecords = 0
+--- State-zone key: the path prefix of the control location, learned by control().
+____exports.CONTROL_PREFIX_KEY = "control_prefix"
 --- $intermission_scope, else the seed's $app_name, else "default".
 function ____exports.scopeOf()
     local scope = ngxVar.intermission_scope
@@ -30,38 +61,8 @@ function ____exports.scopeOf()
     end
     return DEFAULT_SCOPE
 end
---- Whether log() must look for a Record (some request of this worker took the slow path).
-function ____exports.recordsPending()
-    return pendingRecords > 0
-end
---- The log hook for when records are pending: settles this request's record, if any.
-function ____exports.settleRecord()
-    local ctx = ngx.ctx
-    local record = ctx[CTX_RECORD]
-    if record == nil then
-        return inflight.leave()
-    end
-    ctx[CTX_RECORD] = nil
-    pendingRecords = pendingRecords - 1
-    if record.forwarded then
-        inflight.leave()
-    end
-    if record.releaseGen > 0 then
-        queue.releaseSlot(record.keys, record.releaseGen)
-        waiters.poke()
-    end
-end
-local function remember(keys, forwarded, releaseGen)
-    local record = {keys = keys, forwarded = forwarded, releaseGen = releaseGen}
-    ngx.ctx[CTX_RECORD] = record
-    pendingRecords = pendingRecords + 1
-    if forwarded then
-        inflight.enter()
-    end
-end
-local function alwaysPasses()
+local function alwaysPasses(uri)
     local cfg = settings.cfg
-    local uri = ngxVar.uri
     if uri ~= nil then
         for ____, path in ipairs(cfg.health_check_paths) do
             if uri == path then
@@ -70,6 +71,10 @@ local function alwaysPasses()
         end
         local locationPath = ngxVar.intermission_health_check_path
         if locationPath ~= nil and locationPath ~= "" and uri == locationPath then
+            return true
+        end
+        local control = zones.state:get(____exports.CONTROL_PREFIX_KEY)
+        if type(control) == "string" and string.sub(uri, 1, #control) == control then
             return true
         end
     end
@@ -100,58 +105,58 @@ local function maxHoldHere()
     return settings.cfg.max_hold
 end
 local function onAbort()
-    local w = ngx.ctx[CTX_WAITER]
-    if w ~= nil then
-        waiters.abort(w)
-    end
-end
-local function logExit(requestId, keys, waited, outcome)
-    ngx.log(
-        ngx.NOTICE,
-        (((((("intermission: leave request_id=" .. requestId) .. " scope=") .. keys.scope) .. " waited=") .. string.format("%.3f", waited)) .. "s outcome=") .. outcome
-    )
-end
---- Holds the request until its turn, max_hold, an abort or maintenance.
-local function hold(keys, mode)
-    local cfg = settings.cfg
-    local zone = zones.state
-    local heldNow = zone:incr(keys.held, 1, 0)
-    if heldNow == nil or heldNow > cfg.max_held then
-        zone:incr(keys.held, -1, 0)
-        counters.count(keys, "rejected")
-        remember(keys, false, 0)
-        ngx.log(
-            ngx.WARN,
-            (((("intermission: queue full, rejected request_id=" .. tostring(ngxVar.request_id)) .. " scope=") .. keys.scope) .. " max_held=") .. tostring(cfg.max_held)
-        )
-        return unavailable("full", cfg.retry_after, "")
-    end
-    local ticket, issueErr = queue.issue(keys)
-    local w
-    local enqueueErr = issueErr
-    if ticket ~= nil then
-        w, enqueueErr = waiters.enqueue(keys, ticket)
-    end
-    if w == nil then
-        zone:incr(keys.held, -1, 0)
-        if ticket ~= nil then
-            queue.leave(keys, ticket)
+    local rec = live[requestKey()]
+    if rec ~= nil and type(rec) == "table" then
+        local w = rec.waiter
+        if w ~= nil then
+            w.aborted = true
+            waiters.wake(w)
         end
+    end
+end
+--- Passed upstream: counted in flight until log().
+local function forward(r, rec)
+    if rec == nil then
+        live[r] = startTime()
+    else
+        rec.state = "forwarded"
+    end
+    inflight.enter()
+end
+local function answer(r, rec, keys, why)
+    if rec == nil then
+        live[r] = {
+            keys = keys,
+            state = "answered",
+            lease = 0,
+            start = startTime()
+        }
+    else
+        rec.state = "answered"
+    end
+    local reason = why == "maintenance" and state.snapshot(keys).reason or ""
+    return unavailable(why, settings.cfg.retry_after, reason)
+end
+--- Holds the request until its turn, its max time, an abort or maintenance.
+local function holdRequest(r, keys)
+    local cfg = settings.cfg
+    local requestId = ngxVar.request_id or "-"
+    local w, err = waiters.newWaiter(keys)
+    if w == nil then
         ngx.log(
             ngx.ERR,
-            "intermission: cannot hold request, passing it: " .. tostring(enqueueErr)
+            (("intermission: cannot hold request_id=" .. requestId) .. ", passing it: ") .. tostring(err)
         )
-        remember(keys, true, 0)
-        return
+        return forward(r, nil)
     end
-    local requestId = ngxVar.request_id or "-"
-    local started = ngx.now()
-    counters.count(keys, "held")
-    ngx.log(
-        ngx.NOTICE,
-        (((((("intermission: hold request_id=" .. requestId) .. " scope=") .. keys.scope) .. " ticket=") .. tostring(ticket)) .. " state=") .. mode
-    )
-    ngx.ctx[CTX_WAITER] = w
+    local rec = {
+        keys = keys,
+        state = "holding",
+        lease = 0,
+        waiter = w,
+        start = startTime()
+    }
+    live[r] = rec
     local abortOk, abortErr = ngx.on_abort(onAbort)
     if abortOk == nil and abortErr ~= "duplicate call" then
         ngx.log(
@@ -159,94 +164,94 @@ local function hold(keys, mode)
             "intermission: client aborts not detected while held: " .. tostring(abortErr)
         )
     end
-    if mode ~= "paused" then
-        queue.advance(keys)
-        local claim = queue.claimOf(keys, ticket)
-        if type(claim) == "number" then
-            w.outcome = "released"
-            w.releaseGen = claim
-        end
+    if not release.admit(keys) then
+        counters.count(keys, "rejected")
+        ngx.log(
+            ngx.WARN,
+            (((("intermission: queue full, rejected request_id=" .. requestId) .. " scope=") .. keys.scope) .. " max_held=") .. tostring(cfg.max_held)
+        )
+        return answer(r, rec, keys, "full")
     end
-    local deadline = started + maxHoldHere()
-    while w.outcome == nil do
-        ngx.update_time()
-        local remaining = deadline - ngx.now()
-        if remaining <= 0 then
-            break
-        end
-        w.sema:wait(remaining)
-    end
-    waiters.finish(w)
-    ngx.ctx[CTX_WAITER] = nil
-    zone:incr(keys.held, -1, 0)
+    local started = ngx.now()
+    counters.count(keys, "held")
+    local outcome, lease = release.hold(
+        keys,
+        started + maxHoldHere(),
+        w,
+        "request_id=" .. requestId
+    )
+    rec.waiter = nil
     ngx.update_time()
     local waited = ngx.now() - started
     counters.observeHold(keys, waited)
-    local outcome = w.outcome or "timeout"
-    local releaseGen = w.releaseGen
-    if outcome ~= "released" then
-        local result, gen = queue.leave(keys, ticket)
-        if result == "granted" then
-            if outcome == "timeout" then
-                outcome = "released"
-                releaseGen = gen
-            else
-                queue.releaseSlot(keys, gen)
-                waiters.poke()
-            end
-        end
-    end
-    logExit(requestId, keys, waited, outcome)
+    ngx.log(
+        ngx.NOTICE,
+        (((((("intermission: leave request_id=" .. requestId) .. " scope=") .. keys.scope) .. " waited=") .. string.format("%.3f", waited)) .. "s outcome=") .. outcome
+    )
     if outcome == "released" then
         counters.count(keys, "released")
-        remember(keys, true, releaseGen)
+        rec.lease = lease
+        rec.state = "released"
+        inflight.enter()
         return
     end
     if outcome == "aborted" then
         counters.count(keys, "aborted")
-        remember(keys, false, 0)
+        rec.state = "answered"
         return ngx.exit(499)
     end
     if outcome == "maintenance" then
         counters.count(keys, "rejected")
-        remember(keys, false, 0)
-        return unavailable(
-            "maintenance",
-            cfg.retry_after,
-            state.snapshot(keys).reason
-        )
+        return answer(r, rec, keys, "maintenance")
+    end
+    if outcome == "error" then
+        ngx.log(ngx.ERR, ("intermission: cannot hold request_id=" .. requestId) .. " (the queue zone is full?), passing it")
+        return forward(r, rec)
     end
     counters.count(keys, "timed_out")
     if cfg.on_timeout == "pass" then
         counters.count(keys, "passed")
-        remember(keys, true, 0)
+        return forward(r, rec)
+    end
+    return answer(r, rec, keys, "timeout")
+end
+--- A request access() has seen before: an internal redirect, or a reused pointer.
+local function reentered(r, seen)
+    local start = startTime()
+    if type(seen) == "number" then
+        if seen == start then
+            return true
+        end
+        inflight.leave()
+    else
+        local rec = seen
+        if rec.start == start then
+            return true
+        end
+        ____exports.settleRecord(rec)
+    end
+    live[r] = nil
+    return false
+end
+--- The access hook once some scope is not running, or on a redirect.
+function ____exports.gate()
+    local r = requestKey()
+    local seen = live[r]
+    if seen ~= nil and reentered(r, seen) then
         return
     end
-    remember(keys, false, 0)
-    return unavailable("timeout", cfg.retry_after, "")
-end
---- The access hook once some scope is not running.
-function ____exports.gate()
     if settings.cfg.store == "redis" then
-        fleet.awaitFirstSync()
+        fleet.sync.awaitFirstSync()
     end
     local keys = keysFor(____exports.scopeOf())
     local mode = state.settle(keys)
-    if mode == "running" then
-        return remember(keys, true, 0)
-    end
-    if alwaysPasses() then
-        return remember(keys, true, 0)
+    if mode == "running" or alwaysPasses(ngxVar.uri) then
+        return forward(r, nil)
     end
     if mode == "maintenance" then
         counters.count(keys, "rejected")
-        remember(keys, false, 0)
-        return unavailable(
-            "maintenance",
-            settings.cfg.retry_after,
-            state.snapshot(keys).reason
-        )
+        return answer(r, nil, keys, "maintenance")
     end
-    return hold(keys, mode)
+    return holdRequest(r, keys)
 end
 return ____exports

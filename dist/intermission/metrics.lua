@@ -4,7 +4,7 @@ local keysFor = ____shm.keysFor
 local zones = ____shm.zones
 local num = ____shm.num
 local state = require("intermission.state")
-local queue = require("intermission.queue")
+local release = require("intermission.release")
 local counters = require("intermission.counters")
 local inflight = require("intermission.inflight")
 local STATES = {"running", "paused", "maintenance", "draining"}
@@ -29,7 +29,7 @@ function ____exports.renderMetrics(scopes, current)
     end
     family("intermission_state", "gauge", "1 for the scope's current state, 0 for the others.")
     for ____, s in ipairs(scopes) do
-        local mode = state.modeOf(keysFor(s))
+        local mode = state.settle(keysFor(s))
         for ____, m in ipairs(STATES) do
             lines[#lines + 1] = (((("intermission_state{scope=\"" .. label(s)) .. "\",state=\"") .. m) .. "\"} ") .. tostring(m == mode and 1 or 0)
         end
@@ -43,10 +43,7 @@ function ____exports.renderMetrics(scopes, current)
     end
     family("intermission_queued", "gauge", "Tickets waiting for their turn on this node.")
     for ____, s in ipairs(scopes) do
-        lines[#lines + 1] = (("intermission_queued{scope=\"" .. label(s)) .. "\"} ") .. tostring(math.max(
-            0,
-            queue.waiting(keysFor(s))
-        ))
+        lines[#lines + 1] = (("intermission_queued{scope=\"" .. label(s)) .. "\"} ") .. tostring(release.queued(keysFor(s)))
     end
     family("intermission_in_flight", "gauge", "Requests on this node passed to the upstream and not yet finished (all scopes).")
     lines[#lines + 1] = "intermission_in_flight " .. tostring(inflight.total())

@@ -1,42 +1,55 @@
 local ____exports = {}
---- Global key: how many scopes are not running. Absent or 0: every scope runs.
+--- Global key: how many scopes are not running (0: every scope runs). Created by setup(), never deleted.
 ____exports.BUSY_KEY = "busy"
---- Global key: serialises state transitions.
+--- Global key: serialises fleet start-up bookkeeping (lock.ts).
 ____exports.LOCK_KEY = "lock"
+--- Global key: how many scopes exist (bounded by max_scopes).
+____exports.SCOPE_COUNT_KEY = "scopes"
 --- Marks a scope as known, for status and metrics.
 ____exports.SCOPE_MARK_PREFIX = "scope|"
-____exports.zones = {state = nil, queue = nil}
+____exports.zones = {state = nil, queue = nil, counters = nil}
 --- Binds the zones named by the `dict` option; called by setup() and again per worker.
 function ____exports.bindZones(name)
     local state = ngx.shared[name]
     local queue = ngx.shared[name .. "_queue"]
-    if state == nil or queue == nil then
-        return false, ((("lua_shared_dict \"" .. name) .. "\" and \"") .. name) .. "_queue\" must be declared: include nginx/intermission.conf in the http block"
+    local counters = ngx.shared[name .. "_counters"]
+    if state == nil or queue == nil or counters == nil then
+        return false, ((((("lua_shared_dict \"" .. name) .. "\", \"") .. name) .. "_queue\" and \"") .. name) .. "_counters\" must be declared: include nginx/intermission.conf in the http block"
     end
     ____exports.zones.state = state
     ____exports.zones.queue = queue
+    ____exports.zones.counters = counters
     return true, nil
 end
 local keyCache = {}
 local cachedScopes = 0
 --- Scopes come from nginx config, so there are few; the cap guards against a variable fed by clients.
-local KEY_CACHE_LIMIT = 1000
+local KEY_CACHE_LIMIT = 4096
 local function makeKeys(scope)
     local p = scope .. "|"
     return {
         scope = scope,
+        made = ____exports.SCOPE_MARK_PREFIX .. scope,
         mode = p .. "mode",
         since = p .. "since",
         ["until"] = p .. "until",
         reason = p .. "reason",
-        releaseGen = p .. "rgen",
+        lock = p .. "lock",
+        dirty = p .. "dirty",
         seq = p .. "seq",
-        grant = p .. "grant",
+        head = p .. "head",
+        stop = p .. "stop",
         held = p .. "held",
-        slotsPrefix = p .. "slots|",
-        positionPrefix = p .. "p|",
+        used = p .. "used",
+        window = p .. "window",
+        backoffUntil = p .. "boff",
+        backoffStep = p .. "bstep",
+        leaseSeq = p .. "lseq",
+        leaseOldest = p .. "lold",
+        ticketPrefix = p .. "w|",
         claimPrefix = p .. "c|",
-        counterPrefix = p .. "n|"
+        leasePrefix = p .. "l|",
+        counterPrefix = p
     }
 end
 function ____exports.keysFor(scope)
@@ -55,9 +68,59 @@ function ____exports.num(zone, key)
     local v = zone:get(key)
     return type(v) == "number" and v or 0
 end
---- Records that a scope exists so status and metrics can list it.
-function ____exports.markScope(scope)
-    ____exports.zones.state:set(____exports.SCOPE_MARK_PREFIX .. scope, true)
+--- Whether the scope has been created on this node (it has state).
+function ____exports.scopeExists(keys)
+    return (____exports.zones.state:get(keys.made)) ~= nil
+end
+--- The numeric keys every scope has from its creation on; incr() needs them to exist.
+local function numericKeys(keys)
+    return {
+        keys.dirty,
+        keys.seq,
+        keys.head,
+        keys.stop,
+        keys.held,
+        keys.used,
+        keys.window,
+        keys.backoffUntil,
+        keys.backoffStep,
+        keys.leaseSeq,
+        keys.leaseOldest,
+        keys.since,
+        keys["until"]
+    }
+end
+--- Creates the scope's state on first use, within the max_scopes bound. The bound keeps
+-- the state zone from ever filling up: a scope beyond it is refused and changes nothing.
+function ____exports.ensureScope(keys, maxScopes)
+    local zone = ____exports.zones.state
+    if (zone:get(keys.made)) ~= nil then
+        return true, nil
+    end
+    zone:safe_add(____exports.SCOPE_COUNT_KEY, 0)
+    local count, err = zone:incr(____exports.SCOPE_COUNT_KEY, 1)
+    if count == nil then
+        return false, "cannot count scopes: " .. tostring(err)
+    end
+    if count > maxScopes then
+        zone:incr(____exports.SCOPE_COUNT_KEY, -1)
+        return false, "too many scopes: this node keeps at most max_scopes = " .. tostring(maxScopes)
+    end
+    for ____, k in ipairs(numericKeys(keys)) do
+        local ok, addErr = zone:safe_add(k, 0)
+        if not ok and addErr ~= "exists" then
+            zone:incr(____exports.SCOPE_COUNT_KEY, -1)
+            return false, (("cannot create scope " .. keys.scope) .. ": ") .. tostring(addErr)
+        end
+    end
+    local added, markErr = zone:safe_add(keys.made, true)
+    if not added then
+        zone:incr(____exports.SCOPE_COUNT_KEY, -1)
+        if markErr ~= "exists" then
+            return false, (("cannot create scope " .. keys.scope) .. ": ") .. tostring(markErr)
+        end
+    end
+    return true, nil
 end
 function ____exports.knownScopes()
     local out = {}

@@ -1,70 +1,109 @@
 local ____exports = {}
+local watch
 local semaphore = require("ngx.semaphore")
+local ____shm = require("intermission.shm")
+local zones = ____shm.zones
+local num = ____shm.num
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
-local queue = require("intermission.queue")
-local state = require("intermission.state")
+local ____mode = require("intermission.mode")
+local modeOf = ____mode.modeOf
+--- The request is not waiting any more, whatever the outcome.
+function ____exports.done(w)
+    if w.done then
+        return
+    end
+    w.done = true
+    watch.waiting = watch.waiting - 1
+end
+--- How long past its deadline a waiter may stay listed: beyond that its coroutine is gone.
+local STALE_AFTER = 1
+local SWEEP_EVERY = 1
 local localQueues = {}
-local watch = {running = false, held = 0, sema = nil}
+watch = {
+    running = false,
+    waiting = 0,
+    sema = nil,
+    lastSweep = 0,
+    advance = nil
+}
+function ____exports.setAdvance(fn)
+    watch.advance = fn
+end
 --- Wakes this worker's watcher now instead of at its next poll.
 function ____exports.poke()
     if watch.running and watch.sema ~= nil and watch.sema:count() < 0 then
         watch.sema:post(1)
     end
 end
-local function wakeUp(w, outcome, releaseGen)
-    if w.outcome ~= nil then
-        return
+--- A fresh waiter for one request; its semaphore is reused if it queues again.
+function ____exports.newWaiter(keys)
+    local sema, err = semaphore.new(0)
+    if sema == nil then
+        return nil, "cannot create a semaphore: " .. tostring(err)
     end
-    w.outcome = outcome
-    w.releaseGen = releaseGen
-    w.sema:post(1)
+    return {
+        keys = keys,
+        ticket = 0,
+        deadline = 0,
+        sema = sema,
+        aborted = false,
+        done = true
+    }, nil
 end
---- Posts every granted waiter at the front of a scope's local queue, in ticket order.
-local function releaseGranted(q)
-    local headTicket = queue.head(q.keys)
+local function post(w)
+    if w.sema:count() < 0 then
+        w.sema:post(1)
+    end
+end
+--- Wakes a waiter whatever it waits for (abort).
+function ____exports.wake(w)
+    post(w)
+end
+local function pumpScope(scope, q)
+    watch.advance(q.keys)
+    if modeOf(q.keys) == "maintenance" then
+        do
+            local i = q.first
+            while i <= q.last do
+                local w = q.items[i + 1]
+                if w ~= nil and not w.done then
+                    post(w)
+                end
+                i = i + 1
+            end
+        end
+    end
+    local head = num(zones.state, q.keys.head)
     while q.first <= q.last do
         local w = q.items[q.first + 1]
-        if w ~= nil and not w.gone then
-            if w.ticket > headTicket then
+        if w ~= nil and not w.done then
+            if w.ticket > head then
                 break
             end
-            local claim = queue.claimOf(q.keys, w.ticket)
-            if claim == nil then
-                break
-            end
-            if type(claim) == "number" then
-                wakeUp(w, "released", claim)
-            end
+            post(w)
         end
         q.items[q.first + 1] = nil
         q.first = q.first + 1
     end
-end
-local function answerMaintenance(q)
-    do
-        local i = q.first
-        while i <= q.last do
-            local w = q.items[i + 1]
-            if w ~= nil and not w.gone then
-                wakeUp(w, "maintenance", 0)
-            end
-            q.items[i + 1] = nil
-            i = i + 1
-        end
-    end
-    q.first = q.last + 1
-end
-local function pumpScope(scope, q)
-    local mode = state.settle(q.keys)
-    if mode == "maintenance" then
-        answerMaintenance(q)
-    elseif mode ~= "paused" then
-        queue.advance(q.keys)
-        releaseGranted(q)
-    end
     if q.first > q.last then
         localQueues[scope] = nil
+    end
+end
+--- Drops waiters whose request is gone without a word (a killed coroutine).
+local function sweep(now)
+    for ____, q in pairs(localQueues) do
+        local lq = q
+        do
+            local i = lq.first
+            while i <= lq.last do
+                local w = lq.items[i + 1]
+                if w ~= nil and not w.done and w.deadline + STALE_AFTER < now then
+                    ____exports.done(w)
+                end
+                i = i + 1
+            end
+        end
     end
 end
 local function watcher(_premature)
@@ -79,7 +118,13 @@ local function watcher(_premature)
                 )
             end
         end
-        if watch.held <= 0 then
+        ngx.update_time()
+        local now = ngx.now()
+        if now - watch.lastSweep >= SWEEP_EVERY then
+            watch.lastSweep = now
+            sweep(now)
+        end
+        if watch.waiting <= 0 then
             break
         end
         sema:wait(settings.cfg.poll_interval)
@@ -104,44 +149,28 @@ local function ensureWatcher()
     watch.running = true
     return true, nil
 end
---- Puts a ticket on this worker's queue and makes sure the watcher runs.
-function ____exports.enqueue(keys, ticket)
-    local sema, semaErr = semaphore.new(0)
-    if sema == nil then
-        return nil, "cannot create a semaphore: " .. tostring(semaErr)
-    end
+--- Lists a waiter under its ticket and makes sure the watcher runs. False: there is no
+-- watcher (an exiting worker cannot start timers), so the waiter must look for itself.
+function ____exports.track(w, keys, ticket, deadline)
+    w.keys = keys
+    w.ticket = ticket
+    w.deadline = deadline
+    w.done = false
+    watch.waiting = watch.waiting + 1
     local ok, err = ensureWatcher()
     if not ok then
-        return nil, err
+        ngx.log(
+            ngx.WARN,
+            (("intermission: no watcher, held request_id=" .. (ngx.var.request_id or "-")) .. " looks for itself: ") .. tostring(err)
+        )
     end
     local q = localQueues[keys.scope]
     if q == nil then
         q = {keys = keys, items = {}, first = 1, last = 0}
         localQueues[keys.scope] = q
     end
-    local w = {
-        keys = keys,
-        ticket = ticket,
-        sema = sema,
-        releaseGen = 0,
-        gone = false
-    }
     q.last = q.last + 1
     q.items[q.last + 1] = w
-    watch.held = watch.held + 1
-    return w, nil
+    return ok
 end
---- The request is done waiting, whatever the outcome.
-function ____exports.finish(w)
-    if w.gone then
-        return
-    end
-    w.gone = true
-    watch.held = watch.held - 1
-end
---- Marks a waiter aborted and wakes it (called from ngx.on_abort).
-function ____exports.abort(w)
-    wakeUp(w, "aborted", 0)
-end
-state.listeners.changed = function() return ____exports.poke() end
 return ____exports

@@ -36,6 +36,12 @@ export interface Config {
   control_token?: string;
   legacy_endpoints: boolean;
   retry_after: number;
+  /** Scopes this node keeps state for; creating one more is refused (bounds the state zone). */
+  max_scopes: number;
+  /** Seconds a released request holds its window slot at most (its response may not have started). */
+  release_lease: number;
+  /** Upstream statuses that count as a gateway failure during a release (a set). */
+  failure_statuses: { [status: number]: true };
   /** How often a worker with held requests looks for changes made by other workers. */
   poll_interval: number;
 }
@@ -53,6 +59,9 @@ export function defaults(): Config {
     health_check_paths: ["/up"],
     legacy_endpoints: false,
     retry_after: 5,
+    max_scopes: 1000,
+    release_lease: 5,
+    failure_statuses: { 502: true, 503: true, 504: true },
     poll_interval: 0.002,
   };
 }
@@ -61,6 +70,7 @@ const KNOWN_OPTIONS: { [name: string]: true } = {
   store: true, redis: true, dict: true, max_hold: true, on_timeout: true, pause_ttl: true,
   max_held: true, release_window: true, health_check_paths: true, privileged_user_agent: true,
   control_token: true, legacy_endpoints: true, retry_after: true, poll_interval: true,
+  max_scopes: true, release_lease: true, failure_statuses: true,
 };
 
 const KNOWN_REDIS_OPTIONS: { [name: string]: true } = {
@@ -179,6 +189,17 @@ function pathList(v: unknown): LuaMultiReturn<[string[] | undefined, string | un
   return $multi(paths, undefined);
 }
 
+function statusSet(v: unknown): LuaMultiReturn<[{ [status: number]: true } | undefined, string | undefined]> {
+  const bad = `option "failure_statuses" must be a list of HTTP statuses from 500 to 599, like { 502, 503, 504 }`;
+  if (type(v) !== "table") return $multi(undefined, bad);
+  const out: { [status: number]: true } = {};
+  for (const s of v as unknown[]) {
+    if (!isNumber(s) || s < 500 || s > 599 || math.floor(s) !== s) return $multi(undefined, bad);
+    out[s] = true;
+  }
+  return $multi(out, undefined);
+}
+
 /** Validates setup() options into a Config, or names the first bad option. */
 export function parse(input: unknown): LuaMultiReturn<[Config | undefined, string | undefined]> {
   const cfg = defaults();
@@ -258,6 +279,20 @@ export function parse(input: unknown): LuaMultiReturn<[Config | undefined, strin
   const [poll, e10] = numberOption(raw, "poll_interval", cfg.poll_interval, 0.001, 1, false);
   if (e10 !== undefined) return $multi(undefined, e10);
   cfg.poll_interval = poll!;
+
+  const [maxScopes, e11] = numberOption(raw, "max_scopes", cfg.max_scopes, 1, 100000, true);
+  if (e11 !== undefined) return $multi(undefined, e11);
+  cfg.max_scopes = maxScopes!;
+
+  const [lease, e12] = numberOption(raw, "release_lease", cfg.release_lease, 0.01, 3600, false);
+  if (e12 !== undefined) return $multi(undefined, e12);
+  cfg.release_lease = lease!;
+
+  if (raw.failure_statuses !== undefined) {
+    const [statuses, e13] = statusSet(raw.failure_statuses);
+    if (e13 !== undefined) return $multi(undefined, e13);
+    cfg.failure_statuses = statuses!;
+  }
 
   return $multi(cfg, undefined);
 }

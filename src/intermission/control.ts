@@ -1,17 +1,17 @@
 // The control API: content_by_lua in a location of the user's (e.g. /_intermission/).
 // The last path segment selects the action. Every answer is JSON (metrics aside).
-import { keysFor, ScopeKeys, zones, num, knownScopes } from "./shm";
+import { keysFor, ScopeKeys, zones, num, knownScopes, ensureScope } from "./shm";
 import { settings } from "./settings";
 import * as state from "./state";
-import * as queue from "./queue";
+import * as release from "./release";
 import * as counters from "./counters";
 import * as params from "./params";
 import { json, jsonError } from "./respond";
-import { scopeOf } from "./gate";
+import { scopeOf, CONTROL_PREFIX_KEY } from "./gate";
 import { renderMetrics } from "./metrics";
 import * as inflight from "./inflight";
-import * as fleet from "./fleet/sync";
-import * as remote from "./fleet/remote";
+import { fleet } from "./fleetmode";
+import { live, requestKey } from "./record";
 
 type Action = "status" | "pause" | "resume" | "maintenance" | "metrics" | "control" | "enable" | "disable";
 
@@ -60,7 +60,8 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
     state: snap.mode === "draining" ? "running" : snap.mode,
     draining: snap.mode === "draining",
     held: num(zones.state, keys.held),
-    queued: math.max(0, queue.waiting(keys)),
+    queued: release.queued(keys),
+    release: release.progress(keys),
     in_flight: inflight.total(),
     since: snap.since > 0 ? snap.since : undefined,
     until: snap.until > 0 ? snap.until : undefined,
@@ -82,10 +83,10 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
  */
 function inFlightNow(): number {
   if (settings.cfg.store !== "redis") return inflight.total();
-  const [f] = fleet.fleetStatus();
+  const [f] = fleet.sync!.fleetStatus();
   if (f === undefined) return inflight.total();
   let others = 0;
-  for (const n of f.nodes as { id: string; in_flight: number }[]) if (n.id !== fleet.node.id) others += n.in_flight;
+  for (const n of f.nodes as { id: string; in_flight: number }[]) if (n.id !== fleet.sync!.node.id) others += n.in_flight;
   return inflight.total() + others;
 }
 
@@ -108,10 +109,15 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
   const heldBefore = num(zones.state, keys.held);
   // A pause expires after pause_ttl unless told otherwise; maintenance lasts until resumed.
   const ttl = action === "pause" ? (p.ttl ?? cfg.pause_ttl) : action === "maintenance" ? (p.ttl ?? 0) : 0;
+  if (action !== "resume") {
+    // Within the scope bound, or nothing changes anywhere (the fleet included).
+    const [made, scopeErr] = ensureScope(keys, cfg.max_scopes);
+    if (!made) return jsonError(409, `${action} not applied: ${scopeErr}`, "scope");
+  }
   if (cfg.store === "redis") {
     // The fleet's switch is in Redis: if it cannot be written, nothing changes anywhere.
     const mode = action === "pause" ? "paused" : action === "maintenance" ? "maintenance" : "";
-    const [ok, , err] = remote.change(keys.scope, mode, ttl, reason);
+    const [ok, , err] = fleet.remote!.change(keys.scope, mode, ttl, reason);
     if (!ok) {
       ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} not applied: ${err}`);
       return jsonError(503, `${action} not applied: the fleet's Redis is unavailable (${err})`);
@@ -150,6 +156,17 @@ function legacy(action: "control" | "enable" | "disable", keys: ScopeKeys): neve
   return mutate(target, keys, {});
 }
 
+/**
+ * Remembers where the control API lives, so that access() never holds its requests
+ * when the hooks sit at server level (see gate.alwaysPasses).
+ */
+function learnControlPrefix(uri: string): void {
+  const [prefix] = string.match(uri, "^(.*/)[^/]+/*$");
+  if (prefix === undefined || prefix === "/") return;
+  const [known] = zones.state.get(CONTROL_PREFIX_KEY);
+  if (known !== prefix) zones.state.safe_set(CONTROL_PREFIX_KEY, prefix);
+}
+
 function handle(): void {
   const uri = ngx.var.uri ?? "";
   const [segment] = string.match(uri, "([^/]+)/*$");
@@ -172,6 +189,8 @@ function handle(): void {
     ngx.header["Allow"] = "GET, HEAD";
     return jsonError(405, `${action} takes GET`);
   }
+
+  if (LEGACY[action] === undefined) learnControlPrefix(uri);
 
   const [p, err] = params.parse();
   if (p === undefined) return jsonError(400, err!.message, err!.field);
@@ -204,10 +223,10 @@ function handle(): void {
     const body = describe(keys);
     body.ok = true;
     if (settings.cfg.store === "redis") {
-      body.node = fleet.node.id;
-      const [f, err] = fleet.fleetStatus();
+      body.node = fleet.sync!.node.id;
+      const [f, err] = fleet.sync!.fleetStatus();
       body.fleet = f ?? { error: err };
-      const syncErr = fleet.lastError();
+      const syncErr = fleet.sync!.lastError();
       if (syncErr !== undefined) body.redis_error = syncErr;
     }
     return json(200, body);
@@ -217,6 +236,12 @@ function handle(): void {
 }
 
 export function control(): void {
+  // With the hooks at server level access() counted this request in flight: it is not.
+  const r = requestKey();
+  if (type(live.get(r)) === "number") {
+    live.delete(r);
+    inflight.leave();
+  }
   const [ok, err] = pcall(handle);
   if (!ok) {
     ngx.log(ngx.ERR, `intermission: control request failed: ${tostring(err)}`);

@@ -1,5 +1,6 @@
-// Per-scope counters and the hold-duration histogram, kept in the state zone so that
-// every worker adds to the same numbers and they survive a reload.
+// Per-scope counters and the hold-duration histogram, in their own zone (<dict>_counters)
+// so that every worker adds to the same numbers, they survive a reload, and no amount of
+// statistics can ever push the release state out of the state zone.
 import { ScopeKeys, zones, num } from "./shm";
 
 export type CounterName = "held" | "released" | "timed_out" | "aborted" | "rejected" | "passed";
@@ -9,16 +10,16 @@ export const COUNTER_NAMES: CounterName[] = ["held", "released", "timed_out", "a
 export const HOLD_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
 export function count(keys: ScopeKeys, name: CounterName): void {
-  zones.state.incr(keys.counterPrefix + name, 1, 0);
+  zones.counters.incr(keys.counterPrefix + name, 1, 0);
 }
 
 export function read(keys: ScopeKeys, name: CounterName): number {
-  return num(zones.state, keys.counterPrefix + name);
+  return num(zones.counters, keys.counterPrefix + name);
 }
 
 /** Records one hold that ended after `seconds`, whatever its outcome. */
 export function observeHold(keys: ScopeKeys, seconds: number): void {
-  const zone = zones.state;
+  const zone = zones.counters;
   for (let i = 0; i < HOLD_BUCKETS.length; i++) {
     if (seconds <= HOLD_BUCKETS[i]) {
       zone.incr(`${keys.counterPrefix}bucket|${i}`, 1, 0);
@@ -31,7 +32,7 @@ export function observeHold(keys: ScopeKeys, seconds: number): void {
 
 /** Cumulative bucket counts (Prometheus style), the total count and the sum. */
 export function holdHistogram(keys: ScopeKeys): LuaMultiReturn<[number[], number, number]> {
-  const zone = zones.state;
+  const zone = zones.counters;
   const cumulative: number[] = [];
   let running = 0;
   for (let i = 0; i < HOLD_BUCKETS.length; i++) {

@@ -1,34 +1,22 @@
-// The access and log hooks.
-//
-// Running (the hot path): one shared-dict read of the busy count and a per-worker
-// in-flight count; no ngx.var read, no allocation. Only when some scope is not
-// running does a request take the slow path below, which may hold it.
-import { zones, keysFor, ScopeKeys } from "./shm";
+// The slow path of the hooks: taken only while some scope is not running, or for a
+// request that access() has seen before (an internal redirect). It decides whether the
+// request passes, is answered 503, or is held (release.hold), and keeps the request's
+// Record so that header_filter() and log() give back exactly what it took.
+import { keysFor, zones, ScopeKeys } from "./shm";
 import * as inflight from "./inflight";
-import * as fleet from "./fleet/sync";
+import { fleet } from "./fleetmode";
 import { settings } from "./settings";
 import * as state from "./state";
-import * as queue from "./queue";
+import * as release from "./release";
 import * as waiters from "./waiters";
 import * as counters from "./counters";
 import { unavailable } from "./respond";
+import { live, requestKey, startTime, Record } from "./record";
 
 const ngxVar = ngx.var;
 const DEFAULT_SCOPE = "default";
-const CTX_RECORD = "intermission";
-const CTX_WAITER = "intermission_waiter";
-
-/** What log() must undo for a request that took the slow path. */
-interface Record {
-  keys: ScopeKeys;
-  /** Passed to the upstream (counted in flight). */
-  forwarded: boolean;
-  /** Release generation of the window slot this request holds; 0 = none. */
-  releaseGen: number;
-}
-
-/** Requests in this worker with a Record not yet seen by log(); 0 keeps log() off ngx.ctx. */
-let pendingRecords = 0;
+/** State-zone key: the path prefix of the control location, learned by control(). */
+export const CONTROL_PREFIX_KEY = "control_prefix";
 
 /** $intermission_scope, else the seed's $app_name, else "default". */
 export function scopeOf(): string {
@@ -39,39 +27,16 @@ export function scopeOf(): string {
   return DEFAULT_SCOPE;
 }
 
-/** Whether log() must look for a Record (some request of this worker took the slow path). */
-export function recordsPending(): boolean {
-  return pendingRecords > 0;
-}
-
-/** The log hook for when records are pending: settles this request's record, if any. */
-export function settleRecord(): void {
-  const ctx = ngx.ctx;
-  const record = ctx[CTX_RECORD] as Record | undefined;
-  if (record === undefined) return inflight.leave();
-  ctx[CTX_RECORD] = undefined;
-  pendingRecords--;
-  if (record.forwarded) inflight.leave();
-  if (record.releaseGen > 0) {
-    queue.releaseSlot(record.keys, record.releaseGen);
-    waiters.poke();
-  }
-}
-
-function remember(keys: ScopeKeys, forwarded: boolean, releaseGen: number): void {
-  const record: Record = { keys, forwarded, releaseGen };
-  ngx.ctx[CTX_RECORD] = record;
-  pendingRecords++;
-  if (forwarded) inflight.enter();
-}
-
-function alwaysPasses(): boolean {
+function alwaysPasses(uri: string | undefined): boolean {
   const cfg = settings.cfg;
-  const uri = ngxVar.uri;
   if (uri !== undefined) {
     for (const path of cfg.health_check_paths) if (uri === path) return true;
     const locationPath = ngxVar.intermission_health_check_path;
     if (locationPath !== undefined && locationPath !== "" && uri === locationPath) return true;
+    // With the hooks at server level the control location runs access() too: never
+    // hold the requests that are to resume the others.
+    const [control] = zones.state.get(CONTROL_PREFIX_KEY);
+    if (type(control) === "string" && string.sub(uri, 1, (control as string).length) === control) return true;
   }
   const pattern = ngxVar.intermission_privileged_user_agent ?? cfg.privileged_user_agent;
   if (pattern !== undefined && pattern !== "") {
@@ -96,129 +61,141 @@ function maxHoldHere(): number {
 }
 
 function onAbort(this: void): void {
-  const w = ngx.ctx[CTX_WAITER] as waiters.Waiter | undefined;
-  if (w !== undefined) waiters.abort(w);
-}
-
-function logExit(requestId: string, keys: ScopeKeys, waited: number, outcome: string): void {
-  ngx.log(ngx.NOTICE, `intermission: leave request_id=${requestId} scope=${keys.scope} waited=${string.format("%.3f", waited)}s outcome=${outcome}`);
-}
-
-/** Holds the request until its turn, max_hold, an abort or maintenance. */
-function hold(keys: ScopeKeys, mode: state.Mode): void {
-  const cfg = settings.cfg;
-  const zone = zones.state;
-
-  const [heldNow] = zone.incr(keys.held, 1, 0);
-  if (heldNow === undefined || heldNow > cfg.max_held) {
-    zone.incr(keys.held, -1, 0);
-    counters.count(keys, "rejected");
-    remember(keys, false, 0);
-    ngx.log(ngx.WARN, `intermission: queue full, rejected request_id=${ngxVar.request_id} scope=${keys.scope} max_held=${cfg.max_held}`);
-    return unavailable("full", cfg.retry_after, "");
+  const rec = live.get(requestKey());
+  if (rec !== undefined && type(rec) === "table") {
+    const w = (rec as Record).waiter;
+    if (w !== undefined) {
+      w.aborted = true;
+      waiters.wake(w);
+    }
   }
+}
 
-  const [ticket, issueErr] = queue.issue(keys);
-  let w: waiters.Waiter | undefined;
-  let enqueueErr = issueErr;
-  if (ticket !== undefined) [w, enqueueErr] = waiters.enqueue(keys, ticket);
+/** Passed upstream: counted in flight until log(). */
+function forward(r: number, rec: Record | undefined): void {
+  if (rec === undefined) live.set(r, startTime());
+  else rec.state = "forwarded";
+  inflight.enter();
+}
+
+function answer(r: number, rec: Record | undefined, keys: ScopeKeys, why: "maintenance" | "timeout" | "full"): never {
+  if (rec === undefined) live.set(r, { keys, state: "answered", lease: 0, start: startTime() });
+  else rec.state = "answered";
+  const reason = why === "maintenance" ? state.snapshot(keys).reason : "";
+  return unavailable(why, settings.cfg.retry_after, reason);
+}
+
+/** Holds the request until its turn, its max time, an abort or maintenance. */
+function holdRequest(r: number, keys: ScopeKeys): void {
+  const cfg = settings.cfg;
+  const requestId = ngxVar.request_id ?? "-";
+  const [w, err] = waiters.newWaiter(keys);
   if (w === undefined) {
     // Fail open, as the seed did: a request we cannot hold safely goes through.
-    zone.incr(keys.held, -1, 0);
-    if (ticket !== undefined) queue.leave(keys, ticket);
-    ngx.log(ngx.ERR, `intermission: cannot hold request, passing it: ${enqueueErr}`);
-    remember(keys, true, 0);
-    return;
+    ngx.log(ngx.ERR, `intermission: cannot hold request_id=${requestId}, passing it: ${err}`);
+    return forward(r, undefined);
   }
-
-  const requestId = ngxVar.request_id ?? "-";
-  const started = ngx.now();
-  counters.count(keys, "held");
-  ngx.log(ngx.NOTICE, `intermission: hold request_id=${requestId} scope=${keys.scope} ticket=${ticket!} state=${mode}`);
-
-  ngx.ctx[CTX_WAITER] = w;
+  const rec: Record = { keys, state: "holding", lease: 0, waiter: w, start: startTime() };
+  live.set(r, rec);
   const [abortOk, abortErr] = ngx.on_abort(onAbort);
   if (abortOk === undefined && abortErr !== "duplicate call") {
     ngx.log(ngx.INFO, `intermission: client aborts not detected while held: ${abortErr}`);
   }
 
-  // While draining, the window may have room right now.
-  if (mode !== "paused") {
-    queue.advance(keys);
-    const claim = queue.claimOf(keys, ticket!);
-    if (type(claim) === "number") {
-      w.outcome = "released";
-      w.releaseGen = claim as number;
-    }
+  if (!release.admit(keys)) {
+    counters.count(keys, "rejected");
+    ngx.log(ngx.WARN, `intermission: queue full, rejected request_id=${requestId} scope=${keys.scope} max_held=${cfg.max_held}`);
+    return answer(r, rec, keys, "full");
   }
-
-  const deadline = started + maxHoldHere();
-  while (w.outcome === undefined) {
-    ngx.update_time();
-    const remaining = deadline - ngx.now();
-    if (remaining <= 0) break;
-    w.sema.wait(remaining);
-  }
-  waiters.finish(w);
-  ngx.ctx[CTX_WAITER] = undefined;
-  zone.incr(keys.held, -1, 0);
+  const started = ngx.now();
+  counters.count(keys, "held");
+  const [outcome, lease] = release.hold(keys, started + maxHoldHere(), w, `request_id=${requestId}`);
+  rec.waiter = undefined;
   ngx.update_time();
   const waited = ngx.now() - started;
   counters.observeHold(keys, waited);
+  ngx.log(ngx.NOTICE, `intermission: leave request_id=${requestId} scope=${keys.scope} waited=${string.format("%.3f", waited)}s outcome=${outcome}`);
 
-  let outcome: string = w.outcome ?? "timeout";
-  let releaseGen = w.releaseGen;
-  if (outcome !== "released") {
-    const [result, gen] = queue.leave(keys, ticket!);
-    if (result === "granted") {
-      if (outcome === "timeout") {
-        // Its turn came just as time ran out: let it go.
-        outcome = "released";
-        releaseGen = gen;
-      } else {
-        queue.releaseSlot(keys, gen);
-        waiters.poke();
-      }
-    }
-  }
-
-  logExit(requestId, keys, waited, outcome);
   if (outcome === "released") {
     counters.count(keys, "released");
-    remember(keys, true, releaseGen);
+    rec.lease = lease;
+    rec.state = "released";
+    inflight.enter();
     return;
   }
   if (outcome === "aborted") {
     counters.count(keys, "aborted");
-    remember(keys, false, 0);
+    rec.state = "answered";
     return ngx.exit(499);
   }
   if (outcome === "maintenance") {
     counters.count(keys, "rejected");
-    remember(keys, false, 0);
-    return unavailable("maintenance", cfg.retry_after, state.snapshot(keys).reason);
+    return answer(r, rec, keys, "maintenance");
+  }
+  if (outcome === "error") {
+    ngx.log(ngx.ERR, `intermission: cannot hold request_id=${requestId} (the queue zone is full?), passing it`);
+    return forward(r, rec);
   }
   counters.count(keys, "timed_out");
   if (cfg.on_timeout === "pass") {
     counters.count(keys, "passed");
-    remember(keys, true, 0);
-    return;
+    return forward(r, rec);
   }
-  remember(keys, false, 0);
-  return unavailable("timeout", cfg.retry_after, "");
+  return answer(r, rec, keys, "timeout");
 }
 
-/** The access hook once some scope is not running. */
+/** A request access() has seen before: an internal redirect, or a reused pointer. */
+function reentered(r: number, seen: number | Record): boolean {
+  const start = startTime();
+  if (type(seen) === "number") {
+    if (seen === start) return true;
+    inflight.leave(); // the request that left this record never ran log(): settle it now
+  } else {
+    const rec = seen as Record;
+    if (rec.start === start) return true;
+    settleRecord(rec);
+  }
+  live.delete(r);
+  return false;
+}
+
+/** The access hook once some scope is not running, or on a redirect. */
 export function gate(): void {
-  if (settings.cfg.store === "redis") fleet.awaitFirstSync();
+  const r = requestKey();
+  const seen = live.get(r);
+  if (seen !== undefined && reentered(r, seen)) return;
+  if (settings.cfg.store === "redis") fleet.sync!.awaitFirstSync();
   const keys = keysFor(scopeOf());
   const mode = state.settle(keys);
-  if (mode === "running") return remember(keys, true, 0);
-  if (alwaysPasses()) return remember(keys, true, 0);
+  if (mode === "running" || alwaysPasses(ngxVar.uri)) return forward(r, undefined);
   if (mode === "maintenance") {
     counters.count(keys, "rejected");
-    remember(keys, false, 0);
-    return unavailable("maintenance", settings.cfg.retry_after, state.snapshot(keys).reason);
+    return answer(r, undefined, keys, "maintenance");
   }
-  return hold(keys, mode);
+  return holdRequest(r, keys);
+}
+
+function leaseEnd(status: number): release.LeaseEnd {
+  return settings.cfg.failure_statuses[status] === true ? "failure" : "success";
+}
+
+/** The response starts: a released request's window lease comes back. */
+export function responseStarted(rec: Record): void {
+  if (rec.lease > 0) {
+    const lease = rec.lease;
+    rec.lease = 0;
+    release.returnLease(rec.keys, lease, leaseEnd(ngx.status));
+  }
+}
+
+/** The request is done (log phase), or its record was found stale: undo what it took. */
+export function settleRecord(rec: Record): void {
+  if (rec.state === "holding") {
+    // Its coroutine was killed while held (worker_shutdown_timeout): leave the queue.
+    if (rec.waiter !== undefined) release.abandon(rec.waiter);
+  } else if (rec.state === "released" || rec.state === "forwarded") {
+    inflight.leave();
+    responseStarted(rec);
+  }
+  rec.state = "answered";
 }

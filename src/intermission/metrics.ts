@@ -1,7 +1,7 @@
 // Prometheus text exposition (format 0.0.4) for every scope this node has seen.
 import { keysFor, zones, num } from "./shm";
 import * as state from "./state";
-import * as queue from "./queue";
+import * as release from "./release";
 import * as counters from "./counters";
 import * as inflight from "./inflight";
 
@@ -25,13 +25,13 @@ export function renderMetrics(scopes: string[], current: string): string {
 
   family("intermission_state", "gauge", "1 for the scope's current state, 0 for the others.");
   for (const s of scopes) {
-    const mode = state.modeOf(keysFor(s));
+    const mode = state.settle(keysFor(s));
     for (const m of STATES) lines.push(`intermission_state{scope="${label(s)}",state="${m}"} ${m === mode ? 1 : 0}`);
   }
   family("intermission_held", "gauge", "Requests held on this node now.");
   for (const s of scopes) lines.push(`intermission_held{scope="${label(s)}"} ${num(zones.state, keysFor(s).held)}`);
   family("intermission_queued", "gauge", "Tickets waiting for their turn on this node.");
-  for (const s of scopes) lines.push(`intermission_queued{scope="${label(s)}"} ${math.max(0, queue.waiting(keysFor(s)))}`);
+  for (const s of scopes) lines.push(`intermission_queued{scope="${label(s)}"} ${release.queued(keysFor(s))}`);
   family("intermission_in_flight", "gauge", "Requests on this node passed to the upstream and not yet finished (all scopes).");
   lines.push(`intermission_in_flight ${inflight.total()}`);
   family("intermission_requests_total", "counter", "Held requests by outcome (held counts every hold).");

@@ -1,78 +1,112 @@
 // The shared-dict zones and the names of the keys we keep in them.
 //
-// Two zones: `intermission` holds the state and counters (small, listed by the control
-// API), `intermission_queue` holds one pair of keys per held ticket (large, never listed).
+// Three zones, each for one kind of data:
+//   <dict>           state: per-scope mode, queue pointers and window. Written only with
+//                    safe_set/safe_add (and incr on keys that already exist), so nothing in
+//                    it is ever evicted: losing a key here would strand or forward requests.
+//   <dict>_queue     one small key per waiting ticket and per window lease; deleted when
+//                    settled, never evicted (safe_add), never expiring while the queue waits.
+//   <dict>_counters  outcome counters and the hold histogram. Eviction there costs only
+//                    statistics, so plain incr with an initial value is fine.
 // Key names are built once per scope and per worker and then reused, so the hot path
 // never builds a string.
 
 export interface ScopeKeys {
   scope: string;
+  /** Present once the scope was created (counts towards max_scopes). */
+  made: string;
   /** "paused" | "maintenance" | "draining"; absent while running. */
   mode: string;
   since: string;
+  /** When an unattended pause ends, by this node's clock; 0 = never. */
   until: string;
   reason: string;
-  /** Incremented by every resume; released requests hold a slot of one generation. */
-  releaseGen: string;
+  /** The scope's advance lock (non-blocking, see release.ts) and its wake-up count. */
+  lock: string;
+  dirty: string;
   /** Tickets issued (the queue's tail). */
   seq: string;
-  /** Positions granted (the queue's head); a ticket <= grant may go. */
-  grant: string;
-  /** Requests held on this node now. */
+  /** Tickets decided (the queue's head): every ticket <= head was granted or passed over. */
+  head: string;
+  /** The last ticket of the backlog being released; tickets up to it are paced by the window. */
+  stop: string;
+  /** Tickets waiting for a decision on this node now. */
   held: string;
-  /** Prefix of the release-window slot counters, one per release generation. */
-  slotsPrefix: string;
-  /** Prefixes of the per-ticket keys in the queue zone. */
-  positionPrefix: string;
+  /** Window leases in use, the current (slow-start) window, and the back-off after a failure. */
+  used: string;
+  window: string;
+  backoffUntil: string;
+  backoffStep: string;
+  /** Lease numbers: the last issued, and the oldest that may still be outstanding. */
+  leaseSeq: string;
+  leaseOldest: string;
+  /** Per-ticket and per-lease keys in the queue zone. */
+  ticketPrefix: string;
   claimPrefix: string;
+  leasePrefix: string;
+  /** Counters zone. */
   counterPrefix: string;
 }
 
-/** Global key: how many scopes are not running. Absent or 0: every scope runs. */
+/** Global key: how many scopes are not running (0: every scope runs). Created by setup(), never deleted. */
 export const BUSY_KEY = "busy";
-/** Global key: serialises state transitions. */
+/** Global key: serialises fleet start-up bookkeeping (lock.ts). */
 export const LOCK_KEY = "lock";
+/** Global key: how many scopes exist (bounded by max_scopes). */
+export const SCOPE_COUNT_KEY = "scopes";
 /** Marks a scope as known, for status and metrics. */
 export const SCOPE_MARK_PREFIX = "scope|";
 
-export const zones: { state: NgxSharedDict; queue: NgxSharedDict } = {
+export const zones: { state: NgxSharedDict; queue: NgxSharedDict; counters: NgxSharedDict } = {
   state: undefined as unknown as NgxSharedDict,
   queue: undefined as unknown as NgxSharedDict,
+  counters: undefined as unknown as NgxSharedDict,
 };
 
 /** Binds the zones named by the `dict` option; called by setup() and again per worker. */
 export function bindZones(name: string): LuaMultiReturn<[boolean, string | undefined]> {
   const state = ngx.shared[name];
   const queue = ngx.shared[`${name}_queue`];
-  if (state === undefined || queue === undefined) {
-    return $multi(false, `lua_shared_dict "${name}" and "${name}_queue" must be declared: include nginx/intermission.conf in the http block`);
+  const counters = ngx.shared[`${name}_counters`];
+  if (state === undefined || queue === undefined || counters === undefined) {
+    return $multi(false, `lua_shared_dict "${name}", "${name}_queue" and "${name}_counters" must be declared: include nginx/intermission.conf in the http block`);
   }
   zones.state = state;
   zones.queue = queue;
+  zones.counters = counters;
   return $multi(true, undefined);
 }
 
 const keyCache: { [scope: string]: ScopeKeys | undefined } = {};
 let cachedScopes = 0;
 /** Scopes come from nginx config, so there are few; the cap guards against a variable fed by clients. */
-const KEY_CACHE_LIMIT = 1000;
+const KEY_CACHE_LIMIT = 4096;
 
 function makeKeys(scope: string): ScopeKeys {
   const p = `${scope}|`;
   return {
     scope,
+    made: SCOPE_MARK_PREFIX + scope,
     mode: `${p}mode`,
     since: `${p}since`,
     until: `${p}until`,
     reason: `${p}reason`,
-    releaseGen: `${p}rgen`,
+    lock: `${p}lock`,
+    dirty: `${p}dirty`,
     seq: `${p}seq`,
-    grant: `${p}grant`,
+    head: `${p}head`,
+    stop: `${p}stop`,
     held: `${p}held`,
-    slotsPrefix: `${p}slots|`,
-    positionPrefix: `${p}p|`,
+    used: `${p}used`,
+    window: `${p}window`,
+    backoffUntil: `${p}boff`,
+    backoffStep: `${p}bstep`,
+    leaseSeq: `${p}lseq`,
+    leaseOldest: `${p}lold`,
+    ticketPrefix: `${p}w|`,
     claimPrefix: `${p}c|`,
-    counterPrefix: `${p}n|`,
+    leasePrefix: `${p}l|`,
+    counterPrefix: p,
   };
 }
 
@@ -94,9 +128,45 @@ export function num(zone: NgxSharedDict, key: string): number {
   return type(v) === "number" ? (v as number) : 0;
 }
 
-/** Records that a scope exists so status and metrics can list it. */
-export function markScope(scope: string): void {
-  zones.state.set(SCOPE_MARK_PREFIX + scope, true);
+/** Whether the scope has been created on this node (it has state). */
+export function scopeExists(keys: ScopeKeys): boolean {
+  return zones.state.get(keys.made)[0] !== undefined;
+}
+
+/** The numeric keys every scope has from its creation on; incr() needs them to exist. */
+function numericKeys(keys: ScopeKeys): string[] {
+  return [keys.dirty, keys.seq, keys.head, keys.stop, keys.held, keys.used, keys.window,
+    keys.backoffUntil, keys.backoffStep, keys.leaseSeq, keys.leaseOldest, keys.since, keys.until];
+}
+
+/**
+ * Creates the scope's state on first use, within the max_scopes bound. The bound keeps
+ * the state zone from ever filling up: a scope beyond it is refused and changes nothing.
+ */
+export function ensureScope(keys: ScopeKeys, maxScopes: number): LuaMultiReturn<[boolean, string | undefined]> {
+  const zone = zones.state;
+  if (zone.get(keys.made)[0] !== undefined) return $multi(true, undefined);
+  zone.safe_add(SCOPE_COUNT_KEY, 0);
+  const [count, err] = zone.incr(SCOPE_COUNT_KEY, 1);
+  if (count === undefined) return $multi(false, `cannot count scopes: ${err}`);
+  if (count > maxScopes) {
+    zone.incr(SCOPE_COUNT_KEY, -1);
+    return $multi(false, `too many scopes: this node keeps at most max_scopes = ${maxScopes}`);
+  }
+  for (const k of numericKeys(keys)) {
+    const [ok, addErr] = zone.safe_add(k, 0);
+    if (!ok && addErr !== "exists") {
+      zone.incr(SCOPE_COUNT_KEY, -1);
+      return $multi(false, `cannot create scope ${keys.scope}: ${addErr}`);
+    }
+  }
+  const [added, markErr] = zone.safe_add(keys.made, true);
+  if (!added) {
+    // Another worker created it at the same moment: it counted it.
+    zone.incr(SCOPE_COUNT_KEY, -1);
+    if (markErr !== "exists") return $multi(false, `cannot create scope ${keys.scope}: ${markErr}`);
+  }
+  return $multi(true, undefined);
 }
 
 export function knownScopes(): string[] {

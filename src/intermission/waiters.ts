@@ -1,29 +1,27 @@
 // This worker's held requests, and the one watcher that wakes them.
 //
-// Each held request sleeps on its own ngx.semaphore. One watcher per worker (an
-// ngx.timer light thread) exists only while this worker holds requests. It wakes on
-// this worker's own events at once (its semaphore is posted by resume, by a released
-// request finishing here, ...) and otherwise every poll_interval to see what other
-// workers changed in the shared dict. When it finds tickets granted it posts their
-// semaphores in ticket order. When the worker holds nothing, the watcher ends.
+// Each held request sleeps on its own ngx.semaphore and reads its own fate (release.ts)
+// when woken. One watcher per worker, an ngx.timer light thread, exists only while this
+// worker holds requests. Its own events wake it at once (its semaphore is posted by a
+// resume, a returned lease, ... in this worker); otherwise it looks every poll_interval
+// for what other workers changed in the shared dict. It advances each scope it holds
+// (that is also how an unattended pause expires on time), then posts the waiters whose
+// tickets the head has passed (granted or not, whatever the mode: a grant is never left
+// sleeping) and, in maintenance, every waiter of the scope.
 import * as semaphore from "ngx.semaphore";
-import { ScopeKeys } from "./shm";
+import { ScopeKeys, zones, num } from "./shm";
 import { settings } from "./settings";
-import * as queue from "./queue";
-import * as state from "./state";
-
-export type Outcome = "released" | "maintenance" | "aborted";
+import { modeOf } from "./mode";
 
 export interface Waiter {
   keys: ScopeKeys;
   ticket: number;
+  deadline: number;
   sema: NgxSemaphore;
-  /** Set by whoever wakes the waiter, before posting its semaphore. */
-  outcome?: Outcome;
-  /** Release generation of the slot, when released. */
-  releaseGen: number;
-  /** The request stopped waiting (timeout, abort, maintenance); the watcher drops it. */
-  gone: boolean;
+  /** Set by ngx.on_abort. */
+  aborted: boolean;
+  /** The request is not waiting (any more); the watcher drops it. */
+  done: boolean;
 }
 
 interface LocalQueue {
@@ -33,57 +31,75 @@ interface LocalQueue {
   last: number;
 }
 
+/** How long past its deadline a waiter may stay listed: beyond that its coroutine is gone. */
+const STALE_AFTER = 1;
+const SWEEP_EVERY = 1;
+
 const localQueues: { [scope: string]: LocalQueue | undefined } = {};
-const watch = { running: false, held: 0, sema: undefined as NgxSemaphore | undefined };
+const watch = {
+  running: false,
+  waiting: 0,
+  sema: undefined as NgxSemaphore | undefined,
+  lastSweep: 0,
+  /** release.advance, injected to keep the modules acyclic. */
+  advance: undefined as ((this: void, keys: ScopeKeys) => void) | undefined,
+};
+
+export function setAdvance(fn: (this: void, keys: ScopeKeys) => void): void {
+  watch.advance = fn;
+}
 
 /** Wakes this worker's watcher now instead of at its next poll. */
 export function poke(): void {
   if (watch.running && watch.sema !== undefined && watch.sema.count() < 0) watch.sema.post(1);
 }
 
-function wakeUp(w: Waiter, outcome: Outcome, releaseGen: number): void {
-  if (w.outcome !== undefined) return;
-  w.outcome = outcome;
-  w.releaseGen = releaseGen;
-  w.sema.post(1);
+/** A fresh waiter for one request; its semaphore is reused if it queues again. */
+export function newWaiter(keys: ScopeKeys): LuaMultiReturn<[Waiter | undefined, string | undefined]> {
+  const [sema, err] = semaphore.new(0);
+  if (sema === undefined) return $multi(undefined, `cannot create a semaphore: ${err}`);
+  return $multi({ keys, ticket: 0, deadline: 0, sema, aborted: false, done: true }, undefined);
 }
 
-/** Posts every granted waiter at the front of a scope's local queue, in ticket order. */
-function releaseGranted(q: LocalQueue): void {
-  const headTicket = queue.head(q.keys);
+function post(w: Waiter): void {
+  if (w.sema.count() < 0) w.sema.post(1);
+}
+
+/** Wakes a waiter whatever it waits for (abort). */
+export function wake(w: Waiter): void {
+  post(w);
+}
+
+function pumpScope(scope: string, q: LocalQueue): void {
+  watch.advance!(q.keys);
+  if (modeOf(q.keys) === "maintenance") {
+    for (let i = q.first; i <= q.last; i++) {
+      const w = q.items[i];
+      if (w !== undefined && !w.done) post(w);
+    }
+  }
+  const head = num(zones.state, q.keys.head);
   while (q.first <= q.last) {
     const w = q.items[q.first];
-    if (w !== undefined && !w.gone) {
-      if (w.ticket > headTicket) break;
-      const claim = queue.claimOf(q.keys, w.ticket);
-      // The head moves just before the claim is written: not settled yet, look again later.
-      if (claim === undefined) break;
-      if (type(claim) === "number") wakeUp(w, "released", claim as number);
-      // Otherwise it left; either way it is off the local queue.
+    if (w !== undefined && !w.done) {
+      if (w.ticket > head) break;
+      post(w); // it reads its own claim and leaves the list with done()
     }
     q.items[q.first] = undefined;
     q.first++;
   }
-}
-
-function answerMaintenance(q: LocalQueue): void {
-  for (let i = q.first; i <= q.last; i++) {
-    const w = q.items[i];
-    if (w !== undefined && !w.gone) wakeUp(w, "maintenance", 0);
-    q.items[i] = undefined;
-  }
-  q.first = q.last + 1;
-}
-
-function pumpScope(scope: string, q: LocalQueue): void {
-  const mode = state.settle(q.keys);
-  if (mode === "maintenance") {
-    answerMaintenance(q);
-  } else if (mode !== "paused") {
-    queue.advance(q.keys);
-    releaseGranted(q);
-  }
   if (q.first > q.last) localQueues[scope] = undefined;
+}
+
+/** Drops waiters whose request is gone without a word (a killed coroutine). */
+function sweep(now: number): void {
+  for (const [, q] of pairs(localQueues)) {
+    const lq = q as LocalQueue;
+    for (let i = lq.first; i <= lq.last; i++) {
+      const w = lq.items[i];
+      if (w !== undefined && !w.done && w.deadline + STALE_AFTER < now) done(w);
+    }
+  }
 }
 
 function watcher(this: void, _premature: boolean): void {
@@ -93,7 +109,13 @@ function watcher(this: void, _premature: boolean): void {
       const [ok, err] = pcall(pumpScope, scope as string, q as LocalQueue);
       if (!ok) ngx.log(ngx.ERR, `intermission: watcher failed for scope ${scope as string}: ${tostring(err)}`);
     }
-    if (watch.held <= 0) break;
+    ngx.update_time();
+    const now = ngx.now();
+    if (now - watch.lastSweep >= SWEEP_EVERY) {
+      watch.lastSweep = now;
+      sweep(now);
+    }
+    if (watch.waiting <= 0) break;
     sema.wait(settings.cfg.poll_interval);
   }
   watch.running = false;
@@ -112,36 +134,31 @@ function ensureWatcher(): LuaMultiReturn<[boolean, string | undefined]> {
   return $multi(true, undefined);
 }
 
-/** Puts a ticket on this worker's queue and makes sure the watcher runs. */
-export function enqueue(keys: ScopeKeys, ticket: number): LuaMultiReturn<[Waiter | undefined, string | undefined]> {
-  const [sema, semaErr] = semaphore.new(0);
-  if (sema === undefined) return $multi(undefined, `cannot create a semaphore: ${semaErr}`);
+/**
+ * Lists a waiter under its ticket and makes sure the watcher runs. False: there is no
+ * watcher (an exiting worker cannot start timers), so the waiter must look for itself.
+ */
+export function track(w: Waiter, keys: ScopeKeys, ticket: number, deadline: number): boolean {
+  w.keys = keys;
+  w.ticket = ticket;
+  w.deadline = deadline;
+  w.done = false;
+  watch.waiting++;
   const [ok, err] = ensureWatcher();
-  if (!ok) return $multi(undefined, err);
-
+  if (!ok) ngx.log(ngx.WARN, `intermission: no watcher, held request_id=${ngx.var.request_id ?? "-"} looks for itself: ${err}`);
   let q = localQueues[keys.scope];
   if (q === undefined) {
     q = { keys, items: [], first: 1, last: 0 };
     localQueues[keys.scope] = q;
   }
-  const w: Waiter = { keys, ticket, sema, releaseGen: 0, gone: false };
   q.last++;
   q.items[q.last] = w;
-  watch.held++;
-  return $multi(w, undefined);
+  return ok;
 }
 
-/** The request is done waiting, whatever the outcome. */
-export function finish(w: Waiter): void {
-  if (w.gone) return;
-  w.gone = true;
-  watch.held--;
+/** The request is not waiting any more, whatever the outcome. */
+export function done(w: Waiter): void {
+  if (w.done) return;
+  w.done = true;
+  watch.waiting--;
 }
-
-/** Marks a waiter aborted and wakes it (called from ngx.on_abort). */
-export function abort(w: Waiter): void {
-  wakeUp(w, "aborted", 0);
-}
-
-// Every transition made in this worker wakes its watcher at once.
-state.listeners.changed = () => poke();

@@ -21,11 +21,20 @@ export interface ConfigOptions {
   extraLocations?: string;
   /** nginx `resolver` (cosockets need one to connect to a host name). */
   resolver?: string;
+  /** Where the hooks go: in each proxied location (default), or once at server level. */
+  hooks?: "location" | "server";
+  /** Extra directives at the main (top) level, e.g. worker_shutdown_timeout. */
+  mainDirectives?: string;
+  /** Extra directives in the front server block. */
+  serverDirectives?: string;
 }
 
-const HOOKS = `
-            access_by_lua_block { require("intermission").access() }
-            log_by_lua_block    { require("intermission").log() }
+const LUA_HOOKS = `
+            access_by_lua_block        { require("intermission").access() }
+            header_filter_by_lua_block { require("intermission").header_filter() }
+            log_by_lua_block           { require("intermission").log() }`;
+
+const PROXY = `
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_read_timeout 300s;
@@ -69,9 +78,19 @@ const BACKEND = `
                 local active = d:incr("active", 1, 0)
                 d:rpush("ids", ngx.var.arg_id or "-")
                 d:rpush("conc", active)
+                local status = tonumber(ngx.var.arg_status or "")
+                local stream = tonumber(ngx.var.arg_stream or "")
+                if stream then
+                    -- A stream (SSE-like): the response starts now, the body comes later.
+                    ngx.header["Content-Type"] = "text/event-stream"
+                    ngx.print("event: start\\n\\n")
+                    ngx.flush(true)
+                    ngx.sleep(stream)
+                end
                 local delay = tonumber(ngx.var.arg_delay or "")
                 if delay then ngx.sleep(delay) end
                 d:incr("active", -1, 0)
+                if status then ngx.status = status end
                 ngx.say("ok ", ngx.var.arg_id or "-")
             }
         }
@@ -79,9 +98,12 @@ const BACKEND = `
 
 export function nginxConfig(opts: ConfigOptions = {}): string {
   const setup = toLua(opts.setup ?? {});
+  const atServer = opts.hooks === "server";
+  const HOOKS = (atServer ? "" : LUA_HOOKS) + PROXY;
   return `
 include /etc/nginx/modules-enabled/*.conf;
 worker_processes ${opts.workers ?? 2};
+${opts.mainDirectives ?? ""}
 error_log /var/log/nginx/error.log notice;
 pid /run/nginx.pid;
 
@@ -106,6 +128,8 @@ http {
 
     server {
         listen 8080 backlog=4096;
+        ${atServer ? LUA_HOOKS : ""}
+        ${opts.serverDirectives ?? ""}
 
         location / {
             ${opts.frontDirectives ?? ""}

@@ -1,0 +1,434 @@
+local ____exports = {}
+local tryLock, settleLease, reclaimExpired, windowHasRoom, grant, passOverDead, decide, step, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, unwritten
+local ____shm = require("intermission.shm")
+local zones = ____shm.zones
+local num = ____shm.num
+local ____settings = require("intermission.settings")
+local settings = ____settings.settings
+local ____mode = require("intermission.mode")
+local modeOf = ____mode.modeOf
+local writeMode = ____mode.writeMode
+local waiters = require("intermission.waiters")
+function tryLock(keys)
+    local ok = zones.state:safe_add(keys.lock, true, LOCK_TTL)
+    return ok
+end
+function settleLease(keys, lease, ____end, now)
+    local q = zones.queue
+    local st = zones.state
+    local leaseKey = keys.leasePrefix .. tostring(lease)
+    local v = q:incr(leaseKey, -SETTLE)
+    if v == nil or v < SETTLED_BELOW then
+        return false
+    end
+    q:delete(leaseKey)
+    st:incr(keys.used, -1)
+    if ____end == "failure" then
+        local step = math.min(
+            math.max(
+                num(st, keys.backoffStep) * 2,
+                BACKOFF_FIRST
+            ),
+            BACKOFF_MAX
+        )
+        st:safe_set(keys.backoffStep, step)
+        st:safe_set(keys.backoffUntil, now + step)
+        st:safe_set(keys.window, 1)
+    elseif ____end == "success" then
+        local window = math.max(
+            num(st, keys.window),
+            1
+        )
+        if window < settings.cfg.release_window then
+            st:safe_set(
+                keys.window,
+                math.min(window * 2, settings.cfg.release_window)
+            )
+        end
+        if num(st, keys.backoffStep) > 0 then
+            st:safe_set(keys.backoffStep, 0)
+        end
+    end
+    return true
+end
+function reclaimExpired(keys, now)
+    local st = zones.state
+    local oldest = num(st, keys.leaseOldest)
+    local last = num(st, keys.leaseSeq)
+    local start = oldest
+    while oldest < last do
+        local v = zones.queue:get(keys.leasePrefix .. tostring(oldest + 1))
+        if v ~= nil and v >= 0 then
+            if v > now then
+                break
+            end
+            settleLease(keys, oldest + 1, "success", now)
+        end
+        oldest = oldest + 1
+    end
+    if oldest ~= start then
+        st:safe_set(keys.leaseOldest, oldest)
+    end
+end
+function windowHasRoom(keys, now)
+    local st = zones.state
+    if now < num(st, keys.backoffUntil) then
+        return false
+    end
+    local window = math.max(
+        num(st, keys.window),
+        1
+    )
+    if num(st, keys.used) < window then
+        return true
+    end
+    reclaimExpired(keys, now)
+    return num(st, keys.used) < window
+end
+function grant(keys, t, paced, deadline, now)
+    local st = zones.state
+    local q = zones.queue
+    local lease = 0
+    if paced then
+        local n = st:incr(keys.leaseSeq, 1)
+        local ok = q:safe_add(
+            keys.leasePrefix .. tostring(n),
+            now + settings.cfg.release_lease
+        )
+        if ok then
+            lease = n
+            st:incr(keys.used, 1)
+        end
+    end
+    local claimKey = keys.claimPrefix .. tostring(t)
+    local won, err = q:safe_add(
+        claimKey,
+        lease,
+        math.max(deadline - now, 0) + CLAIM_SLACK
+    )
+    if won then
+        st:incr(keys.held, -1)
+        return true
+    end
+    if lease > 0 then
+        settleLease(keys, lease, "unused", now)
+    end
+    if err ~= "exists" then
+        ngx.log(
+            ngx.ERR,
+            (((("intermission: cannot grant ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. ": ") .. tostring(err)
+        )
+        return false
+    end
+    q:delete(claimKey)
+    return true
+end
+function passOverDead(keys, t)
+    local claimKey = keys.claimPrefix .. tostring(t)
+    local ok, err = zones.queue:safe_add(claimKey, DEAD, CLAIM_SLACK)
+    if ok or err ~= "exists" then
+        zones.state:incr(keys.held, -1)
+    else
+        zones.queue:delete(claimKey)
+    end
+end
+function decide(keys, t, paced, now)
+    local q = zones.queue
+    local ticketKey = keys.ticketPrefix .. tostring(t)
+    local deadline = q:get(ticketKey)
+    if deadline == nil then
+        local claimKey = keys.claimPrefix .. tostring(t)
+        if (q:get(claimKey)) ~= nil then
+            q:delete(claimKey)
+            return true
+        end
+        local seen = unwritten[keys.scope]
+        if seen == nil or seen.ticket ~= t then
+            unwritten[keys.scope] = {ticket = t, since = now}
+            return false
+        end
+        if now - seen.since < GRACE then
+            return false
+        end
+        passOverDead(keys, t)
+        return true
+    end
+    if deadline + GRACE < now then
+        passOverDead(keys, t)
+    elseif not grant(
+        keys,
+        t,
+        paced,
+        deadline,
+        now
+    ) then
+        return false
+    end
+    q:delete(ticketKey)
+    return true
+end
+--- Caller holds the lock. Starts releasing the backlog, or runs at once if there is none.
+function ____exports.resumeLocked(keys, now)
+    local st = zones.state
+    local previous = modeOf(keys)
+    if previous == "running" or previous == "draining" then
+        return previous
+    end
+    local seq = num(st, keys.seq)
+    st:safe_set(keys.stop, seq)
+    st:safe_set(keys.window, 1)
+    st:safe_set(keys.backoffUntil, 0)
+    st:safe_set(keys.backoffStep, 0)
+    st:safe_set(keys.since, now)
+    st:safe_set(keys["until"], 0)
+    st:safe_set(keys.reason, "")
+    local next = num(st, keys.head) < seq and "draining" or "running"
+    writeMode(keys, previous, next)
+    return next
+end
+function step(keys)
+    local st = zones.state
+    local now = ngx.now()
+    local mode = modeOf(keys)
+    if mode == "paused" or mode == "maintenance" then
+        local ____until = num(st, keys["until"])
+        if ____until == 0 or now < ____until then
+            return
+        end
+        ngx.log(ngx.NOTICE, (("intermission: audit action=auto-resume scope=" .. keys.scope) .. " reason=ttl-expired was=") .. mode)
+        mode = ____exports.resumeLocked(keys, now)
+    end
+    local seq = num(st, keys.seq)
+    local stop = num(st, keys.stop)
+    local head = num(st, keys.head)
+    local start = head
+    while head < seq do
+        local paced = head + 1 <= stop
+        if paced and not windowHasRoom(keys, now) then
+            break
+        end
+        if not decide(keys, head + 1, paced, now) then
+            break
+        end
+        head = head + 1
+    end
+    if head ~= start then
+        st:safe_set(keys.head, head)
+    end
+    if mode == "draining" and head >= seq then
+        writeMode(keys, "draining", "running")
+    end
+end
+--- Grants whatever may go now. Never yields: safe in every phase.
+function ____exports.advance(keys)
+    local st = zones.state
+    st:incr(keys.dirty, 1)
+    while tryLock(keys) do
+        local seen = st:get(keys.dirty)
+        local ok, err = pcall(step, keys)
+        st:delete(keys.lock)
+        if not ok then
+            ngx.log(
+                ngx.ERR,
+                (("intermission: release of scope " .. keys.scope) .. " failed: ") .. tostring(err)
+            )
+            return
+        end
+        if (st:get(keys.dirty)) == seen then
+            return
+        end
+    end
+end
+local LEFT = "L"
+DEAD = "D"
+GRACE = 1
+CLAIM_SLACK = 60
+LOCK_TTL = 1
+SETTLE = 2 ^ 50
+SETTLED_BELOW = -(2 ^ 50 + 2 ^ 49)
+--- How often a held request with no watcher in its worker looks for its turn.
+local UNWATCHED_POLL = 0.05
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 2
+--- Runs fn under the scope's lock, waiting for it (content and timer phases only).
+function ____exports.withScopeLock(keys, fn)
+    local waited = 0
+    local pause = 0.001
+    while not tryLock(keys) do
+        if waited >= 2 then
+            return nil, ("scope " .. keys.scope) .. " is locked"
+        end
+        ngx.sleep(pause)
+        waited = waited + pause
+        pause = math.min(pause * 2, 0.01)
+    end
+    local ok, result = pcall(fn, keys)
+    zones.state:delete(keys.lock)
+    if not ok then
+        return nil, tostring(result)
+    end
+    ____exports.advance(keys)
+    return result, nil
+end
+--- Gives a lease back (header_filter, log, or a request that will not use it). Never yields.
+function ____exports.returnLease(keys, lease, ____end)
+    if lease <= 0 then
+        return
+    end
+    if settleLease(
+        keys,
+        lease,
+        ____end,
+        ngx.now()
+    ) then
+        ____exports.advance(keys)
+    end
+end
+unwritten = {}
+--- Gives up ticket t. "left": out of the queue, it must not go upstream. A number: it had
+-- been granted that lease first. "dead": it was passed over as gone.
+local function leave(keys, t)
+    local q = zones.queue
+    local claimKey = keys.claimPrefix .. tostring(t)
+    local ok, err = q:safe_add(claimKey, LEFT)
+    if ok or err ~= "exists" then
+        if not ok then
+            ngx.log(
+                ngx.ERR,
+                (((("intermission: cannot record that ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. " left: ") .. tostring(err)
+            )
+        end
+        zones.state:incr(keys.held, -1)
+        ____exports.advance(keys)
+        return "left"
+    end
+    local claim = q:get(claimKey)
+    q:delete(claimKey)
+    return type(claim) == "number" and claim or "dead"
+end
+--- log() for a request killed while held (worker shutdown): give its place back.
+function ____exports.abandon(w)
+    waiters.done(w)
+    local result = leave(w.keys, w.ticket)
+    if type(result) == "number" then
+        ____exports.returnLease(w.keys, result, "unused")
+    end
+end
+--- Takes a place among the scope's held requests: false when max_held are held already.
+function ____exports.admit(keys)
+    local st = zones.state
+    local heldNow = st:incr(keys.held, 1)
+    if heldNow == nil then
+        return false
+    end
+    if heldNow > settings.cfg.max_held then
+        st:incr(keys.held, -1)
+        return false
+    end
+    return true
+end
+--- Holds an admitted request (see admit); `label` names it in the log.
+function ____exports.hold(keys, deadline, w, label)
+    local st = zones.state
+    local q = zones.queue
+    while true do
+        do
+            local t = st:incr(keys.seq, 1)
+            local written = q:safe_add(
+                keys.ticketPrefix .. tostring(t),
+                deadline
+            )
+            local watched = waiters.track(w, keys, t, deadline)
+            ngx.log(
+                ngx.NOTICE,
+                (((((("intermission: hold " .. label) .. " scope=") .. keys.scope) .. " ticket=") .. tostring(t)) .. " state=") .. modeOf(keys)
+            )
+            if not written then
+                ____exports.abandon(w)
+                return "error", 0
+            end
+            ____exports.advance(keys)
+            local outcome = "timeout"
+            while true do
+                local claim = q:get(keys.claimPrefix .. tostring(t))
+                if type(claim) == "number" then
+                    q:delete(keys.claimPrefix .. tostring(t))
+                    waiters.done(w)
+                    return "released", claim
+                end
+                if claim == DEAD then
+                    break
+                end
+                if w.aborted then
+                    outcome = "aborted"
+                    break
+                end
+                if modeOf(keys) == "maintenance" then
+                    outcome = "maintenance"
+                    break
+                end
+                ngx.update_time()
+                local remaining = deadline - ngx.now()
+                if remaining <= 0 then
+                    break
+                end
+                if watched then
+                    w.sema:wait(remaining)
+                else
+                    w.sema:wait(math.min(remaining, UNWATCHED_POLL))
+                    ____exports.advance(keys)
+                end
+            end
+            waiters.done(w)
+            local result = leave(keys, t)
+            if result == "left" then
+                return outcome, 0
+            end
+            if result == "dead" then
+                ngx.update_time()
+                if outcome == "timeout" and ngx.now() < deadline then
+                    st:incr(keys.held, 1)
+                    goto __continue63
+                end
+                return outcome, 0
+            end
+            local lease = result
+            local mode = modeOf(keys)
+            local stopped = mode == "paused" or mode == "maintenance"
+            if outcome == "aborted" or outcome == "timeout" and stopped and settings.cfg.on_timeout == "reject" then
+                ____exports.returnLease(keys, lease, "unused")
+                return outcome, 0
+            end
+            return "released", lease
+        end
+        ::__continue63::
+    end
+end
+waiters.setAdvance(____exports.advance)
+--- Tickets not yet decided (some of them may have left and wait to be passed over).
+function ____exports.queued(keys)
+    return math.max(
+        0,
+        num(zones.state, keys.seq) - num(zones.state, keys.head)
+    )
+end
+--- The release's progress, for status and metrics.
+function ____exports.progress(keys)
+    local st = zones.state
+    return {
+        window = math.max(
+            num(st, keys.window),
+            1
+        ),
+        leases = num(st, keys.used),
+        backlog = math.max(
+            0,
+            num(st, keys.stop) - num(st, keys.head)
+        ),
+        backoff = math.max(
+            0,
+            num(st, keys.backoffUntil) - ngx.now()
+        )
+    }
+end
+return ____exports

@@ -1,0 +1,381 @@
+// The release protocol: tickets, claims, leases. One module, one state machine; its
+// spin model is model/release.pml (npm test checks it).
+//
+// A held request takes a ticket t = incr(seq) and writes its deadline under w|t (no TTL:
+// liveness comes from the deadline, fixed at issue, so nothing expires while a pause
+// freezes the queue). Its fate is settled by one atomic add on its claim key c|t; the
+// first writer wins and owns the `held` decrement:
+//     lease number (>= 0)  granted by the advancer (0: granted outside the window)
+//     "L"                  the request left first (timeout, abort, maintenance, killed)
+//     "D"                  the advancer found it past deadline + GRACE: its worker is gone
+// The advancer moves the head in ticket order under the scope's lock, which is a
+// non-blocking add: whoever finds it taken bumps `dirty`, and the holder runs again,
+// so no wake-up is lost and no phase ever waits (log and header_filter call it too).
+//
+// The window paces the backlog, the tickets up to `stop` (the tail at resume): each
+// grant takes a lease l|g that comes back when the response starts (header_filter), when
+// the request ends (log), or after release_lease seconds (long polls, streams, dead
+// workers). Tickets issued after `stop` wait their turn but take no lease, and once the
+// backlog is granted the scope runs again: steady traffic is never throttled by a drain.
+// The window starts at 1 after each resume and doubles per success up to release_window;
+// a gateway failure shrinks it to 1 and stops grants for a back-off (0.1 s doubling to 2 s).
+import { ScopeKeys, zones, num } from "./shm";
+import { settings } from "./settings";
+import { Mode, modeOf, writeMode } from "./mode";
+import * as waiters from "./waiters";
+
+const LEFT = "L";
+const DEAD = "D";
+/** Seconds past its deadline after which a ticket whose request never left is dead. */
+const GRACE = 1;
+/** Seconds a decided claim outlives its request's deadline, for a late reader. */
+const CLAIM_SLACK = 60;
+/** The scope lock's expiry: only a worker that crashed inside advance() leaves it set. */
+const LOCK_TTL = 1;
+/** A lease is settled by incr(-SETTLE): exactly one settler sees a value above SETTLED_BELOW. */
+const SETTLE = 2 ** 50;
+const SETTLED_BELOW = -(2 ** 50 + 2 ** 49);
+/** How often a held request with no watcher in its worker looks for its turn. */
+const UNWATCHED_POLL = 0.05;
+const BACKOFF_FIRST = 0.1;
+const BACKOFF_MAX = 2;
+
+export type Outcome = "released" | "timeout" | "aborted" | "maintenance" | "error";
+
+/** How a lease ends: the upstream answered, failed at the gateway, or it was never used. */
+export type LeaseEnd = "success" | "failure" | "unused";
+
+function tryLock(keys: ScopeKeys): boolean {
+  const [ok] = zones.state.safe_add(keys.lock, true, LOCK_TTL);
+  return ok;
+}
+
+/** Runs fn under the scope's lock, waiting for it (content and timer phases only). */
+export function withScopeLock<T>(keys: ScopeKeys, fn: (this: void, keys: ScopeKeys) => T): LuaMultiReturn<[T | undefined, string | undefined]> {
+  let waited = 0;
+  let pause = 0.001;
+  while (!tryLock(keys)) {
+    if (waited >= 2) return $multi(undefined, `scope ${keys.scope} is locked`);
+    ngx.sleep(pause);
+    waited += pause;
+    pause = math.min(pause * 2, 0.01);
+  }
+  const [ok, result] = pcall(fn, keys);
+  zones.state.delete(keys.lock);
+  if (!ok) return $multi(undefined, tostring(result));
+  advance(keys);
+  return $multi(result as T, undefined);
+}
+
+// ---- leases ---------------------------------------------------------------------------
+
+function settleLease(keys: ScopeKeys, lease: number, end: LeaseEnd, now: number): boolean {
+  const q = zones.queue;
+  const st = zones.state;
+  const leaseKey = keys.leasePrefix + lease;
+  const [v] = q.incr(leaseKey, -SETTLE);
+  if (v === undefined || v < SETTLED_BELOW) return false;
+  q.delete(leaseKey);
+  st.incr(keys.used, -1);
+  if (end === "failure") {
+    const step = math.min(math.max(num(st, keys.backoffStep) * 2, BACKOFF_FIRST), BACKOFF_MAX);
+    st.safe_set(keys.backoffStep, step);
+    st.safe_set(keys.backoffUntil, now + step);
+    st.safe_set(keys.window, 1);
+  } else if (end === "success") {
+    const window = math.max(num(st, keys.window), 1);
+    if (window < settings.cfg.release_window) st.safe_set(keys.window, math.min(window * 2, settings.cfg.release_window));
+    if (num(st, keys.backoffStep) > 0) st.safe_set(keys.backoffStep, 0);
+  }
+  return true;
+}
+
+/** Gives a lease back (header_filter, log, or a request that will not use it). Never yields. */
+export function returnLease(keys: ScopeKeys, lease: number, end: LeaseEnd): void {
+  if (lease <= 0) return;
+  if (settleLease(keys, lease, end, ngx.now())) advance(keys);
+}
+
+/** Leases are granted in order and all last release_lease: the oldest expire first. */
+function reclaimExpired(keys: ScopeKeys, now: number): void {
+  const st = zones.state;
+  let oldest = num(st, keys.leaseOldest);
+  const last = num(st, keys.leaseSeq);
+  const start = oldest;
+  while (oldest < last) {
+    const [v] = zones.queue.get(keys.leasePrefix + (oldest + 1));
+    if (v !== undefined && (v as number) >= 0) {
+      if ((v as number) > now) break;
+      settleLease(keys, oldest + 1, "success", now); // still running after the lease: not a failure
+    }
+    oldest++;
+  }
+  if (oldest !== start) st.safe_set(keys.leaseOldest, oldest);
+}
+
+function windowHasRoom(keys: ScopeKeys, now: number): boolean {
+  const st = zones.state;
+  if (now < num(st, keys.backoffUntil)) return false;
+  const window = math.max(num(st, keys.window), 1);
+  if (num(st, keys.used) < window) return true;
+  reclaimExpired(keys, now);
+  return num(st, keys.used) < window;
+}
+
+// ---- the advancer ---------------------------------------------------------------------
+
+/** Per worker: the first ticket seen issued but unwritten, and since when. */
+const unwritten: { [scope: string]: { ticket: number; since: number } | undefined } = {};
+
+/** Grants ticket t; false when the queue zone is full (the head must not move). */
+function grant(keys: ScopeKeys, t: number, paced: boolean, deadline: number, now: number): boolean {
+  const st = zones.state;
+  const q = zones.queue;
+  let lease = 0;
+  if (paced) {
+    // The lease exists before the claim names it, so its holder can always return it.
+    const [n] = st.incr(keys.leaseSeq, 1);
+    const [ok] = q.safe_add(keys.leasePrefix + n!, now + settings.cfg.release_lease);
+    if (ok) {
+      lease = n!;
+      st.incr(keys.used, 1);
+    }
+  }
+  const claimKey = keys.claimPrefix + t;
+  const [won, err] = q.safe_add(claimKey, lease, math.max(deadline - now, 0) + CLAIM_SLACK);
+  if (won) {
+    st.incr(keys.held, -1);
+    return true;
+  }
+  if (lease > 0) settleLease(keys, lease, "unused", now);
+  if (err !== "exists") {
+    ngx.log(ngx.ERR, `intermission: cannot grant ticket ${t} of scope ${keys.scope}: ${err}`);
+    return false;
+  }
+  q.delete(claimKey); // it left before its turn ("L"): pass it over
+  return true;
+}
+
+/** Claims a ticket on behalf of a request that is gone; the claimer owns its `held` share. */
+function passOverDead(keys: ScopeKeys, t: number): void {
+  const claimKey = keys.claimPrefix + t;
+  const [ok, err] = zones.queue.safe_add(claimKey, DEAD, CLAIM_SLACK);
+  if (ok || err !== "exists") zones.state.incr(keys.held, -1);
+  else zones.queue.delete(claimKey); // it left after all
+}
+
+/** Decides ticket t, the next after the head. False: not decidable yet, stop here. */
+function decide(keys: ScopeKeys, t: number, paced: boolean, now: number): boolean {
+  const q = zones.queue;
+  const ticketKey = keys.ticketPrefix + t;
+  const [deadline] = q.get(ticketKey);
+  if (deadline === undefined) {
+    const claimKey = keys.claimPrefix + t;
+    if (q.get(claimKey)[0] !== undefined) {
+      q.delete(claimKey); // its request could not write the ticket and left
+      return true;
+    }
+    // Issued, not yet written: its request is between two statements, or its worker
+    // died right there. Wait for it, a grace period at most.
+    const seen = unwritten[keys.scope];
+    if (seen === undefined || seen.ticket !== t) {
+      unwritten[keys.scope] = { ticket: t, since: now };
+      return false;
+    }
+    if (now - seen.since < GRACE) return false;
+    passOverDead(keys, t);
+    return true;
+  }
+  if ((deadline as number) + GRACE < now) {
+    passOverDead(keys, t);
+  } else if (!grant(keys, t, paced, deadline as number, now)) {
+    return false;
+  }
+  q.delete(ticketKey);
+  return true;
+}
+
+/** Caller holds the lock. Starts releasing the backlog, or runs at once if there is none. */
+export function resumeLocked(keys: ScopeKeys, now: number): Mode {
+  const st = zones.state;
+  const previous = modeOf(keys);
+  if (previous === "running" || previous === "draining") return previous;
+  const seq = num(st, keys.seq);
+  st.safe_set(keys.stop, seq);
+  st.safe_set(keys.window, 1);
+  st.safe_set(keys.backoffUntil, 0);
+  st.safe_set(keys.backoffStep, 0);
+  st.safe_set(keys.since, now);
+  st.safe_set(keys.until, 0);
+  st.safe_set(keys.reason, "");
+  const next: Mode = num(st, keys.head) < seq ? "draining" : "running";
+  writeMode(keys, previous, next);
+  return next;
+}
+
+/** Caller holds the lock: grants what may go now, in ticket order. */
+function step(keys: ScopeKeys): void {
+  const st = zones.state;
+  const now = ngx.now();
+  let mode = modeOf(keys);
+  if (mode === "paused" || mode === "maintenance") {
+    const until = num(st, keys.until);
+    if (until === 0 || now < until) return;
+    ngx.log(ngx.NOTICE, `intermission: audit action=auto-resume scope=${keys.scope} reason=ttl-expired was=${mode}`);
+    mode = resumeLocked(keys, now);
+  }
+  const seq = num(st, keys.seq);
+  const stop = num(st, keys.stop);
+  let head = num(st, keys.head);
+  const start = head;
+  while (head < seq) {
+    const paced = head + 1 <= stop;
+    if (paced && !windowHasRoom(keys, now)) break;
+    if (!decide(keys, head + 1, paced, now)) break;
+    head++;
+  }
+  if (head !== start) st.safe_set(keys.head, head);
+  // The backlog is granted, and so is everything that queued behind it: run again.
+  if (mode === "draining" && head >= seq) writeMode(keys, "draining", "running");
+}
+
+/** Grants whatever may go now. Never yields: safe in every phase. */
+export function advance(keys: ScopeKeys): void {
+  const st = zones.state;
+  st.incr(keys.dirty, 1);
+  while (tryLock(keys)) {
+    const [seen] = st.get(keys.dirty);
+    const [ok, err] = pcall(step, keys);
+    st.delete(keys.lock);
+    if (!ok) {
+      ngx.log(ngx.ERR, `intermission: release of scope ${keys.scope} failed: ${tostring(err)}`);
+      return;
+    }
+    if (st.get(keys.dirty)[0] === seen) return;
+  }
+}
+
+// ---- a held request -------------------------------------------------------------------
+
+/**
+ * Gives up ticket t. "left": out of the queue, it must not go upstream. A number: it had
+ * been granted that lease first. "dead": it was passed over as gone.
+ */
+function leave(keys: ScopeKeys, t: number): number | "left" | "dead" {
+  const q = zones.queue;
+  const claimKey = keys.claimPrefix + t;
+  const [ok, err] = q.safe_add(claimKey, LEFT);
+  if (ok || err !== "exists") {
+    if (!ok) ngx.log(ngx.ERR, `intermission: cannot record that ticket ${t} of scope ${keys.scope} left: ${err}`);
+    zones.state.incr(keys.held, -1);
+    advance(keys);
+    return "left";
+  }
+  const [claim] = q.get(claimKey);
+  q.delete(claimKey);
+  return type(claim) === "number" ? (claim as number) : "dead";
+}
+
+/** log() for a request killed while held (worker shutdown): give its place back. */
+export function abandon(w: waiters.Waiter): void {
+  waiters.done(w);
+  const result = leave(w.keys, w.ticket);
+  if (type(result) === "number") returnLease(w.keys, result as number, "unused");
+}
+
+/**
+ * Holds the request until its ticket is granted, its deadline passes, its client goes
+ * away or the scope enters maintenance. Returns the outcome and, when released, the
+ * lease the caller returns once the response starts.
+ */
+/** Takes a place among the scope's held requests: false when max_held are held already. */
+export function admit(keys: ScopeKeys): boolean {
+  const st = zones.state;
+  const [heldNow] = st.incr(keys.held, 1);
+  if (heldNow === undefined) return false;
+  if (heldNow > settings.cfg.max_held) {
+    st.incr(keys.held, -1);
+    return false;
+  }
+  return true;
+}
+
+/** Holds an admitted request (see admit); `label` names it in the log. */
+export function hold(keys: ScopeKeys, deadline: number, w: waiters.Waiter, label: string): LuaMultiReturn<[Outcome, number]> {
+  const st = zones.state;
+  const q = zones.queue;
+  while (true) {
+    const [t] = st.incr(keys.seq, 1);
+    const [written] = q.safe_add(keys.ticketPrefix + t!, deadline);
+    const watched = waiters.track(w, keys, t!, deadline);
+    ngx.log(ngx.NOTICE, `intermission: hold ${label} scope=${keys.scope} ticket=${t!} state=${modeOf(keys)}`);
+    if (!written) {
+      abandon(w);
+      return $multi("error", 0);
+    }
+    advance(keys);
+
+    let outcome: Outcome = "timeout";
+    while (true) {
+      const [claim] = q.get(keys.claimPrefix + t!);
+      if (type(claim) === "number") {
+        q.delete(keys.claimPrefix + t!);
+        waiters.done(w);
+        return $multi("released", claim as number);
+      }
+      if (claim === DEAD) break;
+      if (w.aborted) { outcome = "aborted"; break; }
+      if (modeOf(keys) === "maintenance") { outcome = "maintenance"; break; }
+      ngx.update_time();
+      const remaining = deadline - ngx.now();
+      if (remaining <= 0) break;
+      if (watched) {
+        w.sema.wait(remaining);
+      } else {
+        w.sema.wait(math.min(remaining, UNWATCHED_POLL));
+        advance(keys);
+      }
+    }
+
+    waiters.done(w);
+    const result = leave(keys, t!);
+    if (result === "left") return $multi(outcome, 0);
+    if (result === "dead") {
+      // Passed over while still here (its worker stalled): queue again if time is left.
+      ngx.update_time();
+      if (outcome === "timeout" && ngx.now() < deadline) {
+        st.incr(keys.held, 1);
+        continue;
+      }
+      return $multi(outcome, 0);
+    }
+    // Granted just as it was leaving. A grant is honoured, except for a request that
+    // gave up or that timed out while the scope is stopped again.
+    const lease = result as number;
+    const mode = modeOf(keys);
+    const stopped = mode === "paused" || mode === "maintenance";
+    if (outcome === "aborted" || (outcome === "timeout" && stopped && settings.cfg.on_timeout === "reject")) {
+      returnLease(keys, lease, "unused");
+      return $multi(outcome, 0);
+    }
+    return $multi("released", lease);
+  }
+}
+
+waiters.setAdvance(advance);
+
+/** Tickets not yet decided (some of them may have left and wait to be passed over). */
+export function queued(keys: ScopeKeys): number {
+  return math.max(0, num(zones.state, keys.seq) - num(zones.state, keys.head));
+}
+
+/** The release's progress, for status and metrics. */
+export function progress(keys: ScopeKeys): { window: number; leases: number; backlog: number; backoff: number } {
+  const st = zones.state;
+  return {
+    window: math.max(num(st, keys.window), 1),
+    leases: num(st, keys.used),
+    backlog: math.max(0, num(st, keys.stop) - num(st, keys.head)),
+    backoff: math.max(0, num(st, keys.backoffUntil) - ngx.now()),
+  };
+}
