@@ -87,6 +87,7 @@ end
 local slow = gate.gate
 local settleRecord = gate.settleRecord
 local responseStarted = gate.responseStarted
+local retryHandler = gate.retry
 local enter = inflight.enter
 local leave = inflight.leave
 --- access_by_lua. Running: one shared-dict read, and the request recorded under its
@@ -140,6 +141,21 @@ function ____exports.log()
             ngx.ERR,
             "intermission: log failed: " .. tostring(err)
         )
+    end
+end
+--- content_by_lua of the retry location: `error_page 502 504 =
+-- 
+-- @intermission_retry ;` in
+-- the protected location sends a released request whose upstream connection failed
+-- here, to be held again at the head of the queue and sent once more.
+function ____exports.retry()
+    local ok, err = pcall(retryHandler)
+    if not ok then
+        ngx.log(
+            ngx.ERR,
+            "intermission: retry failed: " .. tostring(err)
+        )
+        return ngx.exit(502)
     end
 end
 --- content_by_lua for the control location.

@@ -72,6 +72,7 @@ let stateZone: NgxSharedDict | undefined;
 const slow = gate.gate;
 const settleRecord = gate.settleRecord;
 const responseStarted = gate.responseStarted;
+const retryHandler = gate.retry;
 const enter = inflight.enter;
 const leave = inflight.leave;
 
@@ -108,6 +109,19 @@ export function log(): void {
   if (type(rec) === "number") return leave();
   const [ok, err] = pcall(settleRecord, rec as Record);
   if (!ok) ngx.log(ngx.ERR, `intermission: log failed: ${tostring(err)}`);
+}
+
+/**
+ * content_by_lua of the retry location: `error_page 502 504 = @intermission_retry;` in
+ * the protected location sends a released request whose upstream connection failed
+ * here, to be held again at the head of the queue and sent once more.
+ */
+export function retry(): void {
+  const [ok, err] = pcall(retryHandler);
+  if (!ok) {
+    ngx.log(ngx.ERR, `intermission: retry failed: ${tostring(err)}`);
+    return ngx.exit(502);
+  }
 }
 
 /** content_by_lua for the control location. */

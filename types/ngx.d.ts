@@ -70,6 +70,23 @@ interface NgxReq {
 /** Values of query or form arguments: a flag without "=" is true; a repeated name is a list. */
 type NgxArgs = { [name: string]: string | boolean | (string | boolean)[] | undefined };
 
+/** A cosocket (ngx.socket.tcp): never kept in module state. */
+interface NgxTcpSocket {
+  /** 1 | nil, err. A host name needs nginx's `resolver`. */
+  connect(this: NgxTcpSocket, host: string, port: number): LuaMultiReturn<[1 | undefined, string | undefined]>;
+  /** bytes sent | nil, err */
+  send(this: NgxTcpSocket, data: string): LuaMultiReturn<[number | undefined, string | undefined]>;
+  /** data | nil, err, partial. "*l": a line without its CR LF. */
+  receive(this: NgxTcpSocket, pattern: "*l" | "*a" | number): LuaMultiReturn<[string | undefined, string | undefined, string | undefined]>;
+  /** Milliseconds for the next connect, send and receive. */
+  settimeout(this: NgxTcpSocket, ms: number): void;
+  close(this: NgxTcpSocket): LuaMultiReturn<[1 | undefined, string | undefined]>;
+}
+
+interface NgxSocket {
+  tcp(this: void): NgxTcpSocket;
+}
+
 interface NgxTimer {
   /** true | nil, err ("process exiting", "too many pending timers"). */
   at<A extends unknown[]>(this: void, delay: number, callback: (this: void, premature: boolean, ...args: A) => void, ...args: A): LuaMultiReturn<[true | undefined, string | undefined]>;
@@ -139,11 +156,14 @@ interface Ngx {
   readonly timer: NgxTimer;
   readonly worker: NgxWorker;
   readonly re: NgxRe;
+  readonly socket: NgxSocket;
 
   log(this: void, level: number, ...args: (string | number | boolean | undefined)[]): void;
   /** 1 | nil, err */
   say(this: void, ...args: (string | number)[]): LuaMultiReturn<[1 | undefined, string | undefined]>;
   print(this: void, ...args: (string | number)[]): LuaMultiReturn<[1 | undefined, string | undefined]>;
+  /** Internal redirect to `uri` (method and body kept); ends the current handler. */
+  exec(this: void, uri: string, args?: string | { [name: string]: string }): never;
   /** Ends the request. Status >= 200 finalizes it with that status. */
   exit(this: void, status: number): never;
   /** Seconds since the epoch, millisecond precision, from nginx's cached clock. */

@@ -35,7 +35,9 @@ local KNOWN_OPTIONS = {
     poll_interval = true,
     max_scopes = true,
     release_lease = true,
-    failure_statuses = true
+    failure_statuses = true,
+    ready_probe = true,
+    fleet_release_window = true
 }
 local KNOWN_REDIS_OPTIONS = {
     host = true,
@@ -253,6 +255,58 @@ local function pathList(v)
     end
     return paths, nil
 end
+local KNOWN_PROBE_OPTIONS = {url = true, successes = true, interval = true, timeout = true}
+local function readyProbe(v)
+    if type(v) ~= "table" then
+        return nil, "option \"ready_probe\" must be a table like { url = \"http://127.0.0.1:3000/up\" }"
+    end
+    local raw = v
+    local unknown = unknownKey(raw, KNOWN_PROBE_OPTIONS, "ready_probe option")
+    if unknown ~= nil then
+        return nil, unknown
+    end
+    local url, urlErr = stringOption(raw, "url")
+    if urlErr ~= nil then
+        return nil, "ready_probe " .. urlErr
+    end
+    if url == nil or (string.match(url, "^http://[^:/]+:?%d*/?")) == nil then
+        return nil, "ready_probe option \"url\" must be like \"http://10.0.0.5:3000/up\" (plain http; a host name needs nginx's resolver), got " .. tostring(url)
+    end
+    local successes, e1 = numberOption(
+        raw,
+        "successes",
+        1,
+        1,
+        100,
+        true
+    )
+    if e1 ~= nil then
+        return nil, "ready_probe " .. e1
+    end
+    local interval, e2 = numberOption(
+        raw,
+        "interval",
+        0.2,
+        0.01,
+        60,
+        false
+    )
+    if e2 ~= nil then
+        return nil, "ready_probe " .. e2
+    end
+    local timeout, e3 = numberOption(
+        raw,
+        "timeout",
+        30,
+        0.1,
+        3600,
+        false
+    )
+    if e3 ~= nil then
+        return nil, "ready_probe " .. e3
+    end
+    return {url = url, successes = successes, interval = interval, timeout = timeout}, nil
+end
 local function statusSet(v)
     local bad = "option \"failure_statuses\" must be a list of HTTP statuses from 500 to 599, like { 502, 503, 504 }"
     if type(v) ~= "table" then
@@ -441,6 +495,30 @@ function ____exports.parse(input)
         return nil, e12
     end
     cfg.release_lease = lease
+    if raw.ready_probe ~= nil then
+        local probe, e14 = readyProbe(raw.ready_probe)
+        if e14 ~= nil then
+            return nil, e14
+        end
+        cfg.ready_probe = probe
+    end
+    local fleetWindow, e15 = numberOption(
+        raw,
+        "fleet_release_window",
+        0,
+        0,
+        1000000,
+        true
+    )
+    if e15 ~= nil then
+        return nil, e15
+    end
+    if fleetWindow > 0 then
+        if cfg.store ~= "redis" then
+            return nil, "option \"fleet_release_window\" needs store = \"redis\""
+        end
+        cfg.fleet_release_window = fleetWindow
+    end
     if raw.failure_statuses ~= nil then
         local statuses, e13 = statusSet(raw.failure_statuses)
         if e13 ~= nil then

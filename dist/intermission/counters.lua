@@ -2,13 +2,19 @@ local ____exports = {}
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
+--- The outcomes of held requests: held = released + timed_out + aborted + rejected (by
+-- maintenance) + those held now, and retried counts the second holds of released
+-- requests whose upstream connection failed (each ends in one of the outcomes again).
+-- "rejected" also counts requests refused at once (maintenance, queue full).
 ____exports.COUNTER_NAMES = {
     "held",
     "released",
     "timed_out",
     "aborted",
     "rejected",
-    "passed"
+    "passed",
+    "retried",
+    "probe_failures"
 }
 --- Upper bounds (seconds) of the hold-duration histogram buckets; +Inf is implied.
 ____exports.HOLD_BUCKETS = {
@@ -29,6 +35,13 @@ ____exports.HOLD_BUCKETS = {
 }
 function ____exports.count(keys, name)
     zones.counters:incr(keys.counterPrefix .. name, 1, 0)
+end
+--- Adds to a running total (seconds waited for readiness, ...).
+function ____exports.add(keys, name, value)
+    zones.counters:incr(keys.counterPrefix .. name, value, 0)
+end
+function ____exports.total(keys, name)
+    return num(zones.counters, keys.counterPrefix .. name)
 end
 function ____exports.read(keys, name)
     return num(zones.counters, keys.counterPrefix .. name)

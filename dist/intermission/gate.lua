@@ -1,5 +1,5 @@
 local ____exports = {}
-local leaseEnd
+local forward, answer, settle, leaseEnd
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
@@ -18,6 +18,60 @@ local ____record = require("intermission.record")
 local live = ____record.live
 local requestKey = ____record.requestKey
 local startTime = ____record.startTime
+function forward(r, rec)
+    if rec == nil then
+        live[r] = startTime()
+    else
+        rec.state = "forwarded"
+    end
+    inflight.enter()
+end
+function answer(r, rec, keys, why)
+    if rec == nil then
+        live[r] = {
+            keys = keys,
+            state = "answered",
+            lease = 0,
+            start = startTime(),
+            deadline = 0
+        }
+    else
+        rec.state = "answered"
+    end
+    local reason = why == "maintenance" and state.snapshot(keys).reason or ""
+    return unavailable(why, settings.cfg.retry_after, reason)
+end
+function settle(r, rec, keys, outcome, lease, requestId)
+    local cfg = settings.cfg
+    if outcome == "released" then
+        counters.count(keys, "released")
+        rec.lease = lease
+        rec.state = "released"
+        inflight.enter()
+        return true
+    end
+    if outcome == "aborted" then
+        counters.count(keys, "aborted")
+        rec.state = "answered"
+        return ngx.exit(499)
+    end
+    if outcome == "maintenance" then
+        counters.count(keys, "rejected")
+        return answer(r, rec, keys, "maintenance")
+    end
+    if outcome == "error" then
+        ngx.log(ngx.ERR, ("intermission: cannot hold request_id=" .. requestId) .. " (the queue zone is full?), passing it")
+        forward(r, rec)
+        return true
+    end
+    counters.count(keys, "timed_out")
+    if cfg.on_timeout == "pass" then
+        counters.count(keys, "passed")
+        forward(r, rec)
+        return true
+    end
+    return answer(r, rec, keys, "timeout")
+end
 function leaseEnd(status)
     return settings.cfg.failure_statuses[status] == true and "failure" or "success"
 end
@@ -114,29 +168,6 @@ local function onAbort()
         end
     end
 end
---- Passed upstream: counted in flight until log().
-local function forward(r, rec)
-    if rec == nil then
-        live[r] = startTime()
-    else
-        rec.state = "forwarded"
-    end
-    inflight.enter()
-end
-local function answer(r, rec, keys, why)
-    if rec == nil then
-        live[r] = {
-            keys = keys,
-            state = "answered",
-            lease = 0,
-            start = startTime()
-        }
-    else
-        rec.state = "answered"
-    end
-    local reason = why == "maintenance" and state.snapshot(keys).reason or ""
-    return unavailable(why, settings.cfg.retry_after, reason)
-end
 --- Holds the request until its turn, its max time, an abort or maintenance.
 local function holdRequest(r, keys)
     local cfg = settings.cfg
@@ -154,7 +185,8 @@ local function holdRequest(r, keys)
         state = "holding",
         lease = 0,
         waiter = w,
-        start = startTime()
+        start = startTime(),
+        deadline = 0
     }
     live[r] = rec
     local abortOk, abortErr = ngx.on_abort(onAbort)
@@ -174,9 +206,12 @@ local function holdRequest(r, keys)
     end
     local started = ngx.now()
     counters.count(keys, "held")
+    local deadline = started + maxHoldHere()
+    rec.deadline = deadline
     local outcome, lease = release.hold(
         keys,
-        started + maxHoldHere(),
+        keys.main,
+        deadline,
         w,
         "request_id=" .. requestId
     )
@@ -188,32 +223,14 @@ local function holdRequest(r, keys)
         ngx.NOTICE,
         (((((("intermission: leave request_id=" .. requestId) .. " scope=") .. keys.scope) .. " waited=") .. string.format("%.3f", waited)) .. "s outcome=") .. outcome
     )
-    if outcome == "released" then
-        counters.count(keys, "released")
-        rec.lease = lease
-        rec.state = "released"
-        inflight.enter()
-        return
-    end
-    if outcome == "aborted" then
-        counters.count(keys, "aborted")
-        rec.state = "answered"
-        return ngx.exit(499)
-    end
-    if outcome == "maintenance" then
-        counters.count(keys, "rejected")
-        return answer(r, rec, keys, "maintenance")
-    end
-    if outcome == "error" then
-        ngx.log(ngx.ERR, ("intermission: cannot hold request_id=" .. requestId) .. " (the queue zone is full?), passing it")
-        return forward(r, rec)
-    end
-    counters.count(keys, "timed_out")
-    if cfg.on_timeout == "pass" then
-        counters.count(keys, "passed")
-        return forward(r, rec)
-    end
-    return answer(r, rec, keys, "timeout")
+    settle(
+        r,
+        rec,
+        keys,
+        outcome,
+        lease,
+        requestId
+    )
 end
 --- A request access() has seen before: an internal redirect, or a reused pointer.
 local function reentered(r, seen)
@@ -253,5 +270,78 @@ function ____exports.gate()
         return answer(r, nil, keys, "maintenance")
     end
     return holdRequest(r, keys)
+end
+--- The upstream connection of this request failed without sending it a byte
+-- ($upstream_bytes_sent is 0 for every try): the application never saw it, so it is
+-- safe to send again, whatever the method.
+local function neverSent()
+    local sent = ngxVar.upstream_bytes_sent
+    if sent == nil or sent == "" then
+        return false
+    end
+    local nonZero = string.find(sent, "[1-9]")
+    return nonZero == nil
+end
+--- content_by_lua of the retry location (error_page 502 504 =
+-- 
+-- @intermission_retry ): a
+-- released request whose upstream connection failed goes back to the head of the queue
+-- (the retry lane) and, once granted again, back to its location by ngx.exec.
+function ____exports.retry()
+    local r = requestKey()
+    local seen = live[r]
+    local status = tonumber(ngxVar.status or "") or 502
+    if seen == nil or type(seen) == "number" or seen.state ~= "released" or not neverSent() then
+        return ngx.exit(status >= 500 and status or 502)
+    end
+    local rec = seen
+    local keys = rec.keys
+    inflight.leave()
+    local lease = rec.lease
+    rec.lease = 0
+    if lease > 0 then
+        release.returnLease(keys, lease, "failure")
+    else
+        release.noteFailure(keys)
+    end
+    ngx.update_time()
+    local requestId = ngxVar.request_id or "-"
+    if ngx.now() >= rec.deadline or not release.admit(keys) then
+        rec.state = "answered"
+        counters.count(keys, "timed_out")
+        return unavailable("timeout", settings.cfg.retry_after, "")
+    end
+    counters.count(keys, "retried")
+    local w, err = waiters.newWaiter(keys)
+    if w == nil then
+        ngx.log(
+            ngx.ERR,
+            (("intermission: cannot hold request_id=" .. requestId) .. " again: ") .. tostring(err)
+        )
+        rec.state = "answered"
+        return ngx.exit(502)
+    end
+    rec.state = "holding"
+    rec.waiter = w
+    local outcome, again = release.hold(
+        keys,
+        keys.retry,
+        rec.deadline,
+        w,
+        ("request_id=" .. requestId) .. " retry"
+    )
+    rec.waiter = nil
+    ngx.log(ngx.NOTICE, (((("intermission: leave request_id=" .. requestId) .. " scope=") .. keys.scope) .. " lane=retry outcome=") .. outcome)
+    if settle(
+        r,
+        rec,
+        keys,
+        outcome,
+        again,
+        requestId
+    ) then
+        local uri = ngxVar.uri or "/"
+        return ngx.exec(uri, ngxVar.args)
+    end
 end
 return ____exports

@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, reclaimExpired, windowHasRoom, grant, passOverDead, decide, step, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, unwritten
+local tryLock, settleLease, reclaimExpired, windowHasRoom, grant, passOverDead, decide, pending, drainLane, step, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, unwritten
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -9,11 +9,12 @@ local ____mode = require("intermission.mode")
 local modeOf = ____mode.modeOf
 local writeMode = ____mode.writeMode
 local waiters = require("intermission.waiters")
+local ready = require("intermission.ready")
 function tryLock(keys)
     local ok = zones.state:safe_add(keys.lock, true, LOCK_TTL)
     return ok
 end
-function settleLease(keys, lease, ____end, now)
+function settleLease(keys, lease, ____end)
     local q = zones.queue
     local st = zones.state
     local leaseKey = keys.leasePrefix .. tostring(lease)
@@ -24,16 +25,7 @@ function settleLease(keys, lease, ____end, now)
     q:delete(leaseKey)
     st:incr(keys.used, -1)
     if ____end == "failure" then
-        local step = math.min(
-            math.max(
-                num(st, keys.backoffStep) * 2,
-                BACKOFF_FIRST
-            ),
-            BACKOFF_MAX
-        )
-        st:safe_set(keys.backoffStep, step)
-        st:safe_set(keys.backoffUntil, now + step)
-        st:safe_set(keys.window, 1)
+        ____exports.noteFailure(keys)
     elseif ____end == "success" then
         local window = math.max(
             num(st, keys.window),
@@ -51,6 +43,21 @@ function settleLease(keys, lease, ____end, now)
     end
     return true
 end
+--- A failure of a request that held no lease (it went outside the window): back off all the same.
+function ____exports.noteFailure(keys)
+    local st = zones.state
+    local now = ngx.now()
+    local step = math.min(
+        math.max(
+            num(st, keys.backoffStep) * 2,
+            BACKOFF_FIRST
+        ),
+        BACKOFF_MAX
+    )
+    st:safe_set(keys.backoffStep, step)
+    st:safe_set(keys.backoffUntil, now + step)
+    st:safe_set(keys.window, 1)
+end
 function reclaimExpired(keys, now)
     local st = zones.state
     local oldest = num(st, keys.leaseOldest)
@@ -62,7 +69,7 @@ function reclaimExpired(keys, now)
             if v > now then
                 break
             end
-            settleLease(keys, oldest + 1, "success", now)
+            settleLease(keys, oldest + 1, "success")
         end
         oldest = oldest + 1
     end
@@ -72,7 +79,7 @@ function reclaimExpired(keys, now)
 end
 function windowHasRoom(keys, now)
     local st = zones.state
-    if now < num(st, keys.backoffUntil) then
+    if now < num(st, keys.backoffUntil) or now < num(st, keys.readyUntil) then
         return false
     end
     local window = math.max(
@@ -85,7 +92,7 @@ function windowHasRoom(keys, now)
     reclaimExpired(keys, now)
     return num(st, keys.used) < window
 end
-function grant(keys, t, paced, deadline, now)
+function grant(keys, lane, t, paced, deadline, now)
     local st = zones.state
     local q = zones.queue
     local lease = 0
@@ -100,7 +107,7 @@ function grant(keys, t, paced, deadline, now)
             st:incr(keys.used, 1)
         end
     end
-    local claimKey = keys.claimPrefix .. tostring(t)
+    local claimKey = lane.claimPrefix .. tostring(t)
     local won, err = q:safe_add(
         claimKey,
         lease,
@@ -111,7 +118,7 @@ function grant(keys, t, paced, deadline, now)
         return true
     end
     if lease > 0 then
-        settleLease(keys, lease, "unused", now)
+        settleLease(keys, lease, "unused")
     end
     if err ~= "exists" then
         ngx.log(
@@ -123,8 +130,8 @@ function grant(keys, t, paced, deadline, now)
     q:delete(claimKey)
     return true
 end
-function passOverDead(keys, t)
-    local claimKey = keys.claimPrefix .. tostring(t)
+function passOverDead(keys, lane, t)
+    local claimKey = lane.claimPrefix .. tostring(t)
     local ok, err = zones.queue:safe_add(claimKey, DEAD, CLAIM_SLACK)
     if ok or err ~= "exists" then
         zones.state:incr(keys.held, -1)
@@ -132,31 +139,32 @@ function passOverDead(keys, t)
         zones.queue:delete(claimKey)
     end
 end
-function decide(keys, t, paced, now)
+function decide(keys, lane, t, paced, now)
     local q = zones.queue
-    local ticketKey = keys.ticketPrefix .. tostring(t)
+    local ticketKey = lane.ticketPrefix .. tostring(t)
     local deadline = q:get(ticketKey)
     if deadline == nil then
-        local claimKey = keys.claimPrefix .. tostring(t)
+        local claimKey = lane.claimPrefix .. tostring(t)
         if (q:get(claimKey)) ~= nil then
             q:delete(claimKey)
             return true
         end
-        local seen = unwritten[keys.scope]
+        local seen = unwritten[lane.seq]
         if seen == nil or seen.ticket ~= t then
-            unwritten[keys.scope] = {ticket = t, since = now}
+            unwritten[lane.seq] = {ticket = t, since = now}
             return false
         end
         if now - seen.since < GRACE then
             return false
         end
-        passOverDead(keys, t)
+        passOverDead(keys, lane, t)
         return true
     end
     if deadline + GRACE < now then
-        passOverDead(keys, t)
+        passOverDead(keys, lane, t)
     elseif not grant(
         keys,
+        lane,
         t,
         paced,
         deadline,
@@ -174,17 +182,53 @@ function ____exports.resumeLocked(keys, now)
     if previous == "running" or previous == "draining" then
         return previous
     end
-    local seq = num(st, keys.seq)
+    local seq = num(st, keys.main.seq)
     st:safe_set(keys.stop, seq)
     st:safe_set(keys.window, 1)
     st:safe_set(keys.backoffUntil, 0)
     st:safe_set(keys.backoffStep, 0)
+    st:safe_set(
+        keys.lastPause,
+        now - num(st, keys.since)
+    )
     st:safe_set(keys.since, now)
     st:safe_set(keys["until"], 0)
     st:safe_set(keys.reason, "")
-    local next = num(st, keys.head) < seq and "draining" or "running"
+    local next = pending(keys) and "draining" or "running"
+    if next == "draining" and settings.cfg.ready_probe ~= nil then
+        ready.startWaiting(keys, now)
+    end
     writeMode(keys, previous, next)
     return next
+end
+function pending(keys)
+    local st = zones.state
+    return num(st, keys.main.head) < num(st, keys.main.seq) or num(st, keys.retry.head) < num(st, keys.retry.seq)
+end
+function drainLane(keys, lane, stop, now)
+    local st = zones.state
+    local seq = num(st, lane.seq)
+    local head = num(st, lane.head)
+    local start = head
+    local finished = true
+    while head < seq do
+        local paced = head + 1 <= stop
+        if paced and not windowHasRoom(keys, now) or not decide(
+            keys,
+            lane,
+            head + 1,
+            paced,
+            now
+        ) then
+            finished = false
+            break
+        end
+        head = head + 1
+    end
+    if head ~= start then
+        st:safe_set(lane.head, head)
+    end
+    return finished
 end
 function step(keys)
     local st = zones.state
@@ -198,24 +242,16 @@ function step(keys)
         ngx.log(ngx.NOTICE, (("intermission: audit action=auto-resume scope=" .. keys.scope) .. " reason=ttl-expired was=") .. mode)
         mode = ____exports.resumeLocked(keys, now)
     end
-    local seq = num(st, keys.seq)
-    local stop = num(st, keys.stop)
-    local head = num(st, keys.head)
-    local start = head
-    while head < seq do
-        local paced = head + 1 <= stop
-        if paced and not windowHasRoom(keys, now) then
-            break
-        end
-        if not decide(keys, head + 1, paced, now) then
-            break
-        end
-        head = head + 1
+    if not drainLane(keys, keys.retry, math.huge, now) then
+        return
     end
-    if head ~= start then
-        st:safe_set(keys.head, head)
-    end
-    if mode == "draining" and head >= seq then
+    local done = drainLane(
+        keys,
+        keys.main,
+        num(st, keys.stop),
+        now
+    )
+    if mode == "draining" and done then
         writeMode(keys, "draining", "running")
     end
 end
@@ -275,21 +311,16 @@ function ____exports.returnLease(keys, lease, ____end)
     if lease <= 0 then
         return
     end
-    if settleLease(
-        keys,
-        lease,
-        ____end,
-        ngx.now()
-    ) then
+    if settleLease(keys, lease, ____end) then
         ____exports.advance(keys)
     end
 end
 unwritten = {}
 --- Gives up ticket t. "left": out of the queue, it must not go upstream. A number: it had
 -- been granted that lease first. "dead": it was passed over as gone.
-local function leave(keys, t)
+local function leave(keys, lane, t)
     local q = zones.queue
-    local claimKey = keys.claimPrefix .. tostring(t)
+    local claimKey = lane.claimPrefix .. tostring(t)
     local ok, err = q:safe_add(claimKey, LEFT)
     if ok or err ~= "exists" then
         if not ok then
@@ -309,7 +340,7 @@ end
 --- log() for a request killed while held (worker shutdown): give its place back.
 function ____exports.abandon(w)
     waiters.done(w)
-    local result = leave(w.keys, w.ticket)
+    local result = leave(w.keys, w.lane, w.ticket)
     if type(result) == "number" then
         ____exports.returnLease(w.keys, result, "unused")
     end
@@ -325,23 +356,34 @@ function ____exports.admit(keys)
         st:incr(keys.held, -1)
         return false
     end
+    if heldNow > num(st, keys.lastQueue) and modeOf(keys) == "paused" then
+        st:safe_set(keys.lastQueue, heldNow)
+    end
     return true
 end
---- Holds an admitted request (see admit); `label` names it in the log.
-function ____exports.hold(keys, deadline, w, label)
+--- Holds an admitted request (see admit) in a lane: "main" for a new request, "retry"
+-- for a released one whose upstream connection failed. `label` names it in the log.
+function ____exports.hold(keys, lane, deadline, w, label)
     local st = zones.state
     local q = zones.queue
     while true do
         do
-            local t = st:incr(keys.seq, 1)
+            local t = st:incr(lane.seq, 1)
             local written = q:safe_add(
-                keys.ticketPrefix .. tostring(t),
+                lane.ticketPrefix .. tostring(t),
                 deadline
             )
-            local watched = waiters.track(w, keys, t, deadline)
+            local watched = waiters.track(
+                w,
+                keys,
+                lane,
+                t,
+                deadline
+            )
+            local laneNote = lane.name == "retry" and " lane=retry" or ""
             ngx.log(
                 ngx.NOTICE,
-                (((((("intermission: hold " .. label) .. " scope=") .. keys.scope) .. " ticket=") .. tostring(t)) .. " state=") .. modeOf(keys)
+                ((((((("intermission: hold " .. label) .. " scope=") .. keys.scope) .. " ticket=") .. tostring(t)) .. laneNote) .. " state=") .. modeOf(keys)
             )
             if not written then
                 ____exports.abandon(w)
@@ -350,9 +392,9 @@ function ____exports.hold(keys, deadline, w, label)
             ____exports.advance(keys)
             local outcome = "timeout"
             while true do
-                local claim = q:get(keys.claimPrefix .. tostring(t))
+                local claim = q:get(lane.claimPrefix .. tostring(t))
                 if type(claim) == "number" then
-                    q:delete(keys.claimPrefix .. tostring(t))
+                    q:delete(lane.claimPrefix .. tostring(t))
                     waiters.done(w)
                     return "released", claim
                 end
@@ -380,7 +422,7 @@ function ____exports.hold(keys, deadline, w, label)
                 end
             end
             waiters.done(w)
-            local result = leave(keys, t)
+            local result = leave(keys, lane, t)
             if result == "left" then
                 return outcome, 0
             end
@@ -388,7 +430,7 @@ function ____exports.hold(keys, deadline, w, label)
                 ngx.update_time()
                 if outcome == "timeout" and ngx.now() < deadline then
                     st:incr(keys.held, 1)
-                    goto __continue63
+                    goto __continue68
                 end
                 return outcome, 0
             end
@@ -401,15 +443,19 @@ function ____exports.hold(keys, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue63::
+        ::__continue68::
     end
 end
 waiters.setAdvance(____exports.advance)
 --- Tickets not yet decided (some of them may have left and wait to be passed over).
 function ____exports.queued(keys)
+    local st = zones.state
     return math.max(
         0,
-        num(zones.state, keys.seq) - num(zones.state, keys.head)
+        num(st, keys.main.seq) - num(st, keys.main.head)
+    ) + math.max(
+        0,
+        num(st, keys.retry.seq) - num(st, keys.retry.head)
     )
 end
 --- The release's progress, for status and metrics.
@@ -423,7 +469,7 @@ function ____exports.progress(keys)
         leases = num(st, keys.used),
         backlog = math.max(
             0,
-            num(st, keys.stop) - num(st, keys.head)
+            num(st, keys.stop) - num(st, keys.main.head)
         ),
         backoff = math.max(
             0,

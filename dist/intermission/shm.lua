@@ -36,8 +36,20 @@ local function makeKeys(scope)
         reason = p .. "reason",
         lock = p .. "lock",
         dirty = p .. "dirty",
-        seq = p .. "seq",
-        head = p .. "head",
+        main = {
+            name = "main",
+            seq = p .. "seq",
+            head = p .. "head",
+            ticketPrefix = p .. "w|",
+            claimPrefix = p .. "c|"
+        },
+        retry = {
+            name = "retry",
+            seq = p .. "rseq",
+            head = p .. "rhead",
+            ticketPrefix = p .. "rw|",
+            claimPrefix = p .. "rc|"
+        },
         stop = p .. "stop",
         held = p .. "held",
         used = p .. "used",
@@ -46,8 +58,9 @@ local function makeKeys(scope)
         backoffStep = p .. "bstep",
         leaseSeq = p .. "lseq",
         leaseOldest = p .. "lold",
-        ticketPrefix = p .. "w|",
-        claimPrefix = p .. "c|",
+        readyUntil = p .. "ready",
+        lastQueue = p .. "lastq",
+        lastPause = p .. "lastp",
         leasePrefix = p .. "l|",
         counterPrefix = p
     }
@@ -76,8 +89,10 @@ end
 local function numericKeys(keys)
     return {
         keys.dirty,
-        keys.seq,
-        keys.head,
+        keys.main.seq,
+        keys.main.head,
+        keys.retry.seq,
+        keys.retry.head,
         keys.stop,
         keys.held,
         keys.used,
@@ -87,7 +102,10 @@ local function numericKeys(keys)
         keys.leaseSeq,
         keys.leaseOldest,
         keys.since,
-        keys["until"]
+        keys["until"],
+        keys.readyUntil,
+        keys.lastQueue,
+        keys.lastPause
     }
 end
 --- Creates the scope's state on first use, within the max_scopes bound. The bound keeps

@@ -44,6 +44,7 @@ function ____exports.newWaiter(keys)
     end
     return {
         keys = keys,
+        lane = keys.main,
         ticket = 0,
         deadline = 0,
         sema = sema,
@@ -60,7 +61,7 @@ end
 function ____exports.wake(w)
     post(w)
 end
-local function pumpScope(scope, q)
+local function pumpScope(id, q)
     watch.advance(q.keys)
     if modeOf(q.keys) == "maintenance" then
         do
@@ -74,7 +75,7 @@ local function pumpScope(scope, q)
             end
         end
     end
-    local head = num(zones.state, q.keys.head)
+    local head = num(zones.state, q.lane.head)
     while q.first <= q.last do
         local w = q.items[q.first + 1]
         if w ~= nil and not w.done then
@@ -87,7 +88,7 @@ local function pumpScope(scope, q)
         q.first = q.first + 1
     end
     if q.first > q.last then
-        localQueues[scope] = nil
+        localQueues[id] = nil
     end
 end
 --- Drops waiters whose request is gone without a word (a killed coroutine).
@@ -151,8 +152,9 @@ local function ensureWatcher()
 end
 --- Lists a waiter under its ticket and makes sure the watcher runs. False: there is no
 -- watcher (an exiting worker cannot start timers), so the waiter must look for itself.
-function ____exports.track(w, keys, ticket, deadline)
+function ____exports.track(w, keys, lane, ticket, deadline)
     w.keys = keys
+    w.lane = lane
     w.ticket = ticket
     w.deadline = deadline
     w.done = false
@@ -164,10 +166,17 @@ function ____exports.track(w, keys, ticket, deadline)
             (("intermission: no watcher, held request_id=" .. (ngx.var.request_id or "-")) .. " looks for itself: ") .. tostring(err)
         )
     end
-    local q = localQueues[keys.scope]
+    local id = lane.seq
+    local q = localQueues[id]
     if q == nil then
-        q = {keys = keys, items = {}, first = 1, last = 0}
-        localQueues[keys.scope] = q
+        q = {
+            keys = keys,
+            lane = lane,
+            items = {},
+            first = 1,
+            last = 0
+        }
+        localQueues[id] = q
     end
     q.last = q.last + 1
     q.items[q.last + 1] = w

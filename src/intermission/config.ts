@@ -21,6 +21,13 @@ export interface RedisOptions {
   master_name: string;
 }
 
+export interface ReadyProbe {
+  url: string;
+  successes: number;
+  interval: number;
+  timeout: number;
+}
+
 export interface Config {
   store: StoreKind;
   redis?: RedisOptions;
@@ -40,6 +47,10 @@ export interface Config {
   max_scopes: number;
   /** Seconds a released request holds its window slot at most (its response may not have started). */
   release_lease: number;
+  /** After a resume, hold until this answers 2xx `successes` times in a row (or `timeout`). */
+  ready_probe?: ReadyProbe;
+  /** Fleet mode: the release window of the whole fleet, shared by the live nodes. */
+  fleet_release_window?: number;
   /** Upstream statuses that count as a gateway failure during a release (a set). */
   failure_statuses: { [status: number]: true };
   /** How often a worker with held requests looks for changes made by other workers. */
@@ -70,7 +81,7 @@ const KNOWN_OPTIONS: { [name: string]: true } = {
   store: true, redis: true, dict: true, max_hold: true, on_timeout: true, pause_ttl: true,
   max_held: true, release_window: true, health_check_paths: true, privileged_user_agent: true,
   control_token: true, legacy_endpoints: true, retry_after: true, poll_interval: true,
-  max_scopes: true, release_lease: true, failure_statuses: true,
+  max_scopes: true, release_lease: true, failure_statuses: true, ready_probe: true, fleet_release_window: true,
 };
 
 const KNOWN_REDIS_OPTIONS: { [name: string]: true } = {
@@ -189,6 +200,27 @@ function pathList(v: unknown): LuaMultiReturn<[string[] | undefined, string | un
   return $multi(paths, undefined);
 }
 
+const KNOWN_PROBE_OPTIONS: { [name: string]: true } = { url: true, successes: true, interval: true, timeout: true };
+
+function readyProbe(v: unknown): LuaMultiReturn<[ReadyProbe | undefined, string | undefined]> {
+  if (type(v) !== "table") return $multi(undefined, `option "ready_probe" must be a table like { url = "http://127.0.0.1:3000/up" }`);
+  const raw = v as Raw;
+  const unknown = unknownKey(raw, KNOWN_PROBE_OPTIONS, "ready_probe option");
+  if (unknown !== undefined) return $multi(undefined, unknown);
+  const [url, urlErr] = stringOption(raw, "url");
+  if (urlErr !== undefined) return $multi(undefined, `ready_probe ${urlErr}`);
+  if (url === undefined || string.match(url, "^http://[^:/]+:?%d*/?")[0] === undefined) {
+    return $multi(undefined, `ready_probe option "url" must be like "http://10.0.0.5:3000/up" (plain http; a host name needs nginx's resolver), got ${tostring(url)}`);
+  }
+  const [successes, e1] = numberOption(raw, "successes", 1, 1, 100, true);
+  if (e1 !== undefined) return $multi(undefined, `ready_probe ${e1}`);
+  const [interval, e2] = numberOption(raw, "interval", 0.2, 0.01, 60, false);
+  if (e2 !== undefined) return $multi(undefined, `ready_probe ${e2}`);
+  const [timeout, e3] = numberOption(raw, "timeout", 30, 0.1, 3600, false);
+  if (e3 !== undefined) return $multi(undefined, `ready_probe ${e3}`);
+  return $multi({ url, successes: successes!, interval: interval!, timeout: timeout! }, undefined);
+}
+
 function statusSet(v: unknown): LuaMultiReturn<[{ [status: number]: true } | undefined, string | undefined]> {
   const bad = `option "failure_statuses" must be a list of HTTP statuses from 500 to 599, like { 502, 503, 504 }`;
   if (type(v) !== "table") return $multi(undefined, bad);
@@ -287,6 +319,19 @@ export function parse(input: unknown): LuaMultiReturn<[Config | undefined, strin
   const [lease, e12] = numberOption(raw, "release_lease", cfg.release_lease, 0.01, 3600, false);
   if (e12 !== undefined) return $multi(undefined, e12);
   cfg.release_lease = lease!;
+
+  if (raw.ready_probe !== undefined) {
+    const [probe, e14] = readyProbe(raw.ready_probe);
+    if (e14 !== undefined) return $multi(undefined, e14);
+    cfg.ready_probe = probe;
+  }
+
+  const [fleetWindow, e15] = numberOption(raw, "fleet_release_window", 0, 0, 1000000, true);
+  if (e15 !== undefined) return $multi(undefined, e15);
+  if (fleetWindow! > 0) {
+    if (cfg.store !== "redis") return $multi(undefined, `option "fleet_release_window" needs store = "redis"`);
+    cfg.fleet_release_window = fleetWindow;
+  }
 
   if (raw.failure_statuses !== undefined) {
     const [statuses, e13] = statusSet(raw.failure_statuses);

@@ -3,14 +3,29 @@
 // statistics can ever push the release state out of the state zone.
 import { ScopeKeys, zones, num } from "./shm";
 
-export type CounterName = "held" | "released" | "timed_out" | "aborted" | "rejected" | "passed";
-export const COUNTER_NAMES: CounterName[] = ["held", "released", "timed_out", "aborted", "rejected", "passed"];
+export type CounterName = "held" | "released" | "timed_out" | "aborted" | "rejected" | "passed" | "retried" | "probe_failures";
+/**
+ * The outcomes of held requests: held = released + timed_out + aborted + rejected (by
+ * maintenance) + those held now, and retried counts the second holds of released
+ * requests whose upstream connection failed (each ends in one of the outcomes again).
+ * "rejected" also counts requests refused at once (maintenance, queue full).
+ */
+export const COUNTER_NAMES: CounterName[] = ["held", "released", "timed_out", "aborted", "rejected", "passed", "retried", "probe_failures"];
 
 /** Upper bounds (seconds) of the hold-duration histogram buckets; +Inf is implied. */
 export const HOLD_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
 export function count(keys: ScopeKeys, name: CounterName): void {
   zones.counters.incr(keys.counterPrefix + name, 1, 0);
+}
+
+/** Adds to a running total (seconds waited for readiness, ...). */
+export function add(keys: ScopeKeys, name: string, value: number): void {
+  zones.counters.incr(keys.counterPrefix + name, value, 0);
+}
+
+export function total(keys: ScopeKeys, name: string): number {
+  return num(zones.counters, keys.counterPrefix + name);
 }
 
 export function read(keys: ScopeKeys, name: CounterName): number {

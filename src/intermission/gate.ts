@@ -79,7 +79,7 @@ function forward(r: number, rec: Record | undefined): void {
 }
 
 function answer(r: number, rec: Record | undefined, keys: ScopeKeys, why: "maintenance" | "timeout" | "full"): never {
-  if (rec === undefined) live.set(r, { keys, state: "answered", lease: 0, start: startTime() });
+  if (rec === undefined) live.set(r, { keys, state: "answered", lease: 0, start: startTime(), deadline: 0 });
   else rec.state = "answered";
   const reason = why === "maintenance" ? state.snapshot(keys).reason : "";
   return unavailable(why, settings.cfg.retry_after, reason);
@@ -95,7 +95,7 @@ function holdRequest(r: number, keys: ScopeKeys): void {
     ngx.log(ngx.ERR, `intermission: cannot hold request_id=${requestId}, passing it: ${err}`);
     return forward(r, undefined);
   }
-  const rec: Record = { keys, state: "holding", lease: 0, waiter: w, start: startTime() };
+  const rec: Record = { keys, state: "holding", lease: 0, waiter: w, start: startTime(), deadline: 0 };
   live.set(r, rec);
   const [abortOk, abortErr] = ngx.on_abort(onAbort);
   if (abortOk === undefined && abortErr !== "duplicate call") {
@@ -109,19 +109,27 @@ function holdRequest(r: number, keys: ScopeKeys): void {
   }
   const started = ngx.now();
   counters.count(keys, "held");
-  const [outcome, lease] = release.hold(keys, started + maxHoldHere(), w, `request_id=${requestId}`);
+  const deadline = started + maxHoldHere();
+  rec.deadline = deadline;
+  const [outcome, lease] = release.hold(keys, keys.main, deadline, w, `request_id=${requestId}`);
   rec.waiter = undefined;
   ngx.update_time();
   const waited = ngx.now() - started;
   counters.observeHold(keys, waited);
   ngx.log(ngx.NOTICE, `intermission: leave request_id=${requestId} scope=${keys.scope} waited=${string.format("%.3f", waited)}s outcome=${outcome}`);
 
+  settle(r, rec, keys, outcome, lease, requestId);
+}
+
+/** What a hold ended in becomes what the request does next; true: it goes upstream. */
+function settle(r: number, rec: Record, keys: ScopeKeys, outcome: release.Outcome, lease: number, requestId: string): boolean {
+  const cfg = settings.cfg;
   if (outcome === "released") {
     counters.count(keys, "released");
     rec.lease = lease;
     rec.state = "released";
     inflight.enter();
-    return;
+    return true;
   }
   if (outcome === "aborted") {
     counters.count(keys, "aborted");
@@ -134,12 +142,14 @@ function holdRequest(r: number, keys: ScopeKeys): void {
   }
   if (outcome === "error") {
     ngx.log(ngx.ERR, `intermission: cannot hold request_id=${requestId} (the queue zone is full?), passing it`);
-    return forward(r, rec);
+    forward(r, rec);
+    return true;
   }
   counters.count(keys, "timed_out");
   if (cfg.on_timeout === "pass") {
     counters.count(keys, "passed");
-    return forward(r, rec);
+    forward(r, rec);
+    return true;
   }
   return answer(r, rec, keys, "timeout");
 }
@@ -177,6 +187,64 @@ export function gate(): void {
 
 function leaseEnd(status: number): release.LeaseEnd {
   return settings.cfg.failure_statuses[status] === true ? "failure" : "success";
+}
+
+/**
+ * The upstream connection of this request failed without sending it a byte
+ * ($upstream_bytes_sent is 0 for every try): the application never saw it, so it is
+ * safe to send again, whatever the method.
+ */
+function neverSent(): boolean {
+  const sent = ngxVar.upstream_bytes_sent;
+  if (sent === undefined || sent === "") return false;
+  const [nonZero] = string.find(sent, "[1-9]");
+  return nonZero === undefined;
+}
+
+/**
+ * content_by_lua of the retry location (error_page 502 504 = @intermission_retry): a
+ * released request whose upstream connection failed goes back to the head of the queue
+ * (the retry lane) and, once granted again, back to its location by ngx.exec.
+ */
+export function retry(): void {
+  const r = requestKey();
+  const seen = live.get(r);
+  const status = tonumber(ngxVar.status ?? "") ?? 502;
+  if (seen === undefined || type(seen) === "number" || (seen as Record).state !== "released" || !neverSent()) {
+    return ngx.exit(status >= 500 ? status : 502); // not ours to retry: the error as nginx made it
+  }
+  const rec = seen as Record;
+  const keys = rec.keys;
+  // The attempt failed at the gateway: that shrinks the window and backs off.
+  inflight.leave();
+  const lease = rec.lease;
+  rec.lease = 0;
+  if (lease > 0) release.returnLease(keys, lease, "failure");
+  else release.noteFailure(keys);
+  ngx.update_time();
+  const requestId = ngxVar.request_id ?? "-";
+  if (ngx.now() >= rec.deadline || !release.admit(keys)) {
+    rec.state = "answered";
+    counters.count(keys, "timed_out");
+    return unavailable("timeout", settings.cfg.retry_after, "");
+  }
+  counters.count(keys, "retried");
+  const [w, err] = waiters.newWaiter(keys);
+  if (w === undefined) {
+    ngx.log(ngx.ERR, `intermission: cannot hold request_id=${requestId} again: ${err}`);
+    rec.state = "answered";
+    return ngx.exit(502);
+  }
+  rec.state = "holding";
+  rec.waiter = w;
+  const [outcome, again] = release.hold(keys, keys.retry, rec.deadline, w, `request_id=${requestId} retry`);
+  rec.waiter = undefined;
+  ngx.log(ngx.NOTICE, `intermission: leave request_id=${requestId} scope=${keys.scope} lane=retry outcome=${outcome}`);
+  if (settle(r, rec, keys, outcome, again, requestId)) {
+    // Back to the location it failed in: its access() sees this record and lets it pass.
+    const uri = ngxVar.uri ?? "/";
+    return ngx.exec(uri, ngxVar.args);
+  }
 }
 
 /** The response starts: a released request's window lease comes back. */

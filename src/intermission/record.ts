@@ -22,6 +22,8 @@ export interface Record {
   lease: number;
   waiter?: Waiter;
   start: number;
+  /** When its hold must end ($intermission_max_time or max_hold after it arrived). */
+  deadline: number;
 }
 
 export const live = new LuaMap<number, number | Record>();

@@ -19,10 +19,11 @@
 // backlog is granted the scope runs again: steady traffic is never throttled by a drain.
 // The window starts at 1 after each resume and doubles per success up to release_window;
 // a gateway failure shrinks it to 1 and stops grants for a back-off (0.1 s doubling to 2 s).
-import { ScopeKeys, zones, num } from "./shm";
+import { ScopeKeys, Lane, zones, num } from "./shm";
 import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
 import * as waiters from "./waiters";
+import * as ready from "./ready";
 
 const LEFT = "L";
 const DEAD = "D";
@@ -69,7 +70,7 @@ export function withScopeLock<T>(keys: ScopeKeys, fn: (this: void, keys: ScopeKe
 
 // ---- leases ---------------------------------------------------------------------------
 
-function settleLease(keys: ScopeKeys, lease: number, end: LeaseEnd, now: number): boolean {
+function settleLease(keys: ScopeKeys, lease: number, end: LeaseEnd): boolean {
   const q = zones.queue;
   const st = zones.state;
   const leaseKey = keys.leasePrefix + lease;
@@ -78,10 +79,7 @@ function settleLease(keys: ScopeKeys, lease: number, end: LeaseEnd, now: number)
   q.delete(leaseKey);
   st.incr(keys.used, -1);
   if (end === "failure") {
-    const step = math.min(math.max(num(st, keys.backoffStep) * 2, BACKOFF_FIRST), BACKOFF_MAX);
-    st.safe_set(keys.backoffStep, step);
-    st.safe_set(keys.backoffUntil, now + step);
-    st.safe_set(keys.window, 1);
+    noteFailure(keys);
   } else if (end === "success") {
     const window = math.max(num(st, keys.window), 1);
     if (window < settings.cfg.release_window) st.safe_set(keys.window, math.min(window * 2, settings.cfg.release_window));
@@ -90,10 +88,20 @@ function settleLease(keys: ScopeKeys, lease: number, end: LeaseEnd, now: number)
   return true;
 }
 
+/** A failure of a request that held no lease (it went outside the window): back off all the same. */
+export function noteFailure(keys: ScopeKeys): void {
+  const st = zones.state;
+  const now = ngx.now();
+  const step = math.min(math.max(num(st, keys.backoffStep) * 2, BACKOFF_FIRST), BACKOFF_MAX);
+  st.safe_set(keys.backoffStep, step);
+  st.safe_set(keys.backoffUntil, now + step);
+  st.safe_set(keys.window, 1);
+}
+
 /** Gives a lease back (header_filter, log, or a request that will not use it). Never yields. */
 export function returnLease(keys: ScopeKeys, lease: number, end: LeaseEnd): void {
   if (lease <= 0) return;
-  if (settleLease(keys, lease, end, ngx.now())) advance(keys);
+  if (settleLease(keys, lease, end)) advance(keys);
 }
 
 /** Leases are granted in order and all last release_lease: the oldest expire first. */
@@ -106,7 +114,7 @@ function reclaimExpired(keys: ScopeKeys, now: number): void {
     const [v] = zones.queue.get(keys.leasePrefix + (oldest + 1));
     if (v !== undefined && (v as number) >= 0) {
       if ((v as number) > now) break;
-      settleLease(keys, oldest + 1, "success", now); // still running after the lease: not a failure
+      settleLease(keys, oldest + 1, "success"); // still running after the lease: not a failure
     }
     oldest++;
   }
@@ -115,7 +123,7 @@ function reclaimExpired(keys: ScopeKeys, now: number): void {
 
 function windowHasRoom(keys: ScopeKeys, now: number): boolean {
   const st = zones.state;
-  if (now < num(st, keys.backoffUntil)) return false;
+  if (now < num(st, keys.backoffUntil) || now < num(st, keys.readyUntil)) return false;
   const window = math.max(num(st, keys.window), 1);
   if (num(st, keys.used) < window) return true;
   reclaimExpired(keys, now);
@@ -124,11 +132,11 @@ function windowHasRoom(keys: ScopeKeys, now: number): boolean {
 
 // ---- the advancer ---------------------------------------------------------------------
 
-/** Per worker: the first ticket seen issued but unwritten, and since when. */
-const unwritten: { [scope: string]: { ticket: number; since: number } | undefined } = {};
+/** Per worker and lane: the first ticket seen issued but unwritten, and since when. */
+const unwritten: { [laneSeq: string]: { ticket: number; since: number } | undefined } = {};
 
 /** Grants ticket t; false when the queue zone is full (the head must not move). */
-function grant(keys: ScopeKeys, t: number, paced: boolean, deadline: number, now: number): boolean {
+function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline: number, now: number): boolean {
   const st = zones.state;
   const q = zones.queue;
   let lease = 0;
@@ -141,13 +149,13 @@ function grant(keys: ScopeKeys, t: number, paced: boolean, deadline: number, now
       st.incr(keys.used, 1);
     }
   }
-  const claimKey = keys.claimPrefix + t;
+  const claimKey = lane.claimPrefix + t;
   const [won, err] = q.safe_add(claimKey, lease, math.max(deadline - now, 0) + CLAIM_SLACK);
   if (won) {
     st.incr(keys.held, -1);
     return true;
   }
-  if (lease > 0) settleLease(keys, lease, "unused", now);
+  if (lease > 0) settleLease(keys, lease, "unused");
   if (err !== "exists") {
     ngx.log(ngx.ERR, `intermission: cannot grant ticket ${t} of scope ${keys.scope}: ${err}`);
     return false;
@@ -157,38 +165,38 @@ function grant(keys: ScopeKeys, t: number, paced: boolean, deadline: number, now
 }
 
 /** Claims a ticket on behalf of a request that is gone; the claimer owns its `held` share. */
-function passOverDead(keys: ScopeKeys, t: number): void {
-  const claimKey = keys.claimPrefix + t;
+function passOverDead(keys: ScopeKeys, lane: Lane, t: number): void {
+  const claimKey = lane.claimPrefix + t;
   const [ok, err] = zones.queue.safe_add(claimKey, DEAD, CLAIM_SLACK);
   if (ok || err !== "exists") zones.state.incr(keys.held, -1);
   else zones.queue.delete(claimKey); // it left after all
 }
 
 /** Decides ticket t, the next after the head. False: not decidable yet, stop here. */
-function decide(keys: ScopeKeys, t: number, paced: boolean, now: number): boolean {
+function decide(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, now: number): boolean {
   const q = zones.queue;
-  const ticketKey = keys.ticketPrefix + t;
+  const ticketKey = lane.ticketPrefix + t;
   const [deadline] = q.get(ticketKey);
   if (deadline === undefined) {
-    const claimKey = keys.claimPrefix + t;
+    const claimKey = lane.claimPrefix + t;
     if (q.get(claimKey)[0] !== undefined) {
       q.delete(claimKey); // its request could not write the ticket and left
       return true;
     }
     // Issued, not yet written: its request is between two statements, or its worker
     // died right there. Wait for it, a grace period at most.
-    const seen = unwritten[keys.scope];
+    const seen = unwritten[lane.seq];
     if (seen === undefined || seen.ticket !== t) {
-      unwritten[keys.scope] = { ticket: t, since: now };
+      unwritten[lane.seq] = { ticket: t, since: now };
       return false;
     }
     if (now - seen.since < GRACE) return false;
-    passOverDead(keys, t);
+    passOverDead(keys, lane, t);
     return true;
   }
   if ((deadline as number) + GRACE < now) {
-    passOverDead(keys, t);
-  } else if (!grant(keys, t, paced, deadline as number, now)) {
+    passOverDead(keys, lane, t);
+  } else if (!grant(keys, lane, t, paced, deadline as number, now)) {
     return false;
   }
   q.delete(ticketKey);
@@ -200,17 +208,43 @@ export function resumeLocked(keys: ScopeKeys, now: number): Mode {
   const st = zones.state;
   const previous = modeOf(keys);
   if (previous === "running" || previous === "draining") return previous;
-  const seq = num(st, keys.seq);
+  const seq = num(st, keys.main.seq);
   st.safe_set(keys.stop, seq);
   st.safe_set(keys.window, 1);
   st.safe_set(keys.backoffUntil, 0);
   st.safe_set(keys.backoffStep, 0);
+  st.safe_set(keys.lastPause, now - num(st, keys.since));
   st.safe_set(keys.since, now);
   st.safe_set(keys.until, 0);
   st.safe_set(keys.reason, "");
-  const next: Mode = num(st, keys.head) < seq ? "draining" : "running";
+  const next: Mode = pending(keys) ? "draining" : "running";
+  if (next === "draining" && settings.cfg.ready_probe !== undefined) ready.startWaiting(keys, now);
   writeMode(keys, previous, next);
   return next;
+}
+
+function pending(keys: ScopeKeys): boolean {
+  const st = zones.state;
+  return num(st, keys.main.head) < num(st, keys.main.seq) || num(st, keys.retry.head) < num(st, keys.retry.seq);
+}
+
+/** Decides tickets of one lane while the window lets it. False: stopped before its end. */
+function drainLane(keys: ScopeKeys, lane: Lane, stop: number, now: number): boolean {
+  const st = zones.state;
+  const seq = num(st, lane.seq);
+  let head = num(st, lane.head);
+  const start = head;
+  let finished = true;
+  while (head < seq) {
+    const paced = head + 1 <= stop;
+    if ((paced && !windowHasRoom(keys, now)) || !decide(keys, lane, head + 1, paced, now)) {
+      finished = false;
+      break;
+    }
+    head++;
+  }
+  if (head !== start) st.safe_set(lane.head, head);
+  return finished;
 }
 
 /** Caller holds the lock: grants what may go now, in ticket order. */
@@ -224,19 +258,11 @@ function step(keys: ScopeKeys): void {
     ngx.log(ngx.NOTICE, `intermission: audit action=auto-resume scope=${keys.scope} reason=ttl-expired was=${mode}`);
     mode = resumeLocked(keys, now);
   }
-  const seq = num(st, keys.seq);
-  const stop = num(st, keys.stop);
-  let head = num(st, keys.head);
-  const start = head;
-  while (head < seq) {
-    const paced = head + 1 <= stop;
-    if (paced && !windowHasRoom(keys, now)) break;
-    if (!decide(keys, head + 1, paced, now)) break;
-    head++;
-  }
-  if (head !== start) st.safe_set(keys.head, head);
+  // Retries first (every one of them paced), then the main queue in arrival order.
+  if (!drainLane(keys, keys.retry, math.huge, now)) return;
+  const done = drainLane(keys, keys.main, num(st, keys.stop), now);
   // The backlog is granted, and so is everything that queued behind it: run again.
-  if (mode === "draining" && head >= seq) writeMode(keys, "draining", "running");
+  if (mode === "draining" && done) writeMode(keys, "draining", "running");
 }
 
 /** Grants whatever may go now. Never yields: safe in every phase. */
@@ -261,9 +287,9 @@ export function advance(keys: ScopeKeys): void {
  * Gives up ticket t. "left": out of the queue, it must not go upstream. A number: it had
  * been granted that lease first. "dead": it was passed over as gone.
  */
-function leave(keys: ScopeKeys, t: number): number | "left" | "dead" {
+function leave(keys: ScopeKeys, lane: Lane, t: number): number | "left" | "dead" {
   const q = zones.queue;
-  const claimKey = keys.claimPrefix + t;
+  const claimKey = lane.claimPrefix + t;
   const [ok, err] = q.safe_add(claimKey, LEFT);
   if (ok || err !== "exists") {
     if (!ok) ngx.log(ngx.ERR, `intermission: cannot record that ticket ${t} of scope ${keys.scope} left: ${err}`);
@@ -279,7 +305,7 @@ function leave(keys: ScopeKeys, t: number): number | "left" | "dead" {
 /** log() for a request killed while held (worker shutdown): give its place back. */
 export function abandon(w: waiters.Waiter): void {
   waiters.done(w);
-  const result = leave(w.keys, w.ticket);
+  const result = leave(w.keys, w.lane, w.ticket);
   if (type(result) === "number") returnLease(w.keys, result as number, "unused");
 }
 
@@ -297,18 +323,23 @@ export function admit(keys: ScopeKeys): boolean {
     st.incr(keys.held, -1);
     return false;
   }
+  if (heldNow > num(st, keys.lastQueue) && modeOf(keys) === "paused") st.safe_set(keys.lastQueue, heldNow);
   return true;
 }
 
-/** Holds an admitted request (see admit); `label` names it in the log. */
-export function hold(keys: ScopeKeys, deadline: number, w: waiters.Waiter, label: string): LuaMultiReturn<[Outcome, number]> {
+/**
+ * Holds an admitted request (see admit) in a lane: "main" for a new request, "retry"
+ * for a released one whose upstream connection failed. `label` names it in the log.
+ */
+export function hold(keys: ScopeKeys, lane: Lane, deadline: number, w: waiters.Waiter, label: string): LuaMultiReturn<[Outcome, number]> {
   const st = zones.state;
   const q = zones.queue;
   while (true) {
-    const [t] = st.incr(keys.seq, 1);
-    const [written] = q.safe_add(keys.ticketPrefix + t!, deadline);
-    const watched = waiters.track(w, keys, t!, deadline);
-    ngx.log(ngx.NOTICE, `intermission: hold ${label} scope=${keys.scope} ticket=${t!} state=${modeOf(keys)}`);
+    const [t] = st.incr(lane.seq, 1);
+    const [written] = q.safe_add(lane.ticketPrefix + t!, deadline);
+    const watched = waiters.track(w, keys, lane, t!, deadline);
+    const laneNote = lane.name === "retry" ? " lane=retry" : "";
+    ngx.log(ngx.NOTICE, `intermission: hold ${label} scope=${keys.scope} ticket=${t!}${laneNote} state=${modeOf(keys)}`);
     if (!written) {
       abandon(w);
       return $multi("error", 0);
@@ -317,9 +348,9 @@ export function hold(keys: ScopeKeys, deadline: number, w: waiters.Waiter, label
 
     let outcome: Outcome = "timeout";
     while (true) {
-      const [claim] = q.get(keys.claimPrefix + t!);
+      const [claim] = q.get(lane.claimPrefix + t!);
       if (type(claim) === "number") {
-        q.delete(keys.claimPrefix + t!);
+        q.delete(lane.claimPrefix + t!);
         waiters.done(w);
         return $multi("released", claim as number);
       }
@@ -338,7 +369,7 @@ export function hold(keys: ScopeKeys, deadline: number, w: waiters.Waiter, label
     }
 
     waiters.done(w);
-    const result = leave(keys, t!);
+    const result = leave(keys, lane, t!);
     if (result === "left") return $multi(outcome, 0);
     if (result === "dead") {
       // Passed over while still here (its worker stalled): queue again if time is left.
@@ -366,7 +397,8 @@ waiters.setAdvance(advance);
 
 /** Tickets not yet decided (some of them may have left and wait to be passed over). */
 export function queued(keys: ScopeKeys): number {
-  return math.max(0, num(zones.state, keys.seq) - num(zones.state, keys.head));
+  const st = zones.state;
+  return math.max(0, num(st, keys.main.seq) - num(st, keys.main.head)) + math.max(0, num(st, keys.retry.seq) - num(st, keys.retry.head));
 }
 
 /** The release's progress, for status and metrics. */
@@ -375,7 +407,7 @@ export function progress(keys: ScopeKeys): { window: number; leases: number; bac
   return {
     window: math.max(num(st, keys.window), 1),
     leases: num(st, keys.used),
-    backlog: math.max(0, num(st, keys.stop) - num(st, keys.head)),
+    backlog: math.max(0, num(st, keys.stop) - num(st, keys.main.head)),
     backoff: math.max(0, num(st, keys.backoffUntil) - ngx.now()),
   };
 }

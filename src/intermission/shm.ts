@@ -11,6 +11,18 @@
 // Key names are built once per scope and per worker and then reused, so the hot path
 // never builds a string.
 
+/** One FIFO of tickets: the main queue, or the retry lane ahead of it. */
+export interface Lane {
+  name: "main" | "retry";
+  /** Tickets issued (the tail). */
+  seq: string;
+  /** Tickets decided: every ticket <= head was granted or passed over. */
+  head: string;
+  /** Per-ticket keys in the queue zone: the deadline (w|t) and the claim (c|t). */
+  ticketPrefix: string;
+  claimPrefix: string;
+}
+
 export interface ScopeKeys {
   scope: string;
   /** Present once the scope was created (counts towards max_scopes). */
@@ -24,11 +36,11 @@ export interface ScopeKeys {
   /** The scope's advance lock (non-blocking, see release.ts) and its wake-up count. */
   lock: string;
   dirty: string;
-  /** Tickets issued (the queue's tail). */
-  seq: string;
-  /** Tickets decided (the queue's head): every ticket <= head was granted or passed over. */
-  head: string;
-  /** The last ticket of the backlog being released; tickets up to it are paced by the window. */
+  /** Held requests in arrival order. */
+  main: Lane;
+  /** Released requests whose upstream connection failed: they go again before the main queue. */
+  retry: Lane;
+  /** The last main ticket of the backlog being released; tickets up to it are paced by the window. */
   stop: string;
   /** Tickets waiting for a decision on this node now. */
   held: string;
@@ -40,9 +52,12 @@ export interface ScopeKeys {
   /** Lease numbers: the last issued, and the oldest that may still be outstanding. */
   leaseSeq: string;
   leaseOldest: string;
-  /** Per-ticket and per-lease keys in the queue zone. */
-  ticketPrefix: string;
-  claimPrefix: string;
+  /** Until when the release waits for the ready probe (0: not waiting). */
+  readyUntil: string;
+  /** The last pause: its largest queue and how long it lasted. */
+  lastQueue: string;
+  lastPause: string;
+  /** Per-lease keys in the queue zone. */
   leasePrefix: string;
   /** Counters zone. */
   counterPrefix: string;
@@ -93,8 +108,8 @@ function makeKeys(scope: string): ScopeKeys {
     reason: `${p}reason`,
     lock: `${p}lock`,
     dirty: `${p}dirty`,
-    seq: `${p}seq`,
-    head: `${p}head`,
+    main: { name: "main", seq: `${p}seq`, head: `${p}head`, ticketPrefix: `${p}w|`, claimPrefix: `${p}c|` },
+    retry: { name: "retry", seq: `${p}rseq`, head: `${p}rhead`, ticketPrefix: `${p}rw|`, claimPrefix: `${p}rc|` },
     stop: `${p}stop`,
     held: `${p}held`,
     used: `${p}used`,
@@ -103,8 +118,9 @@ function makeKeys(scope: string): ScopeKeys {
     backoffStep: `${p}bstep`,
     leaseSeq: `${p}lseq`,
     leaseOldest: `${p}lold`,
-    ticketPrefix: `${p}w|`,
-    claimPrefix: `${p}c|`,
+    readyUntil: `${p}ready`,
+    lastQueue: `${p}lastq`,
+    lastPause: `${p}lastp`,
     leasePrefix: `${p}l|`,
     counterPrefix: p,
   };
@@ -135,8 +151,9 @@ export function scopeExists(keys: ScopeKeys): boolean {
 
 /** The numeric keys every scope has from its creation on; incr() needs them to exist. */
 function numericKeys(keys: ScopeKeys): string[] {
-  return [keys.dirty, keys.seq, keys.head, keys.stop, keys.held, keys.used, keys.window,
-    keys.backoffUntil, keys.backoffStep, keys.leaseSeq, keys.leaseOldest, keys.since, keys.until];
+  return [keys.dirty, keys.main.seq, keys.main.head, keys.retry.seq, keys.retry.head, keys.stop, keys.held,
+    keys.used, keys.window, keys.backoffUntil, keys.backoffStep, keys.leaseSeq, keys.leaseOldest, keys.since,
+    keys.until, keys.readyUntil, keys.lastQueue, keys.lastPause];
 }
 
 /**

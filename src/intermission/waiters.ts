@@ -9,12 +9,13 @@
 // tickets the head has passed (granted or not, whatever the mode: a grant is never left
 // sleeping) and, in maintenance, every waiter of the scope.
 import * as semaphore from "ngx.semaphore";
-import { ScopeKeys, zones, num } from "./shm";
+import { ScopeKeys, Lane, zones, num } from "./shm";
 import { settings } from "./settings";
 import { modeOf } from "./mode";
 
 export interface Waiter {
   keys: ScopeKeys;
+  lane: Lane;
   ticket: number;
   deadline: number;
   sema: NgxSemaphore;
@@ -26,6 +27,7 @@ export interface Waiter {
 
 interface LocalQueue {
   keys: ScopeKeys;
+  lane: Lane;
   items: (Waiter | undefined)[];
   first: number;
   last: number;
@@ -58,7 +60,7 @@ export function poke(): void {
 export function newWaiter(keys: ScopeKeys): LuaMultiReturn<[Waiter | undefined, string | undefined]> {
   const [sema, err] = semaphore.new(0);
   if (sema === undefined) return $multi(undefined, `cannot create a semaphore: ${err}`);
-  return $multi({ keys, ticket: 0, deadline: 0, sema, aborted: false, done: true }, undefined);
+  return $multi({ keys, lane: keys.main, ticket: 0, deadline: 0, sema, aborted: false, done: true }, undefined);
 }
 
 function post(w: Waiter): void {
@@ -70,7 +72,7 @@ export function wake(w: Waiter): void {
   post(w);
 }
 
-function pumpScope(scope: string, q: LocalQueue): void {
+function pumpScope(id: string, q: LocalQueue): void {
   watch.advance!(q.keys);
   if (modeOf(q.keys) === "maintenance") {
     for (let i = q.first; i <= q.last; i++) {
@@ -78,7 +80,7 @@ function pumpScope(scope: string, q: LocalQueue): void {
       if (w !== undefined && !w.done) post(w);
     }
   }
-  const head = num(zones.state, q.keys.head);
+  const head = num(zones.state, q.lane.head);
   while (q.first <= q.last) {
     const w = q.items[q.first];
     if (w !== undefined && !w.done) {
@@ -88,7 +90,7 @@ function pumpScope(scope: string, q: LocalQueue): void {
     q.items[q.first] = undefined;
     q.first++;
   }
-  if (q.first > q.last) localQueues[scope] = undefined;
+  if (q.first > q.last) localQueues[id] = undefined;
 }
 
 /** Drops waiters whose request is gone without a word (a killed coroutine). */
@@ -138,18 +140,21 @@ function ensureWatcher(): LuaMultiReturn<[boolean, string | undefined]> {
  * Lists a waiter under its ticket and makes sure the watcher runs. False: there is no
  * watcher (an exiting worker cannot start timers), so the waiter must look for itself.
  */
-export function track(w: Waiter, keys: ScopeKeys, ticket: number, deadline: number): boolean {
+export function track(w: Waiter, keys: ScopeKeys, lane: Lane, ticket: number, deadline: number): boolean {
   w.keys = keys;
+  w.lane = lane;
   w.ticket = ticket;
   w.deadline = deadline;
   w.done = false;
   watch.waiting++;
   const [ok, err] = ensureWatcher();
   if (!ok) ngx.log(ngx.WARN, `intermission: no watcher, held request_id=${ngx.var.request_id ?? "-"} looks for itself: ${err}`);
-  let q = localQueues[keys.scope];
+  // One local list per scope and lane: tickets of a lane are ordered, across lanes not.
+  const id = lane.seq;
+  let q = localQueues[id];
   if (q === undefined) {
-    q = { keys, items: [], first: 1, last: 0 };
-    localQueues[keys.scope] = q;
+    q = { keys, lane, items: [], first: 1, last: 0 };
+    localQueues[id] = q;
   }
   q.last++;
   q.items[q.last] = w;

@@ -72,9 +72,20 @@ const BACKEND = `
                 ngx.say("reset")
             }
         }
+        location = /_backend/fail {
+            content_by_lua_block {
+                -- The app answers 503 for ?seconds= from now (a cold database, say).
+                ngx.shared.backend:set("fail_until", ngx.now() + tonumber(ngx.var.arg_seconds))
+                ngx.say("failing")
+            }
+        }
         location / {
             content_by_lua_block {
                 local d = ngx.shared.backend
+                if (d:get("fail_until") or 0) > ngx.now() then
+                    d:rpush("failed", ngx.var.arg_id or "-")
+                    return ngx.exit(503)
+                end
                 local active = d:incr("active", 1, 0)
                 d:rpush("ids", ngx.var.arg_id or "-")
                 d:rpush("conc", active)

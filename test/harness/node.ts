@@ -30,6 +30,8 @@ const ALARMING = /\[(error|crit|alert|emerg)\]|runtime error|_G write guard/;
 export interface NodeOptions extends ConfigOptions {
   network?: StartedNetwork;
   alias?: string;
+  /** More files to put in the container (e.g. a second nginx's config). */
+  files?: { content: string; target: string }[];
 }
 
 export class NginxNode {
@@ -43,7 +45,7 @@ export class NginxNode {
   static async start(opts: NodeOptions = {}): Promise<NginxNode> {
     ensureImages();
     let builder = new GenericContainer(IMAGE)
-      .withCopyContentToContainer([{ content: nginxConfig(opts), target: CONF }])
+      .withCopyContentToContainer([{ content: nginxConfig(opts), target: CONF }, ...(opts.files ?? [])])
       .withCommand(["nginx", "-c", CONF, "-g", "daemon off;"])
       .withExposedPorts(8080, 8081)
       .withWaitStrategy(Wait.forHttp("/_backend/arrivals", 8081).forStatusCode(200))

@@ -1,0 +1,130 @@
+local ____exports = {}
+local parseUrl, probeOnce, prober, PROBER_PREFIX
+local ____shm = require("intermission.shm")
+local zones = ____shm.zones
+local keysFor = ____shm.keysFor
+local num = ____shm.num
+local ____settings = require("intermission.settings")
+local settings = ____settings.settings
+local counters = require("intermission.counters")
+local waiters = require("intermission.waiters")
+function parseUrl(url)
+    local host, port, path = string.match(url, "^http://([^:/]+):?(%d*)(.*)$")
+    if host == nil then
+        return nil
+    end
+    return {
+        host = host,
+        port = port == "" and 80 or tonumber(port),
+        path = path == "" and "/" or path
+    }
+end
+function probeOnce(target, timeout)
+    local sock = ngx.socket.tcp()
+    sock:settimeout(timeout * 1000)
+    local ok, err = sock:connect(target.host, target.port)
+    if ok == nil then
+        return false, "connect: " .. tostring(err)
+    end
+    local sent, sendErr = sock:send(((("GET " .. target.path) .. " HTTP/1.0\r\nHost: ") .. target.host) .. "\r\nUser-Agent: intermission-ready-probe\r\nConnection: close\r\n\r\n")
+    if sent == nil then
+        sock:close()
+        return false, "send: " .. tostring(sendErr)
+    end
+    local line, readErr = sock:receive("*l")
+    sock:close()
+    if line == nil then
+        return false, "read: " .. tostring(readErr)
+    end
+    local status = string.match(line, "^HTTP/%d%.%d (%d%d%d)")
+    if status == nil then
+        return false, "not an HTTP answer: " .. string.sub(line, 1, 60)
+    end
+    local code = tonumber(status)
+    return code >= 200 and code < 300, "status " .. status
+end
+function prober(premature, scope)
+    local keys = keysFor(scope)
+    local probe = settings.cfg.ready_probe
+    local started = ngx.now()
+    local streak = 0
+    local failures = 0
+    local last = ""
+    local target = parseUrl(probe.url)
+    while not premature and not ngx.worker.exiting() do
+        ngx.update_time()
+        local ____until = num(zones.state, keys.readyUntil)
+        if ____until == 0 then
+            break
+        end
+        if ngx.now() >= ____until then
+            ngx.log(
+                ngx.WARN,
+                ((((((("intermission: ready probe " .. probe.url) .. " for scope ") .. scope) .. " timed out after ") .. tostring(probe.timeout)) .. "s (") .. last) .. "); releasing the held requests anyway"
+            )
+            break
+        end
+        local good, detail = probeOnce(
+            target,
+            math.min(probe.interval * 4, 2)
+        )
+        last = detail
+        if good then
+            streak = streak + 1
+            if streak >= probe.successes then
+                ngx.log(
+                    ngx.NOTICE,
+                    ((((((("intermission: ready probe " .. probe.url) .. " for scope ") .. scope) .. " passed ") .. tostring(streak)) .. "x after ") .. string.format(
+                        "%.3f",
+                        ngx.now() - started
+                    )) .. "s; releasing"
+                )
+                break
+            end
+        else
+            streak = 0
+            failures = failures + 1
+            counters.count(keys, "probe_failures")
+        end
+        ngx.sleep(probe.interval)
+    end
+    ngx.update_time()
+    counters.add(
+        keys,
+        "ready_wait_seconds",
+        ngx.now() - started
+    )
+    zones.state:safe_set(keys.readyUntil, 0)
+    zones.state:delete(PROBER_PREFIX .. scope)
+    waiters.poke()
+    if failures > 0 then
+        ngx.log(
+            ngx.INFO,
+            ((("intermission: ready probe for scope " .. scope) .. ": ") .. tostring(failures)) .. " failed attempt(s)"
+        )
+    end
+end
+PROBER_PREFIX = "prober|"
+--- Starts waiting for readiness (called under the scope's lock, at resume).
+function ____exports.startWaiting(keys, now)
+    local probe = settings.cfg.ready_probe
+    zones.state:safe_set(keys.readyUntil, now + probe.timeout)
+    local mine = zones.state:safe_add(PROBER_PREFIX .. keys.scope, true, probe.timeout + 5)
+    if not mine then
+        return
+    end
+    local ok, err = ngx.timer.at(0, prober, keys.scope)
+    if not ok then
+        zones.state:delete(PROBER_PREFIX .. keys.scope)
+        zones.state:safe_set(keys.readyUntil, 0)
+        ngx.log(
+            ngx.ERR,
+            (("intermission: cannot start the ready probe for scope " .. keys.scope) .. ", releasing at once: ") .. tostring(err)
+        )
+    end
+end
+--- Whether the release of this scope waits for the ready probe now.
+function ____exports.waiting(keys)
+    return num(zones.state, keys.readyUntil) > ngx.now()
+end
+return ____exports

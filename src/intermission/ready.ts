@@ -1,0 +1,100 @@
+// The ready probe: after a resume, held requests wait until the backend answers.
+//
+// One prober per scope and node (a shared-dict add decides which worker runs it), a
+// timer with a cosocket, never per request. It asks `ready_probe.url` every `interval`
+// seconds; after `successes` 2xx answers in a row it opens the release (readyUntil = 0),
+// and when `timeout` passes first it opens it anyway and says so. Meanwhile the release
+// step sees readyUntil in the future and grants nothing (release.ts, windowHasRoom).
+import { ScopeKeys, zones, keysFor, num } from "./shm";
+import { settings, ReadyProbe } from "./settings";
+import * as counters from "./counters";
+import * as waiters from "./waiters";
+
+const PROBER_PREFIX = "prober|";
+
+/** Starts waiting for readiness (called under the scope's lock, at resume). */
+export function startWaiting(keys: ScopeKeys, now: number): void {
+  const probe = settings.cfg.ready_probe!;
+  zones.state.safe_set(keys.readyUntil, now + probe.timeout);
+  // One prober per scope on this node; the key outlives a crashed prober by little.
+  const [mine] = zones.state.safe_add(PROBER_PREFIX + keys.scope, true, probe.timeout + 5);
+  if (!mine) return;
+  const [ok, err] = ngx.timer.at(0, prober, keys.scope);
+  if (!ok) {
+    zones.state.delete(PROBER_PREFIX + keys.scope);
+    zones.state.safe_set(keys.readyUntil, 0);
+    ngx.log(ngx.ERR, `intermission: cannot start the ready probe for scope ${keys.scope}, releasing at once: ${err}`);
+  }
+}
+
+interface Target { host: string; port: number; path: string }
+
+function parseUrl(url: string): Target | undefined {
+  const [host, port, path] = string.match(url, "^http://([^:/]+):?(%d*)(.*)$");
+  if (host === undefined) return undefined;
+  return { host, port: port === "" ? 80 : tonumber(port)!, path: path === "" ? "/" : path! };
+}
+
+/** One GET of the probe URL: true for a 2xx status. */
+function probeOnce(target: Target, timeout: number): LuaMultiReturn<[boolean, string]> {
+  const sock = ngx.socket.tcp();
+  sock.settimeout(timeout * 1000);
+  const [ok, err] = sock.connect(target.host, target.port);
+  if (ok === undefined) return $multi(false, `connect: ${err}`);
+  const [sent, sendErr] = sock.send(`GET ${target.path} HTTP/1.0\r\nHost: ${target.host}\r\nUser-Agent: intermission-ready-probe\r\nConnection: close\r\n\r\n`);
+  if (sent === undefined) {
+    sock.close();
+    return $multi(false, `send: ${sendErr}`);
+  }
+  const [line, readErr] = sock.receive("*l");
+  sock.close();
+  if (line === undefined) return $multi(false, `read: ${readErr}`);
+  const [status] = string.match(line, "^HTTP/%d%.%d (%d%d%d)");
+  if (status === undefined) return $multi(false, `not an HTTP answer: ${string.sub(line, 1, 60)}`);
+  const code = tonumber(status)!;
+  return $multi(code >= 200 && code < 300, `status ${status}`);
+}
+
+function prober(this: void, premature: boolean, scope: string): void {
+  const keys = keysFor(scope);
+  const probe: ReadyProbe = settings.cfg.ready_probe!;
+  const started = ngx.now();
+  let streak = 0;
+  let failures = 0;
+  let last = "";
+  const target = parseUrl(probe.url)!;
+  while (!premature && !ngx.worker.exiting()) {
+    ngx.update_time();
+    const until = num(zones.state, keys.readyUntil);
+    if (until === 0) break; // a pause, maintenance or another resume settled it
+    if (ngx.now() >= until) {
+      ngx.log(ngx.WARN, `intermission: ready probe ${probe.url} for scope ${scope} timed out after ${probe.timeout}s (${last}); releasing the held requests anyway`);
+      break;
+    }
+    const [good, detail] = probeOnce(target, math.min(probe.interval * 4, 2));
+    last = detail;
+    if (good) {
+      streak++;
+      if (streak >= probe.successes) {
+        ngx.log(ngx.NOTICE, `intermission: ready probe ${probe.url} for scope ${scope} passed ${streak}x after ${string.format("%.3f", ngx.now() - started)}s; releasing`);
+        break;
+      }
+    } else {
+      streak = 0;
+      failures++;
+      counters.count(keys, "probe_failures");
+    }
+    ngx.sleep(probe.interval);
+  }
+  ngx.update_time();
+  counters.add(keys, "ready_wait_seconds", ngx.now() - started);
+  zones.state.safe_set(keys.readyUntil, 0);
+  zones.state.delete(PROBER_PREFIX + scope);
+  waiters.poke();
+  if (failures > 0) ngx.log(ngx.INFO, `intermission: ready probe for scope ${scope}: ${failures} failed attempt(s)`);
+}
+
+/** Whether the release of this scope waits for the ready probe now. */
+export function waiting(keys: ScopeKeys): boolean {
+  return num(zones.state, keys.readyUntil) > ngx.now();
+}

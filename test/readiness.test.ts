@@ -1,0 +1,96 @@
+// Release into a backend that is ready (issue 10): a released request whose upstream
+// connection failed is held again at the head of the queue and retried (the app never
+// saw it, so POSTs too); gateway failures stop the release for a back-off; slow start.
+import { describe, it, before, after, beforeEach, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { NginxNode } from "./harness/node.ts";
+import { PendingRequest, get, send, waitFor } from "./harness/http.ts";
+
+const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
+
+/** A second nginx in the container, on :8082, in front of the recording backend: the app to restart. */
+const APP_CONF = "/etc/intermission/app.conf";
+const APP = `
+include /etc/nginx/modules-enabled/*.conf;
+worker_processes 1;
+pid /run/app.pid;
+error_log /var/log/nginx/app-error.log;
+events {}
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:8082;
+        location / { proxy_pass http://127.0.0.1:8081; }
+    }
+}`;
+
+const FLAKY = `
+        location /app/ {
+            access_by_lua_block        { require("intermission").access() }
+            header_filter_by_lua_block { require("intermission").header_filter() }
+            log_by_lua_block           { require("intermission").log() }
+            proxy_pass http://127.0.0.1:8082/;
+            error_page 502 504 = @intermission_retry;
+            recursive_error_pages on;
+        }
+        location @intermission_retry {
+            content_by_lua_block { require("intermission").retry() }
+        }`;
+
+async function holdAll(node: NginxNode, requests: { path: string; post?: string }[]): Promise<PendingRequest[]> {
+  const pending: PendingRequest[] = [];
+  for (const [i, r] of requests.entries()) {
+    pending.push(send(node.url(r.path), r.post === undefined ? {} : { method: "POST", body: r.post, headers: { "Content-Type": "text/plain" } }));
+    await node.held(i + 1);
+  }
+  return pending;
+}
+
+describe("release into a backend that is not ready yet", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start({
+      setup: { release_window: 4, max_hold: 20 },
+      extraLocations: FLAKY,
+      files: [{ content: APP, target: APP_CONF }],
+    });
+  });
+  after(async () => node?.stop());
+  beforeEach(async () => {
+    await node.reset();
+    await node.exec(["sh", "-c", `nginx -c ${APP_CONF} -s stop 2>/dev/null; true`]);
+  });
+  afterEach(async () => node.assertCleanLog([/connect\(\) failed \(111: Connection refused\) while connecting to upstream/]));
+
+  it("requests released into a port nobody listens on yet are retried, none fails, each reaches the app once", async () => {
+    await node.control("pause");
+    const requests = ids("r", 12).map((id, i) => (i % 3 === 0 ? { path: `/app/?id=${id}`, post: `body of ${id}` } : { path: `/app/?id=${id}` }));
+    const pending = await holdAll(node, requests);
+    await node.control("resume");
+    // The app comes up a moment after the resume (a maintenance script that returned early).
+    await waitFor("a failed attempt to be retried", async () => (await node.status()).counters.retried > 0);
+    await node.exec(["nginx", "-c", APP_CONF]);
+    const replies = await Promise.all(pending.map((p) => p.reply));
+    assert.deepEqual(replies.map((r) => r.status), requests.map(() => 200), "zero failed requests");
+    const seen = (await node.arrivals()).ids;
+    assert.deepEqual([...seen].sort(), ids("r", 12).sort(), "each request reached the app exactly once");
+    const status = await node.status();
+    assert.ok(status.counters.retried >= 1);
+    assert.equal(status.held, 0);
+    assert.equal(status.release.leases, 0);
+    await waitFor("nothing in flight", async () => (await node.status()).in_flight === 0);
+  });
+
+  it("an app that answers 503 for a second costs a few requests, not the backlog", async () => {
+    await node.exec(["nginx", "-c", APP_CONF]);
+    await node.control("pause");
+    const pending = await holdAll(node, ids("/?id=c", 20).map((path) => ({ path })));
+    await get(`${node.backend}/_backend/fail?seconds=1`);
+    await node.control("resume");
+    const replies = await Promise.all(pending.map((p) => p.reply));
+    const failed = replies.filter((r) => r.status !== 200);
+    assert.ok(failed.every((r) => r.status === 503));
+    assert.ok(failed.length >= 1 && failed.length <= 5, `a probe per back-off step failed, the rest waited: ${failed.length} failed`);
+    assert.equal((await node.arrivals()).ids.length, 20 - failed.length);
+  });
+});
