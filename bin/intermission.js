@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The intermission ops CLI: drive pause/resume on one node or a fleet.
 import { parseArgs, UsageError, USAGE } from "./args.js";
+import { version } from "./version.js";
 import { fanOut } from "./nodes.js";
 import { table, json } from "./format.js";
 import { run } from "./run.js";
@@ -32,7 +33,16 @@ async function status(o) {
 async function main(argv) {
     let o;
     try {
-        o = parseArgs(argv, process.env);
+        const parsed = parseArgs(argv, process.env);
+        if (parsed.kind === "help") {
+            process.stdout.write(USAGE + "\n");
+            return 0;
+        }
+        if (parsed.kind === "version") {
+            process.stdout.write(version() + "\n");
+            return 0;
+        }
+        o = parsed;
     }
     catch (e) {
         if (e instanceof UsageError) {

@@ -1,6 +1,7 @@
 // intermission run -- CMD: pause every node (all or nothing), wait for the drain, run
 // CMD, and resume every node afterwards, whether CMD succeeds, fails or is interrupted.
 import { spawn } from "node:child_process";
+import { EXIT_NOT_DRAINED } from "./args.js";
 import { fanOut } from "./nodes.js";
 function pauseParams(o) {
     return { ttl: o.ttl, reason: o.reason ?? `intermission run ${o.argv.join(" ")}`.slice(0, 200), scope: o.scope, drain: o.drain };
@@ -67,6 +68,15 @@ export async function run(o, log) {
         const drainNote = r.body.drained === undefined ? "" : r.body.drained
             ? ", drained" : `, NOT drained: ${r.body.in_flight} request(s) still in flight after ${drain}s`;
         log(`paused ${r.url}${drainNote}`);
+    }
+    // By default a drain that timed out is only reported (one WebSocket should not block
+    // every maintenance); --require-drain makes it a reason not to start.
+    const undrained = paused.filter((r) => r.body.drained !== true);
+    if (o.requireDrain && undrained.length > 0) {
+        log(`--require-drain: ${undrained.length} node(s) did not drain within ${drain}s; ` +
+            `resuming every node; ${o.argv[0]} was not run`);
+        await resumeAll(o, o.urls, log);
+        return EXIT_NOT_DRAINED;
     }
     // From here on, every path resumes. A second signal while resuming is ignored.
     let status;

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The intermission ops CLI: drive pause/resume on one node or a fleet.
 import { parseArgs, UsageError, USAGE, Options } from "./args.ts";
+import { version } from "./version.ts";
 import { fanOut, NodeResult } from "./nodes.ts";
 import { table, json } from "./format.ts";
 import { run } from "./run.ts";
@@ -31,7 +32,16 @@ async function status(o: Options): Promise<number> {
 async function main(argv: string[]): Promise<number> {
   let o: Options;
   try {
-    o = parseArgs(argv, process.env);
+    const parsed = parseArgs(argv, process.env);
+    if (parsed.kind === "help") {
+      process.stdout.write(USAGE + "\n");
+      return 0;
+    }
+    if (parsed.kind === "version") {
+      process.stdout.write(version() + "\n");
+      return 0;
+    }
+    o = parsed;
   } catch (e) {
     if (e instanceof UsageError) {
       if (e.message) process.stderr.write(`intermission: ${e.message}\n`);
