@@ -3,7 +3,7 @@
 // into a message in the CLI's own words ("--ttl needs a value"), which strict mode's
 // generic errors would not give.
 import { parseArgs as tokenize } from "node:util";
-const COMMANDS = ["status", "pause", "resume", "maintenance", "run"];
+const COMMANDS = ["status", "pause", "resume", "maintenance", "run", "check-config"];
 export class UsageError extends Error {
 }
 /** run's drain when neither --drain nor --no-drain is given. */
@@ -25,6 +25,10 @@ commands:
                  interrupted), exit with CMD's status. A drain that times out is
                  reported and CMD runs anyway; with --require-drain every node is
                  resumed instead, CMD is not run, and the exit status is ${EXIT_NOT_DRAINED}.
+  check-config [--nginx PATH] [--prefix DIR] [FILE]
+                 on the nginx host: run FILE's init_by_lua (setup() and its options)
+                 in a throwaway nginx that serves nothing, the check nginx -t skips
+                 (FILE: nginx's default configuration)
 
 options:
   --url URL      a node's control location, e.g. http://10.0.0.5/_intermission
@@ -46,6 +50,8 @@ const OPTIONS = {
     drain: { type: "string" },
     "no-drain": { type: "boolean" },
     "require-drain": { type: "boolean" },
+    nginx: { type: "string" },
+    prefix: { type: "string" },
     watch: { type: "boolean" },
     help: { type: "boolean", short: "h" },
     version: { type: "boolean", short: "V" },
@@ -89,7 +95,12 @@ export function parseArgs(argv, env) {
         return { kind: "help" };
     if (flags.has("version"))
         return { kind: "version" };
+    let conf;
     for (const p of positionals) {
+        if (command === "check-config" && conf === undefined) {
+            conf = p;
+            continue;
+        }
         if (command !== undefined)
             throw new UsageError(`unexpected argument ${p}`);
         if (!COMMANDS.includes(p))
@@ -148,5 +159,8 @@ export function parseArgs(argv, env) {
         requireDrain,
         watch: flags.has("watch"),
         argv: cmdArgv,
+        nginx: strings.nginx ?? "nginx",
+        conf,
+        prefix: strings.prefix,
     };
 }

@@ -5,6 +5,7 @@ import { version } from "./version.js";
 import { fanOut } from "./nodes.js";
 import { table, json } from "./format.js";
 import { run } from "./run.js";
+import { checkConfig } from "./check-config.js";
 const log = (line) => process.stderr.write(`intermission: ${line}\n`);
 function report(o, results) {
     if (o.json) {
@@ -58,6 +59,8 @@ async function main(argv) {
             return status(o);
         case "run":
             return run(o, log);
+        case "check-config":
+            return checkConfig({ nginx: o.nginx, conf: o.conf, prefix: o.prefix, timeout: o.timeout }, log);
         default: {
             const drain = o.command === "pause" && o.drain !== undefined ? Number(o.drain) : 0;
             const params = o.command === "resume" ? { scope: o.scope } : { ttl: o.ttl, reason: o.reason, scope: o.scope, drain: o.drain };

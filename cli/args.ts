@@ -4,8 +4,8 @@
 // generic errors would not give.
 import { parseArgs as tokenize } from "node:util";
 
-export type Command = "status" | "pause" | "resume" | "maintenance" | "run";
-const COMMANDS: Command[] = ["status", "pause", "resume", "maintenance", "run"];
+export type Command = "status" | "pause" | "resume" | "maintenance" | "run" | "check-config";
+const COMMANDS: Command[] = ["status", "pause", "resume", "maintenance", "run", "check-config"];
 
 export interface Options {
   command: Command;
@@ -24,6 +24,10 @@ export interface Options {
   watch: boolean;
   /** run: the command and its arguments. */
   argv: string[];
+  /** check-config: the nginx binary, its -c file (nginx's default if undefined) and -p. */
+  nginx: string;
+  conf?: string;
+  prefix?: string;
 }
 
 /** What the command line asks for: an action, or just the help text or the version. */
@@ -52,6 +56,10 @@ commands:
                  interrupted), exit with CMD's status. A drain that times out is
                  reported and CMD runs anyway; with --require-drain every node is
                  resumed instead, CMD is not run, and the exit status is ${EXIT_NOT_DRAINED}.
+  check-config [--nginx PATH] [--prefix DIR] [FILE]
+                 on the nginx host: run FILE's init_by_lua (setup() and its options)
+                 in a throwaway nginx that serves nothing, the check nginx -t skips
+                 (FILE: nginx's default configuration)
 
 options:
   --url URL      a node's control location, e.g. http://10.0.0.5/_intermission
@@ -74,6 +82,8 @@ const OPTIONS = {
   drain: { type: "string" },
   "no-drain": { type: "boolean" },
   "require-drain": { type: "boolean" },
+  nginx: { type: "string" },
+  prefix: { type: "string" },
   watch: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -116,7 +126,12 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Parsed {
   if (flags.has("help")) return { kind: "help" };
   if (flags.has("version")) return { kind: "version" };
 
+  let conf: string | undefined;
   for (const p of positionals) {
+    if (command === "check-config" && conf === undefined) {
+      conf = p;
+      continue;
+    }
     if (command !== undefined) throw new UsageError(`unexpected argument ${p}`);
     if (!COMMANDS.includes(p as Command)) throw new UsageError(`unknown command ${p}`);
     command = p as Command;
@@ -165,5 +180,8 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Parsed {
     requireDrain,
     watch: flags.has("watch"),
     argv: cmdArgv,
+    nginx: strings.nginx ?? "nginx",
+    conf,
+    prefix: strings.prefix,
   };
 }

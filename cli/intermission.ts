@@ -5,6 +5,7 @@ import { version } from "./version.ts";
 import { fanOut, NodeResult } from "./nodes.ts";
 import { table, json } from "./format.ts";
 import { run } from "./run.ts";
+import { checkConfig } from "./check-config.ts";
 
 const log = (line: string) => process.stderr.write(`intermission: ${line}\n`);
 
@@ -55,6 +56,8 @@ async function main(argv: string[]): Promise<number> {
       return status(o);
     case "run":
       return run(o, log);
+    case "check-config":
+      return checkConfig({ nginx: o.nginx, conf: o.conf, prefix: o.prefix, timeout: o.timeout }, log);
     default: {
       const drain = o.command === "pause" && o.drain !== undefined ? Number(o.drain) : 0;
       const params = o.command === "resume" ? { scope: o.scope } : { ttl: o.ttl, reason: o.reason, scope: o.scope, drain: o.drain };
