@@ -1,14 +1,18 @@
 // The packages, installed the way users install them: the LuaRocks rock (its tree is
-// the only intermission a node can load, and the walking skeleton passes on it) and the
+// the only intermission a node can load, and the walking skeleton passes on it), the
 // CLI's npm tarball (installed into a throwaway prefix, nothing but the CLI in it, and it
-// talks to a real node).
+// talks to a real node), and Debian's lua-resty-redis given its resty.redis name by a
+// directory of links on lua_package_path, as the README shows.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { NginxNode, ROOT, ensureImages } from "./harness/node.ts";
+import { GenericContainer, Wait } from "testcontainers";
+import type { StartedNetwork, StartedTestContainer } from "testcontainers";
+import { NginxNode, ROOT, IMAGE, ensureImages, startRedis, newNetwork, DOCKER_DNS } from "./harness/node.ts";
+import { nginxConfig } from "./harness/nginx-config.ts";
 
 const pkg = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8"));
 
@@ -80,6 +84,58 @@ describe("npm package", () => {
     assert.equal(status.status, 0, status.stderr);
     assert.match(status.stdout, /^node\s+state\s+held/);
     assert.match(status.stdout, /running/);
+    await node.assertCleanLog();
+  });
+});
+
+describe("Debian's lua-resty-redis named by a directory on lua_package_path", () => {
+  let network: StartedNetwork;
+  let redis: StartedTestContainer;
+  let node: NginxNode;
+  // The README's commands, after removing the image's links from Debian's directory.
+  const README_LINKS = [
+    "rm /usr/share/lua/5.1/resty/redis.lua /usr/share/lua/5.1/resty/redis/connector.lua /usr/share/lua/5.1/resty/redis/sentinel.lua",
+    "mkdir -p /opt/intermission/lua/resty/redis",
+    "ln -s /usr/share/lua/5.1/nginx/redis.lua /opt/intermission/lua/resty/redis.lua",
+    "ln -s /usr/share/lua/5.1/nginx/redis/connector.lua /opt/intermission/lua/resty/redis/connector.lua",
+  ];
+  const CONF = "/etc/intermission/nginx.conf";
+
+  before(async () => {
+    ensureImages();
+    network = await newNetwork();
+    redis = await startRedis(network);
+    const conf = nginxConfig({ setup: { store: "redis", redis: { host: "redis", prefix: "links" } }, resolver: DOCKER_DNS })
+      .replace('lua_package_path "/opt/intermission/dist/?.lua;;";',
+        'lua_package_path "/opt/intermission/dist/?.lua;/opt/intermission/lua/?.lua;;";');
+    assert.match(conf, /\/opt\/intermission\/lua\/\?\.lua/);
+    const container = await new GenericContainer(IMAGE)
+      .withNetwork(network)
+      .withCopyContentToContainer([{ content: conf, target: CONF }])
+      .withCommand(["sh", "-c", `${README_LINKS.join(" && ")} && exec nginx -c ${CONF} -g "daemon off;"`])
+      .withExposedPorts(8080, 8081)
+      .withWaitStrategy(Wait.forHttp("/_backend/arrivals", 8081).forStatusCode(200))
+      .start();
+    const host = container.getHost();
+    node = new NginxNode(container, `http://${host}:${container.getMappedPort(8080)}`, `http://${host}:${container.getMappedPort(8081)}`);
+  });
+  after(async () => {
+    await node?.stop();
+    await redis?.stop();
+    await network?.stop();
+  });
+
+  it("runs fleet mode with Debian's directories untouched", async () => {
+    await node.exec(["sh", "-c", "test ! -e /usr/share/lua/5.1/resty/redis.lua && test -L /opt/intermission/lua/resty/redis.lua"]);
+    const paused = await node.control("pause", "reason=links");
+    assert.equal(paused.status, 200, paused.body);
+    const status = await node.status();
+    assert.equal(status.state, "paused");
+    assert.equal(status.fleet?.node_count, 1, JSON.stringify(status));
+    const held = node.send("/?id=links");
+    await node.held(1);
+    assert.equal((await node.control("resume")).status, 200);
+    assert.equal((await held.reply).status, 200);
     await node.assertCleanLog();
   });
 });
