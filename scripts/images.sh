@@ -13,11 +13,14 @@ docker build -q -t "$image" . >/dev/null
 
 # The same image with intermission installed by `luarocks make` instead (tag kept:
 # intermission:latest -> intermission-luarocks:latest; test/harness/install.ts agrees).
-name="${image%:*}"; tag="${image#"$name"}"
-[[ "$tag" == */* ]] && { name="$image"; tag=""; }   # a registry port, not a tag
-rocks="${name}-luarocks${tag}"
-say "building $rocks"
-docker build -q -t "$rocks" --build-arg "BASE=$image" -f test/docker/luarocks.Dockerfile . >/dev/null
+# Only the tests use it: `images.sh --no-luarocks` (the demo) skips it.
+if [ "${1:-}" != "--no-luarocks" ]; then
+  name="${image%:*}"; tag="${image#"$name"}"
+  [[ "$tag" == */* ]] && { name="$image"; tag=""; }   # a registry port, not a tag
+  rocks="${name}-luarocks${tag}"
+  say "building $rocks"
+  docker build -q -t "$rocks" --build-arg "BASE=$image" -f test/docker/luarocks.Dockerfile . >/dev/null
+fi
 
 if docker image inspect intermission-redis:latest >/dev/null 2>&1; then
   say "intermission-redis:latest present"
