@@ -113,6 +113,20 @@ describe("CLI against two nodes", () => {
     }
   });
 
+  it("run interrupted before the command starts (during the drain) resumes and runs nothing", async () => {
+    const marker = path.join(mkdtempSync(path.join(os.tmpdir(), "im-")), "ran");
+    const slow = a.send("/?id=slow&delay=2");
+    await waitFor("the slow request at the upstream", async () => (await a.arrivals()).active === 1);
+    const run = cli([...urls, "--token", TOKEN, "run", "--drain", "5", "--", "touch", marker]);
+    await waitFor("both nodes paused", async () => (await a.status()).state === "paused" && (await b.status()).state === "paused");
+    run.kill("SIGINT");
+    assert.equal(await run.exit, 130, run.stderr());
+    assert.match(run.stderr(), /got SIGINT: touch will not run; resuming/);
+    assert.equal(existsSync(marker), false, "the command must not run");
+    for (const n of [a, b]) assert.equal((await n.status()).state, "running");
+    assert.equal((await slow.reply).status, 200);
+  });
+
   it("run with one node down pauses nothing for long, runs nothing, and says which node", async () => {
     const marker = path.join(mkdtempSync(path.join(os.tmpdir(), "im-")), "ran");
     const down = `http://127.0.0.1:${await closedPort()}/_intermission`;
