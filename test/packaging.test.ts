@@ -11,8 +11,9 @@ import os from "node:os";
 import path from "node:path";
 import { GenericContainer, Wait } from "testcontainers";
 import type { StartedNetwork, StartedTestContainer } from "testcontainers";
-import { NginxNode, ROOT, IMAGE, ensureImages, startRedis, newNetwork, DOCKER_DNS } from "./harness/node.ts";
+import { NginxNode, ROOT, ensureImages, startRedis, newNetwork, DOCKER_DNS } from "./harness/node.ts";
 import { nginxConfig } from "./harness/nginx-config.ts";
+import { imageFor } from "./harness/install.ts";
 
 const pkg = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8"));
 
@@ -21,15 +22,9 @@ function luaFiles(dir: string): string[] {
 }
 
 describe("LuaRocks", () => {
-  const rockImage = (): string => {
-    const env = { ...process.env, INTERMISSION_INSTALL: "luarocks" };
-    return execFileSync(process.execPath, ["--import", "tsx", "-e",
-      'import("./test/harness/install.ts").then((m) => process.stdout.write(m.IMAGE))'], { cwd: ROOT, env, encoding: "utf8" });
-  };
-
   it("installs every module of dist/ and intermission.conf into the tree, and nothing else holds intermission", () => {
     ensureImages();
-    const listing = execFileSync("docker", ["run", "--rm", rockImage(), "sh", "-c",
+    const listing = execFileSync("docker", ["run", "--rm", imageFor("luarocks"), "sh", "-c",
       "test ! -e /opt/intermission && cd /opt/rocks/share/lua/5.1 && find . -type f | sort"], { encoding: "utf8" });
     const files = listing.trim().split("\n").map((f) => f.replace(/^\.\//, ""));
     assert.deepEqual(files.filter((f) => f.endsWith(".lua")).sort(), luaFiles(path.join(ROOT, "dist")));
@@ -109,7 +104,7 @@ describe("Debian's lua-resty-redis named by a directory on lua_package_path", ()
       .replace('lua_package_path "/opt/intermission/dist/?.lua;;";',
         'lua_package_path "/opt/intermission/dist/?.lua;/opt/intermission/lua/?.lua;;";');
     assert.match(conf, /\/opt\/intermission\/lua\/\?\.lua/);
-    const container = await new GenericContainer(IMAGE)
+    const container = await new GenericContainer(imageFor("copy"))
       .withNetwork(network)
       .withCopyContentToContainer([{ content: conf, target: CONF }])
       .withCommand(["sh", "-c", `${README_LINKS.join(" && ")} && exec nginx -c ${CONF} -g "daemon off;"`])

@@ -11,10 +11,16 @@ if (install !== "copy" && install !== "luarocks") throw new Error(`INTERMISSION_
 
 /** The image under test; a worktree building its own dist/ sets INTERMISSION_IMAGE to keep it apart. */
 const base = process.env.INTERMISSION_IMAGE ?? "intermission:latest";
-const tagAt = base.lastIndexOf(":") > base.lastIndexOf("/") ? base.lastIndexOf(":") : base.length;
+
+/** The image for an install: intermission:latest, or intermission-luarocks:latest. */
+export function imageFor(kind: "copy" | "luarocks"): string {
+  if (kind === "copy") return base;
+  const tagAt = base.lastIndexOf(":") > base.lastIndexOf("/") ? base.lastIndexOf(":") : base.length;
+  return `${base.slice(0, tagAt)}-luarocks${base.slice(tagAt)}`;
+}
 
 export const INSTALL = install;
-export const IMAGE = install === "luarocks" ? `${base.slice(0, tagAt)}-luarocks${base.slice(tagAt)}` : base;
+export const IMAGE = imageFor(install);
 
 const ROCK_LUA = "/opt/rocks/share/lua/5.1";
 /** lua_package_path: intermission's directory first, then nginx's defaults (resty.core, cjson). */
