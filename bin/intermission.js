@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // The intermission ops CLI: drive pause/resume on one node or a fleet.
 import { parseArgs, UsageError, USAGE } from "./args.js";
+import { version } from "./version.js";
 import { fanOut } from "./nodes.js";
 import { table, json } from "./format.js";
 import { run } from "./run.js";
+import { checkConfig } from "./check-config.js";
 const log = (line) => process.stderr.write(`intermission: ${line}\n`);
 function report(o, results) {
     if (o.json) {
@@ -32,7 +34,16 @@ async function status(o) {
 async function main(argv) {
     let o;
     try {
-        o = parseArgs(argv, process.env);
+        const parsed = parseArgs(argv, process.env);
+        if (parsed.kind === "help") {
+            process.stdout.write(USAGE + "\n");
+            return 0;
+        }
+        if (parsed.kind === "version") {
+            process.stdout.write(version() + "\n");
+            return 0;
+        }
+        o = parsed;
     }
     catch (e) {
         if (e instanceof UsageError) {
@@ -48,6 +59,8 @@ async function main(argv) {
             return status(o);
         case "run":
             return run(o, log);
+        case "check-config":
+            return checkConfig({ nginx: o.nginx, conf: o.conf, prefix: o.prefix, timeout: o.timeout }, log);
         default: {
             const drain = o.command === "pause" && o.drain !== undefined ? Number(o.drain) : 0;
             const params = o.command === "resume" ? { scope: o.scope } : { ttl: o.ttl, reason: o.reason, scope: o.scope, drain: o.drain };

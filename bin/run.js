@@ -1,6 +1,7 @@
 // intermission run -- CMD: pause every node (all or nothing), wait for the drain, run
 // CMD, and resume every node afterwards, whether CMD succeeds, fails or is interrupted.
 import { spawn } from "node:child_process";
+import { EXIT_NOT_DRAINED } from "./args.js";
 import { fanOut } from "./nodes.js";
 function pauseParams(o) {
     return { ttl: o.ttl, reason: o.reason ?? `intermission run ${o.argv.join(" ")}`.slice(0, 200), scope: o.scope, drain: o.drain };
@@ -18,37 +19,75 @@ async function resumeAll(o, urls, log) {
     }
     return results;
 }
-/** Runs CMD with its stdio, forwarding SIGINT/SIGTERM; resolves with its exit status. */
-function runCommand(argv, log) {
+const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+const exitStatusOf = (signal) => 128 + (SIGNAL_NUMBERS[signal] ?? 1);
+/**
+ * SIGINT/SIGTERM for the whole run, so that none leaves a node paused: before CMD starts
+ * one cancels it (the nodes are resumed and CMD never runs), while CMD runs it is passed
+ * to CMD, and while resuming it is ignored.
+ */
+class Signals {
+    log;
+    cmd;
+    caught;
+    child;
+    resuming = false;
+    constructor(log, cmd) {
+        this.log = log;
+        this.cmd = cmd;
+        process.on("SIGINT", this.handle);
+        process.on("SIGTERM", this.handle);
+    }
+    handle = (signal) => {
+        if (this.resuming) {
+            this.log("resuming, please wait");
+        }
+        else if (this.child) {
+            this.log(`got ${signal}: passing it to the command, then resuming`);
+            this.child.kill(signal);
+        }
+        else if (this.caught === undefined) {
+            this.caught = signal;
+            this.log(`got ${signal}: ${this.cmd} will not run; resuming`);
+        }
+    };
+    running(child) {
+        this.child = child;
+    }
+    startResuming() {
+        this.resuming = true;
+    }
+    dispose() {
+        process.off("SIGINT", this.handle);
+        process.off("SIGTERM", this.handle);
+    }
+}
+/** Runs CMD with its stdio; resolves with its exit status (128+signal if killed). */
+function runCommand(argv, log, signals) {
     return new Promise((resolve) => {
         const child = spawn(argv[0], argv.slice(1), { stdio: "inherit" });
-        const forward = (signal) => {
-            log(`got ${signal}: passing it to the command, then resuming`);
-            child.kill(signal);
-        };
-        process.on("SIGINT", forward);
-        process.on("SIGTERM", forward);
+        signals.running(child);
         const done = (status) => {
-            process.off("SIGINT", forward);
-            process.off("SIGTERM", forward);
+            signals.running(undefined);
             resolve(status);
         };
         child.on("error", (e) => {
             log(`cannot run ${argv[0]}: ${e.message}`);
             done(127);
         });
-        child.on("exit", (code, signal) => {
-            if (signal) {
-                const numbers = { SIGINT: 2, SIGTERM: 15, SIGKILL: 9, SIGHUP: 1 };
-                done(128 + (numbers[signal] ?? 1));
-            }
-            else {
-                done(code ?? 1);
-            }
-        });
+        child.on("exit", (code, signal) => done(signal ? exitStatusOf(signal) : code ?? 1));
     });
 }
 export async function run(o, log) {
+    const signals = new Signals(log, o.argv[0]);
+    try {
+        return await pauseRunResume(o, log, signals);
+    }
+    finally {
+        signals.dispose();
+    }
+}
+async function pauseRunResume(o, log, signals) {
     const started = Date.now();
     const drain = o.drain !== undefined ? Number(o.drain) : 0;
     const paused = await fanOut(o.urls, "pause", "POST", pauseParams(o), o.token, o.timeout + drain);
@@ -59,6 +98,7 @@ export async function run(o, log) {
         const ok = paused.filter((r) => r.ok).map((r) => r.url);
         if (ok.length > 0) {
             log(`resuming the ${ok.length} node(s) that did pause; ${o.argv[0]} was not run`);
+            signals.startResuming();
             await resumeAll(o, ok, log);
         }
         return 1;
@@ -68,18 +108,27 @@ export async function run(o, log) {
             ? ", drained" : `, NOT drained: ${r.body.in_flight} request(s) still in flight after ${drain}s`;
         log(`paused ${r.url}${drainNote}`);
     }
-    // From here on, every path resumes. A second signal while resuming is ignored.
+    // From here on, every path resumes every node.
     let status;
     try {
-        status = await runCommand(o.argv, log);
+        // By default a drain that timed out is only reported (one WebSocket should not block
+        // every maintenance); --require-drain makes it a reason not to start.
+        const undrained = paused.filter((r) => r.body.drained !== true);
+        if (signals.caught) {
+            status = exitStatusOf(signals.caught);
+        }
+        else if (o.requireDrain && undrained.length > 0) {
+            log(`--require-drain: ${undrained.length} node(s) did not drain within ${drain}s; ` +
+                `resuming every node; ${o.argv[0]} was not run`);
+            status = EXIT_NOT_DRAINED;
+        }
+        else {
+            status = await runCommand(o.argv, log, signals);
+        }
     }
     finally {
-        const ignore = () => log("resuming, please wait");
-        process.on("SIGINT", ignore);
-        process.on("SIGTERM", ignore);
+        signals.startResuming();
         const resumed = await resumeAll(o, o.urls, log);
-        process.off("SIGINT", ignore);
-        process.off("SIGTERM", ignore);
         const held = resumed.reduce((n, r) => n + (r.ok ? Number(r.body.released ?? 0) : 0), 0);
         log(`paused for ${((Date.now() - started) / 1000).toFixed(1)}s; ${held} request(s) were held at resume`);
         if (resumed.some((r) => !r.ok)) {

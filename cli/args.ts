@@ -1,7 +1,11 @@
-// Command-line parsing for the intermission CLI. No dependencies: the flags are few.
+// Command-line parsing for the intermission CLI, on Node's util.parseArgs.
+// parseArgs runs non-strict and hands back tokens: the checks below turn each token
+// into a message in the CLI's own words ("--ttl needs a value"), which strict mode's
+// generic errors would not give.
+import { parseArgs as tokenize } from "node:util";
 
-export type Command = "status" | "pause" | "resume" | "maintenance" | "run";
-const COMMANDS: Command[] = ["status", "pause", "resume", "maintenance", "run"];
+export type Command = "status" | "pause" | "resume" | "maintenance" | "run" | "check-config";
+const COMMANDS: Command[] = ["status", "pause", "resume", "maintenance", "run", "check-config"];
 
 export interface Options {
   command: Command;
@@ -15,24 +19,47 @@ export interface Options {
   scope?: string;
   /** Seconds; undefined = no drain. */
   drain?: string;
+  /** run: a drain that did not finish on every node stops the run before CMD. */
+  requireDrain: boolean;
   watch: boolean;
   /** run: the command and its arguments. */
   argv: string[];
+  /** check-config: the nginx binary, its -c file (nginx's default if undefined) and -p. */
+  nginx: string;
+  conf?: string;
+  prefix?: string;
 }
+
+/** What the command line asks for: an action, or just the help text or the version. */
+export type Parsed = { kind: "help" } | { kind: "version" } | ({ kind: "command" } & Options);
 
 export class UsageError extends Error {}
 
+/** run's drain when neither --drain nor --no-drain is given. */
+export const DEFAULT_RUN_DRAIN = "10";
+
+/** The exit status of a run stopped by --require-drain (EX_TEMPFAIL: try again later). */
+export const EXIT_NOT_DRAINED = 75;
+
 export const USAGE = `usage: intermission [--url URL]... [--token T] [--json] [--timeout S] COMMAND
+       intermission --help | --version
 
 commands:
   status [--scope S] [--watch]              state, held, in flight and counters per node
   pause [--ttl S] [--reason R] [--scope S] [--drain S]
   resume [--scope S]                        release held requests in arrival order
   maintenance [--ttl S] [--reason R] [--scope S]
-  run [--ttl S] [--reason R] [--scope S] [--drain S | --no-drain] -- CMD [ARGS...]
-                                            pause every node, run CMD, resume every node
-                                            (even if CMD fails or is interrupted), exit
-                                            with CMD's status
+  run [--ttl S] [--reason R] [--scope S] [--drain S | --no-drain] [--require-drain]
+      -- CMD [ARGS...]
+                 pause every node, wait for its in-flight requests (--drain, default
+                 ${DEFAULT_RUN_DRAIN}s), run CMD, resume every node (even if CMD fails or is
+                 interrupted), exit with CMD's status. A drain that times out is
+                 reported and CMD runs anyway; with --require-drain every node is
+                 resumed instead, CMD is not run, and the exit status is ${EXIT_NOT_DRAINED}.
+  check-config [--nginx PATH] [--prefix DIR] [FILE]
+                 on the nginx host: run FILE's init_by_lua (setup() and its options)
+                 in a throwaway nginx that serves nothing, the check nginx -t skips
+                 (FILE: nginx's default configuration)
 
 options:
   --url URL      a node's control location, e.g. http://10.0.0.5/_intermission
@@ -40,66 +67,121 @@ options:
                  else http://127.0.0.1:8080/_intermission)
   --token T      bearer token (default $INTERMISSION_TOKEN)
   --json         machine-readable output
-  --timeout S    seconds to wait for a node (default 10)`;
+  --timeout S    seconds to wait for a node (default 10)
+  -h, --help     this text
+  -V, --version  the version`;
 
-/** run's drain when neither --drain nor --no-drain is given. */
-export const DEFAULT_RUN_DRAIN = "10";
+const OPTIONS = {
+  url: { type: "string", multiple: true },
+  token: { type: "string" },
+  json: { type: "boolean" },
+  timeout: { type: "string" },
+  ttl: { type: "string" },
+  reason: { type: "string" },
+  scope: { type: "string" },
+  drain: { type: "string" },
+  "no-drain": { type: "boolean" },
+  "require-drain": { type: "boolean" },
+  nginx: { type: "string" },
+  prefix: { type: "string" },
+  watch: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+type Name = keyof typeof OPTIONS;
 
-export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Options {
+const isName = (name: string): name is Name => Object.hasOwn(OPTIONS, name);
+const trimUrl = (u: string) => u.trim().replace(/\/+$/, "");
+
+export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Parsed {
+  const { tokens } = tokenize({ args: argv, options: OPTIONS, strict: false, allowPositionals: true, tokens: true });
+  const strings: Partial<Record<Name, string>> = {};
+  const flags = new Set<Name>();
   const urls: string[] = [];
+  const positionals: string[] = [];
   let command: Command | undefined;
-  const o: Partial<Options> = { json: false, watch: false, timeout: 10, argv: [] };
-  let noDrain = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined || v.startsWith("--")) throw new UsageError(`${arg} needs a value`);
-      return v;
-    };
-    if (arg === "--") {
-      o.argv = argv.slice(i + 1);
+  let cmdArgv: string[] = [];
+
+  for (const t of tokens) {
+    if (t.kind === "option-terminator") {
+      cmdArgv = argv.slice(t.index + 1);
       break;
     }
-    switch (arg) {
-      case "--url": urls.push(value().replace(/\/+$/, "")); break;
-      case "--token": o.token = value(); break;
-      case "--json": o.json = true; break;
-      case "--timeout": {
-        const t = Number(value());
-        if (!(t > 0)) throw new UsageError("--timeout takes a positive number of seconds");
-        o.timeout = t;
-        break;
-      }
-      case "--ttl": o.ttl = value(); break;
-      case "--reason": o.reason = value(); break;
-      case "--scope": o.scope = value(); break;
-      case "--drain": o.drain = value(); break;
-      case "--no-drain": noDrain = true; break;
-      case "--watch": o.watch = true; break;
-      case "-h": case "--help": throw new UsageError("");
-      default:
-        if (arg.startsWith("-")) throw new UsageError(`unknown option ${arg}`);
-        if (command !== undefined) throw new UsageError(`unexpected argument ${arg}`);
-        if (!COMMANDS.includes(arg as Command)) throw new UsageError(`unknown command ${arg}`);
-        command = arg as Command;
+    if (t.kind === "positional") {
+      positionals.push(t.value);
+      continue;
     }
+    if (!isName(t.name)) throw new UsageError(`unknown option ${t.rawName}`);
+    if (OPTIONS[t.name].type === "boolean") {
+      if (t.value !== undefined) throw new UsageError(`${t.rawName} takes no value`);
+      flags.add(t.name);
+      continue;
+    }
+    // A value that looks like the next option means the value was left out.
+    if (t.value === undefined || (!t.inlineValue && t.value.startsWith("--"))) throw new UsageError(`${t.rawName} needs a value`);
+    if (t.name === "url") urls.push(trimUrl(t.value));
+    else strings[t.name] = t.value;
+  }
+
+  if (flags.has("help")) return { kind: "help" };
+  if (flags.has("version")) return { kind: "version" };
+
+  let conf: string | undefined;
+  for (const p of positionals) {
+    if (command === "check-config" && conf === undefined) {
+      conf = p;
+      continue;
+    }
+    if (command !== undefined) throw new UsageError(`unexpected argument ${p}`);
+    if (!COMMANDS.includes(p as Command)) throw new UsageError(`unknown command ${p}`);
+    command = p as Command;
   }
   if (command === undefined) throw new UsageError("no command given");
-  if (command === "run") {
-    if (o.argv!.length === 0) throw new UsageError("run needs a command after --");
-    if (noDrain && o.drain !== undefined) throw new UsageError("--drain and --no-drain exclude each other");
-    if (!noDrain && o.drain === undefined) o.drain = DEFAULT_RUN_DRAIN;
-  } else if (o.argv!.length > 0) {
-    throw new UsageError(`${command} takes no command after --`);
+
+  let timeout = 10;
+  if (strings.timeout !== undefined) {
+    timeout = Number(strings.timeout);
+    if (!(timeout > 0)) throw new UsageError("--timeout takes a positive number of seconds");
   }
-  if (o.watch && command !== "status") throw new UsageError("--watch goes with status");
+
+  let drain = strings.drain;
+  const requireDrain = flags.has("require-drain");
+  if (command === "run") {
+    if (cmdArgv.length === 0) throw new UsageError("run needs a command after --");
+    if (flags.has("no-drain") && drain !== undefined) throw new UsageError("--drain and --no-drain exclude each other");
+    if (flags.has("no-drain") && requireDrain) throw new UsageError("--require-drain needs a drain: drop --no-drain");
+    if (!flags.has("no-drain") && drain === undefined) drain = DEFAULT_RUN_DRAIN;
+  } else {
+    if (cmdArgv.length > 0) throw new UsageError(`${command} takes no command after --`);
+    if (requireDrain) throw new UsageError("--require-drain goes with run");
+    if (flags.has("no-drain")) throw new UsageError("--no-drain goes with run");
+  }
+  if (flags.has("watch") && command !== "status") throw new UsageError("--watch goes with status");
+
   if (urls.length === 0) {
-    const fromEnv = (env.INTERMISSION_URL ?? "").split(",").map((u) => u.trim().replace(/\/+$/, "")).filter(Boolean);
+    const fromEnv = (env.INTERMISSION_URL ?? "").split(",").map(trimUrl).filter(Boolean);
     urls.push(...(fromEnv.length > 0 ? fromEnv : ["http://127.0.0.1:8080/_intermission"]));
   }
   for (const u of urls) {
     if (!/^https?:\/\//.test(u)) throw new UsageError(`--url must start with http:// or https://, got ${u}`);
   }
-  return { ...(o as Options), command, urls, token: o.token ?? env.INTERMISSION_TOKEN };
+
+  return {
+    kind: "command",
+    command,
+    urls,
+    token: strings.token ?? env.INTERMISSION_TOKEN,
+    json: flags.has("json"),
+    timeout,
+    ttl: strings.ttl,
+    reason: strings.reason,
+    scope: strings.scope,
+    drain,
+    requireDrain,
+    watch: flags.has("watch"),
+    argv: cmdArgv,
+    nginx: strings.nginx ?? "nginx",
+    conf,
+    prefix: strings.prefix,
+  };
 }

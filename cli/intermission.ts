@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // The intermission ops CLI: drive pause/resume on one node or a fleet.
 import { parseArgs, UsageError, USAGE, Options } from "./args.ts";
+import { version } from "./version.ts";
 import { fanOut, NodeResult } from "./nodes.ts";
 import { table, json } from "./format.ts";
 import { run } from "./run.ts";
+import { checkConfig } from "./check-config.ts";
 
 const log = (line: string) => process.stderr.write(`intermission: ${line}\n`);
 
@@ -31,7 +33,16 @@ async function status(o: Options): Promise<number> {
 async function main(argv: string[]): Promise<number> {
   let o: Options;
   try {
-    o = parseArgs(argv, process.env);
+    const parsed = parseArgs(argv, process.env);
+    if (parsed.kind === "help") {
+      process.stdout.write(USAGE + "\n");
+      return 0;
+    }
+    if (parsed.kind === "version") {
+      process.stdout.write(version() + "\n");
+      return 0;
+    }
+    o = parsed;
   } catch (e) {
     if (e instanceof UsageError) {
       if (e.message) process.stderr.write(`intermission: ${e.message}\n`);
@@ -45,6 +56,8 @@ async function main(argv: string[]): Promise<number> {
       return status(o);
     case "run":
       return run(o, log);
+    case "check-config":
+      return checkConfig({ nginx: o.nginx, conf: o.conf, prefix: o.prefix, timeout: o.timeout }, log);
     default: {
       const drain = o.command === "pause" && o.drain !== undefined ? Number(o.drain) : 0;
       const params = o.command === "resume" ? { scope: o.scope } : { ttl: o.ttl, reason: o.reason, scope: o.scope, drain: o.drain };

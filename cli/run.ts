@@ -1,7 +1,7 @@
 // intermission run -- CMD: pause every node (all or nothing), wait for the drain, run
 // CMD, and resume every node afterwards, whether CMD succeeds, fails or is interrupted.
-import { spawn } from "node:child_process";
-import { Options } from "./args.ts";
+import { spawn, ChildProcess } from "node:child_process";
+import { Options, EXIT_NOT_DRAINED } from "./args.ts";
 import { fanOut, NodeResult } from "./nodes.ts";
 
 type Log = (line: string) => void;
@@ -23,37 +23,77 @@ async function resumeAll(o: Options, urls: string[], log: Log): Promise<NodeResu
   return results;
 }
 
-/** Runs CMD with its stdio, forwarding SIGINT/SIGTERM; resolves with its exit status. */
-function runCommand(argv: string[], log: Log): Promise<number> {
+const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+const exitStatusOf = (signal: NodeJS.Signals) => 128 + (SIGNAL_NUMBERS[signal] ?? 1);
+
+/**
+ * SIGINT/SIGTERM for the whole run, so that none leaves a node paused: before CMD starts
+ * one cancels it (the nodes are resumed and CMD never runs), while CMD runs it is passed
+ * to CMD, and while resuming it is ignored.
+ */
+class Signals {
+  caught?: NodeJS.Signals;
+  private child?: ChildProcess;
+  private resuming = false;
+
+  constructor(private readonly log: Log, private readonly cmd: string) {
+    process.on("SIGINT", this.handle);
+    process.on("SIGTERM", this.handle);
+  }
+
+  private handle = (signal: NodeJS.Signals): void => {
+    if (this.resuming) {
+      this.log("resuming, please wait");
+    } else if (this.child) {
+      this.log(`got ${signal}: passing it to the command, then resuming`);
+      this.child.kill(signal);
+    } else if (this.caught === undefined) {
+      this.caught = signal;
+      this.log(`got ${signal}: ${this.cmd} will not run; resuming`);
+    }
+  };
+
+  running(child: ChildProcess | undefined): void {
+    this.child = child;
+  }
+
+  startResuming(): void {
+    this.resuming = true;
+  }
+
+  dispose(): void {
+    process.off("SIGINT", this.handle);
+    process.off("SIGTERM", this.handle);
+  }
+}
+
+/** Runs CMD with its stdio; resolves with its exit status (128+signal if killed). */
+function runCommand(argv: string[], log: Log, signals: Signals): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(argv[0], argv.slice(1), { stdio: "inherit" });
-    const forward = (signal: NodeJS.Signals) => {
-      log(`got ${signal}: passing it to the command, then resuming`);
-      child.kill(signal);
-    };
-    process.on("SIGINT", forward);
-    process.on("SIGTERM", forward);
+    signals.running(child);
     const done = (status: number) => {
-      process.off("SIGINT", forward);
-      process.off("SIGTERM", forward);
+      signals.running(undefined);
       resolve(status);
     };
     child.on("error", (e) => {
       log(`cannot run ${argv[0]}: ${e.message}`);
       done(127);
     });
-    child.on("exit", (code, signal) => {
-      if (signal) {
-        const numbers: Record<string, number> = { SIGINT: 2, SIGTERM: 15, SIGKILL: 9, SIGHUP: 1 };
-        done(128 + (numbers[signal] ?? 1));
-      } else {
-        done(code ?? 1);
-      }
-    });
+    child.on("exit", (code, signal) => done(signal ? exitStatusOf(signal) : code ?? 1));
   });
 }
 
 export async function run(o: Options, log: Log): Promise<number> {
+  const signals = new Signals(log, o.argv[0]);
+  try {
+    return await pauseRunResume(o, log, signals);
+  } finally {
+    signals.dispose();
+  }
+}
+
+async function pauseRunResume(o: Options, log: Log, signals: Signals): Promise<number> {
   const started = Date.now();
   const drain = o.drain !== undefined ? Number(o.drain) : 0;
   const paused = await fanOut(o.urls, "pause", "POST", pauseParams(o), o.token, o.timeout + drain);
@@ -63,6 +103,7 @@ export async function run(o: Options, log: Log): Promise<number> {
     const ok = paused.filter((r) => r.ok).map((r) => r.url);
     if (ok.length > 0) {
       log(`resuming the ${ok.length} node(s) that did pause; ${o.argv[0]} was not run`);
+      signals.startResuming();
       await resumeAll(o, ok, log);
     }
     return 1;
@@ -73,17 +114,24 @@ export async function run(o: Options, log: Log): Promise<number> {
     log(`paused ${r.url}${drainNote}`);
   }
 
-  // From here on, every path resumes. A second signal while resuming is ignored.
+  // From here on, every path resumes every node.
   let status: number;
   try {
-    status = await runCommand(o.argv, log);
+    // By default a drain that timed out is only reported (one WebSocket should not block
+    // every maintenance); --require-drain makes it a reason not to start.
+    const undrained = paused.filter((r) => r.body.drained !== true);
+    if (signals.caught) {
+      status = exitStatusOf(signals.caught);
+    } else if (o.requireDrain && undrained.length > 0) {
+      log(`--require-drain: ${undrained.length} node(s) did not drain within ${drain}s; ` +
+        `resuming every node; ${o.argv[0]} was not run`);
+      status = EXIT_NOT_DRAINED;
+    } else {
+      status = await runCommand(o.argv, log, signals);
+    }
   } finally {
-    const ignore = () => log("resuming, please wait");
-    process.on("SIGINT", ignore);
-    process.on("SIGTERM", ignore);
+    signals.startResuming();
     const resumed = await resumeAll(o, o.urls, log);
-    process.off("SIGINT", ignore);
-    process.off("SIGTERM", ignore);
     const held = resumed.reduce((n, r) => n + (r.ok ? Number(r.body.released ?? 0) : 0), 0);
     log(`paused for ${((Date.now() - started) / 1000).toFixed(1)}s; ${held} request(s) were held at resume`);
     if (resumed.some((r) => !r.ok)) {

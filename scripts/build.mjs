@@ -1,5 +1,6 @@
 // Compile src/ (TypeScript) to dist/ (Lua) with typescript-to-lua, and cli/ to bin/
-// (JavaScript for Node) with tsc. Both outputs are committed: users deploy them.
+// (JavaScript for Node) with tsc, then write the rockspecs for what dist/ holds. All
+// three outputs are committed: users deploy them.
 // Outputs are wiped first so that a deleted source leaves nothing stale behind, and the
 // build fails on any diagnostic, warnings included.
 import { rmSync, chmodSync } from "node:fs";
@@ -8,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 import ts from "typescript";
 import * as tstl from "typescript-to-lua";
+import { rockspecs } from "./rockspecs.mjs";
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 rmSync(path.join(root, "dist"), { recursive: true, force: true });
@@ -29,4 +31,5 @@ if (diagnostics.length > 0) {
 rmSync(path.join(root, "bin"), { recursive: true, force: true });
 execFileSync(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "-p", path.join(root, "tsconfig.cli.json")], { stdio: "inherit" });
 chmodSync(path.join(root, "bin/intermission.js"), 0o755);
-console.log("build: dist/ written from src/, bin/ from cli/");
+rockspecs(root);
+console.log("build: dist/ written from src/, bin/ from cli/, rockspecs from dist/ and package.json");

@@ -10,7 +10,7 @@ command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2
   as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
 }
 compose() { if command -v docker-compose >/dev/null 2>&1; then docker-compose "$@"; else docker compose "$@"; fi; }
-bash scripts/images.sh
+bash scripts/images.sh --no-luarocks
 compose up -d --no-build
 for _ in $(seq 1 100); do
   curl -fsS -o /dev/null http://127.0.0.1:8080/_intermission/status 2>/dev/null && break

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the images the tests and the demo run: intermission (this repo's Dockerfile;
-# INTERMISSION_IMAGE names it, default intermission:latest)
+# INTERMISSION_IMAGE names it, default intermission:latest), the same with intermission
+# installed by LuaRocks (<name>-luarocks)
 # and intermission-redis (redis:7 when a registry answers, else built from Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,17 @@ say() { printf '[images] %s\n' "$*"; }
 image="${INTERMISSION_IMAGE:-intermission:latest}"
 say "building $image"
 docker build -q -t "$image" . >/dev/null
+
+# The same image with intermission installed by `luarocks make` instead (tag kept:
+# intermission:latest -> intermission-luarocks:latest; test/harness/install.ts agrees).
+# Only the tests use it: `images.sh --no-luarocks` (the demo) skips it.
+if [ "${1:-}" != "--no-luarocks" ]; then
+  name="${image%:*}"; tag="${image#"$name"}"
+  [[ "$tag" == */* ]] && { name="$image"; tag=""; }   # a registry port, not a tag
+  rocks="${name}-luarocks${tag}"
+  say "building $rocks"
+  docker build -q -t "$rocks" --build-arg "BASE=$image" -f test/docker/luarocks.Dockerfile . >/dev/null
+fi
 
 if docker image inspect intermission-redis:latest >/dev/null 2>&1; then
   say "intermission-redis:latest present"

@@ -12,9 +12,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 echo "[test] build: dist/ must match src/"
 npm run -s build
-if [ -n "$(git status --porcelain -- dist bin 2>/dev/null)" ]; then
-  echo "[test] dist/ or bin/ differs from a fresh build: commit the rebuilt files" >&2
-  git status --short -- dist bin >&2
+if [ -n "$(git status --porcelain -- dist bin "*.rockspec" rocks 2>/dev/null)" ]; then
+  echo "[test] dist/, bin/ or the rockspecs differ from a fresh build: commit the rebuilt files" >&2
+  git status --short -- dist bin "*.rockspec" rocks >&2
   [ "${CI:-}" = "true" ] && exit 1
 fi
 npm run -s typecheck

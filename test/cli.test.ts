@@ -3,7 +3,7 @@
 import { describe, it, before, after, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import os from "node:os";
 import net from "node:net";
 import path from "node:path";
@@ -113,6 +113,20 @@ describe("CLI against two nodes", () => {
     }
   });
 
+  it("run interrupted before the command starts (during the drain) resumes and runs nothing", async () => {
+    const marker = path.join(mkdtempSync(path.join(os.tmpdir(), "im-")), "ran");
+    const slow = a.send("/?id=slow&delay=2");
+    await waitFor("the slow request at the upstream", async () => (await a.arrivals()).active === 1);
+    const run = cli([...urls, "--token", TOKEN, "run", "--drain", "5", "--", "touch", marker]);
+    await waitFor("both nodes paused", async () => (await a.status()).state === "paused" && (await b.status()).state === "paused");
+    run.kill("SIGINT");
+    assert.equal(await run.exit, 130, run.stderr());
+    assert.match(run.stderr(), /got SIGINT: touch will not run; resuming/);
+    assert.equal(existsSync(marker), false, "the command must not run");
+    for (const n of [a, b]) assert.equal((await n.status()).state, "running");
+    assert.equal((await slow.reply).status, 200);
+  });
+
   it("run with one node down pauses nothing for long, runs nothing, and says which node", async () => {
     const marker = path.join(mkdtempSync(path.join(os.tmpdir(), "im-")), "ran");
     const down = `http://127.0.0.1:${await closedPort()}/_intermission`;
@@ -135,11 +149,61 @@ describe("CLI against two nodes", () => {
     assert.equal((await slow.reply).status, 200);
   });
 
+  it("with --require-drain, a drain that did not finish resumes every node and runs nothing", async () => {
+    const marker = path.join(mkdtempSync(path.join(os.tmpdir(), "im-")), "ran");
+    const slow = a.send("/?id=slow&delay=3");
+    await waitFor("the slow request at the upstream", async () => (await a.arrivals()).active === 1);
+    const run = cli([...urls, "--token", TOKEN, "run", "--drain", "0.5", "--require-drain", "--", "touch", marker]);
+    assert.equal(await run.exit, 75, run.stderr());
+    assert.match(run.stderr(), /--require-drain: 1 node\(s\) did not drain within 0\.5s; resuming every node; touch was not run/);
+    assert.equal(existsSync(marker), false, "the command must not run");
+    for (const n of [a, b]) assert.equal((await n.status()).state, "running");
+    assert.equal((await slow.reply).status, 200);
+  });
+
+  it("with --require-drain and every node drained, runs the command", async () => {
+    const marker = path.join(mkdtempSync(path.join(os.tmpdir(), "im-")), "ran");
+    const run = cli([...urls, "--token", TOKEN, "run", "--require-drain", "--", "touch", marker]);
+    assert.equal(await run.exit, 0, run.stderr());
+    assert.equal(existsSync(marker), true);
+    assert.equal(run.stderr().match(/, drained/g)?.length, 2, run.stderr());
+  });
+
   it("rejects bad usage with exit code 2", async () => {
-    for (const args of [["bogus"], ["run"], ["run", "--drain", "1", "--no-drain", "--", "true"], ["pause", "--watch"], []]) {
+    for (const args of [["bogus"], ["run"], ["run", "--drain", "1", "--no-drain", "--", "true"], ["pause", "--watch"], [],
+      ["status", "--ttl"], ["--ttl", "--json", "pause"], ["--bogus", "status"], ["--json=yes", "status"],
+      ["run", "--no-drain", "--require-drain", "--", "true"], ["pause", "--require-drain"], ["status", "resume"]]) {
       const c = cli(args);
       assert.equal(await c.exit, 2, args.join(" "));
       assert.match(c.stderr(), /usage: intermission/);
+    }
+    const messages: [string[], string][] = [
+      [["status", "--ttl"], "--ttl needs a value"],
+      [["--bogus", "status"], "unknown option --bogus"],
+      [["status", "resume"], "unexpected argument resume"],
+      [["bogus"], "unknown command bogus"],
+      [["pause", "--", "x"], "pause takes no command after --"],
+      [["--timeout", "0", "status"], "--timeout takes a positive number of seconds"],
+      [["--url", "10.0.0.5", "status"], "--url must start with http:// or https://, got 10.0.0.5"],
+    ];
+    for (const [args, message] of messages) {
+      const c = cli(args);
+      assert.equal(await c.exit, 2, args.join(" "));
+      assert.ok(c.stderr().startsWith(`intermission: ${message}\n`), c.stderr());
+    }
+  });
+
+  it("--help shows the usage and run's drain default on stdout; --version the package's version", async () => {
+    const help = cli(["--help"]);
+    assert.equal(await help.exit, 0);
+    assert.match(help.stdout(), /^usage: intermission/);
+    assert.match(help.stdout(), /--drain, default\s+10s/);
+    assert.match(help.stdout(), /--require-drain/);
+    const { version } = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8"));
+    for (const flag of ["--version", "-V"]) {
+      const v = cli([flag]);
+      assert.equal(await v.exit, 0);
+      assert.equal(v.stdout(), `${version}\n`);
     }
   });
 });

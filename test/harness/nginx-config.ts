@@ -1,5 +1,6 @@
 // Builds the nginx.conf a test node runs: intermission wired exactly as the README
 // says, in front of a recording backend in the same nginx (127.0.0.1:8081).
+import { LUA_PACKAGE_PATH, CONF_INCLUDE } from "./install.ts";
 
 export type LuaValue = string | number | boolean | LuaValue[] | { [key: string]: LuaValue };
 
@@ -125,8 +126,8 @@ events {
 http {
     access_log off;
     ${opts.resolver ? `resolver ${opts.resolver} valid=1s ipv6=off;` : ""}
-    lua_package_path "/opt/intermission/dist/?.lua;;";
-    include /opt/intermission/nginx/intermission.conf;
+    lua_package_path "${LUA_PACKAGE_PATH}";
+    include ${CONF_INCLUDE};
     lua_shared_dict backend 32m;
 
     init_by_lua_block        { require("intermission").setup(${setup}) }

@@ -6,13 +6,13 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { GenericContainer, Network, StartedTestContainer, StartedNetwork, Wait } from "testcontainers";
 import { ConfigOptions, nginxConfig } from "./nginx-config.ts";
+import { IMAGE } from "./install.ts";
 import { get, post, Reply, send, PendingRequest, waitFor } from "./http.ts";
 
 process.env.TESTCONTAINERS_RYUK_DISABLED ??= "true";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-/** The image under test; a worktree building its own dist/ sets INTERMISSION_IMAGE to keep it apart. */
-export const IMAGE = process.env.INTERMISSION_IMAGE ?? "intermission:latest";
+export { IMAGE } from "./install.ts";
 const CONF = "/etc/intermission/nginx.conf";
 const ERROR_LOG = "/var/log/nginx/error.log";
 

@@ -1,0 +1,124 @@
+// intermission check-config: would nginx start with this configuration's setup() options?
+// `nginx -t` cannot say: lua-nginx-module does not run init_by_lua when nginx only tests
+// its configuration, so a bad option passes `nginx -t` and then fails the start, or the
+// reload (which keeps the old workers serving the old configuration).
+//
+// So this runs the configuration's Lua start-up for real, in a throwaway nginx that
+// serves nothing: `nginx -T` checks the syntax and hands over every file nginx read; from
+// them a new configuration keeps only load_module and env at the top, and the http block's
+// lua_* directives (package path, shared dicts, ...) and init_by_lua*, copied verbatim. No
+// server, no listening socket, no worker process, no pid or log file of the real nginx.
+// An init_worker_by_lua of its own reports that init_by_lua got through, and exits.
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ConfError, Directive, expand, splitDump } from "./nginx-conf.ts";
+
+export interface CheckOptions {
+  /** The nginx binary. */
+  nginx: string;
+  /** nginx's -c; nginx's own default when undefined. */
+  conf?: string;
+  /** nginx's -p, for configurations with relative paths. */
+  prefix?: string;
+  /** Seconds for each nginx run. */
+  timeout: number;
+}
+
+type Log = (line: string) => void;
+
+const MARK = "intermission check-config: init_by_lua finished";
+const keptAtTop = (d: Directive) => !d.children && (d.name === "load_module" || d.name === "env");
+const keptInHttp = (d: Directive) => !d.children && (d.name.startsWith("lua_") || /^init_by_lua(_block|_file)?$/.test(d.name));
+
+/** The configuration that runs `conf`'s init_by_lua and nothing else. */
+export function throwawayConfig(top: Directive[], dir: string, source: string): { text: string; inits: number } {
+  const http = top.filter((d) => d.name === "http" && d.children).flatMap((d) => d.children!.filter(keptInHttp));
+  const text = `# intermission check-config: the Lua start-up of ${source}, serving nothing.
+daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log stderr warn;
+${top.filter(keptAtTop).map((d) => d.raw).join("\n")}
+events { worker_connections 16; }
+http {
+    access_log off;
+${http.map((d) => `    ${d.raw}`).join("\n")}
+    init_worker_by_lua_block {
+        io.stderr:write("${MARK}\\n")
+        os.exit(0)
+    }
+}
+`;
+  return { text, inits: http.filter((d) => d.name.startsWith("init_by_lua")).length };
+}
+
+/** nginx's own lines worth showing: errors first, else everything it said. */
+function nginxSays(output: string): string[] {
+  const lines = output.split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.includes(MARK));
+  const serious = lines.filter((l) => /\[(emerg|alert|crit|error)\]/.test(l));
+  return serious.length > 0 ? serious : lines;
+}
+
+export function checkConfig(o: CheckOptions, log: Log): number {
+  const common = o.prefix ? ["-p", o.prefix] : [];
+  const opts = { encoding: "utf8" as const, timeout: o.timeout * 1000, maxBuffer: 64 * 1024 * 1024, cwd: "/" };
+
+  const dump = spawnSync(o.nginx, [...common, ...(o.conf ? ["-c", o.conf] : []), "-T"], opts);
+  if (dump.error) {
+    log(`cannot run ${o.nginx}: ${dump.error.message}`);
+    return 1;
+  }
+  const name = o.conf ?? "nginx's default configuration";
+  if (dump.status !== 0) {
+    log(`${name}: nginx -t fails:`);
+    for (const l of nginxSays(dump.stderr)) log(`  ${l}`);
+    return 1;
+  }
+  const files = splitDump(dump.stdout);
+  const main = [...files.keys()][0];
+  if (main === undefined) {
+    log(`${name}: nginx -T printed no configuration file`);
+    return 1;
+  }
+  log(`${main}: syntax ok (nginx -t)`);
+
+  let top: Directive[];
+  try {
+    top = expand(files, main);
+  } catch (e) {
+    if (!(e instanceof ConfError)) throw e;
+    log(`${main}: cannot read it: ${e.message}`);
+    return 1;
+  }
+
+  const dir = mkdtempSync(path.join(os.tmpdir(), "intermission-check-"));
+  try {
+    const { text, inits } = throwawayConfig(top, dir, main);
+    if (inits === 0) {
+      log(`${main}: no init_by_lua in the http block, so nothing calls require("intermission").setup()`);
+      return 1;
+    }
+    const conf = path.join(dir, "nginx.conf");
+    writeFileSync(conf, text);
+    const run = spawnSync(o.nginx, [...common, "-e", "stderr", "-c", conf], opts);
+    const output = `${run.stdout ?? ""}\n${run.stderr ?? ""}`;
+    if (run.status === 0 && output.includes(MARK)) {
+      log(`${main}: init_by_lua runs: setup() accepts its options`);
+      for (const l of nginxSays(run.stderr).filter((l) => /\[warn\]/.test(l))) log(`  ${l}`);
+      return 0;
+    }
+    if (run.error && (run.error as NodeJS.ErrnoException).code === "ETIMEDOUT") {
+      log(`${main}: init_by_lua did not finish within ${o.timeout}s`);
+      return 1;
+    }
+    log(`${main}: init_by_lua fails, so nginx would not start with this configuration ` +
+      `(a reload with it fails too, and the old workers keep serving the old one):`);
+    for (const l of nginxSays(output)) log(`  ${l}`);
+    return 1;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
