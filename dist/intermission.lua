@@ -30,7 +30,7 @@ function nodeId()
     end
     return (host .. ":") .. tostring(ngx.worker.pid())
 end
-____exports._VERSION = "0.1.0"
+____exports._VERSION = "0.2.0"
 --- Validates the options; a bad one stops nginx from starting, with the reason.
 function ____exports.setup(options)
     local cfg, err = config.parse(options)

@@ -16,7 +16,7 @@ import { fleet, loadFleet } from "./intermission/fleetmode";
 import { live, requestKey, startTime, Record } from "./intermission/record";
 import { control as controlHandler } from "./intermission/control";
 
-export const _VERSION = "0.1.0";
+export const _VERSION = "0.2.0";
 
 /** Validates the options; a bad one stops nginx from starting, with the reason. */
 export function setup(options?: unknown): void {
