@@ -94,3 +94,48 @@ describe("release into a backend that is not ready yet", () => {
     assert.equal((await node.arrivals()).ids.length, 20 - failed.length);
   });
 });
+
+describe("ready_probe: the release waits until the backend answers", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start({
+      setup: { release_window: 4, max_hold: 8, ready_probe: { url: "http://127.0.0.1:8082/up", successes: 2, interval: 0.1, timeout: 3 } },
+      extraLocations: FLAKY,
+      files: [{ content: APP, target: APP_CONF }],
+    });
+  });
+  after(async () => node?.stop());
+  beforeEach(async () => {
+    await node.reset();
+    await node.exec(["sh", "-c", `nginx -c ${APP_CONF} -s stop 2>/dev/null; true`]);
+  });
+  afterEach(async () => node.assertCleanLog([/connect\(\) failed \(111: Connection refused\) while connecting to upstream/]));
+
+  it("holds after the resume until the probe passes, then releases without a failed attempt", async () => {
+    await node.control("pause");
+    const pending = await holdAll(node, ids("/app/?id=p", 6).map((path) => ({ path })));
+    const before = (await node.status()).counters;
+    await node.control("resume");
+    const waiting = await node.status();
+    assert.equal(waiting.waiting_ready, true);
+    assert.equal(waiting.held, 6, "still held while the backend is down");
+    await waitFor("a failed probe", async () => (await node.status()).counters.probe_failures > before.probe_failures);
+    await node.exec(["nginx", "-c", APP_CONF]);
+    for (const p of pending) assert.equal((await p.reply).status, 200);
+    const after = await node.status();
+    assert.equal(after.waiting_ready, false);
+    assert.equal(after.counters.retried, before.retried, "no request was sent before the backend was ready");
+    assert.ok(after.ready_wait_seconds > 0);
+    assert.match(await node.errorLog(), /ready probe http:\/\/127.0.0.1:8082\/up for scope default passed 2x/);
+  });
+
+  it("releases anyway when the probe times out, and says so", async () => {
+    await node.control("pause");
+    const [p] = await holdAll(node, [{ path: "/?id=t1" }]);
+    await node.control("resume");
+    const reply = await p.reply;
+    assert.equal(reply.status, 200, "the main backend answers; only the probe's URL is down");
+    assert.ok(reply.ms >= 2500, `held until the probe's timeout (3 s), took ${Math.round(reply.ms)} ms`);
+    assert.match(await node.errorLog(), /ready probe .* timed out after 3s .*releasing the held requests anyway/);
+  });
+});

@@ -9,6 +9,7 @@ local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local state = require("intermission.state")
 local release = require("intermission.release")
+local ready = require("intermission.ready")
 local counters = require("intermission.counters")
 local params = require("intermission.params")
 local ____respond = require("intermission.respond")
@@ -89,6 +90,12 @@ local function describe(keys)
         held = num(zones.state, keys.held),
         queued = release.queued(keys),
         release = release.progress(keys),
+        waiting_ready = ready.waiting(keys),
+        last_pause = {
+            seconds = num(zones.state, keys.lastPause),
+            queue = num(zones.state, keys.lastQueue)
+        },
+        ready_wait_seconds = counters.total(keys, "ready_wait_seconds"),
         in_flight = inflight.total(),
         since = snap.since > 0 and snap.since or nil,
         ["until"] = snap["until"] > 0 and snap["until"] or nil,

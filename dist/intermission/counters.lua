@@ -2,15 +2,17 @@ local ____exports = {}
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
---- The outcomes of held requests: held = released + timed_out + aborted + rejected (by
--- maintenance) + those held now, and retried counts the second holds of released
--- requests whose upstream connection failed (each ends in one of the outcomes again).
--- "rejected" also counts requests refused at once (maintenance, queue full).
+--- Every hold ends in exactly one outcome, as in Vitess's buffer:
+--   held + retried = released + timed_out + aborted + maintenance + (held now)
+-- retried: second holds of released requests whose upstream connection failed.
+-- rejected: refused at once, never held (queue full, maintenance).
+-- passed: the part of timed_out that on_timeout = "pass" forwarded.
 ____exports.COUNTER_NAMES = {
     "held",
     "released",
     "timed_out",
     "aborted",
+    "maintenance",
     "rejected",
     "passed",
     "retried",

@@ -56,7 +56,7 @@ function settle(r, rec, keys, outcome, lease, requestId)
         return ngx.exit(499)
     end
     if outcome == "maintenance" then
-        counters.count(keys, "rejected")
+        counters.count(keys, "maintenance")
         return answer(r, rec, keys, "maintenance")
     end
     if outcome == "error" then

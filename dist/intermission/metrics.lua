@@ -45,6 +45,14 @@ function ____exports.renderMetrics(scopes, current)
     for ____, s in ipairs(scopes) do
         lines[#lines + 1] = (("intermission_queued{scope=\"" .. label(s)) .. "\"} ") .. tostring(release.queued(keysFor(s)))
     end
+    family("intermission_release_window", "gauge", "The release window now (slow start: 1 after a resume, doubling per success).")
+    for ____, s in ipairs(scopes) do
+        lines[#lines + 1] = (("intermission_release_window{scope=\"" .. label(s)) .. "\"} ") .. tostring(release.progress(keysFor(s)).window)
+    end
+    family("intermission_release_leases", "gauge", "Window slots held by released requests whose response has not started.")
+    for ____, s in ipairs(scopes) do
+        lines[#lines + 1] = (("intermission_release_leases{scope=\"" .. label(s)) .. "\"} ") .. tostring(release.progress(keysFor(s)).leases)
+    end
     family("intermission_in_flight", "gauge", "Requests on this node passed to the upstream and not yet finished (all scopes).")
     lines[#lines + 1] = "intermission_in_flight " .. tostring(inflight.total())
     family("intermission_requests_total", "counter", "Held requests by outcome (held counts every hold).")

@@ -4,6 +4,7 @@ import { keysFor, ScopeKeys, zones, num, knownScopes, ensureScope } from "./shm"
 import { settings } from "./settings";
 import * as state from "./state";
 import * as release from "./release";
+import * as ready from "./ready";
 import * as counters from "./counters";
 import * as params from "./params";
 import { json, jsonError } from "./respond";
@@ -62,6 +63,9 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
     held: num(zones.state, keys.held),
     queued: release.queued(keys),
     release: release.progress(keys),
+    waiting_ready: ready.waiting(keys),
+    last_pause: { seconds: num(zones.state, keys.lastPause), queue: num(zones.state, keys.lastQueue) },
+    ready_wait_seconds: counters.total(keys, "ready_wait_seconds"),
     in_flight: inflight.total(),
     since: snap.since > 0 ? snap.since : undefined,
     until: snap.until > 0 ? snap.until : undefined,

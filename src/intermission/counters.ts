@@ -3,14 +3,15 @@
 // statistics can ever push the release state out of the state zone.
 import { ScopeKeys, zones, num } from "./shm";
 
-export type CounterName = "held" | "released" | "timed_out" | "aborted" | "rejected" | "passed" | "retried" | "probe_failures";
+export type CounterName = "held" | "released" | "timed_out" | "aborted" | "maintenance" | "rejected" | "passed" | "retried" | "probe_failures";
 /**
- * The outcomes of held requests: held = released + timed_out + aborted + rejected (by
- * maintenance) + those held now, and retried counts the second holds of released
- * requests whose upstream connection failed (each ends in one of the outcomes again).
- * "rejected" also counts requests refused at once (maintenance, queue full).
+ * Every hold ends in exactly one outcome, as in Vitess's buffer:
+ *   held + retried = released + timed_out + aborted + maintenance + (held now)
+ * retried: second holds of released requests whose upstream connection failed.
+ * rejected: refused at once, never held (queue full, maintenance).
+ * passed: the part of timed_out that on_timeout = "pass" forwarded.
  */
-export const COUNTER_NAMES: CounterName[] = ["held", "released", "timed_out", "aborted", "rejected", "passed", "retried", "probe_failures"];
+export const COUNTER_NAMES: CounterName[] = ["held", "released", "timed_out", "aborted", "maintenance", "rejected", "passed", "retried", "probe_failures"];
 
 /** Upper bounds (seconds) of the hold-duration histogram buckets; +Inf is implied. */
 export const HOLD_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];

@@ -137,7 +137,7 @@ function settle(r: number, rec: Record, keys: ScopeKeys, outcome: release.Outcom
     return ngx.exit(499);
   }
   if (outcome === "maintenance") {
-    counters.count(keys, "rejected");
+    counters.count(keys, "maintenance");
     return answer(r, rec, keys, "maintenance");
   }
   if (outcome === "error") {

@@ -32,6 +32,10 @@ export function renderMetrics(scopes: string[], current: string): string {
   for (const s of scopes) lines.push(`intermission_held{scope="${label(s)}"} ${num(zones.state, keysFor(s).held)}`);
   family("intermission_queued", "gauge", "Tickets waiting for their turn on this node.");
   for (const s of scopes) lines.push(`intermission_queued{scope="${label(s)}"} ${release.queued(keysFor(s))}`);
+  family("intermission_release_window", "gauge", "The release window now (slow start: 1 after a resume, doubling per success).");
+  for (const s of scopes) lines.push(`intermission_release_window{scope="${label(s)}"} ${release.progress(keysFor(s)).window}`);
+  family("intermission_release_leases", "gauge", "Window slots held by released requests whose response has not started.");
+  for (const s of scopes) lines.push(`intermission_release_leases{scope="${label(s)}"} ${release.progress(keysFor(s)).leases}`);
   family("intermission_in_flight", "gauge", "Requests on this node passed to the upstream and not yet finished (all scopes).");
   lines.push(`intermission_in_flight ${inflight.total()}`);
   family("intermission_requests_total", "counter", "Held requests by outcome (held counts every hold).");
