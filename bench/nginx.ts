@@ -95,6 +95,8 @@ ${front("plain", "")}
                 if ngx.var.arg_record then
                     d:rpush("ids", (ngx.var.http_x_request_id or "-") .. " " .. ngx.now())
                 end
+                local delay = tonumber(ngx.var.arg_delay or "")
+                if delay then ngx.sleep(delay) end
                 ngx.say("ok")
             }
         }

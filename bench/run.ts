@@ -204,6 +204,69 @@ async function hotPath(): Promise<{ wrk_empty_rps: number; wrk_intermission_rps:
 
 const REDIS_PORT = 16379;
 
+interface SteadyResult {
+  connections: number;
+  window: number;
+  before_rps: number;
+  after_rps: number;
+  after_vs_before: number;
+  drain_end_ms: number;
+  failed: number;
+}
+
+/**
+ * Steady load across a pause: `connections` keep-alive loops against a backend that takes
+ * 20 ms, with a release window far below that concurrency. Throughput in the 2 s before
+ * the pause and from 1 to 5 s after the resume, and the time until `draining` ends.
+ */
+async function steadyAcrossPause(): Promise<SteadyResult> {
+  const dir = path.join(WORK, "steady");
+  const connections = 32;
+  const window = 4;
+  const nginx = BenchNginx.start({ root: SNAPSHOT, dir, workers: WORKERS, setup: { release_window: window, max_hold: 30, pause_ttl: 0 } });
+  try {
+    await until("nginx", async () => (await status()).state === "running");
+    const loopAgent = new http.Agent({ keepAlive: true, maxSockets: connections });
+    const done: { at: number; ok: boolean }[] = [];
+    let running = true;
+    const one = () => new Promise<boolean>((resolve) => {
+      const req = http.get({ host: "127.0.0.1", port: PORTS.intermission, path: "/?delay=0.02", agent: loopAgent }, (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode === 200));
+      });
+      req.on("error", () => resolve(false));
+    });
+    const loops = Array.from({ length: connections }, async () => {
+      while (running) done.push({ ok: await one(), at: performance.now() });
+    });
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    await sleep(1000);
+    const t0 = performance.now();
+    await sleep(2000);
+    const t1 = performance.now();
+    await request(PORTS.intermission, "/_intermission/pause", "POST", false);
+    await sleep(1000);
+    await request(PORTS.intermission, "/_intermission/resume", "POST", false);
+    const resumed = performance.now();
+    await until("the drain to end", async () => (await status()).draining === false, 30_000);
+    const drainEnd = performance.now() - resumed;
+    await sleep(Math.max(0, 5000 - (performance.now() - resumed)));
+    running = false;
+    await Promise.all(loops);
+    loopAgent.destroy();
+    const rate = (from: number, to: number) => done.filter((d) => d.ok && d.at >= from && d.at < to).length / ((to - from) / 1000);
+    const before = rate(t0, t1);
+    const after = rate(resumed + 1000, resumed + 5000);
+    return {
+      connections, window,
+      before_rps: round(before, 0), after_rps: round(after, 0), after_vs_before: round(after / before, 2),
+      drain_end_ms: round(drainEnd, 0), failed: done.filter((d) => !d.ok).length,
+    };
+  } finally {
+    nginx.stop();
+  }
+}
+
 function percentile(xs: number[], p: number): number {
   const sorted = [...xs].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
@@ -270,6 +333,9 @@ async function main(): Promise<void> {
   process.stdout.write("  fleet propagation (2 nodes, Redis) ... ");
   const fleet = wanted("fleet") ? await fleetPropagation() : { pauses: 0, median_ms: NaN, p99_ms: NaN, max_ms: NaN };
   console.log("done");
+  process.stdout.write("  steady load across a pause ... ");
+  const steady = wanted("steady") ? await steadyAcrossPause() : undefined;
+  console.log("done");
   process.stdout.write("  hot path (wrk) ... ");
   const skipped = { wrk_empty_rps: NaN, wrk_intermission_rps: NaN, wrk_cost_pct: NaN };
   const hot = wanted("hot") ? await hotPath() : skipped;
@@ -290,6 +356,7 @@ async function main(): Promise<void> {
     release,
     hot_path: { ...hot, callgrind: [cg16, cg1] },
     fleet_propagation: fleet,
+    steady_across_pause: steady,
   };
 
   const rows: string[][] = [["measure", ...release.map((r) => `N=${r.n}`)]];
@@ -309,6 +376,11 @@ async function main(): Promise<void> {
   for (const r of rows.slice(1)) console.log(line(r));
   console.log(`\nfleet propagation (pause answered on A -> B holding), ${fleet.pauses} pauses: ` +
     `median ${fleet.median_ms} ms, p99 ${fleet.p99_ms} ms, max ${fleet.max_ms} ms`);
+  if (steady !== undefined) {
+    console.log(`\nsteady load across a pause (${steady.connections} connections, 20 ms backend, release_window ${steady.window}): ` +
+      `${steady.before_rps} req/s before, ${steady.after_rps} req/s 1-5 s after the resume (${steady.after_vs_before}x); ` +
+      `draining ended ${steady.drain_end_ms} ms after the resume; ${steady.failed} failed`);
+  }
   console.log("\nunpaused hot path, against empty access/log hooks:");
   console.log(`  wrk, 32 connections:            ${hot.wrk_intermission_rps} vs ${hot.wrk_empty_rps} req/s (${hot.wrk_cost_pct}% fewer)`);
   for (const c of [cg16, cg1]) {
