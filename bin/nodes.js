@@ -4,9 +4,9 @@
 // ...), and a control location may well listen on one.
 import http from "node:http";
 import https from "node:https";
-class Timeout extends Error {
+export class Timeout extends Error {
 }
-function describeFailure(url, e, timeoutS) {
+export function describeFailure(url, e, timeoutS) {
     if (e instanceof Timeout)
         return `${url}: no answer within ${timeoutS}s`;
     const err = e;

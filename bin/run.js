@@ -1,8 +1,10 @@
 // intermission run -- CMD: pause every node (all or nothing), wait for the drain, run
-// CMD, and resume every node afterwards, whether CMD succeeds, fails or is interrupted.
+// CMD, wait for --ready, and resume every node afterwards, whether CMD succeeds, fails or
+// is interrupted.
 import { spawn } from "node:child_process";
-import { EXIT_NOT_DRAINED } from "./args.js";
+import { EXIT_NOT_DRAINED, EXIT_NOT_READY } from "./args.js";
 import { fanOut } from "./nodes.js";
+import { waitUntilReady } from "./ready.js";
 function pauseParams(o) {
     return { ttl: o.ttl, reason: o.reason ?? `intermission run ${o.argv.join(" ")}`.slice(0, 200), scope: o.scope, drain: o.drain };
 }
@@ -24,13 +26,19 @@ const exitStatusOf = (signal) => 128 + (SIGNAL_NUMBERS[signal] ?? 1);
 /**
  * SIGINT/SIGTERM for the whole run, so that none leaves a node paused: before CMD starts
  * one cancels it (the nodes are resumed and CMD never runs), while CMD runs it is passed
- * to CMD, and while resuming it is ignored.
+ * to CMD, while waiting for --ready it ends the wait (and one during CMD skips it), and
+ * while resuming it is ignored.
  */
 class Signals {
     log;
     cmd;
+    /** The first SIGINT/SIGTERM of the run, before resuming. */
     caught;
+    /** Aborted by that signal: cuts the wait for --ready short. */
+    interrupt = new AbortController();
+    interrupted = this.interrupt.signal;
     child;
+    waitingFor;
     resuming = false;
     constructor(log, cmd) {
         this.log = log;
@@ -41,18 +49,27 @@ class Signals {
     handle = (signal) => {
         if (this.resuming) {
             this.log("resuming, please wait");
+            return;
         }
-        else if (this.child) {
+        if (this.child) {
             this.log(`got ${signal}: passing it to the command, then resuming`);
             this.child.kill(signal);
         }
+        else if (this.waitingFor !== undefined) {
+            if (!this.interrupted.aborted)
+                this.log(`got ${signal}: no longer waiting for ${this.waitingFor}; resuming`);
+        }
         else if (this.caught === undefined) {
-            this.caught = signal;
             this.log(`got ${signal}: ${this.cmd} will not run; resuming`);
         }
+        this.caught ??= signal;
+        this.interrupt.abort();
     };
     running(child) {
         this.child = child;
+    }
+    waiting(url) {
+        this.waitingFor = url;
     }
     startResuming() {
         this.resuming = true;
@@ -77,6 +94,33 @@ function runCommand(argv, log, signals) {
         });
         child.on("exit", (code, signal) => done(signal ? exitStatusOf(signal) : code ?? 1));
     });
+}
+/**
+ * After CMD (whatever its status: a restart that reported failure may still come up),
+ * holds the pause until `url` answers 2xx. Returns the run's status: CMD's when it
+ * failed, else EXIT_NOT_READY on a timeout, 128+signal when interrupted.
+ */
+async function waitForReady(o, url, cmdStatus, log, signals) {
+    if (signals.caught) {
+        log(`interrupted: not waiting for ${url}; resuming`);
+        return cmdStatus;
+    }
+    log(`waiting up to ${o.readyTimeout}s for ${url} to answer 2xx before resuming`);
+    signals.waiting(url);
+    const r = await waitUntilReady(url, o.readyTimeout, signals.interrupted, log);
+    signals.waiting(undefined);
+    const waited = `${r.waitedS.toFixed(1)}s`;
+    if (r.ready) {
+        log(`ready: ${url} ${r.last} after ${waited} (${r.attempts} attempt(s))`);
+        return cmdStatus;
+    }
+    if (r.interrupted) {
+        log(`waited ${waited} for ${url}, then interrupted`);
+        return cmdStatus !== 0 ? cmdStatus : exitStatusOf(signals.caught ?? "SIGINT");
+    }
+    log(`NOT READY: ${url} did not answer 2xx within ${o.readyTimeout}s (last: ${r.last}); ` +
+        `resuming anyway` + (cmdStatus !== 0 ? "" : `, exit status ${EXIT_NOT_READY}`));
+    return cmdStatus !== 0 ? cmdStatus : EXIT_NOT_READY;
 }
 export async function run(o, log) {
     const signals = new Signals(log, o.argv[0]);
@@ -124,6 +168,8 @@ async function pauseRunResume(o, log, signals) {
         }
         else {
             status = await runCommand(o.argv, log, signals);
+            if (o.ready !== undefined)
+                status = await waitForReady(o, o.ready, status, log, signals);
         }
     }
     finally {

@@ -21,6 +21,10 @@ export interface Options {
   drain?: string;
   /** run: a drain that did not finish on every node stops the run before CMD. */
   requireDrain: boolean;
+  /** run: after CMD, wait until this URL answers 2xx before resuming. */
+  ready?: string;
+  /** run: seconds to wait for `ready` before resuming anyway. */
+  readyTimeout: number;
   watch: boolean;
   /** run: the command and its arguments. */
   argv: string[];
@@ -41,6 +45,17 @@ export const DEFAULT_RUN_DRAIN = "10";
 /** The exit status of a run stopped by --require-drain (EX_TEMPFAIL: try again later). */
 export const EXIT_NOT_DRAINED = 75;
 
+/**
+ * run --ready's wait when --ready-timeout is not given. A restart of a typical
+ * application (a JVM, a Rails app loading its code) takes seconds to tens of seconds;
+ * 60 s covers that with room, and leaves the other half of the default pause TTL
+ * (pause_ttl, 120 s) for CMD itself.
+ */
+export const DEFAULT_READY_TIMEOUT = 60;
+
+/** The exit status of a run whose --ready URL never answered 2xx (EX_UNAVAILABLE). */
+export const EXIT_NOT_READY = 69;
+
 export const USAGE = `usage: intermission [--url URL]... [--token T] [--json] [--timeout S] COMMAND
        intermission --help | --version
 
@@ -50,12 +65,15 @@ commands:
   resume [--scope S]                        release held requests in arrival order
   maintenance [--ttl S] [--reason R] [--scope S]
   run [--ttl S] [--reason R] [--scope S] [--drain S | --no-drain] [--require-drain]
-      -- CMD [ARGS...]
+      [--ready URL [--ready-timeout S]] -- CMD [ARGS...]
                  pause every node, wait for its in-flight requests (--drain, default
                  ${DEFAULT_RUN_DRAIN}s), run CMD, resume every node (even if CMD fails or is
                  interrupted), exit with CMD's status. A drain that times out is
                  reported and CMD runs anyway; with --require-drain every node is
                  resumed instead, CMD is not run, and the exit status is ${EXIT_NOT_DRAINED}.
+                 --ready URL: after CMD, wait until URL answers 2xx (polled every
+                 0.2s) before resuming; after --ready-timeout (default ${DEFAULT_READY_TIMEOUT}s)
+                 resume anyway and exit ${EXIT_NOT_READY} (CMD's own failure status wins).
   check-config [--nginx PATH] [--prefix DIR] [FILE]
                  on the nginx host: run FILE's init_by_lua (setup() and its options)
                  in a throwaway nginx that serves nothing, the check nginx -t skips
@@ -82,6 +100,8 @@ const OPTIONS = {
   drain: { type: "string" },
   "no-drain": { type: "boolean" },
   "require-drain": { type: "boolean" },
+  ready: { type: "string" },
+  "ready-timeout": { type: "string" },
   nginx: { type: "string" },
   prefix: { type: "string" },
   watch: { type: "boolean" },
@@ -146,15 +166,27 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Parsed {
 
   let drain = strings.drain;
   const requireDrain = flags.has("require-drain");
+  const ready = strings.ready?.trim();
+  let readyTimeout = DEFAULT_READY_TIMEOUT;
   if (command === "run") {
     if (cmdArgv.length === 0) throw new UsageError("run needs a command after --");
     if (flags.has("no-drain") && drain !== undefined) throw new UsageError("--drain and --no-drain exclude each other");
     if (flags.has("no-drain") && requireDrain) throw new UsageError("--require-drain needs a drain: drop --no-drain");
     if (!flags.has("no-drain") && drain === undefined) drain = DEFAULT_RUN_DRAIN;
+    if (ready === undefined && strings["ready-timeout"] !== undefined) throw new UsageError("--ready-timeout needs --ready URL");
+    if (ready !== undefined && !(/^https?:\/\//.test(ready) && URL.canParse(ready))) {
+      throw new UsageError(`--ready takes an http:// or https:// URL, got ${ready}`);
+    }
+    if (strings["ready-timeout"] !== undefined) {
+      readyTimeout = Number(strings["ready-timeout"]);
+      if (!(readyTimeout > 0 && readyTimeout < Infinity)) throw new UsageError("--ready-timeout takes a positive number of seconds");
+    }
   } else {
     if (cmdArgv.length > 0) throw new UsageError(`${command} takes no command after --`);
     if (requireDrain) throw new UsageError("--require-drain goes with run");
     if (flags.has("no-drain")) throw new UsageError("--no-drain goes with run");
+    if (ready !== undefined) throw new UsageError("--ready goes with run");
+    if (strings["ready-timeout"] !== undefined) throw new UsageError("--ready-timeout goes with run");
   }
   if (flags.has("watch") && command !== "status") throw new UsageError("--watch goes with status");
 
@@ -178,6 +210,8 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Parsed {
     scope: strings.scope,
     drain,
     requireDrain,
+    ready,
+    readyTimeout,
     watch: flags.has("watch"),
     argv: cmdArgv,
     nginx: strings.nginx ?? "nginx",

@@ -14,9 +14,9 @@ export interface NodeResult {
   error?: string;
 }
 
-class Timeout extends Error {}
+export class Timeout extends Error {}
 
-function describeFailure(url: string, e: unknown, timeoutS: number): string {
+export function describeFailure(url: string, e: unknown, timeoutS: number): string {
   if (e instanceof Timeout) return `${url}: no answer within ${timeoutS}s`;
   const err = e as { code?: string; message?: string };
   const code = err.code;

@@ -1,8 +1,10 @@
 // intermission run -- CMD: pause every node (all or nothing), wait for the drain, run
-// CMD, and resume every node afterwards, whether CMD succeeds, fails or is interrupted.
+// CMD, wait for --ready, and resume every node afterwards, whether CMD succeeds, fails or
+// is interrupted.
 import { spawn, ChildProcess } from "node:child_process";
-import { Options, EXIT_NOT_DRAINED } from "./args.ts";
+import { Options, EXIT_NOT_DRAINED, EXIT_NOT_READY } from "./args.ts";
 import { fanOut, NodeResult } from "./nodes.ts";
+import { waitUntilReady } from "./ready.ts";
 
 type Log = (line: string) => void;
 
@@ -29,11 +31,17 @@ const exitStatusOf = (signal: NodeJS.Signals) => 128 + (SIGNAL_NUMBERS[signal] ?
 /**
  * SIGINT/SIGTERM for the whole run, so that none leaves a node paused: before CMD starts
  * one cancels it (the nodes are resumed and CMD never runs), while CMD runs it is passed
- * to CMD, and while resuming it is ignored.
+ * to CMD, while waiting for --ready it ends the wait (and one during CMD skips it), and
+ * while resuming it is ignored.
  */
 class Signals {
+  /** The first SIGINT/SIGTERM of the run, before resuming. */
   caught?: NodeJS.Signals;
+  /** Aborted by that signal: cuts the wait for --ready short. */
+  private readonly interrupt = new AbortController();
+  readonly interrupted = this.interrupt.signal;
   private child?: ChildProcess;
+  private waitingFor?: string;
   private resuming = false;
 
   constructor(private readonly log: Log, private readonly cmd: string) {
@@ -44,17 +52,26 @@ class Signals {
   private handle = (signal: NodeJS.Signals): void => {
     if (this.resuming) {
       this.log("resuming, please wait");
-    } else if (this.child) {
+      return;
+    }
+    if (this.child) {
       this.log(`got ${signal}: passing it to the command, then resuming`);
       this.child.kill(signal);
+    } else if (this.waitingFor !== undefined) {
+      if (!this.interrupted.aborted) this.log(`got ${signal}: no longer waiting for ${this.waitingFor}; resuming`);
     } else if (this.caught === undefined) {
-      this.caught = signal;
       this.log(`got ${signal}: ${this.cmd} will not run; resuming`);
     }
+    this.caught ??= signal;
+    this.interrupt.abort();
   };
 
   running(child: ChildProcess | undefined): void {
     this.child = child;
+  }
+
+  waiting(url: string | undefined): void {
+    this.waitingFor = url;
   }
 
   startResuming(): void {
@@ -82,6 +99,34 @@ function runCommand(argv: string[], log: Log, signals: Signals): Promise<number>
     });
     child.on("exit", (code, signal) => done(signal ? exitStatusOf(signal) : code ?? 1));
   });
+}
+
+/**
+ * After CMD (whatever its status: a restart that reported failure may still come up),
+ * holds the pause until `url` answers 2xx. Returns the run's status: CMD's when it
+ * failed, else EXIT_NOT_READY on a timeout, 128+signal when interrupted.
+ */
+async function waitForReady(o: Options, url: string, cmdStatus: number, log: Log, signals: Signals): Promise<number> {
+  if (signals.caught) {
+    log(`interrupted: not waiting for ${url}; resuming`);
+    return cmdStatus;
+  }
+  log(`waiting up to ${o.readyTimeout}s for ${url} to answer 2xx before resuming`);
+  signals.waiting(url);
+  const r = await waitUntilReady(url, o.readyTimeout, signals.interrupted, log);
+  signals.waiting(undefined);
+  const waited = `${r.waitedS.toFixed(1)}s`;
+  if (r.ready) {
+    log(`ready: ${url} ${r.last} after ${waited} (${r.attempts} attempt(s))`);
+    return cmdStatus;
+  }
+  if (r.interrupted) {
+    log(`waited ${waited} for ${url}, then interrupted`);
+    return cmdStatus !== 0 ? cmdStatus : exitStatusOf(signals.caught ?? "SIGINT");
+  }
+  log(`NOT READY: ${url} did not answer 2xx within ${o.readyTimeout}s (last: ${r.last}); ` +
+    `resuming anyway` + (cmdStatus !== 0 ? "" : `, exit status ${EXIT_NOT_READY}`));
+  return cmdStatus !== 0 ? cmdStatus : EXIT_NOT_READY;
 }
 
 export async function run(o: Options, log: Log): Promise<number> {
@@ -128,6 +173,7 @@ async function pauseRunResume(o: Options, log: Log, signals: Signals): Promise<n
       status = EXIT_NOT_DRAINED;
     } else {
       status = await runCommand(o.argv, log, signals);
+      if (o.ready !== undefined) status = await waitForReady(o, o.ready, status, log, signals);
     }
   } finally {
     signals.startResuming();
