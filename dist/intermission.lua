@@ -15,7 +15,7 @@ local loadFleet = ____fleetmode.loadFleet
 local ____record = require("intermission.record")
 local live = ____record.live
 local requestKey = ____record.requestKey
-local startTime = ____record.startTime
+local requestKeyAndStart = ____record.requestKeyAndStart
 local ____control = require("intermission.control")
 local controlHandler = ____control.control
 function nodeId()
@@ -97,9 +97,9 @@ function ____exports.access()
     if zone == nil then
         return
     end
-    local r = requestKey()
+    local r, start = requestKeyAndStart()
     if (zone:get(BUSY_KEY)) == 0 and live[r] == nil then
-        live[r] = startTime()
+        live[r] = start
         return enter()
     end
     local ok, err = pcall(slow)

@@ -13,7 +13,7 @@ import { bindZones, zones, BUSY_KEY } from "./intermission/shm";
 import * as gate from "./intermission/gate";
 import * as inflight from "./intermission/inflight";
 import { fleet, loadFleet } from "./intermission/fleetmode";
-import { live, requestKey, startTime, Record } from "./intermission/record";
+import { live, requestKey, requestKeyAndStart, Record } from "./intermission/record";
 import { control as controlHandler } from "./intermission/control";
 
 export const _VERSION = "0.2.0";
@@ -83,9 +83,9 @@ const leave = inflight.leave;
 export function access(): void {
   const zone = stateZone;
   if (zone === undefined) return; // no zones: nothing to hold with (init_worker said why)
-  const r = requestKey();
+  const [r, start] = requestKeyAndStart();
   if (zone.get(BUSY_KEY)[0] === 0 && live.get(r) === undefined) {
-    live.set(r, startTime());
+    live.set(r, start);
     return enter();
   }
   const [ok, err] = pcall(slow);

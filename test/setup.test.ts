@@ -38,6 +38,12 @@ describe("setup() options", () => {
     ["redis without store", { redis: { host: "x" } }, /option "redis" needs store = "redis"/],
     ["bad redis port", { store: "redis", redis: { port: 0 } }, /redis option "port" must be an integer from 1 to 65535, got 0/],
     ["unknown redis option", { store: "redis", redis: { hots: "x" } }, /unknown redis option "hots"/],
+    ["zero max_scopes", { max_scopes: 0 }, /option "max_scopes" must be an integer from 1/],
+    ["zero release_lease", { release_lease: 0 }, /option "release_lease" must be a number from 0\.01/],
+    ["a 2xx failure status", { failure_statuses: [200] }, /option "failure_statuses" must be a list of HTTP statuses from 500 to 599/],
+    ["a ready_probe that is not http", { ready_probe: { url: "ftp://x/" } }, /ready_probe option "url" must be like/],
+    ["an unknown ready_probe option", { ready_probe: { url: "http://127.0.0.1:1/", every: 1 } }, /unknown ready_probe option "every"/],
+    ["fleet_release_window without redis", { fleet_release_window: 10 }, /option "fleet_release_window" needs store = "redis"/],
     ["unknown store", { store: "memcached" }, /option "store" must be one of shared_dict, redis/],
     ["missing dict", { dict: "nosuch" }, /lua_shared_dict "nosuch", "nosuch_queue" and "nosuch_counters" must be declared/],
   ];
@@ -50,6 +56,20 @@ describe("setup() options", () => {
     });
   }
 
+  it("local mode starts without resty.redis; fleet mode then names what is missing", async () => {
+    await node.exec(["mv", "/usr/share/lua/5.1/resty/redis.lua", "/tmp/redis.lua.hidden"]);
+    try {
+      const local = await nginxStart({});
+      assert.equal(local.code, 0, local.output);
+      assert.doesNotMatch(local.output, /init_by_lua error|\[emerg\]|resty\.redis/);
+      const fleet = await nginxStart({ store: "redis" });
+      assert.notEqual(fleet.code, 0, fleet.output);
+      assert.match(fleet.output, /intermission\.setup: store = "redis" needs lua-resty-redis as "resty\.redis".*install lua-nginx-redis/);
+    } finally {
+      await node.exec(["mv", "/tmp/redis.lua.hidden", "/usr/share/lua/5.1/resty/redis.lua"]);
+    }
+  });
+
   it("accepts every option with sensible values", async () => {
     const { code, output } = await nginxStart({
       store: "redis",
@@ -58,10 +78,29 @@ describe("setup() options", () => {
       max_hold: 10, on_timeout: "pass", pause_ttl: 0, max_held: 500, release_window: 16,
       health_check_paths: ["/up", "/healthz"], privileged_user_agent: "^Pingdom", control_token: "0123456789abcdef",
       legacy_endpoints: true, retry_after: 30, poll_interval: 0.005,
+      max_scopes: 50, release_lease: 2, failure_statuses: [502, 504],
+      ready_probe: { url: "http://127.0.0.1:3000/up", successes: 2, interval: 0.5, timeout: 20 },
+      fleet_release_window: 100,
     });
     assert.equal(code, 0, output);
     // It started (its fleet sync then finds no Redis here, which it reports and retries).
     assert.match(output, /start worker process/);
     assert.doesNotMatch(output, /intermission\.setup|init_by_lua error|\[emerg\]/);
+  });
+});
+
+describe("hooks without setup() and without the shared dicts", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start({ bare: true });
+  });
+  after(async () => node?.stop());
+
+  it("pass every request (no 500) and say why in the log", async () => {
+    for (let i = 0; i < 3; i++) assert.equal((await node.get(`/?id=bare${i}`)).status, 200);
+    const lines = await node.newLogLines();
+    assert.ok(lines.some((l) => /setup\(\) was not called in init_by_lua/.test(l)), lines.join("\n"));
+    assert.ok(lines.some((l) => /must be declared: include nginx\/intermission.conf/.test(l)), lines.join("\n"));
+    assert.ok(!lines.some((l) => /runtime error|attempt to/.test(l)), lines.join("\n"));
   });
 });

@@ -1,5 +1,14 @@
 // LuaJIT's ffi: only what intermission uses.
 declare module "ffi" {
+  interface CType { readonly __ctype: unique symbol }
   /** A cdata of C type `ct` converted from `value`. */
-  export function cast(this: void, ct: string, value: unknown): unknown;
+  export function cast(this: void, ct: string | CType, value: unknown): unknown;
+  /** A C type, parsed once (ffi.cast with a string parses it on every call). */
+  function typeOf(this: void, ct: string): CType;
+  export { typeOf as typeof, CType };
+  /** C functions already declared by lua-resty-core's ffi.cdef (0.1.25). */
+  export const C: {
+    /** r->start_sec + r->start_msec / 1000 (what ngx.req.start_time returns). */
+    ngx_http_lua_ffi_req_start_time(this: void, r: NgxRequest | undefined): number;
+  };
 }

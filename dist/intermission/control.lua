@@ -318,6 +318,9 @@ local function handle()
     return legacy(action, keys)
 end
 function ____exports.control()
+    if zones.state == nil then
+        return jsonError(503, "intermission is not set up: include nginx/intermission.conf in the http block and call setup() in init_by_lua (see the error log)")
+    end
     local r = requestKey()
     if type(live[r]) == "number" then
         live[r] = nil

@@ -240,6 +240,9 @@ function handle(): void {
 }
 
 export function control(): void {
+  if (zones.state === undefined) {
+    return jsonError(503, "intermission is not set up: include nginx/intermission.conf in the http block and call setup() in init_by_lua (see the error log)");
+  }
   // With the hooks at server level access() counted this request in flight: it is not.
   const r = requestKey();
   if (type(live.get(r)) === "number") {

@@ -8,7 +8,7 @@
 // start time tells a redirected request (same start) from a new one that inherited the
 // key of a request whose log() never ran (a location without the log hook).
 import { get_request } from "resty.core.base";
-import { cast } from "ffi";
+import { cast, typeof as ctype, C } from "ffi";
 import { ScopeKeys } from "./shm";
 import { Waiter } from "./waiters";
 
@@ -28,8 +28,18 @@ export interface Record {
 
 export const live = new LuaMap<number, number | Record>();
 
+const uintptr = ctype("uintptr_t");
+
 /** The request pointer as a number (user-space addresses fit a double exactly). */
 export function requestKey(): number {
-  return tonumber(cast("uintptr_t", get_request()))!;
+  return tonumber(cast(uintptr, get_request()))!;
+}
+
+/** The same, with the request's start time (the stale-record check), for the hot path. */
+export function requestKeyAndStart(): LuaMultiReturn<[number, number]> {
+  const r = get_request();
+  // lua-resty-core declared this C function (ngx.req.start_time uses it): one FFI call
+  // on the pointer we already have, instead of a second get_request().
+  return $multi(tonumber(cast(uintptr, r))!, C.ngx_http_lua_ffi_req_start_time(r));
 }
 export const startTime = ngx.req.start_time;

@@ -28,6 +28,8 @@ export interface ConfigOptions {
   mainDirectives?: string;
   /** Extra directives in the front server block. */
   serverDirectives?: string;
+  /** The hooks without setup() and without intermission.conf's shared dicts (a miswired node). */
+  bare?: boolean;
 }
 
 const LUA_HOOKS = `
@@ -127,10 +129,10 @@ http {
     access_log off;
     ${opts.resolver ? `resolver ${opts.resolver} valid=1s ipv6=off;` : ""}
     lua_package_path "${LUA_PACKAGE_PATH}";
-    include ${CONF_INCLUDE};
+    ${opts.bare ? "" : `include ${CONF_INCLUDE};`}
     lua_shared_dict backend 32m;
 
-    init_by_lua_block        { require("intermission").setup(${setup}) }
+    ${opts.bare ? "" : `init_by_lua_block        { require("intermission").setup(${setup}) }`}
     init_worker_by_lua_block { require("intermission").init_worker() }
 
     upstream backend {
