@@ -8,6 +8,35 @@ import { waitFor } from "./harness/http.ts";
 
 const FLEET_SETUP = { store: "redis", redis: { host: "redis", port: 6379, prefix: "test", connect_timeout: 0.2 }, max_hold: 20 };
 const REDIS_DOWN = [/intermission: fleet: /, /not applied: /];
+/**
+ * The README's catch-up bounds: a node that missed a change with its connection up finds
+ * it at its next check (every 5 s x 0.8-1.2 while running); one that lost Redis
+ * resubscribes within its back-off (at most 2 s x 1.2) of Redis answering again.
+ */
+const CATCH_UP_CHECK_MS = 6000;
+const CATCH_UP_RECONNECT_MS = 2400;
+/** Slack for a loaded test machine (container exec, the harness's own polling). */
+const SLACK_MS = 1500;
+
+/** redis-cli in the Redis container. */
+async function redisCli(redis: StartedTestContainer, ...args: string[]): Promise<string> {
+  const r = await redis.exec(["redis-cli", ...args]);
+  assert.equal(r.exitCode, 0, r.output);
+  return r.output.trim();
+}
+
+/**
+ * Writes a pause into Redis as a node of this version would, but with the writer's clock
+ * `skew` seconds off (since/until), and optionally without publishing it (a lost message).
+ */
+async function writePause(redis: StartedTestContainer, o: { ttl: number; reason: string; skew: number; publish: boolean }) {
+  const now = Date.now() / 1000 + o.skew;
+  const rec = { mode: "paused", since: now, until: now + o.ttl, ttl: o.ttl, reason: o.reason };
+  await redisCli(redis, "SET", "test:scope:default", JSON.stringify(rec), "PX", String(o.ttl * 1000));
+  await redisCli(redis, "SADD", "test:scopes", "default");
+  const version = Number(await redisCli(redis, "INCR", "test:version"));
+  if (o.publish) await redisCli(redis, "PUBLISH", "test:events", `default\n${JSON.stringify({ ...rec, version })}`);
+}
 
 function startNode(network: StartedNetwork): Promise<NginxNode> {
   return NginxNode.start({ setup: FLEET_SETUP, network, resolver: DOCKER_DNS });
@@ -82,6 +111,78 @@ describe("fleet mode on Redis", () => {
     } finally {
       await d.stop();
     }
+  });
+
+  it("a node whose clock runs ahead of the pausing node's holds for the whole TTL", async () => {
+    // As if the node that paused had a clock an hour slow: its since and until are an hour
+    // in the past by ours. Only the TTL in seconds may decide the deadline.
+    await writePause(redis, { ttl: 60, reason: "skewed", skew: -3600, publish: true });
+    for (const n of nodes) {
+      await waitFor("the skewed pause to hold", async () => (await n.status()).state === "paused", 2000);
+    }
+    const held = b().send("/?id=skew");
+    await b().held(1);
+    const status = await b().status();
+    const left = status.until - Date.now() / 1000;
+    assert.ok(left > 50 && left <= 61, `B's own deadline is 60 s from now, not the sender's: ${left}`);
+    // A node that starts now reads the record's remaining TTL from Redis, not its until.
+    const d = await startNode(network);
+    try {
+      await waitFor("the newcomer holding", async () => (await d.status()).state === "paused", 5000);
+      const dLeft = (await d.status()).until - Date.now() / 1000;
+      assert.ok(dLeft > 45 && dLeft <= 61, `the newcomer's deadline: ${dLeft}`);
+      await d.assertCleanLog();
+    } finally {
+      await d.stop();
+    }
+    await a().control("resume");
+    assert.equal((await held.reply).status, 200);
+  });
+
+  it("refuses a ttl under a millisecond with 400, not a Redis error", async () => {
+    for (const ttl of ["0.0005", "0.0001"]) {
+      const r = await a().control("pause", `ttl=${ttl}`);
+      assert.equal(r.status, 400, r.body);
+      assert.equal(r.json().field, "ttl");
+    }
+    for (const n of nodes) assert.equal((await n.status()).state, "running");
+  });
+
+  it("a change whose message was lost reaches every node at its next check", async () => {
+    await writePause(redis, { ttl: 60, reason: "lost-message", skew: 0, publish: false });
+    const t0 = Date.now();
+    for (const n of nodes) {
+      await waitFor("the unpublished pause", async () => (await n.status()).state === "paused", CATCH_UP_CHECK_MS + SLACK_MS);
+    }
+    const caughtUp = Date.now() - t0;
+    const held = c().send("/?id=lost");
+    await c().held(1);
+    // And a resume whose message is lost: the key goes, the counter moves, nothing is published.
+    await redisCli(redis, "DEL", "test:scope:default");
+    await redisCli(redis, "INCR", "test:version");
+    const t1 = Date.now();
+    assert.equal((await held.reply).status, 200);
+    for (const n of nodes) {
+      await waitFor("the unpublished resume", async () => (await n.status()).state === "running", CATCH_UP_CHECK_MS + SLACK_MS);
+    }
+    assert.ok(caughtUp <= CATCH_UP_CHECK_MS + SLACK_MS && Date.now() - t1 <= CATCH_UP_CHECK_MS + SLACK_MS);
+  });
+
+  it("a pause made while a node is reconnecting after a Redis restart reaches it when it resubscribes", async () => {
+    await redis.stop();
+    // Long enough for the nodes' back-off to reach its ceiling.
+    await new Promise((r) => setTimeout(r, 5000));
+    redis = await startRedis(network);
+    // The first pause Redis takes, before the others have resubscribed.
+    await waitFor("a pause accepted", async () => (await a().control("pause", "reason=after-restart")).status === 200, 5000);
+    const t0 = Date.now();
+    for (const n of nodes) {
+      await waitFor("the pause after the restart", async () => (await n.status()).state === "paused",
+        CATCH_UP_RECONNECT_MS + SLACK_MS);
+    }
+    assert.ok(Date.now() - t0 <= CATCH_UP_RECONNECT_MS + SLACK_MS);
+    await b().control("resume");
+    for (const n of nodes) await waitFor("running", async () => (await n.status()).state === "running", 1000);
   });
 
   it("Redis lost mid-pause: held requests keep their place; Redis back: the fleet re-syncs", async () => {

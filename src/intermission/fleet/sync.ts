@@ -1,26 +1,36 @@
 // Keeps this node's shared dict in step with the fleet's state in Redis.
 //
 // One loop per node, in worker 0 (respawned with it by the master; on reload the new
-// worker 0 takes over and the old one stops). It subscribes to the events channel, so
-// a change made anywhere reaches this node's hot path within a Redis round trip, and on
-// every read timeout (1 s, 0.1 s while any scope is not running) it reconciles all
-// scopes and publishes this node's heartbeat. If Redis is unreachable the node keeps
-// its last known state and retries with back-off: one connect timeout at a time, in one
-// worker, never on a request.
+// worker 0 takes over and the old one stops). It subscribes to the events channel, so a
+// change made anywhere reaches this node's hot path within a Redis round trip, and costs
+// Redis nothing while nothing changes. Every few seconds (CHECK_IDLE, or CHECK_STOPPED
+// while a scope here is paused or in maintenance, with jitter so a fleet's nodes spread
+// out) it checks that the subscription is alive (PING on it), refreshes its heartbeat and
+// reads the fleet's change counter; only when that counter is not the one it has seen
+// does it read the scopes. If Redis is unreachable the node keeps its last known state
+// and retries with back-off: one connect timeout at a time, in one worker, never on a
+// request.
 import * as cjson from "cjson.safe";
 import { zones, keysFor, knownScopes, num, BUSY_KEY } from "../shm";
 import { settings } from "../settings";
 import { lock, unlock } from "../lock";
 import * as state from "../state";
 import * as inflight from "../inflight";
-import { connect, release, failed, key } from "./connection";
+import { connect, release, failed, key, Redis } from "./connection";
 import * as remote from "./remote";
 
 /** Set by setup() on a cold start: requests wait for the first sync (bounded). */
 export const PENDING_KEY = "fleet|pending";
 const SYNCED_KEY = "fleet|synced";
 const ERROR_KEY = "fleet|error";
-const NODE_TTL_MS = 3000;
+/** A heartbeat lives this long unless refreshed: a node that stops drops out of status after it. */
+export const NODE_TTL_MS = 15000;
+/** Seconds between checks while every scope here runs, and while one is paused or in maintenance (each x0.8-1.2). */
+export const CHECK_IDLE = 5;
+export const CHECK_STOPPED = 1;
+/** While a scope is stopped: how often the loop looks whether its in-flight count moved (for the fleet's drain). */
+const WAKE_STOPPED = 0.1;
+const BACKOFF_MAX = 2;
 
 export const node = { id: "" };
 
@@ -57,7 +67,10 @@ export function awaitFirstSync(): void {
   }
 }
 
-/** Makes the local state of one scope what the fleet says. */
+/**
+ * Makes the local state of one scope what the fleet says. The deadline is this node's
+ * clock plus the seconds the record has left: no other node's clock is read.
+ */
 export function apply(scope: string, rec: remote.RemoteRecord | undefined): void {
   const keys = keysFor(scope);
   const local = state.modeOf(keys);
@@ -65,26 +78,53 @@ export function apply(scope: string, rec: remote.RemoteRecord | undefined): void
     if (local === "paused" || local === "maintenance") state.resume(keys);
     return;
   }
+  const until = rec.ttl > 0 ? ngx.now() + rec.ttl : 0;
   const snap = state.snapshot(keys);
-  // Already so (the node that made the change applied it before publishing).
-  if (local === rec.mode && snap.reason === rec.reason && math.abs(snap.until - rec.until) < 0.01) return;
-  const ttl = rec.until > 0 ? math.max(0.001, rec.until - ngx.now()) : 0;
-  if (rec.mode === "paused") state.pause(keys, ttl, rec.reason);
-  else state.maintenance(keys, ttl, rec.reason);
+  // Already so (the node that made the change applied it before publishing; a reconcile
+  // finds what a message brought): a deadline within a quarter second is the same one.
+  const sameDeadline = until === 0 ? snap.until === 0 : snap.until > 0 && math.abs(snap.until - until) < 0.25;
+  if (local === rec.mode && snap.reason === rec.reason && sameDeadline) return;
+  if (rec.mode === "paused") state.pause(keys, rec.ttl, rec.reason);
+  else state.maintenance(keys, rec.ttl, rec.reason);
+}
+
+/** This worker's view of the fleet (numbers only: no connection is kept in module state). */
+const seen = {
+  /** The fleet's change counter as of the last change this node applied. */
+  version: -1,
+  /** What the last heartbeat said, and when it went. */
+  beatVersion: -1,
+  beatInFlight: -1,
+  beatAt: 0,
+  /** SET ... GET (Redis 6.2+); false after an older Redis refused it. */
+  setGet: true,
+  seed: 0,
+};
+
+/** A factor from 0.8 to 1.2 (Park-Miller, seeded per worker), so a fleet's timers drift apart. */
+function jitter(): number {
+  if (seen.seed === 0) seen.seed = (ngx.worker.pid() * 7919 + math.floor(ngx.now() * 1000)) % 2147483646 + 1;
+  seen.seed = (seen.seed * 16807) % 2147483647;
+  return 0.8 + 0.4 * (seen.seed / 2147483647);
 }
 
 function reconcile(): LuaMultiReturn<[boolean, string | undefined]> {
-  const [all, err] = remote.readAll();
+  const [all, version, err] = remote.readAll();
   if (all === undefined) return $multi(false, err);
-  for (const [scope, rec] of pairs(all)) apply(scope as string, rec === false ? undefined : rec as remote.RemoteRecord);
-  // Scopes this node knows that the fleet no longer lists are running.
+  for (const [scope, rec] of pairs(all)) apply(scope as string, rec);
+  // Scopes this node knows that the fleet does not list as stopped are running.
   for (const scope of knownScopes()) {
     if (all[scope] === undefined) apply(scope, undefined);
   }
+  seen.version = version;
   return $multi(true, undefined);
 }
 
-function heartbeat(): void {
+/**
+ * Publishes this node's heartbeat (one SET; SADD to the node list only when the key had
+ * lapsed) and, with `readVersion`, reads the fleet's change counter in the same round trip.
+ */
+function heartbeat(readVersion: boolean): LuaMultiReturn<[boolean, number | undefined, string | undefined]> {
   const held: { [scope: string]: number } = {};
   let total = 0;
   for (const scope of knownScopes()) {
@@ -92,19 +132,112 @@ function heartbeat(): void {
     held[scope] = n;
     total += n;
   }
-  const [body] = cjson.encode({ id: node.id, at: ngx.now(), held, held_total: total, in_flight: inflight.total() });
-  const [red] = connect();
-  if (red === undefined || body === undefined) return;
-  red.init_pipeline(2);
-  red.set(key("node", node.id), body, "PX", NODE_TTL_MS);
-  red.sadd(key("nodes"), node.id);
-  const [replies] = red.commit_pipeline();
-  if (replies === undefined) red.close();
-  else release(red);
+  const inFlight = inflight.total();
+  const [body] = cjson.encode({ id: node.id, at: ngx.now(), held, held_total: total, in_flight: inFlight, version: seen.version });
+  if (body === undefined) return $multi(false, undefined, "cannot encode the heartbeat");
+  const [red, err] = connect();
+  if (red === undefined) return $multi(false, undefined, err);
+  const nodeKey = key("node", node.id);
+  red.init_pipeline(3);
+  if (seen.setGet) red.set(nodeKey, body, "PX", NODE_TTL_MS, "GET");
+  else {
+    red.set(nodeKey, body, "PX", NODE_TTL_MS);
+    red.sadd(key("nodes"), node.id);
+  }
+  if (readVersion) red.get(key("version"));
+  const [replies, pipeErr] = red.commit_pipeline();
+  if (replies === undefined) {
+    red.close();
+    return $multi(false, undefined, `redis heartbeat: ${pipeErr}`);
+  }
+  const first = replies[0];
+  if (seen.setGet && type(first) === "table") {
+    // Redis before 6.2 has no SET ... GET: from now on SET and SADD.
+    seen.setGet = false;
+    red.sadd(key("nodes"), node.id);
+  } else if (seen.setGet && first === ngx.null) {
+    // No heartbeat of ours was there (a start, or it lapsed and status dropped us): list us.
+    red.sadd(key("nodes"), node.id);
+  }
+  let version: number | undefined;
+  if (readVersion) {
+    const v = replies[replies.length - 1];
+    if (type(v) === "table") {
+      release(red);
+      return $multi(false, undefined, `redis GET version: ${tostring((v as unknown as [false, string])[1])}`);
+    }
+    version = v === ngx.null ? 0 : (tonumber(v as string) ?? 0);
+  }
+  release(red);
+  seen.beatVersion = seen.version;
+  seen.beatInFlight = inFlight;
+  seen.beatAt = ngx.now();
+  return $multi(true, version, undefined);
 }
 
-function anyBusy(): boolean {
-  return zones.state.get(BUSY_KEY)[0] !== undefined;
+/** Some scope on this node is paused or in maintenance (not just draining or waiting for the first sync). */
+function anyStopped(): boolean {
+  if (zones.state.get(BUSY_KEY)[0] === undefined) return false;
+  for (const scope of knownScopes()) {
+    const mode = state.modeOf(keysFor(scope));
+    if (mode === "paused" || mode === "maintenance") return true;
+  }
+  return false;
+}
+
+/**
+ * One message from the channel. Returns false when it shows that a change was missed
+ * (its version skips one), so the caller reconciles.
+ */
+function onMessage(reply: RedisReply[]): boolean {
+  if (reply[0] !== "message" || type(reply[2]) !== "string") return true;
+  const [, , scope, body] = string.find(reply[2] as string, "^([^\n]*)\n(.*)$");
+  if (scope === undefined) return true;
+  const [rec, version] = remote.decode(body);
+  if (version !== undefined) {
+    // Published before the reconcile that already read it: applying it now would undo a later change.
+    if (version <= seen.version) return true;
+    const gap = version > seen.version + 1;
+    apply(scope as string, rec);
+    seen.version = version;
+    return !gap;
+  }
+  apply(scope as string, rec); // from a node of an earlier version
+  return true;
+}
+
+/** PING on the subscription: proves it alive, and every message queued before it is applied. */
+function ping(sub: Redis): LuaMultiReturn<[boolean, string | undefined]> {
+  sub.set_timeout(settings.cfg.redis!.read_timeout * 1000);
+  let [reply, err] = sub.ping();
+  let complete = true;
+  while (true) {
+    if (reply === undefined || reply === false) return $multi(false, `redis subscription PING: ${err}`);
+    if (type(reply) !== "table") break; // a plain PONG
+    const r = reply as RedisReply[];
+    if (r[0] === "pong") break;
+    if (!onMessage(r)) complete = false;
+    [reply, err] = sub.read_reply();
+  }
+  if (!complete) {
+    const [ok, recErr] = reconcile();
+    if (!ok) return $multi(false, recErr);
+  }
+  return $multi(true, undefined);
+}
+
+/** The periodic check: subscription alive, heartbeat, and a reconcile only if a change was missed. */
+function check(sub: Redis): LuaMultiReturn<[boolean, string | undefined]> {
+  const [alive, pingErr] = ping(sub);
+  if (!alive) return $multi(false, pingErr);
+  const [beat, version, beatErr] = heartbeat(true);
+  if (!beat) return $multi(false, beatErr);
+  if (version !== seen.version) {
+    ngx.log(ngx.INFO, `intermission: fleet: change counter ${version} but ${seen.version} seen: reconciling`);
+    const [ok, recErr] = reconcile();
+    if (!ok) return $multi(false, recErr);
+  }
+  return $multi(true, undefined);
 }
 
 /** One subscription, until Redis fails or the worker exits. */
@@ -126,32 +259,46 @@ function session(): string {
   zones.state.set(SYNCED_KEY, true);
   zones.state.delete(ERROR_KEY);
   clearPending();
-  heartbeat();
-  let lastBeat = ngx.now();
+  const [beat, , beatErr] = heartbeat(false);
+  if (!beat) {
+    sub.close();
+    return beatErr!;
+  }
+  let stopped = anyStopped();
+  let nextCheck = ngx.now() + (stopped ? CHECK_STOPPED : CHECK_IDLE) * jitter();
 
   while (!ngx.worker.exiting()) {
-    sub.set_timeout(anyBusy() ? 100 : 1000);
+    const wait = stopped ? math.min(WAKE_STOPPED, nextCheck - ngx.now()) : nextCheck - ngx.now();
+    sub.set_timeout(math.max(1, math.floor(wait * 1000)));
     const [reply, readErr] = sub.read_reply();
+    let complete = true;
     if (reply !== undefined) {
-      const r = reply as string[];
-      if (r[0] === "message" && type(r[2]) === "string") {
-        const [, , scope, record] = string.find(r[2], "^([^\n]*)\n(.*)$");
-        if (scope !== undefined) apply(scope as string, remote.decode(record));
-      }
+      complete = onMessage(reply as RedisReply[]);
     } else if (readErr !== "timeout") {
       sub.close();
       return `redis subscription: ${readErr}`;
     }
     ngx.update_time();
-    const interval = anyBusy() ? 0.1 : 1;
-    if (ngx.now() - lastBeat >= interval) {
-      const [fine, recErr] = reconcile();
-      if (!fine) {
-        sub.close();
-        return recErr!;
-      }
-      heartbeat();
-      lastBeat = ngx.now();
+    const now = ngx.now();
+    const wasStopped = stopped;
+    stopped = anyStopped();
+    if (stopped && !wasStopped) nextCheck = math.min(nextCheck, now + CHECK_STOPPED * jitter());
+    let fine = true;
+    let failure: string | undefined;
+    if (!complete) [fine, failure] = reconcile();
+    if (fine && now >= nextCheck) {
+      [fine, failure] = check(sub);
+      nextCheck = now + (stopped ? CHECK_STOPPED : CHECK_IDLE) * jitter();
+    } else if (fine && reply === undefined && now - seen.beatAt >= WAKE_STOPPED &&
+      (seen.version !== seen.beatVersion || (stopped && inflight.total() !== seen.beatInFlight))) {
+      // A change applied, or in-flight requests finishing while stopped: a pause's drain
+      // elsewhere waits for this node's word (see control's drain). Sent once the channel
+      // is quiet (a read timed out), not while a fleet's nodes are all applying the change.
+      [fine, , failure] = heartbeat(false);
+    }
+    if (!fine) {
+      sub.close();
+      return failure!;
     }
   }
   sub.close();
@@ -163,18 +310,26 @@ function loop(this: void, premature: boolean): void {
   let backoff = 0.1;
   let reported = false;
   while (!ngx.worker.exiting()) {
+    const started = ngx.now();
     const [ok, result] = pcall(session);
     if (ngx.worker.exiting()) break;
     const err = ok ? (result as string) : `sync failed: ${tostring(result)}`;
     zones.state.set(ERROR_KEY, err);
     // A cold start must not wait for Redis forever: fail open after the first attempt.
     clearPending();
+    // A session that ran a while has ended: a new outage (log it once) and a quick retry.
+    ngx.update_time();
+    if (ngx.now() - started > BACKOFF_MAX * 2) {
+      backoff = 0.1;
+      reported = false;
+    }
     if (!reported) {
       ngx.log(ngx.ERR, `intermission: fleet: ${err}; keeping the last known state and retrying`);
       reported = true;
     }
-    ngx.sleep(backoff);
-    backoff = math.min(backoff * 2, 2);
+    // Jittered, so a fleet that lost its Redis does not come back in the same millisecond.
+    ngx.sleep(backoff * jitter());
+    backoff = math.min(backoff * 2, BACKOFF_MAX);
   }
 }
 
@@ -191,21 +346,29 @@ export function lastError(): string | undefined {
   return e as string | undefined;
 }
 
-/** The fleet's nodes as their heartbeats say. */
+/** The fleet's nodes as their heartbeats say (two commands: SMEMBERS, MGET). */
 export function fleetStatus(): LuaMultiReturn<[{ [k: string]: unknown } | undefined, string | undefined]> {
   const [red, err] = connect();
   if (red === undefined) return $multi(undefined, err);
   const [ids, e1] = red.smembers(key("nodes"));
   if (failed(red, ids)) return $multi(undefined, `redis: ${e1}`);
+  const list = ids as string[];
   const nodes: unknown[] = [];
   let held = 0;
   let inFlight = 0;
-  for (const id of ids as string[]) {
-    const [v, getErr] = red.get(key("node", id));
-    if (failed(red, v)) return $multi(undefined, `redis: ${getErr}`);
-    if (v === ngx.null) {
-      red.srem(key("nodes"), id); // it stopped publishing: drop it
-    } else {
+  if (list.length > 0) {
+    const keys: string[] = [];
+    for (const id of list) keys.push(key("node", id));
+    const [values, e2] = red.mget(...keys);
+    if (failed(red, values)) return $multi(undefined, `redis: ${e2}`);
+    const gone: string[] = [];
+    const replies = values as (string | NgxNull)[];
+    for (let i = 0; i < list.length; i++) {
+      const v = replies[i];
+      if (v === ngx.null) {
+        gone.push(list[i]); // it stopped publishing: drop it
+        continue;
+      }
       const [hb] = cjson.decode(v as string);
       if (type(hb) === "table") {
         const h = hb as { held_total: number; in_flight: number };
@@ -214,6 +377,7 @@ export function fleetStatus(): LuaMultiReturn<[{ [k: string]: unknown } | undefi
         inFlight += h.in_flight;
       }
     }
+    if (gone.length > 0) red.srem(key("nodes"), ...gone);
   }
   release(red);
   return $multi({ nodes, node_count: nodes.length, held, in_flight: inFlight }, undefined);
