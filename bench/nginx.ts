@@ -158,9 +158,9 @@ export function spawnUnderCallgrind(conf: string, outFile: string) {
   });
 }
 
-/** The fleet bench's nodes listen on FLEET_PORT_BASE + i; they share one plain backend. */
-export const FLEET_PORT_BASE = 40000;
-export const FLEET_BACKEND_PORT = 39999;
+/** The fleet bench's nodes listen on FLEET_PORT_BASE + i (below the ephemeral port range); they share one plain backend. */
+export const FLEET_PORT_BASE = 21000;
+export const FLEET_BACKEND_PORT = 20999;
 
 /**
  * One fleet node for the fleet table: one worker, intermission in front of the shared

@@ -334,6 +334,9 @@ async function fleetRun(n: number): Promise<FleetResult> {
       let t0 = wallMs();
       const paused = await get(ports[0], "/_intermission/pause", "POST");
       if (paused.status !== 200) throw new Error(`bench: pause answered ${paused.status}: ${paused.body}`);
+      // The check from outside waits a little, so that its own requests do not compete
+      // for the CPU with the nodes it measures (the times come from the nodes' records).
+      await new Promise((r) => setTimeout(r, 200));
       await pollAll(performance.now(), async (port) => (await modeOf(port)) === "paused", "pause");
       const pausedAt = await Promise.all(ports.map(async (port) => {
         const s = JSON.parse((await get(port, "/_intermission/status")).body);
