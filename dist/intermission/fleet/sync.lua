@@ -30,6 +30,8 @@ ____exports.CHECK_IDLE = 5
 ____exports.CHECK_STOPPED = 1
 --- While a scope is stopped: how often the loop looks whether its in-flight count moved (for the fleet's drain).
 local WAKE_STOPPED = 0.1
+--- Otherwise, how long one read on the subscription waits at most.
+local WAKE_IDLE = 1
 local BACKOFF_MAX = 2
 ____exports.node = {id = ""}
 --- Called by setup() (init phase, master): hold the first requests until the first sync.
@@ -190,6 +192,11 @@ local function heartbeat(readVersion)
     end
     local first = replies[1]
     if seen.setGet and type(first) == "table" then
+        local setErr = tostring(first[2])
+        if (string.find(setErr, "syntax", 1, true)) == nil then
+            release(red)
+            return false, nil, "redis heartbeat: " .. setErr
+        end
         seen.setGet = false
         red:sadd(
             key("nodes"),
@@ -331,10 +338,10 @@ local function session()
     local stopped = anyStopped()
     local nextCheck = ngx.now() + (stopped and ____exports.CHECK_STOPPED or ____exports.CHECK_IDLE) * jitter()
     while not ngx.worker.exiting() do
-        local wait = stopped and math.min(
-            WAKE_STOPPED,
+        local wait = math.min(
+            stopped and WAKE_STOPPED or WAKE_IDLE,
             nextCheck - ngx.now()
-        ) or nextCheck - ngx.now()
+        )
         sub:set_timeout(math.max(
             1,
             math.floor(wait * 1000)
@@ -456,7 +463,7 @@ function ____exports.fleetStatus()
                     local v = replies[i + 1]
                     if v == ngx.null then
                         gone[#gone + 1] = list[i + 1]
-                        goto __continue93
+                        goto __continue94
                     end
                     local hb = cjson.decode(v)
                     if type(hb) == "table" then
@@ -466,7 +473,7 @@ function ____exports.fleetStatus()
                         inFlight = inFlight + h.in_flight
                     end
                 end
-                ::__continue93::
+                ::__continue94::
                 i = i + 1
             end
         end

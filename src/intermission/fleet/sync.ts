@@ -30,6 +30,8 @@ export const CHECK_IDLE = 5;
 export const CHECK_STOPPED = 1;
 /** While a scope is stopped: how often the loop looks whether its in-flight count moved (for the fleet's drain). */
 const WAKE_STOPPED = 0.1;
+/** Otherwise, how long one read on the subscription waits at most. */
+const WAKE_IDLE = 1;
 const BACKOFF_MAX = 2;
 
 export const node = { id: "" };
@@ -152,7 +154,12 @@ function heartbeat(readVersion: boolean): LuaMultiReturn<[boolean, number | unde
   }
   const first = replies[0];
   if (seen.setGet && type(first) === "table") {
-    // Redis before 6.2 has no SET ... GET: from now on SET and SADD.
+    // Redis before 6.2 has no SET ... GET ("ERR syntax error"): from now on SET and SADD.
+    const setErr = tostring((first as unknown as [false, string])[1]);
+    if (string.find(setErr, "syntax", 1, true)[0] === undefined) {
+      release(red);
+      return $multi(false, undefined, `redis heartbeat: ${setErr}`);
+    }
     seen.setGet = false;
     red.sadd(key("nodes"), node.id);
   } else if (seen.setGet && first === ngx.null) {
@@ -268,7 +275,9 @@ function session(): string {
   let nextCheck = ngx.now() + (stopped ? CHECK_STOPPED : CHECK_IDLE) * jitter();
 
   while (!ngx.worker.exiting()) {
-    const wait = stopped ? math.min(WAKE_STOPPED, nextCheck - ngx.now()) : nextCheck - ngx.now();
+    // At least once a second, so an exiting worker (a reload) ends its loop soon; a wake
+    // costs Redis nothing.
+    const wait = math.min(stopped ? WAKE_STOPPED : WAKE_IDLE, nextCheck - ngx.now());
     sub.set_timeout(math.max(1, math.floor(wait * 1000)));
     const [reply, readErr] = sub.read_reply();
     let complete = true;
