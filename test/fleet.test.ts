@@ -87,6 +87,41 @@ describe("fleet mode on Redis", () => {
     }
   });
 
+  it("changes go to Redis as EVALSHA, and the script text only after Redis forgot it", async () => {
+    const calls = async (cmd: string) =>
+      Number((await redisCli(redis, "INFO", "commandstats")).match(new RegExp(`^cmdstat_${cmd}:calls=(\\d+)`, "m"))?.[1] ?? 0);
+    await redisCli(redis, "CONFIG", "RESETSTAT");
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await a().control("pause", "reason=sha")).status, 200);
+      assert.equal((await a().control("resume")).status, 200);
+    }
+    assert.ok((await calls("evalsha")) >= 6, "every change is an EVALSHA");
+    assert.equal(await calls("eval"), 0, "no script text was sent");
+    await redisCli(redis, "SCRIPT", "FLUSH");
+    assert.equal((await b().control("pause", "reason=after-flush")).status, 200);
+    const afterFlush = await calls("eval");
+    assert.ok(afterFlush >= 1, "NOSCRIPT: the text once");
+    await waitFor("paused on C", async () => (await c().status()).state === "paused", 1000);
+    assert.equal((await b().control("resume")).status, 200);
+    assert.equal(await calls("eval"), afterFlush, "then the SHA again");
+    for (const n of nodes) await waitFor("running", async () => (await n.status()).state === "running", 1000);
+  });
+
+  it("pause?drain= waits for requests in flight on the other nodes, however old their last heartbeat", async () => {
+    // B's request starts after B's last heartbeat (which said 0 in flight): the drain must
+    // wait for B's word after the pause, not trust what B said before it.
+    const slow = b().send("/?id=slow-on-b&delay=2");
+    await waitFor("the slow request at B's upstream", async () => (await b().arrivals()).active === 1);
+    const t0 = Date.now();
+    const r = await a().control("pause", "drain=10&reason=drain");
+    assert.equal(r.status, 200, r.body);
+    assert.equal(r.json().drained, true, r.body);
+    assert.ok(Date.now() - t0 >= 1000, `the drain waited for B's request (${Date.now() - t0} ms)`);
+    assert.equal((await slow.reply).status, 200);
+    await a().control("resume");
+    for (const n of nodes) await waitFor("running", async () => (await n.status()).state === "running", 1000);
+  });
+
   it("a pause's TTL lives in Redis and resumes the whole fleet", async () => {
     await b().control("pause", "ttl=1&reason=ttl");
     await waitFor("paused on C", async () => (await c().status()).state === "paused", 1000);
