@@ -202,7 +202,8 @@ async function hotPath(): Promise<{ wrk_empty_rps: number; wrk_intermission_rps:
   }
 }
 
-const REDIS_PORT = 16379;
+/** Not 16379, so that a bench of an earlier version running beside it keeps its own Redis. */
+const REDIS_PORT = 16381;
 const FLEET_SIZES = (process.env.BENCH_FLEET_SIZES ?? "10,30,100").split(",").map(Number);
 const FLEET_ROUNDS = Number(process.env.BENCH_FLEET_ROUNDS ?? 30);
 /** Seconds over which the Redis command rate is measured, idle and paused. */
@@ -233,14 +234,25 @@ interface FleetResult {
   commands_per_node_s_idle: number;
   commands_per_node_s_paused: number;
   commands_by_name_idle: { [cmd: string]: number };
+  /** Redis's own time per PUBLISH of a change to the N nodes (INFO commandstats usec / calls). */
+  publish_usec: number;
 }
 
 /** Every command Redis has run, by name (INFO commandstats; calls inside scripts count too). */
 function commandStats(): Map<string, number> {
+  return commandStatsWithTime().calls;
+}
+
+/** Calls and microseconds spent, by command name. */
+function commandStatsWithTime(): { calls: Map<string, number>; usec: Map<string, number> } {
   const out = execFileSync("redis-cli", ["-p", String(REDIS_PORT), "INFO", "commandstats"], { encoding: "utf8" });
-  const stats = new Map<string, number>();
-  for (const m of out.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) stats.set(m[1], Number(m[2]));
-  return stats;
+  const calls = new Map<string, number>();
+  const usec = new Map<string, number>();
+  for (const m of out.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
+    calls.set(m[1], Number(m[2]));
+    usec.set(m[1], Number(m[3]));
+  }
+  return { calls, usec };
 }
 
 /** Commands per node per second over `seconds`, not counting this bench's own INFO calls. */
@@ -326,6 +338,7 @@ async function fleetRun(n: number): Promise<FleetResult> {
     const resumeToNode: number[] = [];
     const resumeToAll: number[] = [];
     const wallMs = () => performance.timeOrigin + performance.now();
+    const statsBefore = commandStatsWithTime();
     const arrivals = path.join(dir, "backend", "arrivals.log");
     for (let round = 0; round < FLEET_ROUNDS; round++) {
       // Pause: each node's status says when it wrote the pause into its shared dict (the
@@ -361,6 +374,9 @@ async function fleetRun(n: number): Promise<FleetResult> {
       resumeToAll.push(Math.max(...forwardedAt));
       await pollAll(performance.now(), async (port) => (await modeOf(port)) === "running", "running");
     }
+    const statsAfter = commandStatsWithTime();
+    const publishCalls = (statsAfter.calls.get("publish") ?? 0) - (statsBefore.calls.get("publish") ?? 0);
+    const publishUsec = (statsAfter.usec.get("publish") ?? 0) - (statsBefore.usec.get("publish") ?? 0);
     // Redis's cost: idle (every node has seen the scope), then with the scope paused.
     const idle = await commandRate(n, FLEET_RATE_SECONDS);
     await get(ports[0], "/_intermission/pause", "POST");
@@ -376,6 +392,7 @@ async function fleetRun(n: number): Promise<FleetResult> {
       pause_to_node: spread(pauseToNode), pause_to_all: spread(pauseToAll),
       resume_to_node: spread(resumeToNode), resume_to_all: spread(resumeToAll),
       commands_per_node_s_idle: idle.total, commands_per_node_s_paused: paused.total, commands_by_name_idle: idle.byName,
+      publish_usec: round(publishUsec / Math.max(1, publishCalls), 1),
     };
   } finally {
     probeAgent.destroy();
@@ -416,6 +433,7 @@ function fleetTable(results: FleetResult[]): string[][] {
   rows.push(["resume -> every node forwarding, p50 / p99 / max (ms)", ...results.map((r) => ms(r.resume_to_all))]);
   rows.push(["Redis commands per node per second, idle", ...results.map((r) => String(r.commands_per_node_s_idle))]);
   rows.push(["Redis commands per node per second, paused", ...results.map((r) => String(r.commands_per_node_s_paused))]);
+  rows.push(["Redis time per change published to every node (us)", ...results.map((r) => String(r.publish_usec))]);
   return rows;
 }
 
@@ -493,6 +511,12 @@ async function main(): Promise<void> {
   }
 
   if (ONLY !== undefined) {
+    // The fleet table alone (BENCH_ONLY=fleet) is kept too: it is the slow part to redo.
+    if (fleet.length > 0 && process.env.BENCH_SAVE_FLEET) {
+      const out = path.join(ROOT, "bench/results", `fleet-${result.date.replace(/[:.]/g, "-")}.json`);
+      writeFileSync(out, JSON.stringify({ date: result.date, machine, commit: result.commit, label: process.env.BENCH_SAVE_FLEET, fleet }, null, 2) + "\n");
+      console.log(`\nfleet results: ${path.relative(ROOT, out)}`);
+    }
     console.log("\npartial run (BENCH_ONLY): results not saved");
     return;
   }
