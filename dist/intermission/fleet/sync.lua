@@ -356,13 +356,15 @@ local function session()
         end
         ngx.update_time()
         local now = ngx.now()
-        local wasStopped = stopped
-        stopped = anyStopped()
-        if stopped and not wasStopped then
-            nextCheck = math.min(
-                nextCheck,
-                now + ____exports.CHECK_STOPPED * jitter()
-            )
+        if reply ~= nil then
+            local wasStopped = stopped
+            stopped = anyStopped()
+            if stopped and not wasStopped then
+                nextCheck = math.min(
+                    nextCheck,
+                    now + ____exports.CHECK_STOPPED * jitter()
+                )
+            end
         end
         local fine = true
         local failure
@@ -371,6 +373,7 @@ local function session()
         end
         if fine and now >= nextCheck then
             fine, failure = check(sub)
+            stopped = anyStopped()
             nextCheck = now + (stopped and ____exports.CHECK_STOPPED or ____exports.CHECK_IDLE) * jitter()
         elseif fine and reply == nil and now - seen.beatAt >= WAKE_STOPPED and (seen.version ~= seen.beatVersion or stopped and inflight.total() ~= seen.beatInFlight) then
             local ____temp_1 = {heartbeat(false)}
@@ -463,7 +466,7 @@ function ____exports.fleetStatus()
                     local v = replies[i + 1]
                     if v == ngx.null then
                         gone[#gone + 1] = list[i + 1]
-                        goto __continue94
+                        goto __continue95
                     end
                     local hb = cjson.decode(v)
                     if type(hb) == "table" then
@@ -473,7 +476,7 @@ function ____exports.fleetStatus()
                         inFlight = inFlight + h.in_flight
                     end
                 end
-                ::__continue94::
+                ::__continue95::
                 i = i + 1
             end
         end

@@ -289,14 +289,19 @@ function session(): string {
     }
     ngx.update_time();
     const now = ngx.now();
-    const wasStopped = stopped;
-    stopped = anyStopped();
-    if (stopped && !wasStopped) nextCheck = math.min(nextCheck, now + CHECK_STOPPED * jitter());
+    // Whether a scope here is stopped changes by a message or a reconcile (a TTL that runs
+    // out is caught at the next check), so a wake that brought nothing does not look.
+    if (reply !== undefined) {
+      const wasStopped = stopped;
+      stopped = anyStopped();
+      if (stopped && !wasStopped) nextCheck = math.min(nextCheck, now + CHECK_STOPPED * jitter());
+    }
     let fine = true;
     let failure: string | undefined;
     if (!complete) [fine, failure] = reconcile();
     if (fine && now >= nextCheck) {
       [fine, failure] = check(sub);
+      stopped = anyStopped();
       nextCheck = now + (stopped ? CHECK_STOPPED : CHECK_IDLE) * jitter();
     } else if (fine && reply === undefined && now - seen.beatAt >= WAKE_STOPPED &&
       (seen.version !== seen.beatVersion || (stopped && inflight.total() !== seen.beatInFlight))) {
