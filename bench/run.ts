@@ -337,7 +337,10 @@ async function fleetRun(n: number): Promise<FleetResult> {
     const pauseToAll: number[] = [];
     const resumeToNode: number[] = [];
     const resumeToAll: number[] = [];
-    const wallMs = () => performance.timeOrigin + performance.now();
+    // The nodes' times are wall-clock readings (ngx.now()). performance.timeOrigin is read
+    // once, and this host's clock is stepped and slewed while a run lasts (tens of seconds
+    // have been seen): read the wall clock itself every time.
+    const wallMs = () => Date.now();
     const statsBefore = commandStatsWithTime();
     for (let round = 0; round < FLEET_ROUNDS; round++) {
       // Pause: each node's status says when it wrote the pause into its shared dict (the
