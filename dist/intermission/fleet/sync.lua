@@ -110,7 +110,8 @@ local seen = {
     beatInFlight = -1,
     beatAt = 0,
     setGet = true,
-    seed = 0
+    seed = 0,
+    probe = 0
 }
 --- A factor from 0.8 to 1.2 (Park-Miller, seeded per worker), so a fleet's timers drift apart.
 local function jitter()
@@ -137,8 +138,9 @@ local function reconcile()
     return true, nil
 end
 --- Publishes this node's heartbeat (one SET; SADD to the node list only when the key had
--- lapsed) and, with `readVersion`, reads the fleet's change counter in the same round trip.
-local function heartbeat(readVersion)
+-- lapsed) and, with `readVersion`, reads the fleet's change counter in the same round
+-- trip; with `probe`, then publishes it to this node's probe channel.
+local function heartbeat(readVersion, probe)
     local held = {}
     local total = 0
     for ____, scope in ipairs(knownScopes()) do
@@ -185,6 +187,12 @@ local function heartbeat(readVersion)
     if readVersion then
         red:get(key("version"))
     end
+    if probe ~= nil then
+        red:publish(
+            key("probe", ____exports.node.id),
+            tostring(probe)
+        )
+    end
     local replies, pipeErr = red:commit_pipeline()
     if replies == nil then
         red:close()
@@ -210,7 +218,7 @@ local function heartbeat(readVersion)
     end
     local version
     if readVersion then
-        local v = replies[#replies]
+        local v = replies[#replies - (probe ~= nil and 2 or 1) + 1]
         if type(v) == "table" then
             release(red)
             return false, nil, "redis GET version: " .. tostring(v[2])
@@ -239,7 +247,7 @@ end
 --- One message from the channel. Returns false when it shows that a change was missed
 -- (its version skips one), so the caller reconciles.
 local function onMessage(reply)
-    if reply[1] ~= "message" or type(reply[3]) ~= "string" then
+    if reply[1] ~= "message" or reply[2] ~= key(remote.CHANNEL_SUFFIX) or type(reply[3]) ~= "string" then
         return true
     end
     local ____, ____, scope, body = string.find(reply[3], "^([^\n]*)\n(.*)$")
@@ -259,46 +267,43 @@ local function onMessage(reply)
     ____exports.apply(scope, rec)
     return true
 end
---- PING on the subscription: proves it alive, and every message queued before it is applied.
-local function ping(sub)
+--- Reads the subscription until this node's probe `token` comes back, applying the
+-- changes before it. Not a PING on the subscription: a Redis that stops with a command of
+-- ours unread resets the connection, which nginx logs as an error; a message we asked
+-- Redis to send us also proves that what is published reaches us.
+local function awaitProbe(sub, token)
+    local probeChannel = key("probe", ____exports.node.id)
     sub:set_timeout(settings.cfg.redis.read_timeout * 1000)
-    local reply, err = sub:ping()
     local complete = true
     while true do
-        if reply == nil or reply == false then
-            return false, "redis subscription PING: " .. tostring(err)
-        end
-        if type(reply) ~= "table" then
-            break
+        local reply, err = sub:read_reply()
+        if reply == nil then
+            return false, ("redis subscription: no probe back (" .. tostring(err)) .. ")", complete
         end
         local r = reply
-        if r[1] == "pong" then
-            break
-        end
-        if not onMessage(r) then
+        if r[1] == "message" and r[2] == probeChannel then
+            if r[3] == tostring(token) then
+                return true, nil, complete
+            end
+        elseif not onMessage(r) then
             complete = false
         end
-        reply, err = sub:read_reply()
     end
-    if not complete then
-        local ok, recErr = reconcile()
-        if not ok then
-            return false, recErr
-        end
-    end
-    return true, nil
 end
---- The periodic check: subscription alive, heartbeat, and a reconcile only if a change was missed.
+--- The periodic check: heartbeat, the fleet's change counter and a probe in one round
+-- trip; then the probe back through the subscription (so it is alive, and every change
+-- published before the counter was read has arrived); a reconcile only if one is missing.
 local function check(sub)
-    local alive, pingErr = ping(sub)
-    if not alive then
-        return false, pingErr
-    end
-    local beat, version, beatErr = heartbeat(true)
+    seen.probe = seen.probe + 1
+    local beat, version, beatErr = heartbeat(true, seen.probe)
     if not beat then
         return false, beatErr
     end
-    if version ~= seen.version then
+    local alive, probeErr, complete = awaitProbe(sub, seen.probe)
+    if not alive then
+        return false, probeErr
+    end
+    if not complete or version ~= seen.version then
         ngx.log(
             ngx.INFO,
             ((("intermission: fleet: change counter " .. tostring(version)) .. " but ") .. tostring(seen.version)) .. " seen: reconciling"
@@ -316,8 +321,10 @@ local function session()
     if sub == nil then
         return err
     end
-    local channel = key(remote.CHANNEL_SUFFIX)
-    local ok, subErr = sub:subscribe(channel)
+    local ok, subErr = sub:subscribe(
+        key(remote.CHANNEL_SUFFIX),
+        key("probe", ____exports.node.id)
+    )
     if ok == nil or ok == false then
         sub:close()
         return "redis SUBSCRIBE: " .. tostring(subErr)
@@ -466,7 +473,7 @@ function ____exports.fleetStatus()
                     local v = replies[i + 1]
                     if v == ngx.null then
                         gone[#gone + 1] = list[i + 1]
-                        goto __continue95
+                        goto __continue94
                     end
                     local hb = cjson.decode(v)
                     if type(hb) == "table" then
@@ -476,7 +483,7 @@ function ____exports.fleetStatus()
                         inFlight = inFlight + h.in_flight
                     end
                 end
-                ::__continue95::
+                ::__continue94::
                 i = i + 1
             end
         end

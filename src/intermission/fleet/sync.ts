@@ -5,9 +5,9 @@
 // change made anywhere reaches this node's hot path within a Redis round trip, and costs
 // Redis nothing while nothing changes. Every few seconds (CHECK_IDLE, or CHECK_STOPPED
 // while a scope here is paused or in maintenance, with jitter so a fleet's nodes spread
-// out) it checks that the subscription is alive (PING on it), refreshes its heartbeat and
-// reads the fleet's change counter; only when that counter is not the one it has seen
-// does it read the scopes. If Redis is unreachable the node keeps its last known state
+// out) it refreshes its heartbeat, reads the fleet's change counter and publishes a probe
+// to itself, whose arrival shows the subscription alive; only when the counter is not the
+// one it has seen does it read the scopes. If Redis is unreachable the node keeps its last known state
 // and retries with back-off: one connect timeout at a time, in one worker, never on a
 // request.
 import * as cjson from "cjson.safe";
@@ -101,6 +101,8 @@ const seen = {
   /** SET ... GET (Redis 6.2+); false after an older Redis refused it. */
   setGet: true,
   seed: 0,
+  /** The last probe sent to this node's own channel. */
+  probe: 0,
 };
 
 /** A factor from 0.8 to 1.2 (Park-Miller, seeded per worker), so a fleet's timers drift apart. */
@@ -124,9 +126,10 @@ function reconcile(): LuaMultiReturn<[boolean, string | undefined]> {
 
 /**
  * Publishes this node's heartbeat (one SET; SADD to the node list only when the key had
- * lapsed) and, with `readVersion`, reads the fleet's change counter in the same round trip.
+ * lapsed) and, with `readVersion`, reads the fleet's change counter in the same round
+ * trip; with `probe`, then publishes it to this node's probe channel.
  */
-function heartbeat(readVersion: boolean): LuaMultiReturn<[boolean, number | undefined, string | undefined]> {
+function heartbeat(readVersion: boolean, probe?: number): LuaMultiReturn<[boolean, number | undefined, string | undefined]> {
   const held: { [scope: string]: number } = {};
   let total = 0;
   for (const scope of knownScopes()) {
@@ -147,6 +150,7 @@ function heartbeat(readVersion: boolean): LuaMultiReturn<[boolean, number | unde
     red.sadd(key("nodes"), node.id);
   }
   if (readVersion) red.get(key("version"));
+  if (probe !== undefined) red.publish(key("probe", node.id), tostring(probe));
   const [replies, pipeErr] = red.commit_pipeline();
   if (replies === undefined) {
     red.close();
@@ -168,7 +172,7 @@ function heartbeat(readVersion: boolean): LuaMultiReturn<[boolean, number | unde
   }
   let version: number | undefined;
   if (readVersion) {
-    const v = replies[replies.length - 1];
+    const v = replies[replies.length - (probe !== undefined ? 2 : 1)];
     if (type(v) === "table") {
       release(red);
       return $multi(false, undefined, `redis GET version: ${tostring((v as unknown as [false, string])[1])}`);
@@ -197,7 +201,7 @@ function anyStopped(): boolean {
  * (its version skips one), so the caller reconciles.
  */
 function onMessage(reply: RedisReply[]): boolean {
-  if (reply[0] !== "message" || type(reply[2]) !== "string") return true;
+  if (reply[0] !== "message" || reply[1] !== key(remote.CHANNEL_SUFFIX) || type(reply[2]) !== "string") return true;
   const [, , scope, body] = string.find(reply[2] as string, "^([^\n]*)\n(.*)$");
   if (scope === undefined) return true;
   const [rec, version] = remote.decode(body);
@@ -213,33 +217,40 @@ function onMessage(reply: RedisReply[]): boolean {
   return true;
 }
 
-/** PING on the subscription: proves it alive, and every message queued before it is applied. */
-function ping(sub: Redis): LuaMultiReturn<[boolean, string | undefined]> {
+/**
+ * Reads the subscription until this node's probe `token` comes back, applying the
+ * changes before it. Not a PING on the subscription: a Redis that stops with a command of
+ * ours unread resets the connection, which nginx logs as an error; a message we asked
+ * Redis to send us also proves that what is published reaches us.
+ */
+function awaitProbe(sub: Redis, token: number): LuaMultiReturn<[boolean, string | undefined, boolean]> {
+  const probeChannel = key("probe", node.id);
   sub.set_timeout(settings.cfg.redis!.read_timeout * 1000);
-  let [reply, err] = sub.ping();
   let complete = true;
   while (true) {
-    if (reply === undefined || reply === false) return $multi(false, `redis subscription PING: ${err}`);
-    if (type(reply) !== "table") break; // a plain PONG
+    const [reply, err] = sub.read_reply();
+    if (reply === undefined) return $multi(false, `redis subscription: no probe back (${err})`, complete);
     const r = reply as RedisReply[];
-    if (r[0] === "pong") break;
-    if (!onMessage(r)) complete = false;
-    [reply, err] = sub.read_reply();
+    if (r[0] === "message" && r[1] === probeChannel) {
+      if (r[2] === tostring(token)) return $multi(true, undefined, complete);
+    } else if (!onMessage(r)) {
+      complete = false;
+    }
   }
-  if (!complete) {
-    const [ok, recErr] = reconcile();
-    if (!ok) return $multi(false, recErr);
-  }
-  return $multi(true, undefined);
 }
 
-/** The periodic check: subscription alive, heartbeat, and a reconcile only if a change was missed. */
+/**
+ * The periodic check: heartbeat, the fleet's change counter and a probe in one round
+ * trip; then the probe back through the subscription (so it is alive, and every change
+ * published before the counter was read has arrived); a reconcile only if one is missing.
+ */
 function check(sub: Redis): LuaMultiReturn<[boolean, string | undefined]> {
-  const [alive, pingErr] = ping(sub);
-  if (!alive) return $multi(false, pingErr);
-  const [beat, version, beatErr] = heartbeat(true);
+  seen.probe++;
+  const [beat, version, beatErr] = heartbeat(true, seen.probe);
   if (!beat) return $multi(false, beatErr);
-  if (version !== seen.version) {
+  const [alive, probeErr, complete] = awaitProbe(sub, seen.probe);
+  if (!alive) return $multi(false, probeErr);
+  if (!complete || version !== seen.version) {
     ngx.log(ngx.INFO, `intermission: fleet: change counter ${version} but ${seen.version} seen: reconciling`);
     const [ok, recErr] = reconcile();
     if (!ok) return $multi(false, recErr);
@@ -251,8 +262,9 @@ function check(sub: Redis): LuaMultiReturn<[boolean, string | undefined]> {
 function session(): string {
   const [sub, err] = connect();
   if (sub === undefined) return err!;
-  const channel = key(remote.CHANNEL_SUFFIX);
-  const [ok, subErr] = sub.subscribe(channel);
+  // The fleet's changes, and this node's probe channel (see check). One SUBSCRIBE, so no
+  // message can come before its answer; the second channel's answer is read as a reply.
+  const [ok, subErr] = sub.subscribe(key(remote.CHANNEL_SUFFIX), key("probe", node.id));
   if (ok === undefined || ok === false) {
     sub.close();
     return `redis SUBSCRIBE: ${subErr}`;
