@@ -159,3 +159,105 @@ export function spawnUnderCallgrind(conf: string, outFile: string) {
     stdio: ["ignore", "ignore", "pipe"],
   });
 }
+
+/** The fleet bench's nodes listen on FLEET_PORT_BASE + i (below the ephemeral port range); they share one plain backend. */
+export const FLEET_PORT_BASE = 21000;
+export const FLEET_BACKEND_PORT = 20999;
+
+/**
+ * One fleet node for the fleet table: one worker, intermission in front of the shared
+ * backend, and the control API. Small connection limits: a hundred of these share the host.
+ */
+export function fleetNodeConfig(o: { root: string; dir: string; port: number; setup: { [k: string]: LuaValue } }): string {
+  return `
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+worker_processes 1;
+error_log ${o.dir}/error.log notice;
+pid ${o.dir}/nginx.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path ${o.dir}/body;
+    proxy_temp_path ${o.dir}/proxy;
+    lua_package_path "${o.root}/dist/?.lua;;";
+    include ${o.root}/nginx/intermission.conf;
+    init_by_lua_block { require("intermission").setup(${toLua(o.setup)}) }
+    init_worker_by_lua_block { require("intermission").init_worker() }
+    upstream backend { server 127.0.0.1:${FLEET_BACKEND_PORT}; keepalive 16; }
+    server {
+        listen 127.0.0.1:${o.port};
+        location / {
+            access_by_lua_block { require("intermission").access() }
+            log_by_lua_block    { require("intermission").log() }
+            ${PROXY}
+        }
+        location /_intermission/ {
+            content_by_lua_block { require("intermission").control() }
+        }
+    }
+}
+`;
+}
+
+/**
+ * The fleet nodes' shared backend. Each answer's body is the time the request arrived
+ * (the moment a node forwarded it, seen from outside the node); the answer itself comes
+ * 0.3 s later, so that the bench's client, reading a hundred answers, does not compete
+ * for the CPU with nodes that are still forwarding.
+ */
+export function fleetBackendConfig(dir: string): string {
+  return `
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+worker_processes 1;
+error_log ${dir}/error.log notice;
+pid ${dir}/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path ${dir}/body;
+    proxy_temp_path ${dir}/proxy;
+    server {
+        listen 127.0.0.1:${FLEET_BACKEND_PORT} backlog=4096;
+        location / {
+            content_by_lua_block {
+                ngx.update_time()
+                local arrived = ngx.now()
+                ngx.sleep(0.3)
+                ngx.say(string.format("%.3f", arrived))
+            }
+        }
+    }
+}
+`;
+}
+
+/** nginx from a config text, on the host. */
+export class PlainNginx {
+  private constructor(readonly dir: string, readonly conf: string) {}
+
+  static start(dir: string, config: string): PlainNginx {
+    mkdirSync(dir, { recursive: true });
+    const conf = path.join(dir, "nginx.conf");
+    writeFileSync(conf, config);
+    execFileSync("nginx", ["-c", conf], { stdio: "inherit" });
+    return new PlainNginx(dir, conf);
+  }
+
+  errorLog(): string {
+    const f = path.join(this.dir, "error.log");
+    return existsSync(f) ? readFileSync(f, "utf8") : "";
+  }
+
+  /** Asks nginx to stop (fast shutdown) without waiting. Returns the master's pid. */
+  signalStop(): number {
+    try {
+      const pid = Number(readFileSync(path.join(this.dir, "nginx.pid"), "utf8").trim());
+      process.kill(pid, "SIGTERM");
+      return pid;
+    } catch {
+      return 0; // not running
+    }
+  }
+}

@@ -14,7 +14,7 @@ import { mkdirSync, writeFileSync, rmSync, cpSync, readFileSync } from "node:fs"
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { BenchNginx, PORTS, PORTS_B, benchConfig } from "./nginx.ts";
+import { BenchNginx, PlainNginx, PORTS, benchConfig, fleetNodeConfig, fleetBackendConfig, FLEET_PORT_BASE } from "./nginx.ts";
 import { callgrindPerRequest } from "./callgrind.ts";
 import { plotRelease } from "./plot.ts";
 
@@ -202,7 +202,12 @@ async function hotPath(): Promise<{ wrk_empty_rps: number; wrk_intermission_rps:
   }
 }
 
-const REDIS_PORT = 16379;
+/** Not 16379, so that a bench of an earlier version running beside it keeps its own Redis. */
+const REDIS_PORT = 16381;
+const FLEET_SIZES = (process.env.BENCH_FLEET_SIZES ?? "10,30,100").split(",").map(Number);
+const FLEET_ROUNDS = Number(process.env.BENCH_FLEET_ROUNDS ?? 30);
+/** Seconds over which the Redis command rate is measured, idle and paused. */
+const FLEET_RATE_SECONDS = Number(process.env.BENCH_FLEET_RATE_SECONDS ?? 30);
 
 interface SteadyResult {
   connections: number;
@@ -272,47 +277,228 @@ function percentile(xs: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 }
 
+interface Spread { p50_ms: number; p99_ms: number; max_ms: number }
+
+function spread(xs: number[]): Spread {
+  return { p50_ms: round(percentile(xs, 50), 2), p99_ms: round(percentile(xs, 99), 2), max_ms: round(Math.max(...xs), 2) };
+}
+
+interface FleetResult {
+  nodes: number;
+  rounds: number;
+  /** From sending the pause to node 0 until each node holds (samples: nodes x rounds). */
+  pause_to_node: Spread;
+  /** From sending the pause until the last node holds, per round. */
+  pause_to_all: Spread;
+  /** From sending the resume until each node's held request reaches the backend. */
+  resume_to_node: Spread;
+  resume_to_all: Spread;
+  /** Redis commands (INFO commandstats, script-internal calls included) per node per second. */
+  commands_per_node_s_idle: number;
+  commands_per_node_s_paused: number;
+  commands_by_name_idle: { [cmd: string]: number };
+  /** Redis's own time per PUBLISH of a change to the N nodes (INFO commandstats usec / calls). */
+  publish_usec: number;
+}
+
+/** Every command Redis has run, by name (INFO commandstats; calls inside scripts count too). */
+function commandStats(): Map<string, number> {
+  return commandStatsWithTime().calls;
+}
+
+/** Calls and microseconds spent, by command name. */
+function commandStatsWithTime(): { calls: Map<string, number>; usec: Map<string, number> } {
+  const out = execFileSync("redis-cli", ["-p", String(REDIS_PORT), "INFO", "commandstats"], { encoding: "utf8" });
+  const calls = new Map<string, number>();
+  const usec = new Map<string, number>();
+  for (const m of out.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
+    calls.set(m[1], Number(m[2]));
+    usec.set(m[1], Number(m[3]));
+  }
+  return { calls, usec };
+}
+
+/** Commands per node per second over `seconds`, not counting this bench's own INFO calls. */
+async function commandRate(nodes: number, seconds: number): Promise<{ total: number; byName: { [cmd: string]: number } }> {
+  const before = commandStats();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const after = commandStats();
+  const elapsed = (performance.now() - t0) / 1000;
+  const byName: { [cmd: string]: number } = {};
+  let total = 0;
+  for (const [name, calls] of after) {
+    if (name === "info") continue;
+    const delta = calls - (before.get(name) ?? 0);
+    if (delta <= 0) continue;
+    byName[name] = round(delta / nodes / elapsed, 3);
+    total += delta;
+  }
+  return { total: round(total / nodes / elapsed, 3), byName };
+}
+
 /**
- * Fleet propagation: two nodes sharing a Redis on this host. The time from node A's
- * answer to a pause to node B's status saying paused (B's hot path reads the same
- * shared dict its status does), over 50 pauses.
+ * Fleet table: N nodes (nginx with one worker each, on the host) sharing one Redis.
+ * Probed from outside: a node holds when its metrics say the scope is paused (the hot
+ * path reads the same shared-dict key); a node forwards again when the request it held
+ * is answered. Every time is from the moment the control request is sent to node 0.
  */
-async function fleetPropagation(): Promise<{ pauses: number; median_ms: number; p99_ms: number; max_ms: number }> {
-  const dir = path.join(WORK, "fleet");
+async function fleetRun(n: number): Promise<FleetResult> {
+  const dir = path.join(WORK, `fleet-${n}`);
+  rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  execFileSync("redis-server", ["--port", String(REDIS_PORT), "--bind", "127.0.0.1", "--save", "", "--daemonize", "yes",
-    "--pidfile", path.join(dir, "redis.pid"), "--logfile", path.join(dir, "redis.log")]);
-  const setup = { store: "redis", redis: { host: "127.0.0.1", port: REDIS_PORT, prefix: `bench${Date.now()}` }, pause_ttl: 60 };
-  const a = BenchNginx.start({ root: SNAPSHOT, dir: path.join(dir, "a"), workers: WORKERS, setup });
-  const b = BenchNginx.start({ root: SNAPSHOT, dir: path.join(dir, "b"), workers: WORKERS, setup, ports: PORTS_B });
-  const stateOf = async (port: number) =>
-    JSON.parse((await request(port, "/_intermission/status", "GET", false)).body).state as string;
-  try {
-    await until("both nodes", async () => (await stateOf(PORTS.intermission)) === "running" &&
-      (await stateOf(PORTS_B.intermission)) === "running");
-    const samples: number[] = [];
-    for (let i = 0; i < 50; i++) {
-      await request(PORTS.intermission, "/_intermission/pause", "POST", false);
-      const answered = performance.now();
-      while ((await stateOf(PORTS_B.intermission)) !== "paused") {
-        if (performance.now() - answered > 5000) throw new Error("bench: pause did not reach node B in 5 s");
-      }
-      samples.push(performance.now() - answered);
-      await request(PORTS.intermission, "/_intermission/resume", "POST", false);
-      await until("B running", async () => (await stateOf(PORTS_B.intermission)) === "running");
+  execFileSync("redis-server", ["--port", String(REDIS_PORT), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+    "--daemonize", "yes", "--pidfile", path.join(dir, "redis.pid"), "--logfile", path.join(dir, "redis.log")]);
+  const probeAgent = new http.Agent({ keepAlive: true, maxSockets: 2 });
+  const get = (port: number, p: string, method = "GET", agentOpt: http.Agent | false = probeAgent) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request({ host: "127.0.0.1", port, path: p, method, agent: agentOpt }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c) => (body += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on("error", reject);
+      req.end();
+    });
+  const ports = Array.from({ length: n }, (_, i) => FLEET_PORT_BASE + i);
+  const setup = { store: "redis", redis: { host: "127.0.0.1", port: REDIS_PORT, prefix: "benchfleet" }, pause_ttl: 60, max_hold: 60 };
+  const backend = PlainNginx.start(path.join(dir, "backend"), fleetBackendConfig(path.join(dir, "backend")));
+  const nodes: PlainNginx[] = [];
+  const metric = (body: string, name: string) => Number(body.match(new RegExp(`^${name} (\\S+)$`, "m"))?.[1] ?? NaN);
+  const modeOf = async (port: number) => {
+    const body = (await get(port, "/_intermission/metrics")).body;
+    for (const m of ["paused", "maintenance", "draining", "running"]) {
+      if (metric(body, `intermission_state{scope="default",state="${m}"}`) === 1) return m;
     }
-    return { pauses: samples.length, median_ms: round(percentile(samples, 50), 2), p99_ms: round(percentile(samples, 99), 2),
-      max_ms: round(Math.max(...samples), 2) };
+    return "unknown";
+  };
+  const heldOn = async (port: number) => metric((await get(port, "/_intermission/metrics")).body, 'intermission_held{scope="default"}');
+  /** Polls each node until `done`, recording ms since t0 at the answer that showed it. */
+  const pollAll = async (t0: number, done: (port: number) => Promise<boolean>, what: string) => {
+    const at = new Map<number, number>();
+    let pending = [...ports];
+    let rounds = 0;
+    while (pending.length > 0) {
+      if (performance.now() - t0 > 10_000) throw new Error(`bench: ${what}: ${pending.length} of ${n} nodes not there after 10 s`);
+      const results = await Promise.all(pending.map(async (port) => [port, await done(port)] as const));
+      const now = performance.now();
+      for (const [port, ok] of results) if (ok) at.set(port, now - t0);
+      pending = pending.filter((port) => !at.has(port));
+      rounds++;
+    }
+    if (process.env.BENCH_DEBUG) console.log(what, rounds, "rounds", Math.round(performance.now() - t0), "ms");
+    return [...at.values()];
+  };
+  try {
+    for (const [i, port] of ports.entries()) {
+      const d = path.join(dir, `node${i}`);
+      nodes.push(PlainNginx.start(d, fleetNodeConfig({ root: SNAPSHOT, dir: d, port, setup })));
+    }
+    await until(`${n} nodes`, async () => (await Promise.all(ports.map(modeOf))).every((m) => m === "running"));
+    const pauseToNode: number[] = [];
+    const pauseToAll: number[] = [];
+    const resumeToNode: number[] = [];
+    const resumeToAll: number[] = [];
+    // The nodes' times are wall-clock readings (ngx.now()). performance.timeOrigin is read
+    // once, and this host's clock is stepped and slewed while a run lasts (tens of seconds
+    // have been seen): read the wall clock itself every time.
+    const wallMs = () => Date.now();
+    const statsBefore = commandStatsWithTime();
+    for (let round = 0; round < FLEET_ROUNDS; round++) {
+      // Pause: each node's status says when it wrote the pause into its shared dict (the
+      // key its hot path reads; all nodes share this host's clock). The metrics poll
+      // checks from outside that every node holds.
+      let t0 = wallMs();
+      const paused = await get(ports[0], "/_intermission/pause", "POST");
+      if (paused.status !== 200) throw new Error(`bench: pause answered ${paused.status}: ${paused.body}`);
+      // The check from outside waits a little, so that its own requests do not compete
+      // for the CPU with the nodes it measures (the times come from the nodes' records).
+      await new Promise((r) => setTimeout(r, 200));
+      await pollAll(performance.now(), async (port) => (await modeOf(port)) === "paused", "pause");
+      const pausedAt = await Promise.all(ports.map(async (port) => {
+        const s = JSON.parse((await get(port, "/_intermission/status")).body);
+        if (s.state !== "paused" || typeof s.since !== "number") throw new Error(`bench: node ${port} says ${s.state}`);
+        return s.since * 1000 - t0;
+      }));
+      pauseToNode.push(...pausedAt);
+      pauseToAll.push(Math.max(...pausedAt));
+      // Resume: one held request per node; the backend answers with the time it arrived.
+      const held = ports.map((port) => get(port, "/", "GET", false));
+      await pollAll(performance.now(), async (port) => (await heldOn(port)) === 1, "held");
+      t0 = wallMs();
+      const resumed = await get(ports[0], "/_intermission/resume", "POST");
+      if (resumed.status !== 200) throw new Error(`bench: resume answered ${resumed.status}: ${resumed.body}`);
+      const forwardedAt: number[] = [];
+      for (const r of await Promise.all(held)) {
+        if (r.status !== 200) throw new Error(`bench: a held request got ${r.status}`);
+        forwardedAt.push(Number(r.body) * 1000 - t0);
+      }
+      resumeToNode.push(...forwardedAt);
+      resumeToAll.push(Math.max(...forwardedAt));
+      await pollAll(performance.now(), async (port) => (await modeOf(port)) === "running", "running");
+    }
+    const statsAfter = commandStatsWithTime();
+    const publishCalls = (statsAfter.calls.get("publish") ?? 0) - (statsBefore.calls.get("publish") ?? 0);
+    const publishUsec = (statsAfter.usec.get("publish") ?? 0) - (statsBefore.usec.get("publish") ?? 0);
+    // Redis's cost: idle (every node has seen the scope), then with the scope paused.
+    const idle = await commandRate(n, FLEET_RATE_SECONDS);
+    await get(ports[0], "/_intermission/pause", "POST");
+    await pollAll(performance.now(), async (port) => (await modeOf(port)) === "paused", "pause");
+    const paused = await commandRate(n, FLEET_RATE_SECONDS);
+    await get(ports[0], "/_intermission/resume", "POST");
+    for (const node of nodes) {
+      const bad = node.errorLog().split("\n").filter((l) => /\[(error|crit|alert|emerg)\]/.test(l));
+      if (bad.length > 0) throw new Error(`bench: errors in ${node.dir}/error.log:\n${bad.slice(0, 5).join("\n")}`);
+    }
+    return {
+      nodes: n, rounds: FLEET_ROUNDS,
+      pause_to_node: spread(pauseToNode), pause_to_all: spread(pauseToAll),
+      resume_to_node: spread(resumeToNode), resume_to_all: spread(resumeToAll),
+      commands_per_node_s_idle: idle.total, commands_per_node_s_paused: paused.total, commands_by_name_idle: idle.byName,
+      publish_usec: round(publishUsec / Math.max(1, publishCalls), 1),
+    };
   } finally {
-    agent.destroy();
-    a.stop();
-    b.stop();
+    probeAgent.destroy();
+    const pids = [...nodes, backend].map((x) => x.signalStop()).filter((p) => p > 0);
+    const deadline = Date.now() + 10_000;
+    for (const pid of pids) {
+      while (Date.now() < deadline) {
+        try {
+          process.kill(pid, 0);
+        } catch {
+          break;
+        }
+        execFileSync("sleep", ["0.05"]);
+      }
+    }
     try {
       process.kill(Number(readFileSync(path.join(dir, "redis.pid"), "utf8")), "SIGTERM");
     } catch {
       // not running
     }
+    await until("Redis gone", async () => {
+      try {
+        execFileSync("redis-cli", ["-p", String(REDIS_PORT), "PING"], { stdio: "ignore" });
+        return false;
+      } catch {
+        return true;
+      }
+    }, 10_000);
   }
+}
+
+function fleetTable(results: FleetResult[]): string[][] {
+  const rows: string[][] = [["fleet on one Redis (1 worker per node)", ...results.map((r) => `N=${r.nodes}`)]];
+  const ms = (s: Spread) => `${s.p50_ms} / ${s.p99_ms} / ${s.max_ms}`;
+  rows.push(["pause -> a node holding, p50 / p99 / max (ms)", ...results.map((r) => ms(r.pause_to_node))]);
+  rows.push(["pause -> every node holding, p50 / p99 / max (ms)", ...results.map((r) => ms(r.pause_to_all))]);
+  rows.push(["resume -> a node forwarding, p50 / p99 / max (ms)", ...results.map((r) => ms(r.resume_to_node))]);
+  rows.push(["resume -> every node forwarding, p50 / p99 / max (ms)", ...results.map((r) => ms(r.resume_to_all))]);
+  rows.push(["Redis commands per node per second, idle", ...results.map((r) => String(r.commands_per_node_s_idle))]);
+  rows.push(["Redis commands per node per second, paused", ...results.map((r) => String(r.commands_per_node_s_paused))]);
+  rows.push(["Redis time per change published to every node (us)", ...results.map((r) => String(r.publish_usec))]);
+  return rows;
 }
 
 async function main(): Promise<void> {
@@ -330,9 +516,12 @@ async function main(): Promise<void> {
     release.push(await releaseRun(n));
     console.log("done");
   }
-  process.stdout.write("  fleet propagation (2 nodes, Redis) ... ");
-  const fleet = wanted("fleet") ? await fleetPropagation() : { pauses: 0, median_ms: NaN, p99_ms: NaN, max_ms: NaN };
-  console.log("done");
+  const fleet: FleetResult[] = [];
+  for (const n of wanted("fleet") ? FLEET_SIZES : []) {
+    process.stdout.write(`  fleet, ${n} nodes on one Redis ... `);
+    fleet.push(await fleetRun(n));
+    console.log("done");
+  }
   process.stdout.write("  steady load across a pause ... ");
   const steady = wanted("steady") ? await steadyAcrossPause() : undefined;
   console.log("done");
@@ -355,7 +544,7 @@ async function main(): Promise<void> {
     release_window: WINDOW,
     release,
     hot_path: { ...hot, callgrind: [cg16, cg1] },
-    fleet_propagation: fleet,
+    fleet,
     steady_across_pause: steady,
   };
 
@@ -374,8 +563,14 @@ async function main(): Promise<void> {
   console.log("\n" + line(rows[0]));
   console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
   for (const r of rows.slice(1)) console.log(line(r));
-  console.log(`\nfleet propagation (pause answered on A -> B holding), ${fleet.pauses} pauses: ` +
-    `median ${fleet.median_ms} ms, p99 ${fleet.p99_ms} ms, max ${fleet.max_ms} ms`);
+  if (fleet.length > 0) {
+    const frows = fleetTable(fleet);
+    const fw = frows[0].map((_, c) => Math.max(...frows.map((r) => r[c].length)));
+    const fline = (r: string[]) => `| ${r.map((v, c) => v.padEnd(fw[c])).join(" | ")} |`;
+    console.log(`\nfleet, ${fleet[0].rounds} pause/resume rounds per size:\n` + fline(frows[0]));
+    console.log(`|${fw.map((w) => "-".repeat(w + 2)).join("|")}|`);
+    for (const r of frows.slice(1)) console.log(fline(r));
+  }
   if (steady !== undefined) {
     console.log(`\nsteady load across a pause (${steady.connections} connections, 20 ms backend, release_window ${steady.window}): ` +
       `${steady.before_rps} req/s before, ${steady.after_rps} req/s 1-5 s after the resume (${steady.after_vs_before}x); ` +
@@ -389,6 +584,12 @@ async function main(): Promise<void> {
   }
 
   if (ONLY !== undefined) {
+    // The fleet table alone (BENCH_ONLY=fleet) is kept too: it is the slow part to redo.
+    if (fleet.length > 0 && process.env.BENCH_SAVE_FLEET) {
+      const out = path.join(ROOT, "bench/results", `fleet-${result.date.replace(/[:.]/g, "-")}.json`);
+      writeFileSync(out, JSON.stringify({ date: result.date, machine, commit: result.commit, label: process.env.BENCH_SAVE_FLEET, fleet }, null, 2) + "\n");
+      console.log(`\nfleet results: ${path.relative(ROOT, out)}`);
+    }
     console.log("\npartial run (BENCH_ONLY): results not saved");
     return;
   }

@@ -8,6 +8,35 @@ import { waitFor } from "./harness/http.ts";
 
 const FLEET_SETUP = { store: "redis", redis: { host: "redis", port: 6379, prefix: "test", connect_timeout: 0.2 }, max_hold: 20 };
 const REDIS_DOWN = [/intermission: fleet: /, /not applied: /];
+/**
+ * The README's catch-up bounds: a node that missed a change with its connection up finds
+ * it at its next check (every 5 s x 0.8-1.2 while running); one that lost Redis
+ * resubscribes within its back-off (at most 2 s x 1.2) of Redis answering again.
+ */
+const CATCH_UP_CHECK_MS = 6000;
+const CATCH_UP_RECONNECT_MS = 2400;
+/** Slack for a loaded test machine (container exec, the harness's own polling). */
+const SLACK_MS = 1500;
+
+/** redis-cli in the Redis container. */
+async function redisCli(redis: StartedTestContainer, ...args: string[]): Promise<string> {
+  const r = await redis.exec(["redis-cli", ...args]);
+  assert.equal(r.exitCode, 0, r.output);
+  return r.output.trim();
+}
+
+/**
+ * Writes a pause into Redis as a node of this version would, but with the writer's clock
+ * `skew` seconds off (since/until), and optionally without publishing it (a lost message).
+ */
+async function writePause(redis: StartedTestContainer, o: { ttl: number; reason: string; skew: number; publish: boolean }) {
+  const now = Date.now() / 1000 + o.skew;
+  const rec = { mode: "paused", since: now, until: now + o.ttl, ttl: o.ttl, reason: o.reason };
+  await redisCli(redis, "SET", "test:scope:default", JSON.stringify(rec), "PX", String(o.ttl * 1000));
+  await redisCli(redis, "SADD", "test:scopes", "default");
+  const version = Number(await redisCli(redis, "INCR", "test:version"));
+  if (o.publish) await redisCli(redis, "PUBLISH", "test:events", `default\n${JSON.stringify({ ...rec, version })}`);
+}
 
 function startNode(network: StartedNetwork): Promise<NginxNode> {
   return NginxNode.start({ setup: FLEET_SETUP, network, resolver: DOCKER_DNS });
@@ -58,6 +87,41 @@ describe("fleet mode on Redis", () => {
     }
   });
 
+  it("changes go to Redis as EVALSHA, and the script text only after Redis forgot it", async () => {
+    const calls = async (cmd: string) =>
+      Number((await redisCli(redis, "INFO", "commandstats")).match(new RegExp(`^cmdstat_${cmd}:calls=(\\d+)`, "m"))?.[1] ?? 0);
+    await redisCli(redis, "CONFIG", "RESETSTAT");
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await a().control("pause", "reason=sha")).status, 200);
+      assert.equal((await a().control("resume")).status, 200);
+    }
+    assert.ok((await calls("evalsha")) >= 6, "every change is an EVALSHA");
+    assert.equal(await calls("eval"), 0, "no script text was sent");
+    await redisCli(redis, "SCRIPT", "FLUSH");
+    assert.equal((await b().control("pause", "reason=after-flush")).status, 200);
+    const afterFlush = await calls("eval");
+    assert.ok(afterFlush >= 1, "NOSCRIPT: the text once");
+    await waitFor("paused on C", async () => (await c().status()).state === "paused", 1000);
+    assert.equal((await b().control("resume")).status, 200);
+    assert.equal(await calls("eval"), afterFlush, "then the SHA again");
+    for (const n of nodes) await waitFor("running", async () => (await n.status()).state === "running", 1000);
+  });
+
+  it("pause?drain= waits for requests in flight on the other nodes, however old their last heartbeat", async () => {
+    // B's request starts after B's last heartbeat (which said 0 in flight): the drain must
+    // wait for B's word after the pause, not trust what B said before it.
+    const slow = b().send("/?id=slow-on-b&delay=2");
+    await waitFor("the slow request at B's upstream", async () => (await b().arrivals()).active === 1);
+    const t0 = Date.now();
+    const r = await a().control("pause", "drain=10&reason=drain");
+    assert.equal(r.status, 200, r.body);
+    assert.equal(r.json().drained, true, r.body);
+    assert.ok(Date.now() - t0 >= 1000, `the drain waited for B's request (${Date.now() - t0} ms)`);
+    assert.equal((await slow.reply).status, 200);
+    await a().control("resume");
+    for (const n of nodes) await waitFor("running", async () => (await n.status()).state === "running", 1000);
+  });
+
   it("a pause's TTL lives in Redis and resumes the whole fleet", async () => {
     await b().control("pause", "ttl=1&reason=ttl");
     await waitFor("paused on C", async () => (await c().status()).state === "paused", 1000);
@@ -82,6 +146,78 @@ describe("fleet mode on Redis", () => {
     } finally {
       await d.stop();
     }
+  });
+
+  it("a node whose clock runs ahead of the pausing node's holds for the whole TTL", async () => {
+    // As if the node that paused had a clock an hour slow: its since and until are an hour
+    // in the past by ours. Only the TTL in seconds may decide the deadline.
+    await writePause(redis, { ttl: 60, reason: "skewed", skew: -3600, publish: true });
+    for (const n of nodes) {
+      await waitFor("the skewed pause to hold", async () => (await n.status()).state === "paused", 2000);
+    }
+    const held = b().send("/?id=skew");
+    await b().held(1);
+    const status = await b().status();
+    const left = status.until - Date.now() / 1000;
+    assert.ok(left > 50 && left <= 61, `B's own deadline is 60 s from now, not the sender's: ${left}`);
+    // A node that starts now reads the record's remaining TTL from Redis, not its until.
+    const d = await startNode(network);
+    try {
+      await waitFor("the newcomer holding", async () => (await d.status()).state === "paused", 5000);
+      const dLeft = (await d.status()).until - Date.now() / 1000;
+      assert.ok(dLeft > 45 && dLeft <= 61, `the newcomer's deadline: ${dLeft}`);
+      await d.assertCleanLog();
+    } finally {
+      await d.stop();
+    }
+    await a().control("resume");
+    assert.equal((await held.reply).status, 200);
+  });
+
+  it("refuses a ttl under a millisecond with 400, not a Redis error", async () => {
+    for (const ttl of ["0.0005", "0.0001"]) {
+      const r = await a().control("pause", `ttl=${ttl}`);
+      assert.equal(r.status, 400, r.body);
+      assert.equal(r.json().field, "ttl");
+    }
+    for (const n of nodes) assert.equal((await n.status()).state, "running");
+  });
+
+  it("a change whose message was lost reaches every node at its next check", async () => {
+    await writePause(redis, { ttl: 60, reason: "lost-message", skew: 0, publish: false });
+    const t0 = Date.now();
+    for (const n of nodes) {
+      await waitFor("the unpublished pause", async () => (await n.status()).state === "paused", CATCH_UP_CHECK_MS + SLACK_MS);
+    }
+    const caughtUp = Date.now() - t0;
+    const held = c().send("/?id=lost");
+    await c().held(1);
+    // And a resume whose message is lost: the key goes, the counter moves, nothing is published.
+    await redisCli(redis, "DEL", "test:scope:default");
+    await redisCli(redis, "INCR", "test:version");
+    const t1 = Date.now();
+    assert.equal((await held.reply).status, 200);
+    for (const n of nodes) {
+      await waitFor("the unpublished resume", async () => (await n.status()).state === "running", CATCH_UP_CHECK_MS + SLACK_MS);
+    }
+    assert.ok(caughtUp <= CATCH_UP_CHECK_MS + SLACK_MS && Date.now() - t1 <= CATCH_UP_CHECK_MS + SLACK_MS);
+  });
+
+  it("a pause made while a node is reconnecting after a Redis restart reaches it when it resubscribes", async () => {
+    await redis.stop();
+    // Long enough for the nodes' back-off to reach its ceiling.
+    await new Promise((r) => setTimeout(r, 5000));
+    redis = await startRedis(network);
+    // The first pause Redis takes, before the others have resubscribed.
+    await waitFor("a pause accepted", async () => (await a().control("pause", "reason=after-restart")).status === 200, 5000);
+    const t0 = Date.now();
+    for (const n of nodes) {
+      await waitFor("the pause after the restart", async () => (await n.status()).state === "paused",
+        CATCH_UP_RECONNECT_MS + SLACK_MS);
+    }
+    assert.ok(Date.now() - t0 <= CATCH_UP_RECONNECT_MS + SLACK_MS);
+    await b().control("resume");
+    for (const n of nodes) await waitFor("running", async () => (await n.status()).state === "running", 1000);
   });
 
   it("Redis lost mid-pause: held requests keep their place; Redis back: the fleet re-syncs", async () => {
@@ -133,5 +269,39 @@ describe("fleet mode with Redis unreachable from the start", () => {
     assert.equal(status.state, "running");
     assert.match(status.redis_error, /connection refused/);
     await node.assertCleanLog([...REDIS_DOWN]);
+  });
+});
+
+describe("fleet_release_window: the fleet's window, shared by its live nodes", () => {
+  let network: StartedNetwork;
+  let redis: StartedTestContainer;
+  let nodes: NginxNode[] = [];
+  before(async () => {
+    network = await newNetwork();
+    redis = await startRedis(network);
+    const setup = { ...FLEET_SETUP, redis: { ...FLEET_SETUP.redis, prefix: "share" }, release_window: 64, fleet_release_window: 6 };
+    nodes = await Promise.all([0, 1, 2].map(() => NginxNode.start({ setup, network, resolver: DOCKER_DNS })));
+  });
+  after(async () => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis?.stop();
+    await network?.stop();
+  });
+  afterEach(async () => {
+    for (const n of nodes) await n.assertCleanLog();
+  });
+
+  it("three nodes with a fleet window of 6 release at most 2 at a time each, 6 in all", async () => {
+    await waitFor("three nodes in the heartbeats", async () => (await nodes[0].status()).fleet?.node_count === 3);
+    assert.equal((await nodes[0].control("pause")).status, 200);
+    await Promise.all(nodes.map((n) => waitFor("paused everywhere", async () => (await n.status()).state === "paused")));
+    const pending = nodes.flatMap((n, i) => Array.from({ length: 8 }, (_, k) => n.send(`/?id=n${i}-${k}&delay=0.3`)));
+    await Promise.all(nodes.map((n) => n.held(8)));
+    assert.equal((await nodes[0].control("resume")).status, 200);
+    for (const p of pending) assert.equal((await p.reply).status, 200);
+    const peaks = await Promise.all(nodes.map(async (n) => Math.max(...(await n.arrivals()).concurrency)));
+    assert.ok(peaks.every((p) => p <= 2), `each node's share is 6 / 3 = 2: ${peaks}`);
+    assert.ok(peaks.reduce((a, b) => a + b, 0) <= 6, `at most 6 in flight across the fleet: ${peaks}`);
+    assert.ok(peaks.some((p) => p === 2), `the share fills (slow start doubles 1 to 2): ${peaks}`);
   });
 });

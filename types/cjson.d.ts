@@ -9,6 +9,13 @@ declare module "cjson.safe" {
     decode(this: void, text: string): LuaMultiReturn<[unknown, string | undefined]>;
     /** The JSON null sentinel: a light userdata equal to ngx.null. */
     readonly null: NgxNull;
+    /** A separate instance with its own settings (so changing them does not touch other users of the module). */
+    new: (this: void) => CjsonSafe;
+    /**
+     * Whether decode accepts what JSON calls invalid numbers: hexadecimal ("0x10"),
+     * Infinity and NaN. The default is true; false makes them a decode error.
+     */
+    decode_invalid_numbers(this: void, enabled: boolean): boolean;
     /** OpenResty's fork only: encodes as []. */
     readonly empty_array?: unknown;
     /** OpenResty's fork only: a table with this metatable encodes as [] when empty. */

@@ -170,6 +170,8 @@ interface Ngx {
   now(this: void): number;
   update_time(this: void): void;
   sleep(this: void, seconds: number): void;
+  /** The SHA-1 digest (20 raw bytes) of a string. */
+  sha1_bin(this: void, s: string): string;
   get_phase(this: void): NgxPhase;
   /** Needs lua_check_client_abort on. 1 | nil, err */
   on_abort(this: void, callback: (this: void) => void): LuaMultiReturn<[1 | undefined, string | undefined]>;

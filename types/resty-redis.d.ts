@@ -29,6 +29,8 @@ interface RestyRedis {
   ping(this: RestyRedis): LuaMultiReturn<[RedisReply | false | undefined, string | undefined]>;
   get(this: RestyRedis, key: string): LuaMultiReturn<[string | NgxNull | false | undefined, string | undefined]>;
   set(this: RestyRedis, key: string, ...args: (string | number)[]): LuaMultiReturn<[RedisReply | false | undefined, string | undefined]>;
+  /** One value (or ngx.null) per key, in order. */
+  mget(this: RestyRedis, ...keys: string[]): LuaMultiReturn<[(string | NgxNull)[] | false | undefined, string | undefined]>;
   del(this: RestyRedis, ...keys: string[]): LuaMultiReturn<[number | false | undefined, string | undefined]>;
   sadd(this: RestyRedis, key: string, ...members: string[]): LuaMultiReturn<[number | false | undefined, string | undefined]>;
   srem(this: RestyRedis, key: string, ...members: string[]): LuaMultiReturn<[number | false | undefined, string | undefined]>;
@@ -45,7 +47,7 @@ interface RestyRedis {
   /** In subscribe mode: ["message", channel, payload] | nil, err ("timeout" when idle). */
   read_reply(this: RestyRedis): LuaMultiReturn<[RedisReply[] | undefined, string | undefined]>;
   init_pipeline(this: RestyRedis, n?: number): void;
-  /** replies (each may be [false, err]) | nil, err */
+  /** replies (an error reply is the table [false, err]) | nil, err */
   commit_pipeline(this: RestyRedis): LuaMultiReturn<[RedisReply[] | undefined, string | undefined]>;
   cancel_pipeline(this: RestyRedis): void;
 }

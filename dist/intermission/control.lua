@@ -117,8 +117,9 @@ local function describe(keys)
     }
 end
 --- In flight to the upstream: this node's, or in fleet mode the whole fleet's (this node
--- counted live, the others by their heartbeats, sent every 0.1 s while paused).
-local function inFlightNow()
+-- counted live, the others by their heartbeats). A node whose heartbeat predates the
+-- fleet version `version` (it has not applied the pause yet) counts as at least one.
+local function inFlightNow(version)
     if settings.cfg.store ~= "redis" then
         return inflight.total()
     end
@@ -128,18 +129,23 @@ local function inFlightNow()
     end
     local others = 0
     for ____, n in ipairs(f.nodes) do
-        if n.id ~= fleet.sync.node.id then
-            others = others + n.in_flight
+        do
+            if n.id == fleet.sync.node.id then
+                goto __continue18
+            end
+            local behind = type(n.version) == "number" and n.version < version
+            others = others + (behind and math.max(1, n.in_flight) or n.in_flight)
         end
+        ::__continue18::
     end
     return inflight.total() + others
 end
 --- Waits until nothing is in flight to the upstream (see inFlightNow), or `seconds` pass.
-local function drain(seconds)
+local function drain(seconds, version)
     ngx.update_time()
     local deadline = ngx.now() + seconds
     while true do
-        local remaining = inFlightNow()
+        local remaining = inFlightNow(version)
         if remaining == 0 then
             return true, 0
         end
@@ -165,9 +171,11 @@ local function mutate(action, keys, p)
             )
         end
     end
+    local version = 0
     if cfg.store == "redis" then
         local mode = action == "pause" and "paused" or (action == "maintenance" and "maintenance" or "")
-        local ok, ____, err = fleet.remote.change(keys.scope, mode, ttl, reason)
+        local ok, ____, err, written = fleet.remote.change(keys.scope, mode, ttl, reason)
+        version = written
         if not ok then
             ngx.log(
                 ngx.ERR,
@@ -178,6 +186,9 @@ local function mutate(action, keys, p)
                 ((action .. " not applied: the fleet's Redis is unavailable (") .. tostring(err)) .. ")"
             )
         end
+    end
+    if action == "resume" and cfg.store == "redis" then
+        fleet.sync.refreshShare()
     end
     local result
     if action == "pause" then
@@ -214,7 +225,7 @@ local function mutate(action, keys, p)
         body.released = heldBefore
     end
     if action == "pause" and p.drain ~= nil then
-        local drained, remaining = drain(p.drain)
+        local drained, remaining = drain(p.drain, version)
         body.drained = drained
         body.in_flight = remaining
     end

@@ -3,6 +3,7 @@ local tryLock, settleLease, reclaimExpired, windowHasRoom, grant, passOverDead, 
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
+local FLEET_SHARE_KEY = ____shm.FLEET_SHARE_KEY
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local ____mode = require("intermission.mode")
@@ -13,6 +14,16 @@ local ready = require("intermission.ready")
 function tryLock(keys)
     local ok = zones.state:safe_add(keys.lock, true, LOCK_TTL)
     return ok
+end
+--- The largest window now: release_window, or in a fleet with fleet_release_window this
+-- node's share of it (computed from the live heartbeats at each resume).
+function ____exports.windowLimit()
+    local cfg = settings.cfg
+    if cfg.fleet_release_window == nil then
+        return cfg.release_window
+    end
+    local share = num(zones.state, FLEET_SHARE_KEY)
+    return math.min(cfg.release_window, share > 0 and share or cfg.fleet_release_window)
 end
 function settleLease(keys, lease, ____end)
     local q = zones.queue
@@ -31,10 +42,11 @@ function settleLease(keys, lease, ____end)
             num(st, keys.window),
             1
         )
-        if window < settings.cfg.release_window then
+        local limit = ____exports.windowLimit()
+        if window < limit then
             st:safe_set(
                 keys.window,
-                math.min(window * 2, settings.cfg.release_window)
+                math.min(window * 2, limit)
             )
         end
         if num(st, keys.backoffStep) > 0 then
@@ -82,9 +94,12 @@ function windowHasRoom(keys, now)
     if now < num(st, keys.backoffUntil) or now < num(st, keys.readyUntil) then
         return false
     end
-    local window = math.max(
-        num(st, keys.window),
-        1
+    local window = math.min(
+        math.max(
+            num(st, keys.window),
+            1
+        ),
+        ____exports.windowLimit()
     )
     if num(st, keys.used) < window then
         return true
@@ -430,7 +445,7 @@ function ____exports.hold(keys, lane, deadline, w, label)
                 ngx.update_time()
                 if outcome == "timeout" and ngx.now() < deadline then
                     st:incr(keys.held, 1)
-                    goto __continue68
+                    goto __continue70
                 end
                 return outcome, 0
             end
@@ -443,7 +458,7 @@ function ____exports.hold(keys, lane, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue68::
+        ::__continue70::
     end
 end
 waiters.setAdvance(____exports.advance)

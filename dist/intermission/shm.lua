@@ -5,6 +5,8 @@ ____exports.BUSY_KEY = "busy"
 ____exports.LOCK_KEY = "lock"
 --- Global key: how many scopes exist (bounded by max_scopes).
 ____exports.SCOPE_COUNT_KEY = "scopes"
+--- Global key, fleet mode with fleet_release_window: this node's share of the fleet's window.
+____exports.FLEET_SHARE_KEY = "fleet|share"
 --- Marks a scope as known, for status and metrics.
 ____exports.SCOPE_MARK_PREFIX = "scope|"
 ____exports.zones = {state = nil, queue = nil, counters = nil}

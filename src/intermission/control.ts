@@ -83,23 +83,28 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
 
 /**
  * In flight to the upstream: this node's, or in fleet mode the whole fleet's (this node
- * counted live, the others by their heartbeats, sent every 0.1 s while paused).
+ * counted live, the others by their heartbeats). A node whose heartbeat predates the
+ * fleet version `version` (it has not applied the pause yet) counts as at least one.
  */
-function inFlightNow(): number {
+function inFlightNow(version: number): number {
   if (settings.cfg.store !== "redis") return inflight.total();
   const [f] = fleet.sync!.fleetStatus();
   if (f === undefined) return inflight.total();
   let others = 0;
-  for (const n of f.nodes as { id: string; in_flight: number }[]) if (n.id !== fleet.sync!.node.id) others += n.in_flight;
+  for (const n of f.nodes as { id: string; in_flight: number; version?: number }[]) {
+    if (n.id === fleet.sync!.node.id) continue;
+    const behind = type(n.version) === "number" && n.version! < version;
+    others += behind ? math.max(1, n.in_flight) : n.in_flight;
+  }
   return inflight.total() + others;
 }
 
 /** Waits until nothing is in flight to the upstream (see inFlightNow), or `seconds` pass. */
-function drain(seconds: number): LuaMultiReturn<[boolean, number]> {
+function drain(seconds: number, version: number): LuaMultiReturn<[boolean, number]> {
   ngx.update_time();
   const deadline = ngx.now() + seconds;
   while (true) {
-    const remaining = inFlightNow();
+    const remaining = inFlightNow(version);
     if (remaining === 0) return $multi(true, 0);
     ngx.update_time();
     if (ngx.now() >= deadline) return $multi(false, remaining);
@@ -118,15 +123,18 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
     const [made, scopeErr] = ensureScope(keys, cfg.max_scopes);
     if (!made) return jsonError(409, `${action} not applied: ${scopeErr}`, "scope");
   }
+  let version = 0;
   if (cfg.store === "redis") {
     // The fleet's switch is in Redis: if it cannot be written, nothing changes anywhere.
     const mode = action === "pause" ? "paused" : action === "maintenance" ? "maintenance" : "";
-    const [ok, , err] = fleet.remote!.change(keys.scope, mode, ttl, reason);
+    const [ok, , err, written] = fleet.remote!.change(keys.scope, mode, ttl, reason);
+    version = written;
     if (!ok) {
       ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} not applied: ${err}`);
       return jsonError(503, `${action} not applied: the fleet's Redis is unavailable (${err})`);
     }
   }
+  if (action === "resume" && cfg.store === "redis") fleet.sync!.refreshShare();
   let result: LuaMultiReturn<[state.Change | undefined, string | undefined]>;
   if (action === "pause") result = state.pause(keys, ttl, reason);
   else if (action === "maintenance") result = state.maintenance(keys, ttl, reason);
@@ -146,7 +154,7 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
   body.already = change.already;
   if (action === "resume") body.released = heldBefore;
   if (action === "pause" && p.drain !== undefined) {
-    const [drained, remaining] = drain(p.drain);
+    const [drained, remaining] = drain(p.drain, version);
     body.drained = drained;
     body.in_flight = remaining;
   }

@@ -11,6 +11,7 @@ export interface ControlParams {
 
 const KNOWN: { [name: string]: true } = { ttl: true, reason: true, scope: true, drain: true };
 export const MAX_TTL = 7 * 86400;
+export const MIN_TTL = 0.001;
 export const MAX_DRAIN = 600;
 export const MAX_REASON = 500;
 const MAX_BODY = 16384;
@@ -20,11 +21,15 @@ export interface ParamError {
   field?: string;
 }
 
-/** Plain decimal seconds: "30", "2.5". No sign, hex, exponent or whitespace. */
+/**
+ * Plain decimal seconds: "30", "2.5". No sign, hex, exponent or whitespace. A JSON number
+ * is held to the same: -0 is refused as "-0" is in a query.
+ */
 function parseSeconds(field: string, raw: unknown, max: number): LuaMultiReturn<[number | undefined, ParamError | undefined]> {
   let n: number | undefined;
   if (type(raw) === "number") {
     n = raw as number;
+    if (n === 0 && 1 / n < 0) n = undefined;
   } else if (type(raw) === "string" && string.match(raw as string, "^%d+%.?%d*$")[0] !== undefined && (raw as string).length <= 12) {
     n = tonumber(raw as string);
   }
@@ -40,6 +45,62 @@ export function validScope(scope: unknown): boolean {
     string.match(scope as string, "^[%w%._:%-]+$")[0] !== undefined;
 }
 
+/** cjson with hexadecimal numbers, Infinity and NaN refused (its default accepts them), made once per worker. */
+const json: { strict?: typeof cjson } = {};
+
+function strictJson(): typeof cjson {
+  if (json.strict === undefined) {
+    json.strict = cjson.new();
+    json.strict.decode_invalid_numbers(false);
+  }
+  return json.strict;
+}
+
+/**
+ * The first member name that a JSON object's top level repeats, if any (cjson keeps the
+ * last silently). `text` is known to decode to an object; names are compared decoded,
+ * so "ttl" and "t\u0074l" are the same name.
+ */
+function repeatedKey(text: string): string | undefined {
+  const names: { [name: string]: true } = {};
+  const n = text.length;
+  let depth = 0;
+  let expectName = false;
+  let i = 1;
+  while (i <= n) {
+    const c = string.sub(text, i, i);
+    if (c === '"') {
+      let j = i + 1;
+      while (j <= n) {
+        const d = string.sub(text, j, j);
+        if (d === "\\") j += 2;
+        else if (d === '"') break;
+        else j++;
+      }
+      if (depth === 1 && expectName) {
+        const [name] = strictJson().decode(string.sub(text, i, j));
+        if (type(name) === "string") {
+          if (names[name as string] !== undefined) return name as string;
+          names[name as string] = true;
+        }
+        expectName = false;
+      }
+      i = j + 1;
+      continue;
+    }
+    if (c === "{" || c === "[") {
+      depth++;
+      if (depth === 1) expectName = c === "{";
+    } else if (c === "}" || c === "]") {
+      depth--;
+    } else if (c === "," && depth === 1) {
+      expectName = true;
+    }
+    i++;
+  }
+  return undefined;
+}
+
 function readBody(): LuaMultiReturn<[{ [k: string]: unknown } | undefined, ParamError | undefined]> {
   const method = ngx.req.get_method();
   if (method !== "POST" && method !== "PUT") return $multi({}, undefined);
@@ -52,13 +113,17 @@ function readBody(): LuaMultiReturn<[{ [k: string]: unknown } | undefined, Param
   if (body.length > MAX_BODY) return $multi(undefined, { message: "request body too large" });
   const contentType = ngx.var.content_type ?? "";
   if (string.find(contentType, "application/json", 1, true)[0] !== undefined) {
-    const [decoded, err] = cjson.decode(body);
+    const [decoded, err] = strictJson().decode(body);
     if (decoded === undefined || type(decoded) !== "table") {
       return $multi(undefined, { field: "body", message: `malformed JSON body${err !== undefined ? ": " + err : ""}` });
     }
     // A JSON array decodes to a table too; only an object has string keys.
     for (const [k] of pairs(decoded as object)) {
       if (type(k) !== "string") return $multi(undefined, { field: "body", message: "the JSON body must be an object" });
+    }
+    const repeated = repeatedKey(body);
+    if (repeated !== undefined) {
+      return $multi(undefined, { field: repeated, message: `${repeated} is given more than once` });
     }
     return $multi(decoded as { [k: string]: unknown }, undefined);
   }
@@ -91,6 +156,10 @@ export function parse(): LuaMultiReturn<[ControlParams | undefined, ParamError |
   if (merged.ttl !== undefined) {
     const [ttl, err] = parseSeconds("ttl", merged.ttl, MAX_TTL);
     if (err !== undefined) return $multi(undefined, err);
+    // A deadline finer than a millisecond cannot be kept (Redis expiries are in ms).
+    if (ttl! > 0 && ttl! < MIN_TTL) {
+      return $multi(undefined, { field: "ttl", message: `ttl must be 0 (no expiry) or from ${MIN_TTL} to ${MAX_TTL} seconds` });
+    }
     out.ttl = ttl;
   }
   if (merged.drain !== undefined) {

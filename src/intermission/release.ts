@@ -19,7 +19,7 @@
 // backlog is granted the scope runs again: steady traffic is never throttled by a drain.
 // The window starts at 1 after each resume and doubles per success up to release_window;
 // a gateway failure shrinks it to 1 and stops grants for a back-off (0.1 s doubling to 2 s).
-import { ScopeKeys, Lane, zones, num } from "./shm";
+import { ScopeKeys, Lane, zones, num, FLEET_SHARE_KEY } from "./shm";
 import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
 import * as waiters from "./waiters";
@@ -70,6 +70,17 @@ export function withScopeLock<T>(keys: ScopeKeys, fn: (this: void, keys: ScopeKe
 
 // ---- leases ---------------------------------------------------------------------------
 
+/**
+ * The largest window now: release_window, or in a fleet with fleet_release_window this
+ * node's share of it (computed from the live heartbeats at each resume).
+ */
+export function windowLimit(): number {
+  const cfg = settings.cfg;
+  if (cfg.fleet_release_window === undefined) return cfg.release_window;
+  const share = num(zones.state, FLEET_SHARE_KEY);
+  return math.min(cfg.release_window, share > 0 ? share : cfg.fleet_release_window);
+}
+
 function settleLease(keys: ScopeKeys, lease: number, end: LeaseEnd): boolean {
   const q = zones.queue;
   const st = zones.state;
@@ -82,7 +93,8 @@ function settleLease(keys: ScopeKeys, lease: number, end: LeaseEnd): boolean {
     noteFailure(keys);
   } else if (end === "success") {
     const window = math.max(num(st, keys.window), 1);
-    if (window < settings.cfg.release_window) st.safe_set(keys.window, math.min(window * 2, settings.cfg.release_window));
+    const limit = windowLimit();
+    if (window < limit) st.safe_set(keys.window, math.min(window * 2, limit));
     if (num(st, keys.backoffStep) > 0) st.safe_set(keys.backoffStep, 0);
   }
   return true;
@@ -124,7 +136,7 @@ function reclaimExpired(keys: ScopeKeys, now: number): void {
 function windowHasRoom(keys: ScopeKeys, now: number): boolean {
   const st = zones.state;
   if (now < num(st, keys.backoffUntil) || now < num(st, keys.readyUntil)) return false;
-  const window = math.max(num(st, keys.window), 1);
+  const window = math.min(math.max(num(st, keys.window), 1), windowLimit());
   if (num(st, keys.used) < window) return true;
   reclaimExpired(keys, now);
   return num(st, keys.used) < window;

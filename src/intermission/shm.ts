@@ -69,6 +69,8 @@ export const BUSY_KEY = "busy";
 export const LOCK_KEY = "lock";
 /** Global key: how many scopes exist (bounded by max_scopes). */
 export const SCOPE_COUNT_KEY = "scopes";
+/** Global key, fleet mode with fleet_release_window: this node's share of the fleet's window. */
+export const FLEET_SHARE_KEY = "fleet|share";
 /** Marks a scope as known, for status and metrics. */
 export const SCOPE_MARK_PREFIX = "scope|";
 

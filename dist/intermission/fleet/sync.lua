@@ -6,6 +6,7 @@ local keysFor = ____shm.keysFor
 local knownScopes = ____shm.knownScopes
 local num = ____shm.num
 local BUSY_KEY = ____shm.BUSY_KEY
+local FLEET_SHARE_KEY = ____shm.FLEET_SHARE_KEY
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local ____lock = require("intermission.lock")
@@ -19,11 +20,97 @@ local release = ____connection.release
 local failed = ____connection.failed
 local key = ____connection.key
 local remote = require("intermission.fleet.remote")
+--- fleet_release_window: this node's share of the fleet's release window, from the live
+-- nodes in the heartbeats (at least 1). Called at each resume, so it costs Redis two
+-- commands per resume, not per second; if Redis cannot answer, the last share stays.
+function ____exports.refreshShare()
+    local total = settings.cfg.fleet_release_window
+    if total == nil then
+        return
+    end
+    local f = ____exports.fleetStatus()
+    if f == nil then
+        return
+    end
+    local count = math.max(1, f.node_count)
+    zones.state:safe_set(
+        FLEET_SHARE_KEY,
+        math.max(
+            1,
+            math.floor(total / count)
+        )
+    )
+end
+--- The fleet's nodes as their heartbeats say (two commands: SMEMBERS, MGET).
+function ____exports.fleetStatus()
+    local red, err = connect()
+    if red == nil then
+        return nil, err
+    end
+    local ids, e1 = red:smembers(key("nodes"))
+    if failed(red, ids) then
+        return nil, "redis: " .. tostring(e1)
+    end
+    local list = ids
+    local nodes = {}
+    local held = 0
+    local inFlight = 0
+    if #list > 0 then
+        local keys = {}
+        for ____, id in ipairs(list) do
+            keys[#keys + 1] = key("node", id)
+        end
+        local values, e2 = red:mget(unpack(keys))
+        if failed(red, values) then
+            return nil, "redis: " .. tostring(e2)
+        end
+        local gone = {}
+        local replies = values
+        do
+            local i = 0
+            while i < #list do
+                do
+                    local v = replies[i + 1]
+                    if v == ngx.null then
+                        gone[#gone + 1] = list[i + 1]
+                        goto __continue96
+                    end
+                    local hb = cjson.decode(v)
+                    if type(hb) == "table" then
+                        local h = hb
+                        nodes[#nodes + 1] = hb
+                        held = held + h.held_total
+                        inFlight = inFlight + h.in_flight
+                    end
+                end
+                ::__continue96::
+                i = i + 1
+            end
+        end
+        if #gone > 0 then
+            red:srem(
+                key("nodes"),
+                unpack(gone)
+            )
+        end
+    end
+    release(red)
+    return {nodes = nodes, node_count = #nodes, held = held, in_flight = inFlight}, nil
+end
 --- Set by setup() on a cold start: requests wait for the first sync (bounded).
 ____exports.PENDING_KEY = "fleet|pending"
 local SYNCED_KEY = "fleet|synced"
 local ERROR_KEY = "fleet|error"
-local NODE_TTL_MS = 3000
+--- A heartbeat lives this long unless refreshed: a node that stops drops out of status after it.
+____exports.NODE_TTL_MS = 15000
+--- Seconds between checks while every scope here runs, and while one is paused or in maintenance (each x0.8-1.2).
+____exports.CHECK_IDLE = 5
+____exports.CHECK_STOPPED = 1
+--- While a scope is stopped: how often the loop looks whether its in-flight count moved (for the fleet's drain).
+local WAKE_STOPPED = 0.1
+--- Otherwise, how long one read on the subscription waits at most.
+local WAKE_IDLE = 1
+local BACKOFF_MAX = 2
 ____exports.node = {id = ""}
 --- Called by setup() (init phase, master): hold the first requests until the first sync.
 function ____exports.markPending()
@@ -47,10 +134,7 @@ local function clearPending()
     local still = zone:get(____exports.PENDING_KEY)
     if still ~= nil then
         zone:delete(____exports.PENDING_KEY)
-        local left = zone:incr(BUSY_KEY, -1, 0)
-        if left ~= nil and left <= 0 then
-            zone:delete(BUSY_KEY)
-        end
+        zone:incr(BUSY_KEY, -1, 0)
     end
     if token ~= nil then
         unlock(token)
@@ -65,54 +149,74 @@ function ____exports.awaitFirstSync()
         ngx.update_time()
     end
 end
---- Makes the local state of one scope what the fleet says.
+--- Makes the local state of one scope what the fleet says. The deadline is this node's
+-- clock plus the seconds the record has left: no other node's clock is read.
 function ____exports.apply(scope, rec)
     local keys = keysFor(scope)
     local ____local = state.modeOf(keys)
     if rec == nil then
         if ____local == "paused" or ____local == "maintenance" then
+            ____exports.refreshShare()
             state.resume(keys)
         end
         return
     end
+    local ____until = rec.ttl > 0 and ngx.now() + rec.ttl or 0
     local snap = state.snapshot(keys)
-    if ____local == rec.mode and snap.reason == rec.reason and math.abs(snap["until"] - rec["until"]) < 0.01 then
+    local ____temp_0
+    if ____until == 0 then
+        ____temp_0 = snap["until"] == 0
+    else
+        ____temp_0 = snap["until"] > 0 and math.abs(snap["until"] - ____until) < 0.25
+    end
+    local sameDeadline = ____temp_0
+    if ____local == rec.mode and snap.reason == rec.reason and sameDeadline then
         return
     end
-    local ttl = rec["until"] > 0 and math.max(
-        0.001,
-        rec["until"] - ngx.now()
-    ) or 0
     if rec.mode == "paused" then
-        state.pause(keys, ttl, rec.reason)
+        state.pause(keys, rec.ttl, rec.reason)
     else
-        state.maintenance(keys, ttl, rec.reason)
+        state.maintenance(keys, rec.ttl, rec.reason)
     end
 end
+--- This worker's view of the fleet (numbers only: no connection is kept in module state).
+local seen = {
+    version = -1,
+    beatVersion = -1,
+    beatInFlight = -1,
+    beatAt = 0,
+    setGet = true,
+    seed = 0,
+    probe = 0
+}
+--- A factor from 0.8 to 1.2 (Park-Miller, seeded per worker), so a fleet's timers drift apart.
+local function jitter()
+    if seen.seed == 0 then
+        seen.seed = (ngx.worker.pid() * 7919 + math.floor(ngx.now() * 1000)) % 2147483646 + 1
+    end
+    seen.seed = seen.seed * 16807 % 2147483647
+    return 0.8 + 0.4 * (seen.seed / 2147483647)
+end
 local function reconcile()
-    local all, err = remote.readAll()
+    local all, version, err = remote.readAll()
     if all == nil then
         return false, err
     end
     for scope, rec in pairs(all) do
-        local ____exports_apply_2 = ____exports.apply
-        local ____scope_1 = scope
-        local ____temp_0
-        if rec == false then
-            ____temp_0 = nil
-        else
-            ____temp_0 = rec
-        end
-        ____exports_apply_2(____scope_1, ____temp_0)
+        ____exports.apply(scope, rec)
     end
     for ____, scope in ipairs(knownScopes()) do
         if all[scope] == nil then
             ____exports.apply(scope, nil)
         end
     end
+    seen.version = version
     return true, nil
 end
-local function heartbeat()
+--- Publishes this node's heartbeat (one SET; SADD to the node list only when the key had
+-- lapsed) and, with `readVersion`, reads the fleet's change counter in the same round
+-- trip; with `probe`, then publishes it to this node's probe channel.
+local function heartbeat(readVersion, probe)
     local held = {}
     local total = 0
     for ____, scope in ipairs(knownScopes()) do
@@ -123,37 +227,170 @@ local function heartbeat()
         held[scope] = n
         total = total + n
     end
+    local inFlight = inflight.total()
     local body = cjson.encode({
         id = ____exports.node.id,
         at = ngx.now(),
         held = held,
         held_total = total,
-        in_flight = inflight.total()
+        in_flight = inFlight,
+        version = seen.version
     })
-    local red = connect()
-    if red == nil or body == nil then
-        return
+    if body == nil then
+        return false, nil, "cannot encode the heartbeat"
     end
-    red:init_pipeline(2)
-    red:set(
-        key("node", ____exports.node.id),
-        body,
-        "PX",
-        NODE_TTL_MS
-    )
-    red:sadd(
-        key("nodes"),
-        ____exports.node.id
-    )
-    local replies = red:commit_pipeline()
+    local red, err = connect()
+    if red == nil then
+        return false, nil, err
+    end
+    local nodeKey = key("node", ____exports.node.id)
+    red:init_pipeline(3)
+    if seen.setGet then
+        red:set(
+            nodeKey,
+            body,
+            "PX",
+            ____exports.NODE_TTL_MS,
+            "GET"
+        )
+    else
+        red:set(nodeKey, body, "PX", ____exports.NODE_TTL_MS)
+        red:sadd(
+            key("nodes"),
+            ____exports.node.id
+        )
+    end
+    if readVersion then
+        red:get(key("version"))
+    end
+    if probe ~= nil then
+        red:publish(
+            key("probe", ____exports.node.id),
+            tostring(probe)
+        )
+    end
+    local replies, pipeErr = red:commit_pipeline()
     if replies == nil then
         red:close()
-    else
-        release(red)
+        return false, nil, "redis heartbeat: " .. tostring(pipeErr)
+    end
+    local first = replies[1]
+    if seen.setGet and type(first) == "table" then
+        local setErr = tostring(first[2])
+        if (string.find(setErr, "syntax", 1, true)) == nil then
+            release(red)
+            return false, nil, "redis heartbeat: " .. setErr
+        end
+        seen.setGet = false
+        red:sadd(
+            key("nodes"),
+            ____exports.node.id
+        )
+    elseif seen.setGet and first == ngx.null then
+        red:sadd(
+            key("nodes"),
+            ____exports.node.id
+        )
+    end
+    local version
+    if readVersion then
+        local v = replies[#replies - (probe ~= nil and 2 or 1) + 1]
+        if type(v) == "table" then
+            release(red)
+            return false, nil, "redis GET version: " .. tostring(v[2])
+        end
+        version = v == ngx.null and 0 or (tonumber(v) or 0)
+    end
+    release(red)
+    seen.beatVersion = seen.version
+    seen.beatInFlight = inFlight
+    seen.beatAt = ngx.now()
+    return true, version, nil
+end
+--- Some scope on this node is paused or in maintenance (not just draining or waiting for the first sync).
+local function anyStopped()
+    local busy = zones.state:get(BUSY_KEY)
+    if busy == nil or busy == 0 then
+        return false
+    end
+    for ____, scope in ipairs(knownScopes()) do
+        local mode = state.modeOf(keysFor(scope))
+        if mode == "paused" or mode == "maintenance" then
+            return true
+        end
+    end
+    return false
+end
+--- One message from the channel. Returns false when it shows that a change was missed
+-- (its version skips one), so the caller reconciles.
+local function onMessage(reply)
+    if reply[1] ~= "message" or reply[2] ~= key(remote.CHANNEL_SUFFIX) or type(reply[3]) ~= "string" then
+        return true
+    end
+    local ____, ____, scope, body = string.find(reply[3], "^([^\n]*)\n(.*)$")
+    if scope == nil then
+        return true
+    end
+    local rec, version = remote.decode(body)
+    if version ~= nil then
+        if version <= seen.version then
+            return true
+        end
+        local gap = version > seen.version + 1
+        ____exports.apply(scope, rec)
+        seen.version = version
+        return not gap
+    end
+    ____exports.apply(scope, rec)
+    return true
+end
+--- Reads the subscription until this node's probe `token` comes back, applying the
+-- changes before it. Not a PING on the subscription: a Redis that stops with a command of
+-- ours unread resets the connection, which nginx logs as an error; a message we asked
+-- Redis to send us also proves that what is published reaches us.
+local function awaitProbe(sub, token)
+    local probeChannel = key("probe", ____exports.node.id)
+    sub:set_timeout(settings.cfg.redis.read_timeout * 1000)
+    local complete = true
+    while true do
+        local reply, err = sub:read_reply()
+        if reply == nil then
+            return false, ("redis subscription: no probe back (" .. tostring(err)) .. ")", complete
+        end
+        local r = reply
+        if r[1] == "message" and r[2] == probeChannel then
+            if r[3] == tostring(token) then
+                return true, nil, complete
+            end
+        elseif not onMessage(r) then
+            complete = false
+        end
     end
 end
-local function anyBusy()
-    return (zones.state:get(BUSY_KEY)) ~= nil
+--- The periodic check: heartbeat, the fleet's change counter and a probe in one round
+-- trip; then the probe back through the subscription (so it is alive, and every change
+-- published before the counter was read has arrived); a reconcile only if one is missing.
+local function check(sub)
+    seen.probe = seen.probe + 1
+    local beat, version, beatErr = heartbeat(true, seen.probe)
+    if not beat then
+        return false, beatErr
+    end
+    local alive, probeErr, complete = awaitProbe(sub, seen.probe)
+    if not alive then
+        return false, probeErr
+    end
+    if not complete or version ~= seen.version then
+        ngx.log(
+            ngx.INFO,
+            ((("intermission: fleet: change counter " .. tostring(version)) .. " but ") .. tostring(seen.version)) .. " seen: reconciling"
+        )
+        local ok, recErr = reconcile()
+        if not ok then
+            return false, recErr
+        end
+    end
+    return true, nil
 end
 --- One subscription, until Redis fails or the worker exits.
 local function session()
@@ -161,8 +398,10 @@ local function session()
     if sub == nil then
         return err
     end
-    local channel = key(remote.CHANNEL_SUFFIX)
-    local ok, subErr = sub:subscribe(channel)
+    local ok, subErr = sub:subscribe(
+        key(remote.CHANNEL_SUFFIX),
+        key("probe", ____exports.node.id)
+    )
     if ok == nil or ok == false then
         sub:close()
         return "redis SUBSCRIBE: " .. tostring(subErr)
@@ -175,36 +414,59 @@ local function session()
     zones.state:set(SYNCED_KEY, true)
     zones.state:delete(ERROR_KEY)
     clearPending()
-    heartbeat()
-    local lastBeat = ngx.now()
+    local beat, ____, beatErr = heartbeat(false)
+    if not beat then
+        sub:close()
+        return beatErr
+    end
+    local stopped = anyStopped()
+    local nextCheck = ngx.now() + (stopped and ____exports.CHECK_STOPPED or ____exports.CHECK_IDLE) * jitter()
     while not ngx.worker.exiting() do
-        sub:set_timeout(anyBusy() and 100 or 1000)
+        local wait = math.min(
+            stopped and WAKE_STOPPED or WAKE_IDLE,
+            nextCheck - ngx.now()
+        )
+        sub:set_timeout(math.max(
+            1,
+            math.floor(wait * 1000)
+        ))
         local reply, readErr = sub:read_reply()
+        local complete = true
         if reply ~= nil then
-            local r = reply
-            if r[1] == "message" and type(r[3]) == "string" then
-                local ____, ____, scope, record = string.find(r[3], "^([^\n]*)\n(.*)$")
-                if scope ~= nil then
-                    ____exports.apply(
-                        scope,
-                        remote.decode(record)
-                    )
-                end
-            end
+            complete = onMessage(reply)
         elseif readErr ~= "timeout" then
             sub:close()
             return "redis subscription: " .. tostring(readErr)
         end
         ngx.update_time()
-        local interval = anyBusy() and 0.1 or 1
-        if ngx.now() - lastBeat >= interval then
-            local fine, recErr = reconcile()
-            if not fine then
-                sub:close()
-                return recErr
+        local now = ngx.now()
+        if reply ~= nil then
+            local wasStopped = stopped
+            stopped = anyStopped()
+            if stopped and not wasStopped then
+                nextCheck = math.min(
+                    nextCheck,
+                    now + ____exports.CHECK_STOPPED * jitter()
+                )
             end
-            heartbeat()
-            lastBeat = ngx.now()
+        end
+        local fine = true
+        local failure
+        if not complete then
+            fine, failure = reconcile()
+        end
+        if fine and now >= nextCheck then
+            fine, failure = check(sub)
+            stopped = anyStopped()
+            nextCheck = now + (stopped and ____exports.CHECK_STOPPED or ____exports.CHECK_IDLE) * jitter()
+        elseif fine and reply == nil and now - seen.beatAt >= WAKE_STOPPED and (seen.version ~= seen.beatVersion or stopped and inflight.total() ~= seen.beatInFlight) then
+            local ____temp_1 = {heartbeat(false)}
+            fine = ____temp_1[1]
+            failure = ____temp_1[3]
+        end
+        if not fine then
+            sub:close()
+            return failure
         end
     end
     sub:close()
@@ -217,6 +479,7 @@ local function loop(premature)
     local backoff = 0.1
     local reported = false
     while not ngx.worker.exiting() do
+        local started = ngx.now()
         local ok, result = pcall(session)
         if ngx.worker.exiting() then
             break
@@ -224,12 +487,17 @@ local function loop(premature)
         local err = ok and result or "sync failed: " .. tostring(result)
         zones.state:set(ERROR_KEY, err)
         clearPending()
+        ngx.update_time()
+        if ngx.now() - started > BACKOFF_MAX * 2 then
+            backoff = 0.1
+            reported = false
+        end
         if not reported then
             ngx.log(ngx.ERR, ("intermission: fleet: " .. err) .. "; keeping the last known state and retrying")
             reported = true
         end
-        ngx.sleep(backoff)
-        backoff = math.min(backoff * 2, 2)
+        ngx.sleep(backoff * jitter())
+        backoff = math.min(backoff * 2, BACKOFF_MAX)
     end
 end
 --- init_worker: worker 0 runs the node's sync loop.
@@ -249,41 +517,5 @@ end
 function ____exports.lastError()
     local e = zones.state:get(ERROR_KEY)
     return e
-end
---- The fleet's nodes as their heartbeats say.
-function ____exports.fleetStatus()
-    local red, err = connect()
-    if red == nil then
-        return nil, err
-    end
-    local ids, e1 = red:smembers(key("nodes"))
-    if failed(red, ids) then
-        return nil, "redis: " .. tostring(e1)
-    end
-    local nodes = {}
-    local held = 0
-    local inFlight = 0
-    for ____, id in ipairs(ids) do
-        local v, getErr = red:get(key("node", id))
-        if failed(red, v) then
-            return nil, "redis: " .. tostring(getErr)
-        end
-        if v == ngx.null then
-            red:srem(
-                key("nodes"),
-                id
-            )
-        else
-            local hb = cjson.decode(v)
-            if type(hb) == "table" then
-                local h = hb
-                nodes[#nodes + 1] = hb
-                held = held + h.held_total
-                inFlight = inFlight + h.in_flight
-            end
-        end
-    end
-    release(red)
-    return {nodes = nodes, node_count = #nodes, held = held, in_flight = inFlight}, nil
 end
 return ____exports
