@@ -1,0 +1,69 @@
+// The application behind intermission: one short write transaction per request through
+// a pool of 10 connections, and no retry logic of its own, like most applications.
+//   GET /write?id=ID   insert a row carrying ID, read the row count; 200 {"id","count"},
+//                      500 {"error"} on any database error
+//   GET /healthz       200 once this process listens (it does not touch the database)
+// PGHOST/PGPORT name the floating endpoint in front of the primary. SIGTERM stops
+// gracefully: no new connections, in-flight requests finish, then the process exits.
+"use strict";
+const http = require("node:http");
+const { Pool } = require("pg");
+
+const pool = new Pool({
+  host: process.env.PGHOST ?? "endpoint",
+  port: Number(process.env.PGPORT ?? 5432),
+  user: "app",
+  database: "app",
+  max: 10,
+  connectionTimeoutMillis: 5000,
+});
+// An idle connection the server closed (restart, switchover): the pool drops it.
+pool.on("error", (e) => console.error(`app: idle connection lost: ${e.message}`));
+
+async function write(id) {
+  const client = await pool.connect();
+  // A connection lost between two queries (the server ended the session) is reported as
+  // an event; the next query then fails, and the request answers 500.
+  const lost = (e) => console.error(`app: connection lost mid-request: ${e.message}`);
+  client.on("error", lost);
+  try {
+    await client.query("BEGIN");
+    await client.query("INSERT INTO hits (id) VALUES ($1)", [id]);
+    const { rows } = await client.query("SELECT count(*)::int AS count FROM hits");
+    await client.query("COMMIT");
+    client.off("error", lost);
+    client.release();
+    return rows[0].count;
+  } catch (e) {
+    client.off("error", lost);
+    client.release(e); // a connection that failed is closed, not reused
+    throw e;
+  }
+}
+
+let stopping = false;
+const server = http.createServer(async (req, res) => {
+  const url = new URL(req.url, "http://app");
+  if (stopping) res.setHeader("Connection", "close");
+  const reply = (status, body) => {
+    res.writeHead(status, { "Content-Type": "application/json" });
+    res.end(JSON.stringify(body));
+  };
+  if (url.pathname === "/healthz") return reply(200, { ok: true, pid: process.pid });
+  if (url.pathname !== "/write") return reply(404, { error: "not found" });
+  const id = url.searchParams.get("id");
+  if (!id) return reply(400, { error: "id is required" });
+  try {
+    reply(200, { id, count: await write(id) });
+  } catch (e) {
+    reply(500, { error: e.message });
+  }
+});
+server.keepAliveTimeout = 65_000;
+server.listen(Number(process.env.PORT ?? 3000), () => console.log(`app: pid ${process.pid} listening`));
+
+process.on("SIGTERM", () => {
+  stopping = true;
+  server.close(() => pool.end().then(() => process.exit(0)));
+  server.closeIdleConnections();
+});
