@@ -3,7 +3,7 @@
 #   PRIMARY, REPLICA   the postgres containers (their names resolve on their network)
 #   ENDPOINT           the floating endpoint (TCP proxy standing in for a VIP/DNS name)
 #   APP                the application container
-say() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*"; }
+say() { printf '%s [%s] %s\n' "$(date +%T.%3N)" "$(basename "$0" .sh)" "$*"; }
 # pg_ctl as the postgres user in container $1.
 pg_ctl_in() { local c=$1; shift; docker exec -u postgres "$c" pg_ctl -D /var/lib/postgresql/data "$@"; }
 # One SQL query in container $1 (database app), unaligned and tuples only.
