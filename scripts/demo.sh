@@ -20,7 +20,7 @@ done
 curl -fsS http://127.0.0.1:8080/ || { echo "[demo] the stack did not come up"; compose logs --tail 50; exit 1; }
 bash examples/maintenance.sh
 db_status=0
-PRIMARY=$(compose ps -q postgres) bash examples/database/demo.sh | tee /tmp/intermission-db-demo.out || db_status=$?
+PRIMARY=$(docker inspect -f "{{.Name}}" "$(compose ps -q postgres)" | sed "s#^/##") bash examples/database/demo.sh | tee /tmp/intermission-db-demo.out || db_status=$?
 cat <<'TXT'
 
 The demo stack is running:

@@ -33,8 +33,9 @@ describe("the demo", () => {
     assert.match(output, /intermission: paused for \d+\.\ds; \d+ request\(s\) were held at resume/);
   });
 
-  it("restarts a real database twice: requests fail without intermission, none inside intermission run", () => {
+  it("restarts a real database twice: requests fail without intermission, none inside intermission run", (t) => {
     const lines = output.trim().split("\n");
+    t.diagnostic(lines[lines.length - 1]);
     const verdict = lines[lines.length - 1].match(/^without intermission: (\d+) failed requests; with intermission: (\d+)$/);
     assert.ok(verdict, `the demo ends with the verdict line:\n${lines.slice(-5).join("\n")}`);
     assert.ok(Number(verdict[1]) > 0, "requests failed when the database restarted without intermission");

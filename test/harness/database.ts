@@ -62,7 +62,8 @@ export class DatabaseStack {
   primary: StartedTestContainer;
   replica: StartedTestContainer;
   front!: NginxNode;
-  plain!: StartedTestContainer;
+  /** The same nginx without the hooks (its error.log is checked too). */
+  plain!: NginxNode;
 
   private constructor(
     readonly network: StartedNetwork,
@@ -106,7 +107,7 @@ export class DatabaseStack {
       const [f, p] = await Promise.all([front(true), front(false)]);
       started.push(f, p);
       stack.front = new NginxNode(f, `http://127.0.0.1:${f.getMappedPort(8080)}`, "");
-      stack.plain = p;
+      stack.plain = new NginxNode(p, `http://127.0.0.1:${p.getMappedPort(8080)}`, "");
       await stack.waitStreaming();
       return stack;
     } catch (e) {
@@ -122,7 +123,7 @@ export class DatabaseStack {
   }
 
   get plainUrl(): string {
-    return `http://127.0.0.1:${this.plain.getMappedPort(8080)}`;
+    return this.plain.base;
   }
 
   get appUrl(): string {
@@ -172,7 +173,7 @@ export class DatabaseStack {
   /** The application's process id (a restart changes it). */
   async appPid(): Promise<number> {
     const r = await fetch(`${this.appUrl}/healthz`);
-    return (await r.json()).pid;
+    return ((await r.json()) as { pid: number }).pid;
   }
 
   /**
@@ -193,7 +194,7 @@ export class DatabaseStack {
 
   /** Every container of the stack is stopped, by id, and the network removed. */
   async stop(): Promise<void> {
-    await Promise.all([this.front?.container, this.plain, this.app, this.endpoint, ...this.pg]
+    await Promise.all([this.front?.container, this.plain?.container, this.app, this.endpoint, ...this.pg]
       .filter((c): c is StartedTestContainer => c !== undefined)
       .map((c) => c.stop({ timeout: 2 }).catch(() => undefined)));
     await this.network.stop().catch(() => undefined);
