@@ -176,6 +176,14 @@ export class DatabaseStack {
     return ((await r.json()) as { pid: number }).pid;
   }
 
+  /** Waits until the application answers again and, if `not` is given, is a new process. */
+  async appUp(not?: number, timeoutMs = 60_000): Promise<number> {
+    return waitFor("the application answering", async () => {
+      const pid = await this.appPid();
+      return pid !== not ? pid : undefined;
+    }, timeoutMs);
+  }
+
   /**
    * After a switchover (the replica was promoted): swaps the roles and rebuilds the old
    * primary, stopped or still up, as a streaming replica of the new one.

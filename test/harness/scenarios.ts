@@ -70,21 +70,27 @@ function spawnMaintenance(argv: string[], env: Record<string, string>): Promise<
   });
 }
 
-/** Evidence that the maintenance took place: a new postmaster, a promoted replica, a new app process. */
-async function observe(stack: DatabaseStack, s: Scenario): Promise<() => Promise<string | undefined>> {
+/**
+ * Evidence that the maintenance took place: a new postmaster, a promoted replica, a new
+ * app process (waited for only when the maintenance succeeded: it may still be starting).
+ */
+async function observe(stack: DatabaseStack, s: Scenario): Promise<(succeeded: boolean) => Promise<string | undefined>> {
   if (s.name === "M1") {
     const before = await stack.primaryStartedAt();
     return async () => ((await stack.primaryStartedAt()) !== before ? undefined : "the primary was not restarted");
   }
   if (s.name === "M3") {
-    const before = await stack.appPid();
-    return async () => ((await stack.appPid().catch(() => before)) !== before ? undefined : "the application was not restarted");
+    const before = await stack.appUp();
+    return async (succeeded) => stack.appUp(before, succeeded ? 60_000 : 100).then(() => undefined, () => "the application was not restarted");
   }
   const replica = stack.replica;
   return async () => ((await stack.isInRecovery(replica)) ? "the replica was not promoted" : undefined);
 }
 
 export async function runScenario(stack: DatabaseStack, s: Scenario, o: RunOptions): Promise<RunResult> {
+  // Start from a whole stack: the application answering, the replica streaming.
+  await stack.appUp();
+  await stack.waitStreaming();
   const prefix = `${s.name.toLowerCase()}-${o.through}-${Date.now().toString(36)}`;
   const base = o.through === "intermission" ? stack.frontUrl : stack.plainUrl;
   const script = ["bash", path.join(ROOT, "examples/database", s.script)];
@@ -122,7 +128,7 @@ export async function runScenario(stack: DatabaseStack, s: Scenario, o: RunOptio
     load: summary,
     rows: { rows: total, duplicates, lost, unacknowledged },
     maintenance: { startMs, endMs, exitCode: m.exitCode, output: m.output },
-    happened: await happened(),
+    happened: await happened(m.exitCode === 0),
     samples: load.samples,
   };
 }
