@@ -44,8 +44,9 @@ async function write(id) {
 let stopping = false;
 const server = http.createServer(async (req, res) => {
   const url = new URL(req.url, "http://app");
-  if (stopping) res.setHeader("Connection", "close");
   const reply = (status, body) => {
+    // A stopping process closes each connection after its answer, so it can exit.
+    if (stopping) res.setHeader("Connection", "close");
     res.writeHead(status, { "Content-Type": "application/json" });
     res.end(JSON.stringify(body));
   };
@@ -66,4 +67,6 @@ process.on("SIGTERM", () => {
   stopping = true;
   server.close(() => pool.end().then(() => process.exit(0)));
   server.closeIdleConnections();
+  // A client that keeps a connection open without sending anything does not hold it up.
+  setTimeout(() => process.exit(0), 10_000).unref();
 });
