@@ -94,7 +94,8 @@ export class DatabaseStack {
         .withWaitStrategy(Wait.forLogMessage(/endpoint: ->/)).start();
       started.push(endpoint);
       const app = await new GenericContainer(APP_IMAGE).withName(`${prefix}-app`).withNetwork(network)
-        .withEnvironment({ PGHOST: `${prefix}-endpoint`, PGPORT: "5432" })
+        // Boots in about a second, as real applications do (M3 restarts it).
+        .withEnvironment({ PGHOST: `${prefix}-endpoint`, PGPORT: "5432", APP_BOOT_MS: "1000" })
         .withExposedPorts(3000).withWaitStrategy(Wait.forHttp("/healthz", 3000)).start();
       started.push(app);
       const stack = new DatabaseStack(network, prefix, [a, b], endpoint, app);

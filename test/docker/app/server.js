@@ -3,8 +3,9 @@
 //   GET /write?id=ID   insert a row carrying ID, read the row count; 200 {"id","count"},
 //                      500 {"error"} on any database error
 //   GET /healthz       200 once this process listens (it does not touch the database)
-// PGHOST/PGPORT name the floating endpoint in front of the primary. SIGTERM stops
-// gracefully: no new connections, in-flight requests finish, then the process exits.
+// PGHOST/PGPORT name the floating endpoint in front of the primary; APP_BOOT_MS delays
+// listening (see below). SIGTERM stops gracefully: no new connections, in-flight
+// requests finish, then the process exits.
 "use strict";
 const http = require("node:http");
 const { Pool } = require("pg");
@@ -61,7 +62,13 @@ const server = http.createServer(async (req, res) => {
   }
 });
 server.keepAliveTimeout = 65_000;
-server.listen(Number(process.env.PORT ?? 3000), () => console.log(`app: pid ${process.pid} listening`));
+// A real application takes a while to boot (loading code, warming caches); this one
+// would listen within ~0.2 s. APP_BOOT_MS stands in for the rest, so that the gap
+// between a restart script returning and the new process listening is as real as it
+// is in production, not a coin toss.
+setTimeout(() => {
+  server.listen(Number(process.env.PORT ?? 3000), () => console.log(`app: pid ${process.pid} listening`));
+}, Number(process.env.APP_BOOT_MS ?? 0));
 
 process.on("SIGTERM", () => {
   stopping = true;
