@@ -105,8 +105,10 @@ export class DatabaseStack {
         .withCopyContentToContainer([{ content: frontConfig(`${prefix}-app:3000`, gateway, hooks), target: CONF }])
         .withCommand(["nginx", "-c", CONF, "-g", "daemon off;"])
         .withExposedPorts(8080).withWaitStrategy(Wait.forHttp("/healthz", 8080)).withStartupTimeout(30_000).start();
-      const [f, p] = await Promise.all([front(true), front(false)]);
-      started.push(f, p);
+      const f = await front(true);
+      started.push(f);
+      const p = await front(false);
+      started.push(p);
       stack.front = new NginxNode(f, `http://127.0.0.1:${f.getMappedPort(8080)}`, "");
       stack.plain = new NginxNode(p, `http://127.0.0.1:${p.getMappedPort(8080)}`, "");
       await stack.waitStreaming();
