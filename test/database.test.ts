@@ -21,7 +21,12 @@ function common(r: RunResult): string[] {
     p.push(`the maintenance exited ${r.maintenance.exitCode}:\n${r.maintenance.output.trim().split("\n").slice(0, 3).join("\n")}`);
   }
   if (r.happened) p.push(r.happened);
-  if (r.load.requests < SECONDS * 20) p.push(`too little traffic flowed: ${r.load.requests} requests`);
+  // The maintenance happened under load: requests before it, during it and after it.
+  const { startMs, endMs } = r.maintenance;
+  const before = r.samples.filter((x) => x.start < startMs).length;
+  const during = r.samples.filter((x) => x.start < endMs && x.end > startMs).length;
+  const after = r.samples.filter((x) => x.start > endMs).length;
+  if (!before || !during || !after) p.push(`no load around the maintenance: ${before} before, ${during} during, ${after} after`);
   if (r.rows.lost) p.push(`${r.rows.lost} request(s) answered 200 have no row (lost writes)`);
   if (r.rows.duplicates) p.push(`${r.rows.duplicates} id(s) written more than once`);
   if (r.rows.unacknowledged) p.push(`${r.rows.unacknowledged} row(s) for requests not answered 200`);

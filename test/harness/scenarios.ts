@@ -27,7 +27,7 @@ export const SCENARIOS: Record<ScenarioName, Scenario> = {
 
 export interface RunOptions {
   through: "intermission" | "plain";
-  /** Seconds of load in all. */
+  /** Seconds of load in all (longer if the maintenance ends less than 2 s before). */
   seconds: number;
   /** Seconds of load before the maintenance starts. */
   leadIn: number;
@@ -58,6 +58,8 @@ export interface RunResult {
 }
 
 const CLI = path.join(ROOT, "bin/intermission.js");
+/** Load after the maintenance has ended, at least. */
+const TRAIL_MS = 2000;
 
 function spawnMaintenance(argv: string[], env: Record<string, string>): Promise<{ exitCode: number; output: string }> {
   return new Promise((resolve) => {
@@ -106,7 +108,8 @@ export async function runScenario(stack: DatabaseStack, s: Scenario, o: RunOptio
   const startMs = load.now();
   const m = await spawnMaintenance(argv, { ...stack.env() });
   const endMs = load.now();
-  const rest = o.seconds * 1000 - load.now();
+  // Load for `seconds` in all, and always a while after the maintenance (a slow one too).
+  const rest = Math.max(o.seconds * 1000 - load.now(), TRAIL_MS);
   if (rest > 0) await new Promise((r) => setTimeout(r, rest));
   const summary = await load.stop();
 

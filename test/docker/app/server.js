@@ -18,25 +18,21 @@ const pool = new Pool({
   max: 10,
   connectionTimeoutMillis: 5000,
 });
-// An idle connection the server closed (restart, switchover): the pool drops it.
-pool.on("error", (e) => console.error(`app: idle connection lost: ${e.message}`));
+// A connection the server ended (restart, switchover) reports it as an event, idle or
+// not, even after the pool has dropped it; the query on it, if any, fails (a 500).
+pool.on("connect", (client) => client.on("error", (e) => console.error(`app: connection lost: ${e.message}`)));
+pool.on("error", () => {}); // the pool's copy of an idle connection's error, logged above
 
 async function write(id) {
   const client = await pool.connect();
-  // A connection lost between two queries (the server ended the session) is reported as
-  // an event; the next query then fails, and the request answers 500.
-  const lost = (e) => console.error(`app: connection lost mid-request: ${e.message}`);
-  client.on("error", lost);
   try {
     await client.query("BEGIN");
     await client.query("INSERT INTO hits (id) VALUES ($1)", [id]);
     const { rows } = await client.query("SELECT count(*)::int AS count FROM hits");
     await client.query("COMMIT");
-    client.off("error", lost);
     client.release();
     return rows[0].count;
   } catch (e) {
-    client.off("error", lost);
     client.release(e); // a connection that failed is closed, not reused
     throw e;
   }
