@@ -8,6 +8,8 @@
 //   memory    worker RSS and shared-dict growth per 1,000 held requests.
 //   hot path  unpaused cost: wrk throughput against an empty access/log hook, and
 //             instructions per request under callgrind (repeatable on a noisy box).
+//   database  the four real-PostgreSQL maintenances of test/database.test.ts, longer,
+//             with and without intermission (in containers; see bench/database.ts).
 import http from "node:http";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync, rmSync, cpSync, readFileSync } from "node:fs";
@@ -17,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import { BenchNginx, PlainNginx, PORTS, benchConfig, fleetNodeConfig, fleetBackendConfig, FLEET_PORT_BASE } from "./nginx.ts";
 import { callgrindPerRequest } from "./callgrind.ts";
 import { plotRelease } from "./plot.ts";
+import { databaseScenarios, plotDatabase } from "./database.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const WORK = path.join(os.tmpdir(), "intermission-bench");
@@ -24,7 +27,10 @@ const SNAPSHOT = path.join(WORK, "snapshot");
 const SIZES = (process.env.BENCH_SIZES ?? "1000,3000,10000").split(",").map(Number);
 const WINDOW = Number(process.env.BENCH_WINDOW ?? 64);
 const WORKERS = 2;
-/** BENCH_ONLY=release,fleet,hot runs some sections (for development); such a run saves nothing. */
+/**
+ * BENCH_ONLY=release,fleet,hot,database runs some sections (for development); such a run
+ * saves nothing, except the database section, which keeps its own results file.
+ */
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(",")) : undefined;
 const wanted = (section: string) => ONLY === undefined || ONLY.has(section);
 
@@ -535,6 +541,8 @@ async function main(): Promise<void> {
   const cg16 = wanted("hot") ? await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 16, benchConfig) : noCg(16);
   const cg1 = wanted("hot") ? await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 1, benchConfig) : noCg(1);
   console.log("done");
+  const database = wanted("database") ? await databaseScenarios(ROOT) : [];
+  if (wanted("database")) await plotDatabase(ROOT);
 
   const result = {
     date: new Date().toISOString(),
@@ -546,6 +554,7 @@ async function main(): Promise<void> {
     hot_path: { ...hot, callgrind: [cg16, cg1] },
     fleet,
     steady_across_pause: steady,
+    database,
   };
 
   const rows: string[][] = [["measure", ...release.map((r) => `N=${r.n}`)]];

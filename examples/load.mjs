@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // A steady load loop for the demo: CONCURRENCY clients send GET requests back to back
 // until SIGINT/SIGTERM or DURATION seconds, then print how many succeeded or failed.
+// "{id}" in the URL becomes a unique id per request.
 //   node examples/load.mjs http://127.0.0.1:8080/ [concurrency=8] [duration=60]
 import http from "node:http";
 
@@ -16,10 +17,13 @@ process.on("SIGINT", stop);
 process.on("SIGTERM", stop);
 setTimeout(stop, Number(duration) * 1000).unref();
 
+let sent = 0;
+const run = Date.now().toString(36);
+
 function once() {
   return new Promise((resolve) => {
     const t0 = Date.now();
-    const req = http.get(url, { agent: false, timeout: 60_000 }, (res) => {
+    const req = http.get(url.replace("{id}", `${run}-${sent++}`), { agent: false, timeout: 60_000 }, (res) => {
       res.resume();
       res.on("end", () => {
         slowest = Math.max(slowest, Date.now() - t0);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # npm run bench: installs what the benchmark runs on (Debian's nginx with
-# lua-nginx-module, wrk, valgrind), builds dist/, and runs bench/run.ts on the host.
+# lua-nginx-module, wrk, valgrind), builds dist/, and runs bench/run.ts on the host
+# (its database section in Docker containers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -20,5 +21,10 @@ fi
 # lua-resty-redis as resty.redis (Debian names it nginx.redis), after any install above.
 [ -e /usr/share/lua/5.1/resty/redis.lua ] || as_root ln -s ../nginx/redis.lua /usr/share/lua/5.1/resty/redis.lua
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
+# The database section runs in containers (PostgreSQL, the app, nginx): Docker and the images.
+if [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *,database,* ]]; then
+  bash scripts/docker-bootstrap.sh
+  export TESTCONTAINERS_RYUK_DISABLED=true
+fi
 npm run -s build
 exec node --import tsx bench/run.ts "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # npm run demo: from a bare machine, start the demo stack (intermission on :8080 in
-# front of a tiny backend, plus Redis) and run a simulated maintenance against it.
+# front of a tiny backend, plus Redis) and run a simulated maintenance against it; then
+# restart a real PostgreSQL under load twice, without and inside intermission run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -18,11 +19,18 @@ for _ in $(seq 1 100); do
 done
 curl -fsS http://127.0.0.1:8080/ || { echo "[demo] the stack did not come up"; compose logs --tail 50; exit 1; }
 bash examples/maintenance.sh
+db_status=0
+PRIMARY=$(docker inspect -f "{{.Name}}" "$(compose ps -q postgres)" | sed "s#^/##") bash examples/database/demo.sh | tee /tmp/intermission-db-demo.out || db_status=$?
 cat <<'TXT'
 
 The demo stack is running:
   curl localhost:8080/                                   # through intermission
   node bin/intermission.js status                        # the CLI (control API on loopback)
   curl localhost:8080/control                            # the seed's toggle: pause / resume
+  curl 'localhost:8090/write?id=hello'                   # a write to PostgreSQL, through intermission
   docker-compose down                                    # stop it
+
 TXT
+# The verdict, last: failed requests when the database restarts, without and with.
+tail -n 1 /tmp/intermission-db-demo.out
+exit "$db_status"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds the images the tests and the demo run: intermission (this repo's Dockerfile;
 # INTERMISSION_IMAGE names it, default intermission:latest), the same with intermission
-# installed by LuaRocks (<name>-luarocks)
-# and intermission-redis (redis:7 when a registry answers, else built from Debian).
+# installed by LuaRocks (<name>-luarocks), intermission-redis (redis:7 when a registry
+# answers, else built from Debian), and for the real-database tests and the demo
+# intermission-postgres (PostgreSQL 15) and intermission-app (the application and the
+# floating endpoint), both from Debian's packages. Docker's layer cache makes a second
+# run take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[images] %s\n' "$*"; }
@@ -31,4 +34,15 @@ else
   say "cannot pull redis:7: building intermission-redis:latest from Debian's redis-server"
   docker build -q -t intermission-redis:latest -f test/docker/redis.Dockerfile test/docker >/dev/null
 fi
+say "building intermission-postgres:latest"
+docker build -q -t intermission-postgres:latest -f test/docker/postgres.Dockerfile test/docker/postgres >/dev/null
+# The application's one dependency (pg) comes from its lock file, installed here so the
+# image needs no npm of its own.
+app=test/docker/app
+if [ ! -d "$app/node_modules" ] || [ "$app/package-lock.json" -nt "$app/node_modules/.package-lock.json" ]; then
+  say "npm ci in $app"
+  npm ci --prefix "$app" --omit=dev --no-audit --no-fund --loglevel=error
+fi
+say "building intermission-app:latest"
+docker build -q -t intermission-app:latest -f test/docker/app.Dockerfile "$app" >/dev/null
 say "ready"

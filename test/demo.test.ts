@@ -1,5 +1,7 @@
 // The README's demo, as a new user runs it: `npm run demo` brings the stack up with
-// docker-compose and simulates a maintenance under load; zero requests may fail.
+// docker-compose and simulates a maintenance under load; zero requests may fail. Then it
+// restarts a real PostgreSQL under load twice: on its own requests fail, inside
+// `intermission run` none do, and the last line says so.
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -17,9 +19,10 @@ describe("the demo", () => {
     compose("down", "--remove-orphans", "--timeout", "2");
   });
 
+  let output = "";
   it("comes up and passes a maintenance under load with zero failed requests", () => {
     const demo = spawnSync("bash", ["scripts/demo.sh"], { cwd: ROOT, encoding: "utf8", timeout: 600_000 });
-    const output = `${demo.stdout}\n${demo.stderr}`;
+    output = `${demo.stderr}\n${demo.stdout}`;
     assert.equal(demo.status, 0, output);
     const load = output.match(/load: (\d+) ok, (\d+) failed, slowest (\d+) ms/);
     assert.ok(load, output);
@@ -28,5 +31,18 @@ describe("the demo", () => {
     assert.ok(Number(load[3]) >= 4000, `some requests were held through the 5 s maintenance (slowest ${load[3]} ms)`);
     assert.match(output, /maintenance: done, zero failed requests/);
     assert.match(output, /intermission: paused for \d+\.\ds; \d+ request\(s\) were held at resume/);
+  });
+
+  it("restarts a real database twice: requests fail without intermission, none inside intermission run", (t) => {
+    const lines = output.trim().split("\n");
+    t.diagnostic(lines[lines.length - 1]);
+    const verdict = lines[lines.length - 1].match(/^without intermission: (\d+) failed requests; with intermission: (\d+)$/);
+    assert.ok(verdict, `the demo ends with the verdict line:\n${lines.slice(-5).join("\n")}`);
+    assert.ok(Number(verdict[1]) > 0, "requests failed when the database restarted without intermission");
+    assert.equal(Number(verdict[2]), 0, "failed requests inside intermission run");
+    const loads = [...output.matchAll(/load: (\d+) ok, (\d+) failed/g)];
+    assert.equal(loads.length, 3, "the sleep-5 maintenance and the two database restarts each report their load");
+    assert.ok(Number(loads[2][1]) > 100, `traffic flowed through the database restart inside intermission run: ${loads[2][1]}`);
+    assert.match(output, /restart-primary\] pg_ctl restart -m fast/);
   });
 });
