@@ -45,18 +45,21 @@ describe("churn: pause/resume every few hundred ms under load, clients giving up
     });
     const started = Date.now();
     let reloads = 0;
-    while (Date.now() - started < 7000) {
-      assert.equal((await node.control("pause")).status, 200);
-      await sleep(100 + Math.random() * 300);
-      assert.equal((await node.control("resume")).status, 200);
-      await sleep(100 + Math.random() * 200);
-      if (reloads < 2 && Date.now() - started > 2500 * (reloads + 1)) {
-        await node.reload();
-        reloads++;
+    try {
+      while (Date.now() - started < 7000) {
+        assert.equal((await node.control("pause")).status, 200);
+        await sleep(100 + Math.random() * 300);
+        assert.equal((await node.control("resume")).status, 200);
+        await sleep(100 + Math.random() * 200);
+        if (reloads < 2 && Date.now() - started > 2500 * (reloads + 1)) {
+          await node.reload();
+          reloads++;
+        }
       }
+    } finally {
+      running = false;
+      await Promise.all(loops);
     }
-    running = false;
-    await Promise.all(loops);
     await node.control("resume");
 
     await waitFor("the node to be idle", async () => {

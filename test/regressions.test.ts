@@ -120,17 +120,21 @@ describe("bug 2: steady traffic above the window after a resume", () => {
 
   it("the drain ends once the backlog is granted, and the window stops pacing", async () => {
     const load = steadyLoad(node.base, 12, () => "/?id={id}&delay=0.05");
-    await sleep(1000);
-    await node.control("pause");
-    await sleep(500);
-    await node.resetBackend();
-    const resumed = Date.now();
-    await node.control("resume");
-    // v1 stayed draining for as long as the load lasted, at window / latency.
-    await waitFor("the drain to end under steady load", async () => (await node.status()).draining === false, 3000);
-    const drainMs = Date.now() - resumed;
-    await sleep(1000);
-    await load.stop();
+    let drainMs = 0;
+    try {
+      await sleep(1000);
+      await node.control("pause");
+      await sleep(500);
+      await node.resetBackend();
+      const resumed = Date.now();
+      await node.control("resume");
+      // v1 stayed draining for as long as the load lasted, at window / latency.
+      await waitFor("the drain to end under steady load", async () => (await node.status()).draining === false, 3000);
+      drainMs = Date.now() - resumed;
+      await sleep(1000);
+    } finally {
+      await load.stop();
+    }
     assert.ok(load.replies.every((r) => r.status === 200), `all answered 200: ${load.replies.filter((r) => r.status !== 200).length} not`);
     const { concurrency } = await node.arrivals();
     assert.ok(Math.max(...concurrency) > 2, `after the drain (${drainMs} ms) the backend sees the load's concurrency, not the window's: ${Math.max(...concurrency)}`);
