@@ -18,6 +18,8 @@ if [ -n "$(git status --porcelain -- dist bin "*.rockspec" rocks 2>/dev/null)" ]
   [ "${CI:-}" = "true" ] && exit 1
 fi
 npm run -s typecheck
+echo "[test] model check: model/release.pml with spin"
+bash scripts/model-check.sh
 bash scripts/images.sh
 echo "[test] running the suite"
 files=("$@")
