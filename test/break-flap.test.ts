@@ -30,6 +30,9 @@ const EXTRA = `
             recursive_error_pages on;
         }
         location @intermission_retry {
+            # As the README's wiring (log() at server level): the request answered here logs here.
+            header_filter_by_lua_block { require("intermission").header_filter() }
+            log_by_lua_block           { require("intermission").log() }
             content_by_lua_block { require("intermission").retry() }
         }`;
 
@@ -73,7 +76,7 @@ describe("break: a retry location whose port never opens", () => {
 
   // FINDING: after every retried request has timed out (answered 503, counters balanced),
   // the scope stays "draining": true with queued 3 and release.backlog 1 forever (seen
-  // 10 s+ after the last answer): tickets of requests that left by timeout inside the
+  // 10 s+ after the last answer; log() is wired in the retry location too): tickets of requests that left by timeout inside the
   // retry location are never settled. README: "A ticket's fate is decided once ... or the
   // request leaves first (client gone, max_hold, maintenance)"; status "queued (tickets
   // not yet decided)" should return to 0 and draining to false.
