@@ -1,0 +1,111 @@
+// Breaker: released requests killed by worker_shutdown_timeout; a pause during the ready_probe wait.
+import { describe, it, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { NginxNode } from "./harness/node.ts";
+import { PendingRequest, waitFor } from "./harness/http.ts";
+
+const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function holdInOrder(node: NginxNode, paths: string[], scope = "default"): Promise<PendingRequest[]> {
+  const pending: PendingRequest[] = [];
+  const start = (await node.status(scope)).held;
+  for (const [i, p] of paths.entries()) {
+    pending.push(node.send(p));
+    await node.held(start + i + 1, scope);
+  }
+  return pending;
+}
+
+async function assertIdle(node: NginxNode, scope = "default", ms = 5000): Promise<any> {
+  let last: any;
+  try {
+    await waitFor(`scope ${scope} idle`, async () => {
+      last = await node.status(scope);
+      return last.held === 0 && last.queued === 0 && last.release.leases === 0 && last.in_flight === 0 && last.draining === false;
+    }, ms);
+  } catch {
+    assert.fail(`scope ${scope} not idle: held=${last?.held} queued=${last?.queued} leases=${last?.release?.leases} in_flight=${last?.in_flight} draining=${last?.draining}`);
+  }
+  return last;
+}
+
+describe("break: reload with worker_shutdown_timeout kills released requests mid-drain", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start({ workers: 2, mainDirectives: "worker_shutdown_timeout 1s;", setup: { release_window: 2, max_hold: 30, release_lease: 2 } });
+  });
+  after(async () => node?.stop());
+  afterEach(async () => node.assertCleanLog());
+
+  it("the rest of the backlog still drains (the killed requests' slots come back), idle after", async () => {
+    // README: "A window slot is a lease: it comes back ... after release_lease seconds";
+    // "nginx -s reload during a pause loses nothing".
+    await node.control("pause", "ttl=0");
+    const pending = await holdInOrder(node, [
+      ...ids("k", 2).map((id) => `/?id=${id}&delay=8`),
+      ...ids("n", 6).map((id) => `/?id=${id}`),
+    ]);
+    for (const p of pending) p.reply.catch(() => undefined);
+    await node.control("resume");
+    await waitFor("k1 at the backend", async () => (await node.arrivals()).ids.includes("k1"));
+    await node.reload();
+    const settled = await Promise.allSettled(pending.map((p) => p.reply));
+    const rest = settled.slice(2);
+    // held requests in old workers may be cut by the shutdown timeout too; those that answered must be 200
+    for (const s of rest) if (s.status === "fulfilled") assert.equal(s.value.status, 200);
+    const arr = (await node.arrivals()).ids;
+    assert.equal(new Set(arr).size, arr.length, `none twice: ${arr}`);
+    await assertIdle(node, "default", 8000);
+  });
+});
+
+/** The app the probe watches, on :8082. */
+const APP_CONF = "/etc/intermission/app.conf";
+const APP = `
+include /etc/nginx/modules-enabled/*.conf;
+worker_processes 1;
+pid /run/app.pid;
+error_log /var/log/nginx/app-error.log;
+events {}
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:8082;
+        location / { proxy_pass http://127.0.0.1:8081; }
+    }
+}`;
+
+describe("break: a pause during the ready_probe wait", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start({
+      workers: 2,
+      setup: { release_window: 4, max_hold: 20, on_timeout: "reject", ready_probe: { url: "http://127.0.0.1:8082/up", successes: 1, interval: 0.1, timeout: 15 } },
+      files: [{ content: APP, target: APP_CONF }],
+    });
+  });
+  after(async () => node?.stop());
+  afterEach(async () => node.assertCleanLog());
+
+  it("the probe passing while paused again forwards nothing; the next resume releases all once", async () => {
+    // INTERFACE: pause = "hold new requests"; README: "Paused, each request takes a ticket ... and sleeps".
+    // A probe that passes after a second pause must not release the backlog into a paused site.
+    await node.control("pause", "ttl=0");
+    const pending = await holdInOrder(node, ids("/?id=q", 4));
+    await node.control("resume");
+    assert.equal((await node.status()).waiting_ready, true);
+    await node.control("pause", "ttl=0");
+    const late = node.send("/?id=late");
+    await node.exec(["nginx", "-c", APP_CONF]);
+    await sleep(1500);
+    const during = (await node.arrivals()).ids.filter((i) => i !== "-");
+    assert.deepEqual(during, [], `forwarded while paused: ${during}`);
+    await node.control("resume");
+    const replies = await Promise.all([...pending, late].map((p) => p.reply));
+    assert.deepEqual(replies.map((r) => r.status), [200, 200, 200, 200, 200]);
+    const arr = (await node.arrivals()).ids.filter((i) => i !== "-");
+    assert.deepEqual([...arr].sort(), ["late", "q1", "q2", "q3", "q4"]);
+    await assertIdle(node);
+  });
+});
