@@ -74,12 +74,11 @@ describe("break: a retry location whose port never opens", () => {
   after(async () => node?.stop());
   afterEach(async () => node.assertCleanLog([/connect\(\) failed \(111: Connection refused\) while connecting to upstream/]));
 
-  // FINDING: after every retried request has timed out (answered 503, counters balanced),
-  // the scope stays "draining": true with queued 3 and release.backlog 1 forever (seen
-  // 10 s+ after the last answer; log() is wired in the retry location too): tickets of requests that left by timeout inside the
-  // retry location are never settled. README: "A ticket's fate is decided once ... or the
-  // request leaves first (client gone, max_hold, maintenance)"; status "queued (tickets
-  // not yet decided)" should return to 0 and draining to false.
+  // Found by this test (fixed): after every retried request had timed out, the scope
+  // stayed "draining" with queued 3 and a backlog, because passing over tickets that had
+  // left waited for room in the window (closed by the back-off) and nobody came back.
+  // README: "A ticket's fate is decided once ... or the request leaves first (client gone,
+  // max_hold, maintenance)"; status "queued (tickets not yet decided)" returns to 0.
   it("retried within max_hold, then on_timeout applies (503), never a 500; idle after", async () => {
     // README: "the request's own max_hold bounds them; then on_timeout applies";
     // "intermission never turns a request into a 500".

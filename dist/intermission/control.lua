@@ -310,6 +310,7 @@ local function handle()
     end
     if action == "status" then
         state.settle(keys)
+        release.advance(keys)
         local body = describe(keys)
         body.ok = true
         if settings.cfg.store == "redis" then

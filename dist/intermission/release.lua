@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, reclaimExpired, windowHasRoom, grant, passOverDead, decide, pending, drainLane, step, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, unwritten
+local tryLock, settleLease, reclaimExpired, windowHasRoom, grant, passOverDead, decide, pending, drainLane, step, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, unwritten
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -110,6 +110,10 @@ end
 function grant(keys, lane, t, paced, deadline, now)
     local st = zones.state
     local q = zones.queue
+    local mode = modeOf(keys)
+    if mode == "paused" or mode == "maintenance" then
+        return false
+    end
     local lease = 0
     if paced then
         local n = st:incr(keys.leaseSeq, 1)
@@ -157,13 +161,19 @@ end
 function decide(keys, lane, t, paced, now)
     local q = zones.queue
     local ticketKey = lane.ticketPrefix .. tostring(t)
+    local claimKey = lane.claimPrefix .. tostring(t)
     local deadline = q:get(ticketKey)
-    if deadline == nil then
-        local claimKey = lane.claimPrefix .. tostring(t)
-        if (q:get(claimKey)) ~= nil then
+    local claim = q:get(claimKey)
+    if claim ~= nil then
+        if claim == LEFT then
             q:delete(claimKey)
-            return true
         end
+        if deadline ~= nil then
+            q:delete(ticketKey)
+        end
+        return true
+    end
+    if deadline == nil then
         local seen = unwritten[lane.seq]
         if seen == nil or seen.ticket ~= t then
             unwritten[lane.seq] = {ticket = t, since = now}
@@ -177,7 +187,7 @@ function decide(keys, lane, t, paced, now)
     end
     if deadline + GRACE < now then
         passOverDead(keys, lane, t)
-    elseif not grant(
+    elseif paced and not windowHasRoom(keys, now) or not grant(
         keys,
         lane,
         t,
@@ -224,23 +234,19 @@ function drainLane(keys, lane, stop, now)
     local st = zones.state
     local seq = num(st, lane.seq)
     local head = num(st, lane.head)
-    local start = head
     local finished = true
     while head < seq do
-        local paced = head + 1 <= stop
-        if paced and not windowHasRoom(keys, now) or not decide(
+        if not decide(
             keys,
             lane,
             head + 1,
-            paced,
+            head + 1 <= stop,
             now
         ) then
             finished = false
             break
         end
         head = head + 1
-    end
-    if head ~= start then
         st:safe_set(lane.head, head)
     end
     return finished
@@ -256,6 +262,9 @@ function step(keys)
         end
         ngx.log(ngx.NOTICE, (("intermission: audit action=auto-resume scope=" .. keys.scope) .. " reason=ttl-expired was=") .. mode)
         mode = ____exports.resumeLocked(keys, now)
+    end
+    if num(st, keys.used) > 0 then
+        reclaimExpired(keys, now)
     end
     if not drainLane(keys, keys.retry, math.huge, now) then
         return
@@ -290,7 +299,7 @@ function ____exports.advance(keys)
         end
     end
 end
-local LEFT = "L"
+LEFT = "L"
 DEAD = "D"
 GRACE = 1
 CLAIM_SLACK = 60
@@ -411,6 +420,12 @@ function ____exports.hold(keys, lane, deadline, w, label)
                 if type(claim) == "number" then
                     q:delete(lane.claimPrefix .. tostring(t))
                     waiters.done(w)
+                    ngx.update_time()
+                    local mode = modeOf(keys)
+                    if ngx.now() >= deadline and (mode == "paused" or mode == "maintenance") and settings.cfg.on_timeout == "reject" then
+                        ____exports.returnLease(keys, claim, "unused")
+                        return "timeout", 0
+                    end
                     return "released", claim
                 end
                 if claim == DEAD then
@@ -442,10 +457,11 @@ function ____exports.hold(keys, lane, deadline, w, label)
                 return outcome, 0
             end
             if result == "dead" then
+                q:delete(lane.ticketPrefix .. tostring(t))
                 ngx.update_time()
                 if outcome == "timeout" and ngx.now() < deadline then
                     st:incr(keys.held, 1)
-                    goto __continue70
+                    goto __continue73
                 end
                 return outcome, 0
             end
@@ -458,7 +474,7 @@ function ____exports.hold(keys, lane, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue70::
+        ::__continue73::
     end
 end
 waiters.setAdvance(____exports.advance)

@@ -78,8 +78,9 @@ local function pumpScope(id, q)
     local head = num(zones.state, q.lane.head)
     while q.first <= q.last do
         local w = q.items[q.first + 1]
-        if w ~= nil and not w.done then
-            if w.ticket > head then
+        local listed = q.tickets[q.first + 1]
+        if w ~= nil and not w.done and w.ticket == listed then
+            if listed > head then
                 break
             end
             post(w)
@@ -173,6 +174,7 @@ function ____exports.track(w, keys, lane, ticket, deadline)
             keys = keys,
             lane = lane,
             items = {},
+            tickets = {},
             first = 1,
             last = 0
         }
@@ -180,6 +182,7 @@ function ____exports.track(w, keys, lane, ticket, deadline)
     end
     q.last = q.last + 1
     q.items[q.last + 1] = w
+    q.tickets[q.last + 1] = ticket
     return ok
 end
 return ____exports

@@ -232,6 +232,7 @@ function handle(): void {
   }
   if (action === "status") {
     state.settle(keys);
+    release.advance(keys); // also gives back the leases of requests that are gone
     const body = describe(keys);
     body.ok = true;
     if (settings.cfg.store === "redis") {

@@ -151,6 +151,10 @@ const unwritten: { [laneSeq: string]: { ticket: number; since: number } | undefi
 function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline: number, now: number): boolean {
   const st = zones.state;
   const q = zones.queue;
+  // Looked at again right before the grant: an advancer stalled past its lock's expiry
+  // must not grant into a pause that another one saw begin.
+  const mode = modeOf(keys);
+  if (mode === "paused" || mode === "maintenance") return false;
   let lease = 0;
   if (paced) {
     // The lease exists before the claim names it, so its holder can always return it.
@@ -188,13 +192,19 @@ function passOverDead(keys: ScopeKeys, lane: Lane, t: number): void {
 function decide(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, now: number): boolean {
   const q = zones.queue;
   const ticketKey = lane.ticketPrefix + t;
+  const claimKey = lane.claimPrefix + t;
   const [deadline] = q.get(ticketKey);
+  const [claim] = q.get(claimKey);
+  if (claim !== undefined) {
+    // It left before its turn ("L"): pass it over at once, whatever the window or the
+    // back-off say, so that a queue of abandoned tickets ends with the last of them. A
+    // grant or "D" here was decided by an advancer that died before it moved the head:
+    // that decision stands (its request reads it), only the head moves on.
+    if (claim === LEFT) q.delete(claimKey);
+    if (deadline !== undefined) q.delete(ticketKey);
+    return true;
+  }
   if (deadline === undefined) {
-    const claimKey = lane.claimPrefix + t;
-    if (q.get(claimKey)[0] !== undefined) {
-      q.delete(claimKey); // its request could not write the ticket and left
-      return true;
-    }
     // Issued, not yet written: its request is between two statements, or its worker
     // died right there. Wait for it, a grace period at most.
     const seen = unwritten[lane.seq];
@@ -208,8 +218,8 @@ function decide(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, now: num
   }
   if ((deadline as number) + GRACE < now) {
     passOverDead(keys, lane, t);
-  } else if (!grant(keys, lane, t, paced, deadline as number, now)) {
-    return false;
+  } else if ((paced && !windowHasRoom(keys, now)) || !grant(keys, lane, t, paced, deadline as number, now)) {
+    return false; // only a grant waits for room in the window
   }
   q.delete(ticketKey);
   return true;
@@ -245,17 +255,16 @@ function drainLane(keys: ScopeKeys, lane: Lane, stop: number, now: number): bool
   const st = zones.state;
   const seq = num(st, lane.seq);
   let head = num(st, lane.head);
-  const start = head;
   let finished = true;
   while (head < seq) {
-    const paced = head + 1 <= stop;
-    if ((paced && !windowHasRoom(keys, now)) || !decide(keys, lane, head + 1, paced, now)) {
+    if (!decide(keys, lane, head + 1, head + 1 <= stop, now)) {
       finished = false;
       break;
     }
     head++;
+    // Written at once: an advancer that dies after this leaves nothing decided twice.
+    st.safe_set(lane.head, head);
   }
-  if (head !== start) st.safe_set(lane.head, head);
   return finished;
 }
 
@@ -270,6 +279,9 @@ function step(keys: ScopeKeys): void {
     ngx.log(ngx.NOTICE, `intermission: audit action=auto-resume scope=${keys.scope} reason=ttl-expired was=${mode}`);
     mode = resumeLocked(keys, now);
   }
+  // Leases of requests that are gone (or long-lived) come back on time, even with no
+  // ticket waiting for room.
+  if (num(st, keys.used) > 0) reclaimExpired(keys, now);
   // Retries first (every one of them paced), then the main queue in arrival order.
   if (!drainLane(keys, keys.retry, math.huge, now)) return;
   const done = drainLane(keys, keys.main, num(st, keys.stop), now);
@@ -364,6 +376,14 @@ export function hold(keys: ScopeKeys, lane: Lane, deadline: number, w: waiters.W
       if (type(claim) === "number") {
         q.delete(lane.claimPrefix + t!);
         waiters.done(w);
+        // Found only at its deadline (it was not woken), with the scope stopped again:
+        // the same rule as a grant met while leaving.
+        ngx.update_time();
+        const mode = modeOf(keys);
+        if (ngx.now() >= deadline && (mode === "paused" || mode === "maintenance") && settings.cfg.on_timeout === "reject") {
+          returnLease(keys, claim as number, "unused");
+          return $multi("timeout", 0);
+        }
         return $multi("released", claim as number);
       }
       if (claim === DEAD) break;
@@ -385,6 +405,7 @@ export function hold(keys: ScopeKeys, lane: Lane, deadline: number, w: waiters.W
     if (result === "left") return $multi(outcome, 0);
     if (result === "dead") {
       // Passed over while still here (its worker stalled): queue again if time is left.
+      q.delete(lane.ticketPrefix + t!); // written after the advancer had passed it
       ngx.update_time();
       if (outcome === "timeout" && ngx.now() < deadline) {
         st.incr(keys.held, 1);

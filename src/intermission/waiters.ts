@@ -29,6 +29,8 @@ interface LocalQueue {
   keys: ScopeKeys;
   lane: Lane;
   items: (Waiter | undefined)[];
+  /** The ticket each item was listed under: a waiter that queued again is listed anew. */
+  tickets: number[];
   first: number;
   last: number;
 }
@@ -83,8 +85,9 @@ function pumpScope(id: string, q: LocalQueue): void {
   const head = num(zones.state, q.lane.head);
   while (q.first <= q.last) {
     const w = q.items[q.first];
-    if (w !== undefined && !w.done) {
-      if (w.ticket > head) break;
+    const listed = q.tickets[q.first];
+    if (w !== undefined && !w.done && w.ticket === listed) {
+      if (listed > head) break;
       post(w); // it reads its own claim and leaves the list with done()
     }
     q.items[q.first] = undefined;
@@ -153,11 +156,12 @@ export function track(w: Waiter, keys: ScopeKeys, lane: Lane, ticket: number, de
   const id = lane.seq;
   let q = localQueues[id];
   if (q === undefined) {
-    q = { keys, lane, items: [], first: 1, last: 0 };
+    q = { keys, lane, items: [], tickets: [], first: 1, last: 0 };
     localQueues[id] = q;
   }
   q.last++;
   q.items[q.last] = w;
+  q.tickets[q.last] = ticket;
   return ok;
 }
 
