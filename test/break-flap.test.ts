@@ -58,7 +58,9 @@ describe("break: ready_probe against a URL that flaps 200/503", () => {
       assert.equal(r.status, 200);
       assert.ok(r.ms >= 1800, `released after ${Math.round(r.ms)} ms, before 2 successes in a row or the 2 s timeout`);
     }
-    assert.deepEqual((await node.arrivals()).ids, ["f1", "f2", "f3"]);
+    // Each once; with release_window 4 the README promises grant order, not arrival order
+    // at the upstream ("release_window = 1 makes the upstream order exact").
+    assert.deepEqual([...(await node.arrivals()).ids].sort(), ["f1", "f2", "f3"]);
     assert.match(await node.errorLog(), /timed out after 2s/);
     const s = await node.status();
     assert.equal(s.waiting_ready, false);

@@ -244,5 +244,11 @@ describe("engine across nginx -s reload", () => {
     const seen = (await node.arrivals()).ids;
     assert.deepEqual([...seen].sort(), [...ids("new", 2), ...ids("old", 4)].sort(), "each exactly once");
     assert.deepEqual(seen.filter((id) => id.startsWith("old")), ids("old", 4), "old ones in order");
+    // Without worker_shutdown_timeout the old workers stay as long as they hold requests,
+    // and go once those are released: no timer or wait loop keeps them.
+    await waitFor("the old workers to exit", async () => (await node.shuttingDownWorkers()) === 0, 2000);
+    const status = await node.status();
+    assert.equal(status.held, 0);
+    assert.equal(status.queued, 0);
   });
 });

@@ -273,12 +273,6 @@ describe("bug 5: the state zone never forgets, and scopes are bounded", () => {
   });
 });
 
-/** Worker processes of the node's nginx that are shutting down (old generation). */
-async function shuttingDown(node: NginxNode): Promise<number> {
-  const out = await node.exec(["sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '; echo"]);
-  return (out.match(/worker process is shutting down/g) ?? []).length;
-}
-
 describe("bug 6: a reload with worker_shutdown_timeout mid-pause", () => {
   let node: NginxNode;
   before(async () => {
@@ -296,7 +290,7 @@ describe("bug 6: a reload with worker_shutdown_timeout mid-pause", () => {
     for (const p of killed) p.reply.catch(() => undefined);
     await node.reload();
     await waitFor("the killed requests to leave the count", async () => (await node.status()).held === 0, 5000);
-    await waitFor("the old workers to exit", async () => (await shuttingDown(node)) === 0, 4000);
+    await waitFor("the old workers to exit", async () => (await node.shuttingDownWorkers()) === 0, 4000);
     for (const p of killed) await assert.rejects(p.reply, "cut off by the shutdown timeout");
     // v1 still counted the 3 dead requests: with max_held 4 the second of these was "full".
     const fresh = await holdInOrder(node, ["/?id=f1", "/?id=f2"]);

@@ -137,6 +137,12 @@ export class NginxNode {
     return lines;
   }
 
+  /** nginx worker processes of an old generation still shutting down (after a reload). */
+  async shuttingDownWorkers(): Promise<number> {
+    const out = await this.exec(["sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '; echo"]);
+    return (out.match(/worker process is shutting down/g) ?? []).length;
+  }
+
   async reload(): Promise<void> {
     await this.exec(["nginx", "-c", CONF, "-s", "reload"]);
   }
