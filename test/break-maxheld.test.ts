@@ -3,8 +3,7 @@ import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
 import { waitFor } from "./harness/http.ts";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from "./harness/held.ts";
 
 describe("break: max_held with two workers and a concurrent burst", () => {
   let node: NginxNode;

@@ -2,33 +2,8 @@
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
-import { PendingRequest, waitFor } from "./harness/http.ts";
-
-const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function holdInOrder(node: NginxNode, paths: string[], scope = "default"): Promise<PendingRequest[]> {
-  const pending: PendingRequest[] = [];
-  const start = (await node.status(scope)).held;
-  for (const [i, p] of paths.entries()) {
-    pending.push(node.send(p));
-    await node.held(start + i + 1, scope);
-  }
-  return pending;
-}
-
-async function assertIdle(node: NginxNode, scope = "default", ms = 5000): Promise<any> {
-  let last: any;
-  try {
-    await waitFor(`scope ${scope} idle`, async () => {
-      last = await node.status(scope);
-      return last.held === 0 && last.queued === 0 && last.release.leases === 0 && last.in_flight === 0 && last.draining === false;
-    }, ms);
-  } catch {
-    assert.fail(`scope ${scope} not idle: held=${last?.held} queued=${last?.queued} leases=${last?.release?.leases} in_flight=${last?.in_flight} draining=${last?.draining}`);
-  }
-  return last;
-}
+import { waitFor } from "./harness/http.ts";
+import { ids, sleep, holdInOrder, assertIdle } from "./harness/held.ts";
 
 describe("break: window 1, two workers, control races during the drain", () => {
   let node: NginxNode;

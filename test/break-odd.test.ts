@@ -4,21 +4,7 @@ import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import { NginxNode } from "./harness/node.ts";
 import { PendingRequest, get, send, waitFor } from "./harness/http.ts";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function assertIdle(node: NginxNode, scope = "default", ms = 5000): Promise<any> {
-  let last: any;
-  try {
-    await waitFor(`scope ${scope} idle`, async () => {
-      last = await node.status(scope);
-      return last.held === 0 && last.queued === 0 && last.release.leases === 0 && last.in_flight === 0 && last.draining === false;
-    }, ms);
-  } catch {
-    assert.fail(`scope ${scope} not idle: held=${last?.held} queued=${last?.queued} leases=${last?.release?.leases} in_flight=${last?.in_flight} draining=${last?.draining}`);
-  }
-  return last;
-}
+import { sleep, assertIdle } from "./harness/held.ts";
 
 /** The app to restart: on :8082, answers each request with the md5 and length of its body, records ids. */
 const APP_CONF = "/etc/intermission/app.conf";

@@ -3,22 +3,7 @@ import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
 import { PendingRequest, get, send, waitFor } from "./harness/http.ts";
-
-const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function assertIdle(node: NginxNode, scope = "default", ms = 5000): Promise<any> {
-  let last: any;
-  try {
-    await waitFor(`scope ${scope} idle`, async () => {
-      last = await node.status(scope);
-      return last.held === 0 && last.queued === 0 && last.release.leases === 0 && last.in_flight === 0 && last.draining === false;
-    }, ms);
-  } catch {
-    assert.fail(`scope ${scope} not idle: held=${last?.held} queued=${last?.queued} leases=${last?.release?.leases} in_flight=${last?.in_flight} draining=${last?.draining}`);
-  }
-  return last;
-}
+import { ids, sleep, assertIdle } from "./harness/held.ts";
 
 function balance(c: any, heldNow: number): void {
   // README: "held + retried = released + timed_out + aborted + maintenance + held now"

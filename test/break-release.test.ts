@@ -3,20 +3,8 @@
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
-import { PendingRequest, waitFor } from "./harness/http.ts";
-
-const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function holdInOrder(node: NginxNode, paths: string[], scope = "default"): Promise<PendingRequest[]> {
-  const pending: PendingRequest[] = [];
-  const start = (await node.status(scope)).held;
-  for (const [i, p] of paths.entries()) {
-    pending.push(node.send(p));
-    await node.held(start + i + 1, scope);
-  }
-  return pending;
-}
+import { waitFor } from "./harness/http.ts";
+import { ids, sleep, holdInOrder } from "./harness/held.ts";
 
 /** README: every request ends; status returns to held 0 / queued 0 / leases 0 / in_flight 0. */
 async function assertIdle(node: NginxNode, scope = "default", ms = 5000): Promise<void> {

@@ -7,8 +7,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { NginxNode } from "./harness/node.ts";
 import { waitFor } from "./harness/http.ts";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { sleep } from "./harness/held.ts";
 
 type Outcome = { id: string; status: number | "gave-up" | "error" };
 

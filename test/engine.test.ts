@@ -3,20 +3,8 @@
 import { describe, it, before, after, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
-import { PendingRequest, waitFor } from "./harness/http.ts";
-
-/** Sends requests one at a time, each once the previous is held, so hold order is known. */
-async function holdInOrder(node: NginxNode, paths: string[], scope = "default"): Promise<PendingRequest[]> {
-  const pending: PendingRequest[] = [];
-  const start = (await node.status(scope)).held;
-  for (const [i, p] of paths.entries()) {
-    pending.push(node.send(p));
-    await node.held(start + i + 1, scope);
-  }
-  return pending;
-}
-
-const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
+import { waitFor } from "./harness/http.ts";
+import { ids, holdInOrder } from "./harness/held.ts";
 
 describe("engine, release window 1 (strict order), on_timeout reject", () => {
   let node: NginxNode;

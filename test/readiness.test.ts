@@ -5,8 +5,7 @@ import { describe, it, before, after, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
 import { PendingRequest, get, send, waitFor } from "./harness/http.ts";
-
-const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
+import { ids } from "./harness/held.ts";
 
 /** A second nginx in the container, on :8082, in front of the recording backend: the app to restart. */
 const APP_CONF = "/etc/intermission/app.conf";

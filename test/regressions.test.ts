@@ -7,19 +7,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { NginxNode } from "./harness/node.ts";
 import { PendingRequest, get, post, waitFor } from "./harness/http.ts";
-
-const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function holdInOrder(node: NginxNode, paths: string[], scope = "default"): Promise<PendingRequest[]> {
-  const pending: PendingRequest[] = [];
-  const start = (await node.status(scope)).held;
-  for (const [i, p] of paths.entries()) {
-    pending.push(node.send(p));
-    await node.held(start + i + 1, scope);
-  }
-  return pending;
-}
+import { ids, sleep, holdInOrder } from "./harness/held.ts";
 
 /** Aborts held requests the way a user who gives up does, and waits until they are gone. */
 async function giveUp(node: NginxNode, pending: PendingRequest[], scope = "default"): Promise<void> {
