@@ -306,12 +306,6 @@ function ____exports.retry()
     end
     ngx.update_time()
     local requestId = ngxVar.request_id or "-"
-    if ngx.now() >= rec.deadline or not release.admit(keys) then
-        rec.state = "answered"
-        counters.count(keys, "timed_out")
-        return unavailable("timeout", settings.cfg.retry_after, "")
-    end
-    counters.count(keys, "retried")
     local w, err = waiters.newWaiter(keys)
     if w == nil then
         ngx.log(
@@ -321,6 +315,12 @@ function ____exports.retry()
         rec.state = "answered"
         return ngx.exit(502)
     end
+    if ngx.now() >= rec.deadline or not release.admit(keys) then
+        rec.state = "answered"
+        counters.count(keys, "rejected")
+        return unavailable("timeout", settings.cfg.retry_after, "")
+    end
+    counters.count(keys, "retried")
     rec.state = "holding"
     rec.waiter = w
     local outcome, again = release.hold(

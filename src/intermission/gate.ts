@@ -223,18 +223,21 @@ export function retry(): void {
   else release.noteFailure(keys);
   ngx.update_time();
   const requestId = ngxVar.request_id ?? "-";
-  if (ngx.now() >= rec.deadline || !release.admit(keys)) {
-    rec.state = "answered";
-    counters.count(keys, "timed_out");
-    return unavailable("timeout", settings.cfg.retry_after, "");
-  }
-  counters.count(keys, "retried");
+  // The waiter first, as holdRequest does: nothing to undo if it cannot be had.
   const [w, err] = waiters.newWaiter(keys);
   if (w === undefined) {
     ngx.log(ngx.ERR, `intermission: cannot hold request_id=${requestId} again: ${err}`);
     rec.state = "answered";
     return ngx.exit(502);
   }
+  if (ngx.now() >= rec.deadline || !release.admit(keys)) {
+    // Refused a second hold (its time is up, or the queue is full): its first hold ended
+    // "released" already, so this is a refusal, not an outcome of a hold.
+    rec.state = "answered";
+    counters.count(keys, "rejected");
+    return unavailable("timeout", settings.cfg.retry_after, "");
+  }
+  counters.count(keys, "retried");
   rec.state = "holding";
   rec.waiter = w;
   const [outcome, again] = release.hold(keys, keys.retry, rec.deadline, w, `request_id=${requestId} retry`);
