@@ -1,5 +1,5 @@
 local ____exports = {}
-local forward, answer, settle, leaseEnd
+local forward, answer, holdAndSettle, settle, leaseEnd
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
@@ -40,6 +40,35 @@ function answer(r, rec, keys, why)
     end
     local reason = why == "maintenance" and state.snapshot(keys).reason or ""
     return unavailable(why, settings.cfg.retry_after, reason)
+end
+function holdAndSettle(r, rec, keys, lane, w, requestId)
+    rec.state = "holding"
+    rec.waiter = w
+    local started = ngx.now()
+    local laneNote = lane.name == "retry" and " lane=retry" or ""
+    local outcome, lease = release.hold(
+        keys,
+        lane,
+        rec.deadline,
+        w,
+        "request_id=" .. requestId
+    )
+    rec.waiter = nil
+    ngx.update_time()
+    local waited = ngx.now() - started
+    counters.observeHold(keys, waited)
+    ngx.log(
+        ngx.NOTICE,
+        ((((((("intermission: leave request_id=" .. requestId) .. " scope=") .. keys.scope) .. laneNote) .. " waited=") .. string.format("%.3f", waited)) .. "s outcome=") .. outcome
+    )
+    return settle(
+        r,
+        rec,
+        keys,
+        outcome,
+        lease,
+        requestId
+    )
 end
 function settle(r, rec, keys, outcome, lease, requestId)
     local cfg = settings.cfg
@@ -204,31 +233,14 @@ local function holdRequest(r, keys)
         )
         return answer(r, rec, keys, "full")
     end
-    local started = ngx.now()
     counters.count(keys, "held")
-    local deadline = started + maxHoldHere()
-    rec.deadline = deadline
-    local outcome, lease = release.hold(
-        keys,
-        keys.main,
-        deadline,
-        w,
-        "request_id=" .. requestId
-    )
-    rec.waiter = nil
-    ngx.update_time()
-    local waited = ngx.now() - started
-    counters.observeHold(keys, waited)
-    ngx.log(
-        ngx.NOTICE,
-        (((((("intermission: leave request_id=" .. requestId) .. " scope=") .. keys.scope) .. " waited=") .. string.format("%.3f", waited)) .. "s outcome=") .. outcome
-    )
-    settle(
+    rec.deadline = ngx.now() + maxHoldHere()
+    holdAndSettle(
         r,
         rec,
         keys,
-        outcome,
-        lease,
+        keys.main,
+        w,
         requestId
     )
 end
@@ -321,23 +333,12 @@ function ____exports.retry()
         return unavailable("timeout", settings.cfg.retry_after, "")
     end
     counters.count(keys, "retried")
-    rec.state = "holding"
-    rec.waiter = w
-    local outcome, again = release.hold(
-        keys,
-        keys.retry,
-        rec.deadline,
-        w,
-        ("request_id=" .. requestId) .. " retry"
-    )
-    rec.waiter = nil
-    ngx.log(ngx.NOTICE, (((("intermission: leave request_id=" .. requestId) .. " scope=") .. keys.scope) .. " lane=retry outcome=") .. outcome)
-    if settle(
+    if holdAndSettle(
         r,
         rec,
         keys,
-        outcome,
-        again,
+        keys.retry,
+        w,
         requestId
     ) then
         local uri = ngxVar.uri or "/"

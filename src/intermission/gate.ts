@@ -2,7 +2,7 @@
 // request that access() has seen before (an internal redirect). It decides whether the
 // request passes, is answered 503, or is held (release.hold), and keeps the request's
 // Record so that header_filter() and log() give back exactly what it took.
-import { keysFor, zones, ScopeKeys } from "./shm";
+import { keysFor, zones, ScopeKeys, Lane } from "./shm";
 import * as inflight from "./inflight";
 import { fleet } from "./fleetmode";
 import { settings } from "./settings";
@@ -107,18 +107,27 @@ function holdRequest(r: number, keys: ScopeKeys): void {
     ngx.log(ngx.WARN, `intermission: queue full, rejected request_id=${requestId} scope=${keys.scope} max_held=${cfg.max_held}`);
     return answer(r, rec, keys, "full");
   }
-  const started = ngx.now();
   counters.count(keys, "held");
-  const deadline = started + maxHoldHere();
-  rec.deadline = deadline;
-  const [outcome, lease] = release.hold(keys, keys.main, deadline, w, `request_id=${requestId}`);
+  rec.deadline = ngx.now() + maxHoldHere();
+  holdAndSettle(r, rec, keys, keys.main, w, requestId);
+}
+
+/**
+ * Holds an admitted request in `lane` until rec.deadline, logs how it left, and turns the
+ * outcome into what it does next (see settle); true: it goes upstream.
+ */
+function holdAndSettle(r: number, rec: Record, keys: ScopeKeys, lane: Lane, w: waiters.Waiter, requestId: string): boolean {
+  rec.state = "holding";
+  rec.waiter = w;
+  const started = ngx.now();
+  const laneNote = lane.name === "retry" ? " lane=retry" : "";
+  const [outcome, lease] = release.hold(keys, lane, rec.deadline, w, `request_id=${requestId}`);
   rec.waiter = undefined;
   ngx.update_time();
   const waited = ngx.now() - started;
   counters.observeHold(keys, waited);
-  ngx.log(ngx.NOTICE, `intermission: leave request_id=${requestId} scope=${keys.scope} waited=${string.format("%.3f", waited)}s outcome=${outcome}`);
-
-  settle(r, rec, keys, outcome, lease, requestId);
+  ngx.log(ngx.NOTICE, `intermission: leave request_id=${requestId} scope=${keys.scope}${laneNote} waited=${string.format("%.3f", waited)}s outcome=${outcome}`);
+  return settle(r, rec, keys, outcome, lease, requestId);
 }
 
 /** What a hold ended in becomes what the request does next; true: it goes upstream. */
@@ -238,12 +247,7 @@ export function retry(): void {
     return unavailable("timeout", settings.cfg.retry_after, "");
   }
   counters.count(keys, "retried");
-  rec.state = "holding";
-  rec.waiter = w;
-  const [outcome, again] = release.hold(keys, keys.retry, rec.deadline, w, `request_id=${requestId} retry`);
-  rec.waiter = undefined;
-  ngx.log(ngx.NOTICE, `intermission: leave request_id=${requestId} scope=${keys.scope} lane=retry outcome=${outcome}`);
-  if (settle(r, rec, keys, outcome, again, requestId)) {
+  if (holdAndSettle(r, rec, keys, keys.retry, w, requestId)) {
     // Back to the location it failed in: its access() sees this record and lets it pass.
     const uri = ngxVar.uri ?? "/";
     return ngx.exec(uri, ngxVar.args);
