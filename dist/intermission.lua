@@ -12,10 +12,7 @@ local inflight = require("intermission.inflight")
 local ____fleetmode = require("intermission.fleetmode")
 local fleet = ____fleetmode.fleet
 local loadFleet = ____fleetmode.loadFleet
-local ____record = require("intermission.record")
-local live = ____record.live
-local requestKey = ____record.requestKey
-local requestKeyAndStart = ____record.requestKeyAndStart
+local record = require("intermission.record")
 local ____control = require("intermission.control")
 local controlHandler = ____control.control
 function nodeId()
@@ -80,6 +77,7 @@ function ____exports.init_worker()
     end
     zones.state:safe_add(BUSY_KEY, 0)
     stateZone = zones.state
+    inflight.init()
     if settings.cfg.store == "redis" and fleet.sync ~= nil then
         fleet.sync.start()
     end
@@ -90,16 +88,22 @@ local responseStarted = gate.responseStarted
 local retryHandler = gate.retry
 local enter = inflight.enter
 local leave = inflight.leave
+local requestKey = record.requestKey
+local requestKeyAndStart = record.requestKeyAndStart
+local recordIfNew = record.recordIfNew
+local forgetForwarded = record.forgetForwarded
+local anyMapped = record.anyMapped
+local lookup = record.lookup
+local forget = record.forget
 --- access_by_lua. Running: one shared-dict read, and the request recorded under its
--- pointer (a number, no allocation) so that log() undoes exactly this, once.
+-- pointer (in an FFI array: no allocation) so that log() undoes exactly this, once.
 function ____exports.access()
     local zone = stateZone
     if zone == nil then
         return
     end
     local r, start = requestKeyAndStart()
-    if (zone:get(BUSY_KEY)) == 0 and live[r] == nil then
-        live[r] = start
+    if (zone:get(BUSY_KEY)) == 0 and recordIfNew(r, start) then
         return enter()
     end
     local ok, err = pcall(slow)
@@ -112,7 +116,10 @@ function ____exports.access()
 end
 --- header_filter_by_lua (optional): a released request's window slot comes back as its response starts.
 function ____exports.header_filter()
-    local rec = live[requestKey()]
+    if not anyMapped() then
+        return
+    end
+    local rec = lookup(requestKey())
     if rec == nil or type(rec) == "number" then
         return
     end
@@ -127,11 +134,17 @@ end
 --- log_by_lua: gives back what access() took (in-flight count, window slot, queue place).
 function ____exports.log()
     local r = requestKey()
-    local rec = live[r]
+    if forgetForwarded(r) then
+        return leave()
+    end
+    if not anyMapped() then
+        return
+    end
+    local rec = lookup(r)
     if rec == nil then
         return
     end
-    live[r] = nil
+    forget(r)
     if type(rec) == "number" then
         return leave()
     end

@@ -13,7 +13,8 @@ import { bindZones, zones, BUSY_KEY } from "./intermission/shm";
 import * as gate from "./intermission/gate";
 import * as inflight from "./intermission/inflight";
 import { fleet, loadFleet } from "./intermission/fleetmode";
-import { live, requestKey, requestKeyAndStart, Record } from "./intermission/record";
+import * as record from "./intermission/record";
+import { Record } from "./intermission/record";
 import { control as controlHandler } from "./intermission/control";
 
 export const _VERSION = "0.2.0";
@@ -63,6 +64,7 @@ export function init_worker(): void {
   }
   zones.state.safe_add(BUSY_KEY, 0);
   stateZone = zones.state;
+  inflight.init();
   if (settings.cfg.store === "redis" && fleet.sync !== undefined) fleet.sync.start();
 }
 
@@ -75,26 +77,31 @@ const responseStarted = gate.responseStarted;
 const retryHandler = gate.retry;
 const enter = inflight.enter;
 const leave = inflight.leave;
+const requestKey = record.requestKey;
+const requestKeyAndStart = record.requestKeyAndStart;
+const recordIfNew = record.recordIfNew;
+const forgetForwarded = record.forgetForwarded;
+const anyMapped = record.anyMapped;
+const lookup = record.lookup;
+const forget = record.forget;
 
 /**
  * access_by_lua. Running: one shared-dict read, and the request recorded under its
- * pointer (a number, no allocation) so that log() undoes exactly this, once.
+ * pointer (in an FFI array: no allocation) so that log() undoes exactly this, once.
  */
 export function access(): void {
   const zone = stateZone;
   if (zone === undefined) return; // no zones: nothing to hold with (init_worker said why)
   const [r, start] = requestKeyAndStart();
-  if (zone.get(BUSY_KEY)[0] === 0 && live.get(r) === undefined) {
-    live.set(r, start);
-    return enter();
-  }
+  if (zone.get(BUSY_KEY)[0] === 0 && recordIfNew(r, start)) return enter();
   const [ok, err] = pcall(slow);
   if (!ok) ngx.log(ngx.ERR, `intermission: access failed, request passed: ${tostring(err)}`);
 }
 
 /** header_filter_by_lua (optional): a released request's window slot comes back as its response starts. */
 export function header_filter(): void {
-  const rec = live.get(requestKey());
+  if (!anyMapped()) return; // only slow-path requests have a lease to give back
+  const rec = lookup(requestKey());
   if (rec === undefined || type(rec) === "number") return;
   const [ok, err] = pcall(responseStarted, rec as Record);
   if (!ok) ngx.log(ngx.ERR, `intermission: header_filter failed: ${tostring(err)}`);
@@ -103,9 +110,11 @@ export function header_filter(): void {
 /** log_by_lua: gives back what access() took (in-flight count, window slot, queue place). */
 export function log(): void {
   const r = requestKey();
-  const rec = live.get(r);
+  if (forgetForwarded(r)) return leave();
+  if (!anyMapped()) return; // access() did not run for it (or took nothing)
+  const rec = lookup(r);
   if (rec === undefined) return;
-  live.delete(r);
+  forget(r);
   if (type(rec) === "number") return leave();
   const [ok, err] = pcall(settleRecord, rec as Record);
   if (!ok) ngx.log(ngx.ERR, `intermission: log failed: ${tostring(err)}`);

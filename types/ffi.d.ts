@@ -5,7 +5,9 @@ declare module "ffi" {
   export function cast(this: void, ct: string | CType, value: unknown): unknown;
   /** A C type, parsed once (ffi.cast with a string parses it on every call). */
   function typeOf(this: void, ct: string): CType;
-  export { typeOf as typeof, CType };
+  /** A new zero-filled cdata of type `ct`; `n` is the element count of a `[?]` array type. */
+  function newCdata(this: void, ct: string | CType, n?: number): unknown;
+  export { typeOf as typeof, newCdata as new, CType };
   /** C functions already declared by lua-resty-core's ffi.cdef (0.1.25). */
   export const C: {
     /** r->start_sec + r->start_msec / 1000 (what ngx.req.start_time returns). */

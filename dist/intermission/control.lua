@@ -24,7 +24,8 @@ local inflight = require("intermission.inflight")
 local ____fleetmode = require("intermission.fleetmode")
 local fleet = ____fleetmode.fleet
 local ____record = require("intermission.record")
-local live = ____record.live
+local lookup = ____record.lookup
+local forget = ____record.forget
 local requestKey = ____record.requestKey
 local READS = {status = true, metrics = true}
 local MUTATIONS = {pause = true, resume = true, maintenance = true}
@@ -334,8 +335,8 @@ function ____exports.control()
         return jsonError(503, "intermission is not set up: include nginx/intermission.conf in the http block and call setup() in init_by_lua (see the error log)")
     end
     local r = requestKey()
-    if type(live[r]) == "number" then
-        live[r] = nil
+    if type(lookup(r)) == "number" then
+        forget(r)
         inflight.leave()
     end
     local ok, err = pcall(handle)

@@ -15,12 +15,18 @@ local counters = require("intermission.counters")
 local ____respond = require("intermission.respond")
 local unavailable = ____respond.unavailable
 local ____record = require("intermission.record")
-local live = ____record.live
 local requestKey = ____record.requestKey
 local startTime = ____record.startTime
+local lookup = ____record.lookup
+local remember = ____record.remember
+local rememberForwarded = ____record.rememberForwarded
+local forget = ____record.forget
 function forward(r, rec)
     if rec == nil then
-        live[r] = startTime()
+        rememberForwarded(
+            r,
+            startTime()
+        )
     else
         rec.state = "forwarded"
     end
@@ -28,13 +34,16 @@ function forward(r, rec)
 end
 function answer(r, rec, keys, why)
     if rec == nil then
-        live[r] = {
-            keys = keys,
-            state = "answered",
-            lease = 0,
-            start = startTime(),
-            deadline = 0
-        }
+        remember(
+            r,
+            {
+                keys = keys,
+                state = "answered",
+                lease = 0,
+                start = startTime(),
+                deadline = 0
+            }
+        )
     else
         rec.state = "answered"
     end
@@ -188,7 +197,7 @@ local function maxHoldHere()
     return settings.cfg.max_hold
 end
 local function onAbort()
-    local rec = live[requestKey()]
+    local rec = lookup(requestKey())
     if rec ~= nil and type(rec) == "table" then
         local w = rec.waiter
         if w ~= nil then
@@ -217,7 +226,7 @@ local function holdRequest(r, keys)
         start = startTime(),
         deadline = 0
     }
-    live[r] = rec
+    remember(r, rec)
     local abortOk, abortErr = ngx.on_abort(onAbort)
     if abortOk == nil and abortErr ~= "duplicate call" then
         ngx.log(
@@ -259,13 +268,13 @@ local function reentered(r, seen)
         end
         ____exports.settleRecord(rec)
     end
-    live[r] = nil
+    forget(r)
     return false
 end
 --- The access hook once some scope is not running, or on a redirect.
 function ____exports.gate()
     local r = requestKey()
-    local seen = live[r]
+    local seen = lookup(r)
     if seen ~= nil and reentered(r, seen) then
         return
     end
@@ -301,7 +310,7 @@ end
 -- (the retry lane) and, once granted again, back to its location by ngx.exec.
 function ____exports.retry()
     local r = requestKey()
-    local seen = live[r]
+    local seen = lookup(r)
     local status = tonumber(ngxVar.status or "") or 502
     if seen == nil or type(seen) == "number" or seen.state ~= "released" or not neverSent() then
         return ngx.exit(status >= 500 and status or 502)

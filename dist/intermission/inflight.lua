@@ -2,23 +2,43 @@ local ____exports = {}
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local FLUSH_EVERY = 8
+--- Seconds after its count reached 0 by which a worker publishes the 0.
+local ZERO_AFTER = 0.2
 local KEY_PREFIX = "inflight|"
 local KEY_TTL = 3600
 local here = 0
-local drift = 0
+--- What this worker last published.
+local published = 0
+local zeroPending = false
 local key = ""
 local function publish()
     if key == "" then
         key = KEY_PREFIX .. tostring(ngx.worker.pid())
     end
-    zones.state:set(key, here, KEY_TTL)
-    drift = 0
+    local ok, err = zones.state:safe_set(key, here, KEY_TTL)
+    if ok then
+        published = here
+    else
+        ngx.log(
+            ngx.ERR,
+            "intermission: cannot publish this worker's in-flight count: " .. tostring(err)
+        )
+    end
+end
+local function publishZero()
+    zeroPending = false
+    if here == 0 and published ~= 0 then
+        publish()
+    end
+end
+--- Writes this worker's key at start, so that no later publish needs memory.
+function ____exports.init()
+    publish()
 end
 --- A request is passed to the upstream.
 function ____exports.enter()
     here = here + 1
-    drift = drift + 1
-    if here == 1 or drift >= FLUSH_EVERY then
+    if published == 0 or here - published >= FLUSH_EVERY then
         publish()
     end
 end
@@ -28,18 +48,32 @@ function ____exports.leave()
         return
     end
     here = here - 1
-    drift = drift - 1
-    if here == 0 or drift <= -FLUSH_EVERY then
+    if here == 0 then
+        if published == 0 or zeroPending then
+            return
+        end
+        local ok = ngx.timer.at(ZERO_AFTER, publishZero)
+        if ok == nil then
+            publish()
+        else
+            zeroPending = true
+        end
+    elseif published - here >= FLUSH_EVERY then
         publish()
     end
 end
---- The node's total as published by its workers. Scans the state zone: control path only.
+--- The node's total: this worker's own count, exact, and the others' as published. Scans
+-- the state zone: control path only. (Reading its own key instead would count the
+-- control request itself, whose 0 is not published yet.)
 function ____exports.total()
     local zone = zones.state
     local prefixLength = #KEY_PREFIX
-    local sum = 0
+    if key == "" then
+        key = KEY_PREFIX .. tostring(ngx.worker.pid())
+    end
+    local sum = here
     for ____, k in ipairs(zone:get_keys(0)) do
-        if string.sub(k, 1, prefixLength) == KEY_PREFIX then
+        if k ~= key and string.sub(k, 1, prefixLength) == KEY_PREFIX then
             local v = zone:get(k)
             if type(v) == "number" then
                 sum = sum + v

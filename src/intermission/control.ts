@@ -12,7 +12,7 @@ import { scopeOf, CONTROL_PREFIX_KEY } from "./gate";
 import { renderMetrics } from "./metrics";
 import * as inflight from "./inflight";
 import { fleet } from "./fleetmode";
-import { live, requestKey } from "./record";
+import { lookup, forget, requestKey } from "./record";
 
 type Action = "status" | "pause" | "resume" | "maintenance" | "metrics" | "control" | "enable" | "disable";
 
@@ -254,8 +254,8 @@ export function control(): void {
   }
   // With the hooks at server level access() counted this request in flight: it is not.
   const r = requestKey();
-  if (type(live.get(r)) === "number") {
-    live.delete(r);
+  if (type(lookup(r)) === "number") {
+    forget(r);
     inflight.leave();
   }
   const [ok, err] = pcall(handle);

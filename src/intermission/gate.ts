@@ -11,7 +11,7 @@ import * as release from "./release";
 import * as waiters from "./waiters";
 import * as counters from "./counters";
 import { unavailable } from "./respond";
-import { live, requestKey, startTime, Record } from "./record";
+import { requestKey, startTime, lookup, remember, rememberForwarded, forget, Record } from "./record";
 
 const ngxVar = ngx.var;
 const DEFAULT_SCOPE = "default";
@@ -61,7 +61,7 @@ function maxHoldHere(): number {
 }
 
 function onAbort(this: void): void {
-  const rec = live.get(requestKey());
+  const rec = lookup(requestKey());
   if (rec !== undefined && type(rec) === "table") {
     const w = (rec as Record).waiter;
     if (w !== undefined) {
@@ -73,13 +73,13 @@ function onAbort(this: void): void {
 
 /** Passed upstream: counted in flight until log(). */
 function forward(r: number, rec: Record | undefined): void {
-  if (rec === undefined) live.set(r, startTime());
+  if (rec === undefined) rememberForwarded(r, startTime());
   else rec.state = "forwarded";
   inflight.enter();
 }
 
 function answer(r: number, rec: Record | undefined, keys: ScopeKeys, why: "maintenance" | "timeout" | "full"): never {
-  if (rec === undefined) live.set(r, { keys, state: "answered", lease: 0, start: startTime(), deadline: 0 });
+  if (rec === undefined) remember(r, { keys, state: "answered", lease: 0, start: startTime(), deadline: 0 });
   else rec.state = "answered";
   const reason = why === "maintenance" ? state.snapshot(keys).reason : "";
   return unavailable(why, settings.cfg.retry_after, reason);
@@ -96,7 +96,7 @@ function holdRequest(r: number, keys: ScopeKeys): void {
     return forward(r, undefined);
   }
   const rec: Record = { keys, state: "holding", lease: 0, waiter: w, start: startTime(), deadline: 0 };
-  live.set(r, rec);
+  remember(r, rec);
   const [abortOk, abortErr] = ngx.on_abort(onAbort);
   if (abortOk === undefined && abortErr !== "duplicate call") {
     ngx.log(ngx.INFO, `intermission: client aborts not detected while held: ${abortErr}`);
@@ -174,14 +174,14 @@ function reentered(r: number, seen: number | Record): boolean {
     if (rec.start === start) return true;
     settleRecord(rec);
   }
-  live.delete(r);
+  forget(r);
   return false;
 }
 
 /** The access hook once some scope is not running, or on a redirect. */
 export function gate(): void {
   const r = requestKey();
-  const seen = live.get(r);
+  const seen = lookup(r);
   if (seen !== undefined && reentered(r, seen)) return;
   if (settings.cfg.store === "redis") fleet.sync!.awaitFirstSync();
   const keys = keysFor(scopeOf());
@@ -217,7 +217,7 @@ function neverSent(): boolean {
  */
 export function retry(): void {
   const r = requestKey();
-  const seen = live.get(r);
+  const seen = lookup(r);
   const status = tonumber(ngxVar.status ?? "") ?? 502;
   if (seen === undefined || type(seen) === "number" || (seen as Record).state !== "released" || !neverSent()) {
     return ngx.exit(status >= 500 ? status : 502); // not ours to retry: the error as nginx made it

@@ -2,50 +2,85 @@
 //
 // Counting in the shared dict would cost two writes per request on the hot path, so
 // each worker counts in a Lua number and publishes it under its own key only when it
-// crosses zero or has drifted by FLUSH_EVERY. The published value is therefore exact
-// about the one thing drain needs (a worker publishes 0 only when it has nothing in
-// flight) and within FLUSH_EVERY - 1 per worker otherwise.
+// must. The one figure drain needs exactly is zero, so the rule is: a worker never shows
+// 0 while it has a request in flight (it publishes on the way up from 0 before the
+// request is forwarded), and it shows 0 at most ZERO_AFTER after its last request ended.
+// That last publish is deferred to a one-shot timer rather than made in log(): at one
+// connection every request crosses 0 and back, and two shared-dict writes per request
+// were most of the hot path's cost; the timer runs at most once per ZERO_AFTER per busy
+// worker and never while the worker is idle. In between, a worker publishes when its
+// count has moved by FLUSH_EVERY since the last publish.
 //
 // Keys are per worker pid, so the workers of a reload never overwrite each other; they
 // expire an hour after the last publish, which clears what a crashed worker left.
 import { zones } from "./shm";
 
 const FLUSH_EVERY = 8;
+/** Seconds after its count reached 0 by which a worker publishes the 0. */
+const ZERO_AFTER = 0.2;
 const KEY_PREFIX = "inflight|";
 const KEY_TTL = 3600;
 
 let here = 0;
-let drift = 0;
+/** What this worker last published. */
+let published = 0;
+let zeroPending = false;
 let key = "";
 
 function publish(): void {
   if (key === "") key = KEY_PREFIX + ngx.worker.pid();
-  zones.state.set(key, here, KEY_TTL);
-  drift = 0;
+  // safe_set: never evict scope state for this. Only the first write of the key can find
+  // the zone full (a number replaces a number in place), and init_worker makes that one.
+  const [ok, err] = zones.state.safe_set(key, here, KEY_TTL);
+  if (ok) published = here;
+  else ngx.log(ngx.ERR, `intermission: cannot publish this worker's in-flight count: ${err}`);
+}
+
+function publishZero(this: void): void {
+  zeroPending = false;
+  // A request that came in meanwhile has kept `published` above 0, as it must.
+  if (here === 0 && published !== 0) publish();
+}
+
+/** Writes this worker's key at start, so that no later publish needs memory. */
+export function init(): void {
+  publish();
 }
 
 /** A request is passed to the upstream. */
 export function enter(): void {
   here++;
-  drift++;
-  if (here === 1 || drift >= FLUSH_EVERY) publish();
+  if (published === 0 || here - published >= FLUSH_EVERY) publish();
 }
 
 /** A request finished (log phase). Never below zero: see the README on pairing. */
 export function leave(): void {
   if (here <= 0) return;
   here--;
-  drift--;
-  if (here === 0 || drift <= -FLUSH_EVERY) publish();
+  if (here === 0) {
+    if (published === 0 || zeroPending) return;
+    // The timer also runs (premature) when the worker exits, so the 0 is never lost; if
+    // none can be had (the worker is exiting, too many timers), publish now.
+    const [ok] = ngx.timer.at(ZERO_AFTER, publishZero);
+    if (ok === undefined) publish();
+    else zeroPending = true;
+  } else if (published - here >= FLUSH_EVERY) {
+    publish();
+  }
 }
 
-/** The node's total as published by its workers. Scans the state zone: control path only. */
+/**
+ * The node's total: this worker's own count, exact, and the others' as published. Scans
+ * the state zone: control path only. (Reading its own key instead would count the
+ * control request itself, whose 0 is not published yet.)
+ */
 export function total(): number {
   const zone = zones.state;
   const prefixLength = KEY_PREFIX.length;
-  let sum = 0;
+  if (key === "") key = KEY_PREFIX + ngx.worker.pid();
+  let sum = here;
   for (const k of zone.get_keys(0)) {
-    if (string.sub(k, 1, prefixLength) === KEY_PREFIX) {
+    if (k !== key && string.sub(k, 1, prefixLength) === KEY_PREFIX) {
       const [v] = zone.get(k);
       if (type(v) === "number") sum += v as number;
     }
