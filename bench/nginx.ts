@@ -190,6 +190,9 @@ http {
         location / {
             access_by_lua_block { require("intermission").access() }
             log_by_lua_block    { require("intermission").log() }
+            # When the node sent it upstream: the clock that leaving the hold read last
+            # (gate.ts updates it), taken as the upstream request is built.
+            proxy_set_header X-Node-Sent $msec;
             ${PROXY}
         }
         location /_intermission/ {
@@ -202,9 +205,10 @@ http {
 
 /**
  * The fleet nodes' shared backend. Each answer's body is the time the request arrived
- * (the moment a node forwarded it, seen from outside the node); the answer itself comes
- * 0.3 s later, so that the bench's client, reading a hundred answers, does not compete
- * for the CPU with nodes that are still forwarding.
+ * and the time its node sent it (X-Node-Sent): one nginx worker on the same two cores as
+ * a hundred nodes waits its turn for the CPU, so arrival alone measures the backend's
+ * scheduling too. The answer itself comes 0.3 s later, so that the bench's client,
+ * reading a hundred answers, does not compete for the CPU with nodes still forwarding.
  */
 export function fleetBackendConfig(dir: string): string {
   return `
@@ -225,7 +229,7 @@ http {
                 ngx.update_time()
                 local arrived = ngx.now()
                 ngx.sleep(0.3)
-                ngx.say(string.format("%.3f", arrived))
+                ngx.say(string.format("%.3f %s", arrived, ngx.var.http_x_node_sent or "-"))
             }
         }
     }

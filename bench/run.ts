@@ -296,9 +296,11 @@ interface FleetResult {
   pause_to_node: Spread;
   /** From sending the pause until the last node holds, per round. */
   pause_to_all: Spread;
-  /** From sending the resume until each node's held request reaches the backend. */
+  /** From sending the resume until each node sends its held request upstream (the node's clock, X-Node-Sent). */
   resume_to_node: Spread;
   resume_to_all: Spread;
+  /** From sending the resume until each held request reaches the backend (one nginx worker, on the same cores). */
+  resume_to_backend: Spread;
   /** Redis commands (INFO commandstats, script-internal calls included) per node per second. */
   commands_per_node_s_idle: number;
   commands_per_node_s_paused: number;
@@ -346,8 +348,10 @@ async function commandRate(nodes: number, seconds: number): Promise<{ total: num
 /**
  * Fleet table: N nodes (nginx with one worker each, on the host) sharing one Redis.
  * Probed from outside: a node holds when its metrics say the scope is paused (the hot
- * path reads the same shared-dict key); a node forwards again when the request it held
- * is answered. Every time is from the moment the control request is sent to node 0.
+ * path reads the same shared-dict key), as of the `since` its status gives; a node
+ * forwards again when it sends the request it held upstream (X-Node-Sent; the backend's
+ * arrival time is kept beside it). Every time is from the moment the control request is
+ * sent to node 0; all clocks are this host's.
  */
 async function fleetRun(n: number): Promise<FleetResult> {
   const dir = path.join(WORK, `fleet-${n}`);
@@ -406,6 +410,7 @@ async function fleetRun(n: number): Promise<FleetResult> {
     const pauseToAll: number[] = [];
     const resumeToNode: number[] = [];
     const resumeToAll: number[] = [];
+    const resumeToBackend: number[] = [];
     // The nodes' times are wall-clock readings (ngx.now()). performance.timeOrigin is read
     // once, and this host's clock is stepped and slewed while a run lasts (tens of seconds
     // have been seen): read the wall clock itself every time.
@@ -438,7 +443,10 @@ async function fleetRun(n: number): Promise<FleetResult> {
       const forwardedAt: number[] = [];
       for (const r of await Promise.all(held)) {
         if (r.status !== 200) throw new Error(`bench: a held request got ${r.status}`);
-        forwardedAt.push(Number(r.body) * 1000 - t0);
+        const [arrived, sent] = r.body.trim().split(" ").map(Number);
+        if (!Number.isFinite(arrived) || !Number.isFinite(sent)) throw new Error(`bench: the backend answered ${r.body}`);
+        forwardedAt.push(sent * 1000 - t0);
+        resumeToBackend.push(arrived * 1000 - t0);
       }
       resumeToNode.push(...forwardedAt);
       resumeToAll.push(Math.max(...forwardedAt));
@@ -460,7 +468,7 @@ async function fleetRun(n: number): Promise<FleetResult> {
     return {
       nodes: n, rounds: FLEET_ROUNDS,
       pause_to_node: spread(pauseToNode), pause_to_all: spread(pauseToAll),
-      resume_to_node: spread(resumeToNode), resume_to_all: spread(resumeToAll),
+      resume_to_node: spread(resumeToNode), resume_to_all: spread(resumeToAll), resume_to_backend: spread(resumeToBackend),
       commands_per_node_s_idle: idle.total, commands_per_node_s_paused: paused.total, commands_by_name_idle: idle.byName,
       publish_usec: round(publishUsec / Math.max(1, publishCalls), 1),
     };
@@ -501,6 +509,7 @@ function fleetTable(results: FleetResult[]): string[][] {
   rows.push(["pause -> every node holding, p50 / p99 / max (ms)", ...results.map((r) => ms(r.pause_to_all))]);
   rows.push(["resume -> a node forwarding, p50 / p99 / max (ms)", ...results.map((r) => ms(r.resume_to_node))]);
   rows.push(["resume -> every node forwarding, p50 / p99 / max (ms)", ...results.map((r) => ms(r.resume_to_all))]);
+  rows.push(["resume -> a request at the backend, p50 / p99 / max (ms)", ...results.map((r) => ms(r.resume_to_backend))]);
   rows.push(["Redis commands per node per second, idle", ...results.map((r) => String(r.commands_per_node_s_idle))]);
   rows.push(["Redis commands per node per second, paused", ...results.map((r) => String(r.commands_per_node_s_paused))]);
   rows.push(["Redis time per change published to every node (us)", ...results.map((r) => String(r.publish_usec))]);

@@ -188,9 +188,6 @@ local function mutate(action, keys, p)
             )
         end
     end
-    if action == "resume" and cfg.store == "redis" then
-        fleet.sync.refreshShare()
-    end
     local result
     if action == "pause" then
         result = {state.pause(keys, ttl, reason)}
@@ -200,6 +197,9 @@ local function mutate(action, keys, p)
         result = {state.resume(keys)}
     end
     local change, err = unpack(result, 1, 2)
+    if action == "resume" and cfg.store == "redis" then
+        fleet.sync.refreshShare()
+    end
     if change == nil then
         ngx.log(
             ngx.ERR,

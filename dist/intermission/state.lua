@@ -10,9 +10,8 @@ local ____mode = require("intermission.mode")
 local modeOf = ____mode.modeOf
 local writeMode = ____mode.writeMode
 local release = require("intermission.release")
+local waiters = require("intermission.waiters")
 ____exports.modeOf = modeOf
---- Called after every transition, in the worker that made it (to wake its watcher).
-____exports.listeners = {}
 function ____exports.snapshot(keys)
     local zone = zones.state
     local reason = zone:get(keys.reason)
@@ -23,11 +22,10 @@ function ____exports.snapshot(keys)
         reason = type(reason) == "string" and reason or ""
     }
 end
-local function notify(keys)
-    local changed = ____exports.listeners.changed
-    if changed ~= nil then
-        changed(keys)
-    end
+--- After every transition, in the worker that made it: its watcher posts the waiters the
+-- change lets go now, instead of at its next look.
+local function notify(_keys)
+    waiters.poke()
 end
 local function transition(keys, fn)
     local made, err = ensureScope(keys, settings.cfg.max_scopes)

@@ -19,6 +19,8 @@ end
 --- How long past its deadline a waiter may stay listed: beyond that its coroutine is gone.
 local STALE_AFTER = 1
 local SWEEP_EVERY = 1
+--- The longest a watcher sleeps unposted while every scope it holds for is paused (one worker).
+local QUIET_WAIT = 0.1
 local localQueues = {}
 watch = {
     running = false,
@@ -108,6 +110,25 @@ local function sweep(now)
         end
     end
 end
+--- Seconds until the watcher must look again unless posted (see the top of this file).
+local function nextLook(now)
+    local poll = settings.cfg.poll_interval
+    if ngx.worker.count() ~= 1 or ngx.worker.exiting() then
+        return poll
+    end
+    local wait = QUIET_WAIT
+    for ____, q in pairs(localQueues) do
+        local keys = q.keys
+        if modeOf(keys) ~= "paused" then
+            return poll
+        end
+        local ____until = num(zones.state, keys["until"])
+        if ____until > 0 then
+            wait = math.min(wait, ____until - now)
+        end
+    end
+    return math.max(wait, poll)
+end
 local function watcher(_premature)
     local sema = watch.sema
     while true do
@@ -129,7 +150,7 @@ local function watcher(_premature)
         if watch.waiting <= 0 then
             break
         end
-        sema:wait(settings.cfg.poll_interval)
+        sema:wait(nextLook(now))
     end
     watch.running = false
 end

@@ -134,12 +134,13 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
       return jsonError(503, `${action} not applied: the fleet's Redis is unavailable (${err})`);
     }
   }
-  if (action === "resume" && cfg.store === "redis") fleet.sync!.refreshShare();
   let result: LuaMultiReturn<[state.Change | undefined, string | undefined]>;
   if (action === "pause") result = state.pause(keys, ttl, reason);
   else if (action === "maintenance") result = state.maintenance(keys, ttl, reason);
   else result = state.resume(keys);
   const [change, err] = result;
+  // After the resume, whose first grant takes a window of 1 whatever the share.
+  if (action === "resume" && cfg.store === "redis") fleet.sync!.refreshShare();
   if (change === undefined) {
     ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} failed: ${err}`);
     return jsonError(503, `${action} failed: ${err}`);

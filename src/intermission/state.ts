@@ -7,6 +7,7 @@ import { ScopeKeys, zones, num, ensureScope, scopeExists } from "./shm";
 import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
 import * as release from "./release";
+import * as waiters from "./waiters";
 
 export type { Mode };
 export { modeOf };
@@ -26,8 +27,6 @@ export interface Change {
   snapshot: Snapshot;
 }
 
-/** Called after every transition, in the worker that made it (to wake its watcher). */
-export const listeners: { changed?: (this: void, keys: ScopeKeys) => void } = {};
 
 export function snapshot(keys: ScopeKeys): Snapshot {
   const zone = zones.state;
@@ -40,9 +39,12 @@ export function snapshot(keys: ScopeKeys): Snapshot {
   };
 }
 
-function notify(keys: ScopeKeys): void {
-  const changed = listeners.changed;
-  if (changed !== undefined) changed(keys);
+/**
+ * After every transition, in the worker that made it: its watcher posts the waiters the
+ * change lets go now, instead of at its next look.
+ */
+function notify(_keys: ScopeKeys): void {
+  waiters.poke();
 }
 
 type Transition = LuaMultiReturn<[Change | undefined, string | undefined]>;

@@ -2,12 +2,19 @@
 //
 // Each held request sleeps on its own ngx.semaphore and reads its own fate (release.ts)
 // when woken. One watcher per worker, an ngx.timer light thread, exists only while this
-// worker holds requests. Its own events wake it at once (its semaphore is posted by a
-// resume, a returned lease, ... in this worker); otherwise it looks every poll_interval
-// for what other workers changed in the shared dict. It advances each scope it holds
-// (that is also how an unattended pause expires on time), then posts the waiters whose
-// tickets the head has passed (granted or not, whatever the mode: a grant is never left
-// sleeping) and, in maintenance, every waiter of the scope.
+// worker holds requests. Its own events wake it at once (its semaphore is posted by every
+// transition in this worker: a resume, a maintenance, a pause that expires); otherwise it
+// looks every poll_interval for what other workers changed in the shared dict. It
+// advances each scope it holds (that is also how an unattended pause expires on time),
+// then posts the waiters whose tickets the head has passed (granted or not, whatever the
+// mode: a grant is never left sleeping) and, in maintenance, every waiter of the scope.
+//
+// A worker that is its nginx's only one, with every scope it holds for paused, has no
+// other worker to look for: nothing moves the head of a paused scope but a transition,
+// and each transition here posts the watcher. It then sleeps until the earliest pause
+// expiry, QUIET_WAIT at most (which bounds what an old worker during a reload could change
+// unseen). A hundred nodes on one host holding through a pause would otherwise wake 500
+// times a second each, for nothing.
 import * as semaphore from "ngx.semaphore";
 import { ScopeKeys, Lane, zones, num } from "./shm";
 import { settings } from "./settings";
@@ -38,6 +45,8 @@ interface LocalQueue {
 /** How long past its deadline a waiter may stay listed: beyond that its coroutine is gone. */
 const STALE_AFTER = 1;
 const SWEEP_EVERY = 1;
+/** The longest a watcher sleeps unposted while every scope it holds for is paused (one worker). */
+const QUIET_WAIT = 0.1;
 
 const localQueues: { [scope: string]: LocalQueue | undefined } = {};
 const watch = {
@@ -107,6 +116,20 @@ function sweep(now: number): void {
   }
 }
 
+/** Seconds until the watcher must look again unless posted (see the top of this file). */
+function nextLook(now: number): number {
+  const poll = settings.cfg.poll_interval;
+  if (ngx.worker.count() !== 1 || ngx.worker.exiting()) return poll;
+  let wait = QUIET_WAIT;
+  for (const [, q] of pairs(localQueues)) {
+    const keys = (q as LocalQueue).keys;
+    if (modeOf(keys) !== "paused") return poll;
+    const until = num(zones.state, keys.until);
+    if (until > 0) wait = math.min(wait, until - now);
+  }
+  return math.max(wait, poll);
+}
+
 function watcher(this: void, _premature: boolean): void {
   const sema = watch.sema!;
   while (true) {
@@ -121,7 +144,7 @@ function watcher(this: void, _premature: boolean): void {
       sweep(now);
     }
     if (watch.waiting <= 0) break;
-    sema.wait(settings.cfg.poll_interval);
+    sema.wait(nextLook(now));
   }
   watch.running = false;
 }

@@ -8,6 +8,7 @@ local key = ____connection.key
 ____exports.CHANNEL_SUFFIX = "events"
 local CHANGE = {text = "\nlocal old = redis.call('GET', KEYS[1])\nlocal mode = ARGV[1]\nlocal ttl = tonumber(ARGV[2])\nlocal version = redis.call('INCR', KEYS[3])\nlocal msg\nif mode == '' then\n  redis.call('DEL', KEYS[1])\n  msg = cjson.encode({ version = version })\nelse\n  local now = tonumber(ARGV[6])\n  local since = now\n  if old then\n    local ok, prev = pcall(cjson.decode, old)\n    if ok and type(prev) == 'table' and prev.mode == mode and tonumber(prev.since) then since = prev.since end\n  end\n  local untilTs = 0\n  if ttl > 0 then untilTs = now + ttl end\n  local rec = cjson.encode({ mode = mode, since = since, ['until'] = untilTs, ttl = ttl, reason = ARGV[3] })\n  if ttl > 0 then\n    redis.call('SET', KEYS[1], rec, 'PX', math.max(1, math.floor(ttl * 1000)))\n  else\n    redis.call('SET', KEYS[1], rec)\n  end\n  redis.call('SADD', KEYS[2], ARGV[4])\n  msg = cjson.encode({ mode = mode, since = since, ['until'] = untilTs, ttl = ttl, reason = ARGV[3], version = version })\nend\n-- The message carries the new record, so subscribers need no second round trip.\nredis.call('PUBLISH', ARGV[5], ARGV[4] .. '\\n' .. msg)\nreturn { old or '', version }\n"}
 local READ_ALL = {text = "\nlocal out = { redis.call('GET', KEYS[2]) or '0' }\nfor _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n  local k = ARGV[1] .. n\n  local v = redis.call('GET', k)\n  if v then\n    out[#out + 1] = n\n    out[#out + 1] = v\n    out[#out + 1] = redis.call('PTTL', k)\n  end\nend\nreturn out\n"}
+local LIVE_NODES = {text = "\nlocal n = 0\nfor _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n  n = n + redis.call('EXISTS', ARGV[1] .. id)\nend\nreturn n\n"}
 local function toHex(bytes)
     local hex = string.gsub(
         bytes,
@@ -124,5 +125,25 @@ function ____exports.readAll()
         end
     end
     return out, tonumber(list[1]) or 0, nil
+end
+--- How many nodes have a live heartbeat: one round trip and one number back, whatever the
+-- fleet's size (fleetStatus reads and decodes every heartbeat).
+function ____exports.liveNodes()
+    local red, err = connect()
+    if red == nil then
+        return nil, err
+    end
+    local reply, e1 = run(
+        red,
+        LIVE_NODES,
+        1,
+        key("nodes"),
+        key("node") .. ":"
+    )
+    if failed(red, reply) then
+        return nil, "redis: " .. tostring(e1)
+    end
+    release(red)
+    return reply, nil
 end
 return ____exports

@@ -1,4 +1,5 @@
 local ____exports = {}
+local noteApplied, seen
 local cjson = require("cjson.safe")
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
@@ -20,82 +21,33 @@ local release = ____connection.release
 local failed = ____connection.failed
 local key = ____connection.key
 local remote = require("intermission.fleet.remote")
+function noteApplied(applied)
+    if applied ~= "none" and settings.cfg.fleet_release_window ~= nil then
+        seen.shareDue = true
+    end
+    return applied
+end
 --- fleet_release_window: this node's share of the fleet's release window, from the live
--- nodes in the heartbeats (at least 1). Called at each resume, so it costs Redis two
--- commands per resume, not per second; if Redis cannot answer, the last share stays.
+-- nodes in the heartbeats (at least 1). Called once the channel is quiet after a pause
+-- and right after each resume (whose first grant takes a window of 1 whatever the share),
+-- so it costs Redis one script per change, not per second, and the node nothing per
+-- node of the fleet; if Redis cannot answer, the last share stays.
 function ____exports.refreshShare()
     local total = settings.cfg.fleet_release_window
     if total == nil then
         return
     end
-    local f = ____exports.fleetStatus()
-    if f == nil then
+    local live = remote.liveNodes()
+    if live == nil then
         return
     end
-    local count = math.max(1, f.node_count)
     zones.state:safe_set(
         FLEET_SHARE_KEY,
         math.max(
             1,
-            math.floor(total / count)
+            math.floor(total / math.max(1, live))
         )
     )
-end
---- The fleet's nodes as their heartbeats say (two commands: SMEMBERS, MGET).
-function ____exports.fleetStatus()
-    local red, err = connect()
-    if red == nil then
-        return nil, err
-    end
-    local ids, e1 = red:smembers(key("nodes"))
-    if failed(red, ids) then
-        return nil, "redis: " .. tostring(e1)
-    end
-    local list = ids
-    local nodes = {}
-    local held = 0
-    local inFlight = 0
-    if #list > 0 then
-        local keys = {}
-        for ____, id in ipairs(list) do
-            keys[#keys + 1] = key("node", id)
-        end
-        local values, e2 = red:mget(unpack(keys))
-        if failed(red, values) then
-            return nil, "redis: " .. tostring(e2)
-        end
-        local gone = {}
-        local replies = values
-        do
-            local i = 0
-            while i < #list do
-                do
-                    local v = replies[i + 1]
-                    if v == ngx.null then
-                        gone[#gone + 1] = list[i + 1]
-                        goto __continue96
-                    end
-                    local hb = cjson.decode(v)
-                    if type(hb) == "table" then
-                        local h = hb
-                        nodes[#nodes + 1] = hb
-                        held = held + h.held_total
-                        inFlight = inFlight + h.in_flight
-                    end
-                end
-                ::__continue96::
-                i = i + 1
-            end
-        end
-        if #gone > 0 then
-            red:srem(
-                key("nodes"),
-                unpack(gone)
-            )
-        end
-    end
-    release(red)
-    return {nodes = nodes, node_count = #nodes, held = held, in_flight = inFlight}, nil
 end
 --- Set by setup() on a cold start: requests wait for the first sync (bounded).
 ____exports.PENDING_KEY = "fleet|pending"
@@ -150,45 +102,56 @@ function ____exports.awaitFirstSync()
     end
 end
 --- Makes the local state of one scope what the fleet says. The deadline is this node's
--- clock plus the seconds the record has left: no other node's clock is read.
+-- clock plus the seconds the record has left: no other node's clock is read. Only the
+-- shared dict is written here (what the hot path reads); the caller does the rest after.
 function ____exports.apply(scope, rec)
     local keys = keysFor(scope)
     local ____local = state.modeOf(keys)
+    ngx.update_time()
     if rec == nil then
-        if ____local == "paused" or ____local == "maintenance" then
-            ____exports.refreshShare()
-            state.resume(keys)
+        if ____local ~= "paused" and ____local ~= "maintenance" then
+            return "none"
         end
-        return
+        if settings.cfg.fleet_release_window ~= nil and num(zones.state, FLEET_SHARE_KEY) == 0 then
+            ____exports.refreshShare()
+        end
+        state.resume(keys)
+        return "resumed"
     end
     local ____until = rec.ttl > 0 and ngx.now() + rec.ttl or 0
-    local snap = state.snapshot(keys)
-    local ____temp_0
-    if ____until == 0 then
-        ____temp_0 = snap["until"] == 0
-    else
-        ____temp_0 = snap["until"] > 0 and math.abs(snap["until"] - ____until) < 0.25
-    end
-    local sameDeadline = ____temp_0
-    if ____local == rec.mode and snap.reason == rec.reason and sameDeadline then
-        return
+    if ____local == rec.mode then
+        local zone = zones.state
+        local was = num(zone, keys["until"])
+        local ____temp_0
+        if ____until == 0 then
+            ____temp_0 = was == 0
+        else
+            ____temp_0 = was > 0 and math.abs(was - ____until) < 0.25
+        end
+        local sameDeadline = ____temp_0
+        if sameDeadline and (zone:get(keys.reason)) == rec.reason then
+            return "none"
+        end
     end
     if rec.mode == "paused" then
         state.pause(keys, rec.ttl, rec.reason)
     else
         state.maintenance(keys, rec.ttl, rec.reason)
     end
+    return "stopped"
 end
---- This worker's view of the fleet (numbers only: no connection is kept in module state).
-local seen = {
+seen = {
     version = -1,
     beatVersion = -1,
     beatInFlight = -1,
     beatAt = 0,
     setGet = true,
     seed = 0,
-    probe = 0
+    probe = 0,
+    shareDue = false
 }
+--- The channel names (set by session: no string is built per message).
+local channels = {events = "", probe = ""}
 --- A factor from 0.8 to 1.2 (Park-Miller, seeded per worker), so a fleet's timers drift apart.
 local function jitter()
     if seen.seed == 0 then
@@ -203,11 +166,11 @@ local function reconcile()
         return false, err
     end
     for scope, rec in pairs(all) do
-        ____exports.apply(scope, rec)
+        noteApplied(____exports.apply(scope, rec))
     end
     for ____, scope in ipairs(knownScopes()) do
         if all[scope] == nil then
-            ____exports.apply(scope, nil)
+            noteApplied(____exports.apply(scope, nil))
         end
     end
     seen.version = version
@@ -321,35 +284,34 @@ local function anyStopped()
     end
     return false
 end
---- One message from the channel. Returns false when it shows that a change was missed
--- (its version skips one), so the caller reconciles.
+--- One message from the channel: what it applied, and false when it shows that a change
+-- was missed (its version skips one), so the caller reconciles.
 local function onMessage(reply)
-    if reply[1] ~= "message" or reply[2] ~= key(remote.CHANNEL_SUFFIX) or type(reply[3]) ~= "string" then
-        return true
+    if reply[1] ~= "message" or reply[2] ~= channels.events or type(reply[3]) ~= "string" then
+        return true, "none"
     end
     local ____, ____, scope, body = string.find(reply[3], "^([^\n]*)\n(.*)$")
     if scope == nil then
-        return true
+        return true, "none"
     end
     local rec, version = remote.decode(body)
     if version ~= nil then
         if version <= seen.version then
-            return true
+            return true, "none"
         end
         local gap = version > seen.version + 1
-        ____exports.apply(scope, rec)
+        local applied = noteApplied(____exports.apply(scope, rec))
         seen.version = version
-        return not gap
+        return not gap, applied
     end
-    ____exports.apply(scope, rec)
-    return true
+    return true, noteApplied(____exports.apply(scope, rec))
 end
 --- Reads the subscription until this node's probe `token` comes back, applying the
 -- changes before it. Not a PING on the subscription: a Redis that stops with a command of
 -- ours unread resets the connection, which nginx logs as an error; a message we asked
 -- Redis to send us also proves that what is published reaches us.
 local function awaitProbe(sub, token)
-    local probeChannel = key("probe", ____exports.node.id)
+    local probeChannel = channels.probe
     sub:set_timeout(settings.cfg.redis.read_timeout * 1000)
     local complete = true
     while true do
@@ -362,7 +324,7 @@ local function awaitProbe(sub, token)
             if r[3] == tostring(token) then
                 return true, nil, complete
             end
-        elseif not onMessage(r) then
+        elseif not (onMessage(r)) then
             complete = false
         end
     end
@@ -398,10 +360,9 @@ local function session()
     if sub == nil then
         return err
     end
-    local ok, subErr = sub:subscribe(
-        key(remote.CHANNEL_SUFFIX),
-        key("probe", ____exports.node.id)
-    )
+    channels.events = key(remote.CHANNEL_SUFFIX)
+    channels.probe = key("probe", ____exports.node.id)
+    local ok, subErr = sub:subscribe(channels.events, channels.probe)
     if ok == nil or ok == false then
         sub:close()
         return "redis SUBSCRIBE: " .. tostring(subErr)
@@ -432,17 +393,25 @@ local function session()
         ))
         local reply, readErr = sub:read_reply()
         local complete = true
+        local applied = "none"
         if reply ~= nil then
-            complete = onMessage(reply)
+            complete, applied = onMessage(reply)
         elseif readErr ~= "timeout" then
             sub:close()
             return "redis subscription: " .. tostring(readErr)
         end
+        if applied == "resumed" then
+            ngx.sleep(0)
+            if seen.shareDue then
+                seen.shareDue = false
+                ____exports.refreshShare()
+            end
+        end
         ngx.update_time()
         local now = ngx.now()
-        if reply ~= nil then
+        if applied ~= "none" then
             local wasStopped = stopped
-            stopped = anyStopped()
+            stopped = applied == "stopped" or anyStopped()
             if stopped and not wasStopped then
                 nextCheck = math.min(
                     nextCheck,
@@ -463,6 +432,10 @@ local function session()
             local ____temp_1 = {heartbeat(false)}
             fine = ____temp_1[1]
             failure = ____temp_1[3]
+        end
+        if fine and seen.shareDue and reply == nil then
+            seen.shareDue = false
+            ____exports.refreshShare()
         end
         if not fine then
             sub:close()
@@ -517,5 +490,61 @@ end
 function ____exports.lastError()
     local e = zones.state:get(ERROR_KEY)
     return e
+end
+--- The fleet's nodes as their heartbeats say (two commands: SMEMBERS, MGET).
+function ____exports.fleetStatus()
+    local red, err = connect()
+    if red == nil then
+        return nil, err
+    end
+    local ids, e1 = red:smembers(key("nodes"))
+    if failed(red, ids) then
+        return nil, "redis: " .. tostring(e1)
+    end
+    local list = ids
+    local nodes = {}
+    local held = 0
+    local inFlight = 0
+    if #list > 0 then
+        local keys = {}
+        for ____, id in ipairs(list) do
+            keys[#keys + 1] = key("node", id)
+        end
+        local values, e2 = red:mget(unpack(keys))
+        if failed(red, values) then
+            return nil, "redis: " .. tostring(e2)
+        end
+        local gone = {}
+        local replies = values
+        do
+            local i = 0
+            while i < #list do
+                do
+                    local v = replies[i + 1]
+                    if v == ngx.null then
+                        gone[#gone + 1] = list[i + 1]
+                        goto __continue103
+                    end
+                    local hb = cjson.decode(v)
+                    if type(hb) == "table" then
+                        local h = hb
+                        nodes[#nodes + 1] = hb
+                        held = held + h.held_total
+                        inFlight = inFlight + h.in_flight
+                    end
+                end
+                ::__continue103::
+                i = i + 1
+            end
+        end
+        if #gone > 0 then
+            red:srem(
+                key("nodes"),
+                unpack(gone)
+            )
+        end
+    end
+    release(red)
+    return {nodes = nodes, node_count = #nodes, held = held, in_flight = inFlight}, nil
 end
 return ____exports

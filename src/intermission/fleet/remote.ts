@@ -89,6 +89,17 @@ return out
 `,
 };
 
+// KEYS: nodes set. ARGV: node key prefix. Returns how many listed nodes have a live heartbeat.
+const LIVE_NODES: Script = {
+  text: `
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  n = n + redis.call('EXISTS', ARGV[1] .. id)
+end
+return n
+`,
+};
+
 function toHex(bytes: string): string {
   const [hex] = string.gsub(bytes, ".", (c: string) => string.format("%02x", string.byte(c)));
   return hex;
@@ -166,4 +177,17 @@ export function readAll(): LuaMultiReturn<[{ [scope: string]: RemoteRecord } | u
     }
   }
   return $multi(out, tonumber(list[0]) ?? 0, undefined);
+}
+
+/**
+ * How many nodes have a live heartbeat: one round trip and one number back, whatever the
+ * fleet's size (fleetStatus reads and decodes every heartbeat).
+ */
+export function liveNodes(): LuaMultiReturn<[number | undefined, string | undefined]> {
+  const [red, err] = connect();
+  if (red === undefined) return $multi(undefined, err);
+  const [reply, e1] = run(red, LIVE_NODES, 1, key("nodes"), key("node") + ":");
+  if (failed(red, reply)) return $multi(undefined, `redis: ${e1}`);
+  release(red);
+  return $multi(reply as unknown as number, undefined);
 }

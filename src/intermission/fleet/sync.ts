@@ -69,28 +69,40 @@ export function awaitFirstSync(): void {
   }
 }
 
+/** What apply() did: nothing, a pause or maintenance, or a resume. */
+export type Applied = "none" | "stopped" | "resumed";
+
 /**
  * Makes the local state of one scope what the fleet says. The deadline is this node's
- * clock plus the seconds the record has left: no other node's clock is read.
+ * clock plus the seconds the record has left: no other node's clock is read. Only the
+ * shared dict is written here (what the hot path reads); the caller does the rest after.
  */
-export function apply(scope: string, rec: remote.RemoteRecord | undefined): void {
+export function apply(scope: string, rec: remote.RemoteRecord | undefined): Applied {
   const keys = keysFor(scope);
   const local = state.modeOf(keys);
+  // The clock as the change lands, not as the event loop last read it: `since` and the
+  // deadline are this moment's.
+  ngx.update_time();
   if (rec === undefined) {
-    if (local === "paused" || local === "maintenance") {
-      refreshShare();
-      state.resume(keys);
-    }
-    return;
+    if (local !== "paused" && local !== "maintenance") return "none";
+    // The share is refreshed after the resume (see session); only a node that never
+    // computed one asks before it releases anything.
+    if (settings.cfg.fleet_release_window !== undefined && num(zones.state, FLEET_SHARE_KEY) === 0) refreshShare();
+    state.resume(keys);
+    return "resumed";
   }
   const until = rec.ttl > 0 ? ngx.now() + rec.ttl : 0;
-  const snap = state.snapshot(keys);
   // Already so (the node that made the change applied it before publishing; a reconcile
   // finds what a message brought): a deadline within a quarter second is the same one.
-  const sameDeadline = until === 0 ? snap.until === 0 : snap.until > 0 && math.abs(snap.until - until) < 0.25;
-  if (local === rec.mode && snap.reason === rec.reason && sameDeadline) return;
+  if (local === rec.mode) {
+    const zone = zones.state;
+    const was = num(zone, keys.until);
+    const sameDeadline = until === 0 ? was === 0 : was > 0 && math.abs(was - until) < 0.25;
+    if (sameDeadline && zone.get(keys.reason)[0] === rec.reason) return "none";
+  }
   if (rec.mode === "paused") state.pause(keys, rec.ttl, rec.reason);
   else state.maintenance(keys, rec.ttl, rec.reason);
+  return "stopped";
 }
 
 /** This worker's view of the fleet (numbers only: no connection is kept in module state). */
@@ -106,7 +118,12 @@ const seen = {
   seed: 0,
   /** The last probe sent to this node's own channel. */
   probe: 0,
+  /** fleet_release_window: the share is to be computed again once the channel is quiet. */
+  shareDue: false,
 };
+
+/** The channel names (set by session: no string is built per message). */
+const channels = { events: "", probe: "" };
 
 /** A factor from 0.8 to 1.2 (Park-Miller, seeded per worker), so a fleet's timers drift apart. */
 function jitter(): number {
@@ -118,10 +135,10 @@ function jitter(): number {
 function reconcile(): LuaMultiReturn<[boolean, string | undefined]> {
   const [all, version, err] = remote.readAll();
   if (all === undefined) return $multi(false, err);
-  for (const [scope, rec] of pairs(all)) apply(scope as string, rec);
+  for (const [scope, rec] of pairs(all)) noteApplied(apply(scope as string, rec));
   // Scopes this node knows that the fleet does not list as stopped are running.
   for (const scope of knownScopes()) {
-    if (all[scope] === undefined) apply(scope, undefined);
+    if (all[scope] === undefined) noteApplied(apply(scope, undefined));
   }
   seen.version = version;
   return $multi(true, undefined);
@@ -200,25 +217,30 @@ function anyStopped(): boolean {
   return false;
 }
 
+/** fleet_release_window: a change applied here makes the share due for a refresh. */
+function noteApplied(applied: Applied): Applied {
+  if (applied !== "none" && settings.cfg.fleet_release_window !== undefined) seen.shareDue = true;
+  return applied;
+}
+
 /**
- * One message from the channel. Returns false when it shows that a change was missed
- * (its version skips one), so the caller reconciles.
+ * One message from the channel: what it applied, and false when it shows that a change
+ * was missed (its version skips one), so the caller reconciles.
  */
-function onMessage(reply: RedisReply[]): boolean {
-  if (reply[0] !== "message" || reply[1] !== key(remote.CHANNEL_SUFFIX) || type(reply[2]) !== "string") return true;
+function onMessage(reply: RedisReply[]): LuaMultiReturn<[boolean, Applied]> {
+  if (reply[0] !== "message" || reply[1] !== channels.events || type(reply[2]) !== "string") return $multi(true, "none");
   const [, , scope, body] = string.find(reply[2] as string, "^([^\n]*)\n(.*)$");
-  if (scope === undefined) return true;
+  if (scope === undefined) return $multi(true, "none");
   const [rec, version] = remote.decode(body);
   if (version !== undefined) {
     // Published before the reconcile that already read it: applying it now would undo a later change.
-    if (version <= seen.version) return true;
+    if (version <= seen.version) return $multi(true, "none");
     const gap = version > seen.version + 1;
-    apply(scope as string, rec);
+    const applied = noteApplied(apply(scope as string, rec));
     seen.version = version;
-    return !gap;
+    return $multi(!gap, applied);
   }
-  apply(scope as string, rec); // from a node of an earlier version
-  return true;
+  return $multi(true, noteApplied(apply(scope as string, rec))); // from a node of an earlier version
 }
 
 /**
@@ -228,7 +250,7 @@ function onMessage(reply: RedisReply[]): boolean {
  * Redis to send us also proves that what is published reaches us.
  */
 function awaitProbe(sub: Redis, token: number): LuaMultiReturn<[boolean, string | undefined, boolean]> {
-  const probeChannel = key("probe", node.id);
+  const probeChannel = channels.probe;
   sub.set_timeout(settings.cfg.redis!.read_timeout * 1000);
   let complete = true;
   while (true) {
@@ -237,7 +259,7 @@ function awaitProbe(sub: Redis, token: number): LuaMultiReturn<[boolean, string 
     const r = reply as RedisReply[];
     if (r[0] === "message" && r[1] === probeChannel) {
       if (r[2] === tostring(token)) return $multi(true, undefined, complete);
-    } else if (!onMessage(r)) {
+    } else if (!onMessage(r)[0]) {
       complete = false;
     }
   }
@@ -266,9 +288,11 @@ function check(sub: Redis): LuaMultiReturn<[boolean, string | undefined]> {
 function session(): string {
   const [sub, err] = connect();
   if (sub === undefined) return err!;
+  channels.events = key(remote.CHANNEL_SUFFIX);
+  channels.probe = key("probe", node.id);
   // The fleet's changes, and this node's probe channel (see check). One SUBSCRIBE, so no
   // message can come before its answer; the second channel's answer is read as a reply.
-  const [ok, subErr] = sub.subscribe(key(remote.CHANNEL_SUFFIX), key("probe", node.id));
+  const [ok, subErr] = sub.subscribe(channels.events, channels.probe);
   if (ok === undefined || ok === false) {
     sub.close();
     return `redis SUBSCRIBE: ${subErr}`;
@@ -297,19 +321,30 @@ function session(): string {
     sub.set_timeout(math.max(1, math.floor(wait * 1000)));
     const [reply, readErr] = sub.read_reply();
     let complete = true;
+    let applied: Applied = "none";
     if (reply !== undefined) {
-      complete = onMessage(reply as RedisReply[]);
+      [complete, applied] = onMessage(reply as RedisReply[]);
     } else if (readErr !== "timeout") {
       sub.close();
       return `redis subscription: ${readErr}`;
     }
+    // Everything below waits until this worker's requests that the change lets go have
+    // gone: the released waiters were posted, and they run before this thread again.
+    if (applied === "resumed") {
+      ngx.sleep(0);
+      if (seen.shareDue) {
+        seen.shareDue = false;
+        refreshShare();
+      }
+    }
     ngx.update_time();
     const now = ngx.now();
     // Whether a scope here is stopped changes by a message or a reconcile (a TTL that runs
-    // out is caught at the next check), so a wake that brought nothing does not look.
-    if (reply !== undefined) {
+    // out is caught at the next check), so a wake that brought nothing does not look; a
+    // pause or maintenance just applied needs no look at all.
+    if (applied !== "none") {
       const wasStopped = stopped;
-      stopped = anyStopped();
+      stopped = applied === "stopped" || anyStopped();
       if (stopped && !wasStopped) nextCheck = math.min(nextCheck, now + CHECK_STOPPED * jitter());
     }
     let fine = true;
@@ -325,6 +360,12 @@ function session(): string {
       // elsewhere waits for this node's word (see control's drain). Sent once the channel
       // is quiet (a read timed out), not while a fleet's nodes are all applying the change.
       [fine, , failure] = heartbeat(false);
+    }
+    if (fine && seen.shareDue && reply === undefined) {
+      // Likewise the share of fleet_release_window, once the channel is quiet: by the next
+      // resume it counts the nodes as they were at the pause.
+      seen.shareDue = false;
+      refreshShare();
     }
     if (!fine) {
       sub.close();
@@ -378,16 +419,17 @@ export function lastError(): string | undefined {
 
 /**
  * fleet_release_window: this node's share of the fleet's release window, from the live
- * nodes in the heartbeats (at least 1). Called at each resume, so it costs Redis two
- * commands per resume, not per second; if Redis cannot answer, the last share stays.
+ * nodes in the heartbeats (at least 1). Called once the channel is quiet after a pause
+ * and right after each resume (whose first grant takes a window of 1 whatever the share),
+ * so it costs Redis one script per change, not per second, and the node nothing per
+ * node of the fleet; if Redis cannot answer, the last share stays.
  */
 export function refreshShare(): void {
   const total = settings.cfg.fleet_release_window;
   if (total === undefined) return;
-  const [f] = fleetStatus();
-  if (f === undefined) return;
-  const count = math.max(1, f.node_count as number);
-  zones.state.safe_set(FLEET_SHARE_KEY, math.max(1, math.floor(total / count)));
+  const [live] = remote.liveNodes();
+  if (live === undefined) return;
+  zones.state.safe_set(FLEET_SHARE_KEY, math.max(1, math.floor(total / math.max(1, live))));
 }
 
 /** The fleet's nodes as their heartbeats say (two commands: SMEMBERS, MGET). */
