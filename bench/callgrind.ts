@@ -74,20 +74,34 @@ export interface CallgrindResult {
   instructions_per_request_intermission: number;
   hook_instructions: number;
   cost_pct: number;
+  /** Repeats (BENCH_CALLGRIND_RUNS, default 3): the figures above are the median run's. */
+  runs: number;
+  hook_instructions_min: number;
+  hook_instructions_max: number;
 }
 
+/**
+ * The hooks' instructions per request, as the median of `runs` repeats: LuaJIT compiles
+ * traces differently from run to run (which trace a side exit links to, when the GC
+ * steps), which moves one run's figure by a few hundred instructions.
+ */
 export async function callgrindPerRequest(root: string, dir: string, concurrency: number,
-  render: (o: BenchNginxOptions) => string): Promise<CallgrindResult> {
+  render: (o: BenchNginxOptions) => string, runs = Number(process.env.BENCH_CALLGRIND_RUNS ?? 3)): Promise<CallgrindResult> {
   const perRequest = async (which: "intermission" | "empty") =>
     ((await instructions(root, dir, which, K2, concurrency, render)) -
       (await instructions(root, dir, which, K1, concurrency, render))) / (K2 - K1);
-  const empty = await perRequest("empty");
-  const ours = await perRequest("intermission");
+  const all: { empty: number; ours: number }[] = [];
+  for (let i = 0; i < runs; i++) all.push({ empty: await perRequest("empty"), ours: await perRequest("intermission") });
+  const costs = all.map((r) => r.ours - r.empty).sort((a, b) => a - b);
+  const median = all.find((r) => r.ours - r.empty === costs[Math.floor((costs.length - 1) / 2)])!;
   return {
     concurrency,
-    instructions_per_request_empty_hooks: Math.round(empty),
-    instructions_per_request_intermission: Math.round(ours),
-    hook_instructions: Math.round(ours - empty),
-    cost_pct: Math.round(((ours - empty) / empty) * 10000) / 100,
+    instructions_per_request_empty_hooks: Math.round(median.empty),
+    instructions_per_request_intermission: Math.round(median.ours),
+    hook_instructions: Math.round(median.ours - median.empty),
+    cost_pct: Math.round(((median.ours - median.empty) / median.empty) * 10000) / 100,
+    runs,
+    hook_instructions_min: Math.round(costs[0]),
+    hook_instructions_max: Math.round(costs[costs.length - 1]),
   };
 }

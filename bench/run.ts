@@ -546,7 +546,8 @@ async function main(): Promise<void> {
   console.log("done");
   process.stdout.write("  hot path (callgrind, 16 connections and 1) ... ");
   const noCg = (c: number) => ({ concurrency: c, instructions_per_request_empty_hooks: NaN,
-    instructions_per_request_intermission: NaN, hook_instructions: NaN, cost_pct: NaN });
+    instructions_per_request_intermission: NaN, hook_instructions: NaN, cost_pct: NaN, runs: 0,
+    hook_instructions_min: NaN, hook_instructions_max: NaN });
   const cg16 = wanted("hot") ? await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 16, benchConfig) : noCg(16);
   const cg1 = wanted("hot") ? await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 1, benchConfig) : noCg(1);
   console.log("done");
@@ -598,7 +599,8 @@ async function main(): Promise<void> {
   console.log(`  wrk, 32 connections:            ${hot.wrk_intermission_rps} vs ${hot.wrk_empty_rps} req/s (${hot.wrk_cost_pct}% fewer)`);
   for (const c of [cg16, cg1]) {
     console.log(`  callgrind, ${String(c.concurrency).padStart(2)} connection(s):    ${c.instructions_per_request_intermission} vs ` +
-      `${c.instructions_per_request_empty_hooks} instructions/request (+${c.hook_instructions}, ${c.cost_pct}%)`);
+      `${c.instructions_per_request_empty_hooks} instructions/request (+${c.hook_instructions}, ${c.cost_pct}%; ` +
+      `median of ${c.runs} runs, ${c.hook_instructions_min} to ${c.hook_instructions_max})`);
   }
 
   if (ONLY !== undefined) {
