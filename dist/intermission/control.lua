@@ -240,17 +240,30 @@ local function legacy(action, keys)
     end
     return mutate(target, keys, {})
 end
+--- Control locations remembered at most (a config has one or two).
+local MAX_CONTROL_PREFIXES = 16
 --- Remembers where the control API lives, so that access() never holds its requests
--- when the hooks sit at server level (see gate.alwaysPasses).
+-- when the hooks sit at server level (see gate.alwaysPasses). Every control location
+-- is kept, newline-separated ("\n/a/\n/b/\n"), the newest last.
 local function learnControlPrefix(uri)
     local prefix = string.match(uri, "^(.*/)[^/]+/*$")
     if prefix == nil or prefix == "/" then
         return
     end
     local known = zones.state:get(CONTROL_PREFIX_KEY)
-    if known ~= prefix then
-        zones.state:safe_set(CONTROL_PREFIX_KEY, prefix)
+    local list = type(known) == "string" and known or "\n"
+    if string.sub(list, 1, 1) ~= "\n" then
+        list = ("\n" .. list) .. "\n"
     end
+    if (string.find(list, ("\n" .. prefix) .. "\n", 1, true)) ~= nil then
+        return
+    end
+    list = (list .. prefix) .. "\n"
+    local ____, count = string.gsub(list, "\n", "\n")
+    if count - 1 > MAX_CONTROL_PREFIXES then
+        list = (string.gsub(list, "^\n[^\n]*", "", 1))
+    end
+    zones.state:safe_set(CONTROL_PREFIX_KEY, list)
 end
 local function handle()
     local uri = ngx.var.uri or ""
@@ -337,7 +350,7 @@ function ____exports.control()
     local r = requestKey()
     if type(lookup(r)) == "number" then
         forget(r)
-        inflight.leave()
+        inflight.leaveNow()
     end
     local ok, err = pcall(handle)
     if not ok then

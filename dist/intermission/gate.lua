@@ -130,6 +130,7 @@ function ____exports.settleRecord(rec)
     if rec.state == "holding" then
         if rec.waiter ~= nil then
             release.abandon(rec.waiter)
+            counters.count(rec.keys, "aborted")
         end
     elseif rec.state == "released" or rec.state == "forwarded" then
         inflight.leave()
@@ -153,6 +154,24 @@ function ____exports.scopeOf()
     end
     return DEFAULT_SCOPE
 end
+--- Whether uri lies under one of the control locations ("\n/a/\n/b/\n", see control.ts).
+local function isControl(uri, prefixes)
+    if string.sub(prefixes, 1, 1) ~= "\n" then
+        return string.sub(uri, 1, #prefixes) == prefixes
+    end
+    local from = 2
+    while from <= #prefixes do
+        local to = string.find(prefixes, "\n", from, true)
+        if to == nil then
+            return false
+        end
+        if string.sub(uri, 1, to - from) == string.sub(prefixes, from, to - 1) then
+            return true
+        end
+        from = to + 1
+    end
+    return false
+end
 local function alwaysPasses(uri)
     local cfg = settings.cfg
     if uri ~= nil then
@@ -166,7 +185,7 @@ local function alwaysPasses(uri)
             return true
         end
         local control = zones.state:get(____exports.CONTROL_PREFIX_KEY)
-        if type(control) == "string" and string.sub(uri, 1, #control) == control then
+        if type(control) == "string" and isControl(uri, control) then
             return true
         end
     end
@@ -303,6 +322,22 @@ local function neverSent()
     local nonZero = string.find(sent, "[1-9]")
     return nonZero == nil
 end
+--- Tries after the first sending at most. Each costs two of the request's ten internal
+-- redirects (the error_page jump and the ngx.exec back), and the failure after the last
+-- try one more: 7 of 10, which leaves room for the site's own (try_files to a named
+-- location costs one more per try: 10 of 10).
+local MAX_TRIES = 3
+--- Share of the time left that try k waits first (the first waits only for the back-off).
+local TRY_SPREAD = {[2] = 0.25, [3] = 0.5}
+--- A retry refused (tries or time used up, or the queue full): on_timeout says what the client gets.
+local function refuseRetry(rec, keys, status)
+    rec.state = "answered"
+    counters.count(keys, "rejected")
+    if settings.cfg.on_timeout == "pass" then
+        return ngx.exit(status >= 500 and status or 502)
+    end
+    return unavailable("timeout", settings.cfg.retry_after, "")
+end
 --- content_by_lua of the retry location (error_page 502 504 =
 -- 
 -- @intermission_retry ): a
@@ -336,10 +371,24 @@ function ____exports.retry()
         rec.state = "answered"
         return ngx.exit(502)
     end
+    local tries = (rec.tries or 0) + 1
+    rec.tries = tries
+    if tries > MAX_TRIES then
+        ngx.log(
+            ngx.WARN,
+            ((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " failed at the upstream ") .. tostring(MAX_TRIES + 1)) .. " times, not retried again"
+        )
+        return refuseRetry(rec, keys, status)
+    end
+    local spread = TRY_SPREAD[tries] or 0
+    if spread > 0 and ngx.now() < rec.deadline then
+        release.backOffAtLeast(
+            keys,
+            (rec.deadline - ngx.now()) * spread
+        )
+    end
     if ngx.now() >= rec.deadline or not release.admit(keys) then
-        rec.state = "answered"
-        counters.count(keys, "rejected")
-        return unavailable("timeout", settings.cfg.retry_after, "")
+        return refuseRetry(rec, keys, status)
     end
     counters.count(keys, "retried")
     if holdAndSettle(

@@ -62,6 +62,15 @@ function ____exports.leave()
         publish()
     end
 end
+--- leave() for a request of the control path (the control request itself, counted by
+-- server-level hooks): its 0 is published at once, so other workers' status and drain
+-- do not count it for the next ZERO_AFTER.
+function ____exports.leaveNow()
+    ____exports.leave()
+    if here == 0 and published ~= 0 then
+        publish()
+    end
+end
 --- The node's total: this worker's own count, exact, and the others' as published. Scans
 -- the state zone: control path only. (Reading its own key instead would count the
 -- control request itself, whose 0 is not published yet.)
@@ -70,6 +79,9 @@ function ____exports.total()
     local prefixLength = #KEY_PREFIX
     if key == "" then
         key = KEY_PREFIX .. tostring(ngx.worker.pid())
+    end
+    if published ~= here then
+        publish()
     end
     local sum = here
     for ____, k in ipairs(zone:get_keys(0)) do

@@ -330,6 +330,16 @@ function ____exports.withScopeLock(keys, fn)
     ____exports.advance(keys)
     return result, nil
 end
+--- Stops grants for `seconds` at least (more if the back-off already says so): a request
+-- that failed at the upstream again spaces its next try, and, as the retry lane and the
+-- queue keep their order, everyone behind it waits with it.
+function ____exports.backOffAtLeast(keys, seconds)
+    local st = zones.state
+    local ____until = ngx.now() + seconds
+    if num(st, keys.backoffUntil) < ____until then
+        st:safe_set(keys.backoffUntil, ____until)
+    end
+end
 --- Gives a lease back (header_filter, log, or a request that will not use it). Never yields.
 function ____exports.returnLease(keys, lease, ____end)
     if lease <= 0 then
@@ -461,7 +471,7 @@ function ____exports.hold(keys, lane, deadline, w, label)
                 ngx.update_time()
                 if outcome == "timeout" and ngx.now() < deadline then
                     st:incr(keys.held, 1)
-                    goto __continue73
+                    goto __continue75
                 end
                 return outcome, 0
             end
@@ -474,7 +484,7 @@ function ____exports.hold(keys, lane, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue73::
+        ::__continue75::
     end
 end
 waiters.setAdvance(____exports.advance)

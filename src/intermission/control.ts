@@ -169,15 +169,25 @@ function legacy(action: "control" | "enable" | "disable", keys: ScopeKeys): neve
   return mutate(target, keys, {});
 }
 
+/** Control locations remembered at most (a config has one or two). */
+const MAX_CONTROL_PREFIXES = 16;
+
 /**
  * Remembers where the control API lives, so that access() never holds its requests
- * when the hooks sit at server level (see gate.alwaysPasses).
+ * when the hooks sit at server level (see gate.alwaysPasses). Every control location
+ * is kept, newline-separated ("\n/a/\n/b/\n"), the newest last.
  */
 function learnControlPrefix(uri: string): void {
   const [prefix] = string.match(uri, "^(.*/)[^/]+/*$");
   if (prefix === undefined || prefix === "/") return;
   const [known] = zones.state.get(CONTROL_PREFIX_KEY);
-  if (known !== prefix) zones.state.safe_set(CONTROL_PREFIX_KEY, prefix);
+  let list = type(known) === "string" ? (known as string) : "\n";
+  if (string.sub(list, 1, 1) !== "\n") list = `\n${list}\n`; // one prefix, as earlier builds kept it
+  if (string.find(list, `\n${prefix}\n`, 1, true)[0] !== undefined) return;
+  list = `${list}${prefix}\n`;
+  const [, count] = string.gsub(list, "\n", "\n");
+  if (count - 1 > MAX_CONTROL_PREFIXES) list = string.gsub(list, "^\n[^\n]*", "", 1)[0];
+  zones.state.safe_set(CONTROL_PREFIX_KEY, list);
 }
 
 function handle(): void {
@@ -257,7 +267,7 @@ export function control(): void {
   const r = requestKey();
   if (type(lookup(r)) === "number") {
     forget(r);
-    inflight.leave();
+    inflight.leaveNow();
   }
   const [ok, err] = pcall(handle);
   if (!ok) {

@@ -27,6 +27,19 @@ export function scopeOf(): string {
   return DEFAULT_SCOPE;
 }
 
+/** Whether uri lies under one of the control locations ("\n/a/\n/b/\n", see control.ts). */
+function isControl(uri: string, prefixes: string): boolean {
+  if (string.sub(prefixes, 1, 1) !== "\n") return string.sub(uri, 1, prefixes.length) === prefixes; // an earlier build's one prefix
+  let from = 2;
+  while (from <= prefixes.length) {
+    const [to] = string.find(prefixes, "\n", from, true);
+    if (to === undefined) return false;
+    if (string.sub(uri, 1, to - from) === string.sub(prefixes, from, to - 1)) return true;
+    from = to + 1;
+  }
+  return false;
+}
+
 function alwaysPasses(uri: string | undefined): boolean {
   const cfg = settings.cfg;
   if (uri !== undefined) {
@@ -36,7 +49,7 @@ function alwaysPasses(uri: string | undefined): boolean {
     // With the hooks at server level the control location runs access() too: never
     // hold the requests that are to resume the others.
     const [control] = zones.state.get(CONTROL_PREFIX_KEY);
-    if (type(control) === "string" && string.sub(uri, 1, (control as string).length) === control) return true;
+    if (type(control) === "string" && isControl(uri, control as string)) return true;
   }
   const pattern = ngxVar.intermission_privileged_user_agent ?? cfg.privileged_user_agent;
   if (pattern !== undefined && pattern !== "") {
@@ -211,6 +224,25 @@ function neverSent(): boolean {
 }
 
 /**
+ * Tries after the first sending at most. Each costs two of the request's ten internal
+ * redirects (the error_page jump and the ngx.exec back), and the failure after the last
+ * try one more: 7 of 10, which leaves room for the site's own (try_files to a named
+ * location costs one more per try: 10 of 10).
+ */
+const MAX_TRIES = 3;
+/** Share of the time left that try k waits first (the first waits only for the back-off). */
+const TRY_SPREAD: { [tries: number]: number } = { 2: 0.25, 3: 0.5 };
+
+/** A retry refused (tries or time used up, or the queue full): on_timeout says what the client gets. */
+function refuseRetry(rec: Record, keys: ScopeKeys, status: number): never {
+  // Its first hold ended "released" already, so this is a refusal, not an outcome of a hold.
+  rec.state = "answered";
+  counters.count(keys, "rejected");
+  if (settings.cfg.on_timeout === "pass") return ngx.exit(status >= 500 ? status : 502);
+  return unavailable("timeout", settings.cfg.retry_after, "");
+}
+
+/**
  * content_by_lua of the retry location (error_page 502 504 = @intermission_retry): a
  * released request whose upstream connection failed goes back to the head of the queue
  * (the retry lane) and, once granted again, back to its location by ngx.exec.
@@ -239,12 +271,21 @@ export function retry(): void {
     rec.state = "answered";
     return ngx.exit(502);
   }
+  const tries = (rec.tries ?? 0) + 1;
+  rec.tries = tries;
+  if (tries > MAX_TRIES) {
+    // Every try costs nginx internal redirects, of which a request has ten: past this, the
+    // next error_page jump would be nginx's own 500 ("internal redirection cycle").
+    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} failed at the upstream ${MAX_TRIES + 1} times, not retried again`);
+    return refuseRetry(rec, keys, status);
+  }
+  // Later tries wait for a share of the time left, so that the few tries there are span
+  // the request's max_hold instead of the first seconds of a restart. The wait is the
+  // scope's back-off: the queue keeps its order, and what is behind this try waits too.
+  const spread = TRY_SPREAD[tries] ?? 0;
+  if (spread > 0 && ngx.now() < rec.deadline) release.backOffAtLeast(keys, (rec.deadline - ngx.now()) * spread);
   if (ngx.now() >= rec.deadline || !release.admit(keys)) {
-    // Refused a second hold (its time is up, or the queue is full): its first hold ended
-    // "released" already, so this is a refusal, not an outcome of a hold.
-    rec.state = "answered";
-    counters.count(keys, "rejected");
-    return unavailable("timeout", settings.cfg.retry_after, "");
+    return refuseRetry(rec, keys, status);
   }
   counters.count(keys, "retried");
   if (holdAndSettle(r, rec, keys, keys.retry, w, requestId)) {
@@ -267,7 +308,11 @@ export function responseStarted(rec: Record): void {
 export function settleRecord(rec: Record): void {
   if (rec.state === "holding") {
     // Its coroutine was killed while held (worker_shutdown_timeout): leave the queue.
-    if (rec.waiter !== undefined) release.abandon(rec.waiter);
+    // Its client loses the connection, as if it had given up: that is the hold's outcome.
+    if (rec.waiter !== undefined) {
+      release.abandon(rec.waiter);
+      counters.count(rec.keys, "aborted");
+    }
   } else if (rec.state === "released" || rec.state === "forwarded") {
     inflight.leave();
     responseStarted(rec);

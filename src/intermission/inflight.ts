@@ -70,6 +70,16 @@ export function leave(): void {
 }
 
 /**
+ * leave() for a request of the control path (the control request itself, counted by
+ * server-level hooks): its 0 is published at once, so other workers' status and drain
+ * do not count it for the next ZERO_AFTER.
+ */
+export function leaveNow(): void {
+  leave();
+  if (here === 0 && published !== 0) publish();
+}
+
+/**
  * The node's total: this worker's own count, exact, and the others' as published. Scans
  * the state zone: control path only. (Reading its own key instead would count the
  * control request itself, whose 0 is not published yet.)
@@ -77,7 +87,10 @@ export function leave(): void {
 export function total(): number {
   const zone = zones.state;
   const prefixLength = KEY_PREFIX.length;
+  // This worker's exact count is published as it is read, so that a 0 said here is the
+  // 0 every other worker says next (not, for up to ZERO_AFTER, this worker's older 1).
   if (key === "") key = KEY_PREFIX + ngx.worker.pid();
+  if (published !== here) publish();
   let sum = here;
   for (const k of zone.get_keys(0)) {
     if (k !== key && string.sub(k, 1, prefixLength) === KEY_PREFIX) {

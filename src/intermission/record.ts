@@ -31,6 +31,8 @@ export interface Record {
   start: number;
   /** When its hold must end ($intermission_max_time or max_hold after it arrived). */
   deadline: number;
+  /** Sends again after a failed upstream connection (see gate.retry). */
+  tries?: number;
 }
 
 const uintptr = ctype("uintptr_t");

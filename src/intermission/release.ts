@@ -110,6 +110,17 @@ export function noteFailure(keys: ScopeKeys): void {
   st.safe_set(keys.window, 1);
 }
 
+/**
+ * Stops grants for `seconds` at least (more if the back-off already says so): a request
+ * that failed at the upstream again spaces its next try, and, as the retry lane and the
+ * queue keep their order, everyone behind it waits with it.
+ */
+export function backOffAtLeast(keys: ScopeKeys, seconds: number): void {
+  const st = zones.state;
+  const until = ngx.now() + seconds;
+  if (num(st, keys.backoffUntil) < until) st.safe_set(keys.backoffUntil, until);
+}
+
 /** Gives a lease back (header_filter, log, or a request that will not use it). Never yields. */
 export function returnLease(keys: ScopeKeys, lease: number, end: LeaseEnd): void {
   if (lease <= 0) return;
