@@ -53,7 +53,7 @@ local function makeKeys(scope)
             claimPrefix = p .. "rc|"
         },
         stop = p .. "stop",
-        held = p .. "held",
+        decided = p .. "decided",
         used = p .. "used",
         window = p .. "window",
         backoffUntil = p .. "boff",
@@ -96,7 +96,7 @@ local function numericKeys(keys)
         keys.retry.seq,
         keys.retry.head,
         keys.stop,
-        keys.held,
+        keys.decided,
         keys.used,
         keys.window,
         keys.backoffUntil,
