@@ -193,6 +193,22 @@ export function ensureScope(keys: ScopeKeys, maxScopes: number): LuaMultiReturn<
   return $multi(true, undefined);
 }
 
+/**
+ * Scopes made by an earlier version counted their held requests in `<scope>|held` and have
+ * no `decided`; the zones outlive a reload, so setup() gives them one: the tickets issued
+ * minus those held then. Without it incr(decided) would fail and every ticket ever issued
+ * would count as held (a full queue at the next pause).
+ */
+export function upgradeScopes(): void {
+  const zone = zones.state;
+  for (const scope of knownScopes()) {
+    const keys = keysFor(scope);
+    if (zone.get(keys.decided)[0] !== undefined) continue;
+    const heldThen = num(zone, `${scope}|held`);
+    zone.safe_add(keys.decided, math.max(0, num(zone, keys.main.seq) + num(zone, keys.retry.seq) - heldThen));
+  }
+}
+
 export function knownScopes(): string[] {
   const out: string[] = [];
   const prefixLength = SCOPE_MARK_PREFIX.length;
