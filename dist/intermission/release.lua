@@ -503,7 +503,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                 return outcome, 0
             end
             local lease = result
-            if outcome == "aborted" or outcome == "timeout" and refusedAsLate(keys, deadline) then
+            if outcome == "aborted" or refusedAsLate(keys, deadline) then
                 ____exports.returnLease(keys, lease, "unused")
                 return outcome, 0
             end

@@ -446,9 +446,10 @@ export function hold(keys: ScopeKeys, lane: Lane, ticket: number, deadline: numb
       return $multi(outcome, 0);
     }
     // Granted just as it was leaving. A grant is honoured, except for a request that
-    // gave up or that timed out while the scope is stopped again.
+    // gave up, or one at or past its deadline while the scope is stopped again (whether
+    // it left for its deadline or for maintenance: the same rule as a grant found above).
     const lease = result as number;
-    if (outcome === "aborted" || (outcome === "timeout" && refusedAsLate(keys, deadline))) {
+    if (outcome === "aborted" || refusedAsLate(keys, deadline)) {
       returnLease(keys, lease, "unused");
       return $multi(outcome, 0);
     }
