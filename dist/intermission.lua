@@ -7,6 +7,7 @@ local ____shm = require("intermission.shm")
 local bindZones = ____shm.bindZones
 local zones = ____shm.zones
 local BUSY_KEY = ____shm.BUSY_KEY
+local upgradeScopes = ____shm.upgradeScopes
 local gate = require("intermission.gate")
 local inflight = require("intermission.inflight")
 local ____fleetmode = require("intermission.fleetmode")
@@ -56,6 +57,7 @@ function ____exports.setup(options)
     settings.cfg = cfg
     settings.ready = true
     zones.state:safe_add(BUSY_KEY, 0)
+    upgradeScopes()
     stateZone = zones.state
     if cfg.store == "redis" then
         fleet.sync.node.id = nodeId()
@@ -76,6 +78,7 @@ function ____exports.init_worker()
         return
     end
     zones.state:safe_add(BUSY_KEY, 0)
+    upgradeScopes()
     stateZone = zones.state
     inflight.init()
     if settings.cfg.store == "redis" and fleet.sync ~= nil then

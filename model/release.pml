@@ -1,59 +1,75 @@
 /*
  * intermission: a Promela model of the release protocol (spin 6).
+ * It follows src/intermission/release.ts with two lanes and ticket-is-held accounting.
  *
  * What each part mirrors in src/intermission/:
- *   inline settle_lease      release.ts settleLease()
+ *   inline settle_lease      release.ts settleLease() (incr(-2^50): exactly one settler)
  *   inline return_lease      release.ts returnLease()
  *   inline reclaim_expired   release.ts reclaimExpired()
- *   inline window_has_room   release.ts windowHasRoom()
- *   inline grant             release.ts grant()
- *   inline pass_over_dead    release.ts passOverDead()
- *   inline decide            release.ts decide()
+ *   inline window_has_room   release.ts windowHasRoom() (back-off, ready gate, window)
+ *   inline drain_lane        release.ts drainLane() + decide() + grant() + passOverDead()
  *   inline step              release.ts step()        (the pause TTL / auto-resume is not modelled)
- *   inline advance           release.ts advance()     (the scope lock and the `dirty` re-run)
+ *   inline advance           release.ts advance()     (the non-blocking lock and the `dirty` re-run)
  *   inline leave             release.ts leave()
- *   proctype Request         gate.ts holdRequest() + release.ts admit()/hold(), then the
- *                            response: gate.ts responseStarted() (header_filter/log)
- *   proctype Watcher         waiters.ts watcher()/pumpScope(), track()/done()/post()
- *   proctype Controller      state.ts pause()/maintenance()/resume() through
- *                            release.ts withScopeLock() and resumeLocked(), mode.ts writeMode()
- *   proctype Clock           the passing of time: deadlines, deadline + GRACE, lease expiry,
- *                            the back-off, the lock's TTL (dead holder), the `unwritten` grace
- *   proctype Killer          one nginx worker (W1) dies: its coroutines vanish mid-statement
- *   proctype Checker         the quiescent end: one more advance() and the end-state checks
+ *   inline admit             release.ts admit() (ticket = held; over max_held: leave "L")
+ *   proctype Request         gate.ts holdRequest()/retry()/settle(), release.ts admit()/hold()
+ *                            (refusedAsLate, the re-queue after "dead"), abandon() from log
+ *                            for a killed coroutine, then header_filter/log: returnLease()
+ *   proctype Watcher         waiters.ts watcher()/pumpScope(): advance, then post the waiters
+ *                            whose ticket the head of their lane has passed (all of them in
+ *                            maintenance)
+ *   proctype Controller      state.ts pause()/maintenance()/resume() through withScopeLock()
+ *                            and resumeLocked() (stop, window 1, back-off off, ready gate)
+ *   proctype Clock           time: deadlines, deadline + GRACE, lease expiry, the back-off,
+ *                            the ready probe, the lock's TTL (dead holder), the `unwritten` grace
+ *   proctype Killer          worker W1 dies: its coroutines vanish between any two steps,
+ *                            inside step() too (its lock then expires)
+ *   proctype Checker         the quiescent end: the next request's advance(), then the books
  *
- * Granularity: every shared-dict operation (get, set, add, incr, delete) is one step, so
- * the code of two workers interleaves between any two of them. Keys that only the holder
- * of the scope lock writes (head, stop, mode, leaseSeq, leaseOldest) are read together.
- * Inside one worker, Lua coroutines are cooperative: a coroutine keeps the worker (cpu[w])
- * from resuming until it yields (ngx.sleep, sema:wait, proxying upstream). Time does not
- * pass while a live worker holds the scope lock (step() reads ngx.now() once), and a
- * deadline does not pass before the worker's watcher has polled after the head or the
- * mode moved (poll_interval, 2 ms, is far shorter than max_hold): see `fresh`.
+ * Granularity. Lua coroutines of one worker are cooperative (cpu[w]): a coroutine runs
+ * until it yields (sema:wait, proxying). Only other workers interleave, at shared-dict
+ * operations. Each step below is one or more shared-dict operations that no other worker
+ * can tell apart from one: reads of keys that only the lock holder writes are merged with
+ * the step that uses them; a claim add is merged with its `decided` incr and a lease settle
+ * with its `used` decrement (a worker dying between those two ops is NOT modelled: see
+ * model/README.md). Time passes only while no live worker is mid-step or holds the lock,
+ * and a deadline does not pass before the worker's watcher polled after the head or the
+ * mode moved (poll_interval << max_hold): see `fresh`.
  *
- * Re-injected past bugs (compile with -DBUG1 or -DBUG8; each must give a counterexample):
- *   BUG1  "left" markers carry a TTL (max_hold + 60 s, as the old per-ticket keys did), so
- *         one expires while a pause freezes the queue and the ticket is decided again.
- *   BUG8  the watcher wakes granted waiters only while the scope runs: a request granted
- *         just before a repause sleeps until max_hold and is then forwarded, although
- *         on_timeout = "reject" and the scope is paused.
- * Scenario switches (findings in the real code, see model/README.md):
- *   LOCKDEATH  W1 may also die while it holds the scope lock, inside step().
- *   STALL a worker may stall for GRACE between incr(seq) and safe_add(w|t), so the
- *         advancer passes its unwritten ticket over as dead while it is still there.
+ * Re-injected past bugs (each must give a counterexample):
+ *   BUG1  "left" markers carry a TTL, so one expires while a pause freezes the queue and
+ *         the ticket is decided again (P1).
+ *   BUG8  the watcher wakes granted waiters only while the scope runs (P6).
+ *   BUG_HELDLEAK  the old accounting: admit() does incr(held), hold() then incr(seq), and
+ *         the claim winner decrements held; W1 may die in between (P4: held = undecided).
+ * Switches: NOR0/NOR1/NOR2 (leave a request out), KILL (W1 may die), STALL (R2 may stall
+ * GRACE before writing its ticket: it is passed over as dead and queues again), ABORT=r
+ * (one client abort), KILLCO=r (the coroutine of r is killed while it sleeps: log runs
+ * abandon()), NORETRY (a gateway failure does not send the request to the retry lane),
+ * READY (the ready probe gates the release after resume), MAXHELD=n, CTL=1..5, COARSE
+ * (see advance), NOFAIL (every upstream answers), DEADEXP (only leases of dead holders
+ * expire).
  *
- * on_timeout is "reject" throughout; release_window = 2.
+ * on_timeout = "reject" throughout; release_window = 2.
  */
 
 #define NR    3      /* held requests: R0, R1 in worker W0, R2 in worker W1 */
 #define NW    2      /* workers that hold requests */
-#define CW    2      /* the worker that serves the control API */
-#define MAXT  5      /* ticket numbers 1..MAXT */
+#define CW    2      /* the worker that serves the control API (and the Checker's request) */
+#define MAXT  4      /* ticket numbers 1..MAXT per lane */
 #define MAXL  5      /* lease numbers 1..MAXL */
 #define RW    2      /* release_window */
-#define SLOTS 4      /* a worker's waiter list (waiters.ts LocalQueue) */
+#ifndef MAXHELD
+#define MAXHELD 9
+#endif
+#ifndef CTL
+#define CTL 5
+#endif
 
 #define WORKER(r) ((r) == 2 -> 1 : 0)
+#define MAIN  0
+#define RETRY 1
+#define IX(l, t) ((l) * (MAXT + 1) + (t))
 
 /* modes (mode.ts) */
 #define RUNNING  0
@@ -70,10 +86,9 @@
 #define ISGRANT(c) ((c) >= 3)
 #define LEASEOF(c) ((c) - 3)
 
-/* lease l|g: absent, outstanding (expiry time >= 0), being settled (after incr(-SETTLE)) */
+/* lease l|g: absent or outstanding */
 #define L_NONE 0
 #define L_OUT  1
-#define L_SETTLING 2
 #define OUTSTANDING ((lease[1] != 0) + (lease[2] != 0) + (lease[3] != 0) + (lease[4] != 0) + (lease[5] != 0))
 
 /* how a lease ends */
@@ -81,7 +96,7 @@
 #define FAILURE 1
 #define UNUSED  2
 
-/* a request's semaphore (ngx.semaphore): not waiting, waiting, woken by post/timeout */
+/* a request's semaphore: not waiting, waiting, woken by post / by its timeout */
 #define S_IDLE    0
 #define S_WAIT    1
 #define S_POSTED  2
@@ -98,246 +113,303 @@
 #define O_ABORTED 1
 #define O_MAINT   2
 
+/* what decide() does with the ticket after the head (step A) */
+#define A_STOP  0      /* not decidable now: the lane stops here */
+#define A_MOVE  1      /* claimed already: only the head moves */
+#define A_DEAD  2      /* passOverDead() */
+#define A_GRANT 3      /* grant() */
+
 /* ---- the state zone ---- */
 byte mode = PAUSED;          /* the scope was paused before the first request came */
-byte seq, head, stop, used, leaseSeq, leaseOldest;
+byte seq[2], head[2];
+byte stop, used, leaseSeq, leaseOldest;
 byte window = 1;
-short held;
+byte decided;                /* `decided`: claims won, both lanes */
+#ifdef BUG_HELDLEAK
+short held;                  /* the old `held` counter */
+#define HELDNOW held
+#define COUNT_DECIDED held--
+#else
+#define HELDNOW (seq[0] + seq[1] - decided)     /* release.heldNow() */
+#define COUNT_DECIDED decided++
+#endif
 bool boff;                   /* now < backoffUntil */
+bool rgate;                  /* now < readyUntil (the ready probe has not answered) */
 bool lock;                   /* the scope lock (add with LOCK_TTL) */
 byte lockOwner;
-bool dirty;                  /* `dirty`: the holder runs step() again when it was bumped (see advance) */
+bool dirty;                  /* `dirty` was bumped since the lock holder read it */
 
 /* ---- the queue zone ---- */
-bool wkey[MAXT + 1];         /* w|t, the ticket's deadline */
-byte claim[MAXT + 1];        /* c|t */
+bool wkey[2 * (MAXT + 1)];   /* w|t, the ticket's deadline */
+byte claim[2 * (MAXT + 1)];  /* c|t */
 byte lease[MAXL + 1];        /* l|g */
 bool lexp[MAXL + 1];         /* l|g's expiry time has passed */
 
 /* ---- per worker (module state of the Lua VM) ---- */
 bool alive[3] = true;
-byte cpu[NW];                /* the coroutine that runs in the worker: 0 none, r + 1, or WATCHER */
+byte cpu[3];                 /* the coroutine that runs in the worker: 0 none, r + 1, WATCHER, CTLR */
 #define WATCHER 9
-byte wl[NW * SLOTS];         /* the waiter list: request + 1, 0 = undefined */
-byte wfirst[NW] = 1;
-byte wlast[NW];
+#define CTLR 8
 byte waiting[NW];            /* watch.waiting */
 bool fresh[NW];              /* the watcher polled since the head or the mode last moved */
-bool kick;                   /* advance() was called: a step() is due */
-byte useen[3];               /* release.ts `unwritten`: the ticket first seen issued but unwritten */
-bool ugrace[3];              /* ... and GRACE has passed since */
+byte useen[6];               /* release.ts `unwritten`, per worker and lane: ticket first seen unwritten */
+bool ugrace[6];              /* ... and GRACE has passed since */
+#define UIX(w, l) ((w) * 2 + (l))
 
 /* ---- per request ---- */
 byte dl[NR];                 /* 0: before its deadline, 1: past it, 2: past deadline + GRACE */
 byte sem[NR];
 bool aborted[NR];
 bool rdone[NR];              /* waiter.done */
+byte rlane[NR];
 byte rticket[NR];
 byte rstate[NR];
+bool atwrite[NR];            /* between incr(seq) and safe_add(w|t) (STALL) */
 
 /* ---- bookkeeping for the properties (not in the real code) ---- */
-byte issuer[MAXT + 1];       /* request + 1 that took ticket t */
-byte won[MAXT + 1];          /* successful adds on c|t */
+byte issuer[2 * (MAXT + 1)]; /* request + 1 that took ticket t */
+byte won[2 * (MAXT + 1)];    /* successful adds on c|t */
 byte holder[MAXL + 1];       /* request + 1 that was granted lease g */
-bool grantedLate[NR];        /* its grant came after its deadline had passed */
 bool ctlDone;
-byte stalls;
+bit stalls, killedco;
 
-#define CLOCK_OK ((!lock || !alive[lockOwner]) && (cpu[0] == 0 || !alive[0]) && (cpu[1] == 0 || !alive[1]))
+#define WRITING(ix) (issuer[ix] != 0 && alive[WORKER(issuer[ix] - 1)] && atwrite[issuer[ix] - 1])
+#ifdef DEADEXP
+#define EXPIRES(g) (holder[g] == 0 || !alive[WORKER(holder[g] - 1)])   /* only dead holders' leases expire */
+#else
+#define EXPIRES(g) true
+#endif
+#define CLOCK_OK ((!lock || !alive[lockOwner]) && (cpu[0] == 0 || !alive[0]) && (cpu[1] == 0 || !alive[1]) && cpu[2] == 0)
 #define GATE(r) (fresh[WORKER(r)] || !alive[WORKER(r)] || waiting[WORKER(r)] == 0)
+#define UNFRESH  fresh[0] = false; fresh[1] = false
+#define TICK     fresh[0] = false; fresh[1] = false
 
 /* ---------------------------------------------------------------------------------- */
 
-/* settleLease(): incr(l|g, -SETTLE) decides the one settler; its delete, the used
- * decrement and the window/back-off update follow in the same step (see "Granularity"). */
+/* settleLease(): the incr(-SETTLE) that finds the lease outstanding is the one settler;
+ * its delete, the used decrement and the window/back-off update are merged with it. */
 inline settle_lease(g, endk, res) {
-  atomic {
-    if
-    :: lease[g] == L_OUT ->
-       lease[g] = L_NONE; lexp[g] = false; holder[g] = 0;
-       used--;
-       if
-       :: endk == FAILURE -> boff = true; window = 1
-       :: endk == SUCCESS && window < RW -> window = (window * 2 > RW -> RW : window * 2)
-       :: else
-       fi;
-       res = true
-    :: else -> res = false
-    fi
-  }
+  if
+  :: lease[g] == L_OUT ->
+     lease[g] = L_NONE; lexp[g] = false; holder[g] = 0;
+     assert(used > 0); used--;
+     if
+     :: endk == FAILURE -> boff = true; window = 1            /* noteFailure() */
+     :: endk == SUCCESS && window < RW -> window = RW           /* doubles: 1 -> 2 */
+     :: else
+     fi;
+     res = true
+  :: else -> res = false
+  fi
 }
 
-/* windowHasRoom() with reclaimExpired(): leases are granted in order and expire in order.
- * Part of step A below. */
+/* reclaimExpired(): leases are granted in order and all last release_lease. */
+inline reclaim_expired() {
+  o = leaseOldest;
+  do
+  :: o < leaseSeq ->
+     if
+     :: lease[o + 1] == L_OUT && !lexp[o + 1] -> break                   /* v > now */
+     :: lease[o + 1] == L_OUT && lexp[o + 1] -> settle_lease(o + 1, SUCCESS, res)
+     :: else
+     fi;
+     o++
+  :: else -> break
+  od;
+  leaseOldest = o; o = 0; res = false
+}
+
 inline window_has_room(room) {
   if
-  :: boff -> room = false                        /* now < backoffUntil */
+  :: boff || rgate -> room = false               /* now < backoffUntil or readyUntil */
   :: else ->
-     win = window;
+     room = (used < window);
      if
-     :: used < win -> room = true
-     :: else ->
-        o = leaseOldest;
-        do
-        :: o < leaseSeq ->
-           if
-           :: lease[o + 1] == L_OUT && !lexp[o + 1] -> break       /* v > now */
-           :: lease[o + 1] == L_OUT && lexp[o + 1] ->
-              lease[o + 1] = L_NONE; lexp[o + 1] = false; holder[o + 1] = 0; used--;   /* settleLease(success) */
-              if
-              :: window < RW -> window = (window * 2 > RW -> RW : window * 2)
-              :: else
-              fi
-           :: else
-           fi;
-           o++
-        :: else -> break
-        od;
-        leaseOldest = o;
-        room = (used < win)
+     :: !room -> reclaim_expired(); room = (used < window)
+     :: else
      fi
-  fi;
-  o = 0; win = 0
+  fi
 }
 
-#define UNFRESH  fresh[0] = false; fresh[1] = false
-#define TICK     fresh[0] = false; fresh[1] = false; kick = true
-
 /*
- * step(), decide(), grant(), passOverDead(): the caller holds the scope lock. Each ticket
- * takes two steps: A, everything up to the add on its claim c|t (windowHasRoom(), get(w|t),
- * the deadline check, the lease's creation), and B, the add on c|t with what follows it.
- * A request's own ops (writing w|t, its "L" add) interleave between them and between tickets.
+ * step() with drainLane(), decide(), grant() and passOverDead(); the caller holds the lock.
+ * STEP_READ (merged with the lock's add: keys that only the lock holder writes, and both
+ * lanes' seq) reads the mode, reclaims expired leases and starts with the retry lane.
+ * Then two steps per ticket: A (q.get(w|t), q.get(c|t), the deadline and window checks,
+ * grant()'s modeOf() and the lease's creation) and B (the add on c|t with its decided
+ * incr, q.delete(w|t), the head's safe_set). The request's own add ("L") interleaves
+ * between A and B. STEP_END (merged with the lock's delete) ends a drained backlog.
  */
-inline step() {
-  atomic {                                       /* modeOf(); st.get(seq); head, stop */
-    m = mode; s = seq; h = head; hstart = h; st = stop;
-    act = (STOPPED(m) || h >= s -> 0 : 1)
-  }
+#define STEP_READ \
+  m = mode; fin = true; \
+  if :: !STOPPED(m) && used > 0 -> reclaim_expired() :: else fi; \
+  ln = RETRY; s = seq[RETRY]; h = head[RETRY]; sm = seq[MAIN]; \
+  if :: h >= s -> ln = MAIN; s = sm; h = head[MAIN] :: else fi
+
+/* The head passed a ticket: a worker's `unwritten` record of it can never match again
+ * (it is only compared with head + 1), so it is cleared to keep states apart less. */
+#define UCLEAR(ln) \
+  if :: useen[UIX(0, ln)] != 0 && useen[UIX(0, ln)] <= h -> useen[UIX(0, ln)] = 0; ugrace[UIX(0, ln)] = false :: else fi; \
+  if :: useen[UIX(1, ln)] != 0 && useen[UIX(1, ln)] <= h -> useen[UIX(1, ln)] = 0; ugrace[UIX(1, ln)] = false :: else fi; \
+  if :: useen[UIX(2, ln)] != 0 && useen[UIX(2, ln)] <= h -> useen[UIX(2, ln)] = 0; ugrace[UIX(2, ln)] = false :: else fi
+
+#define NEXT_LANE UCLEAR(ln); if :: h >= s && ln == RETRY -> ln = MAIN; s = sm; h = head[MAIN] :: else fi
+
+#define STEP_END \
+  if :: m == DRAINING && fin -> mode = RUNNING; UNFRESH :: else fi; \
+  m = 0; s = 0; sm = 0; h = 0; ln = 0
+
+inline step_body() {
   do
-  :: act == 0 -> break
-  :: act != 0 ->
+  :: STOPPED(m) || h >= s -> break
+  :: else ->
      atomic {                                    /* A */
-       k = h + 1;
-       paced = (k <= st);
-       room = true;
+       k = IX(ln, h + 1);
+       paced = (ln == RETRY || h + 1 <= stop);
+       g = 0;
        if
-       :: paced -> window_has_room(room)
-       :: else
-       fi;
-       if
-       :: !room -> act = 0
+       :: claim[k] != NONE ->
+          /* "L": passed over at once, whatever the window says; a grant or "D" written by
+           * an advancer that died before it moved the head stands */
+          if :: claim[k] == LEFT -> claim[k] = NONE :: else fi;
+          act = A_MOVE
        :: else ->
           if
-          :: !wkey[k] ->                         /* q.get(w|t): nil */
+          :: !wkey[k] ->                         /* issued, not yet written */
              if
-             :: claim[k] != NONE ->              /* q.get(c|t): it could not write w|t and left */
-                claim[k] = NONE;                 /* q.delete(c|t) */
-                h++; act = (h < s -> 1 : 0)
-             :: else ->                          /* issued, not yet written */
-                if
-                :: useen[me] != k -> useen[me] = k; ugrace[me] = false; act = 0
-                :: else -> act = (ugrace[me] -> 2 : 0)    /* GRACE since first seen: dead */
-                fi
+             :: useen[UIX(me, ln)] != h + 1 -> useen[UIX(me, ln)] = h + 1; ugrace[UIX(me, ln)] = false; act = A_STOP
+             :: else -> act = (ugrace[UIX(me, ln)] -> A_DEAD : A_STOP)
              fi
           :: else ->
              if
-             :: dl[issuer[k] - 1] == 2 -> act = 2         /* deadline + GRACE < now: dead */
+             :: dl[issuer[k] - 1] == 2 -> act = A_DEAD           /* deadline + GRACE < now */
              :: else ->
-                act = 3; g = 0;
+                room = true;
+                if :: paced -> window_has_room(room) :: else fi;
                 if
-                :: paced ->                      /* incr(leaseSeq); safe_add(l|g); incr(used) */
-                   leaseSeq++; g = leaseSeq; assert(g <= MAXL);
-                   lease[g] = L_OUT; lexp[g] = false;
-                   used++;
-                   assert(OUTSTANDING <= RW && used <= RW)   /* P2: at most release_window leases */
-                :: else
+                :: !room || STOPPED(mode) -> act = A_STOP         /* grant() re-reads the mode */
+                :: else ->
+                   act = A_GRANT;
+                   if
+                   :: paced ->                   /* incr(leaseSeq); safe_add(l|g); incr(used) */
+                      leaseSeq++; g = leaseSeq; assert(g <= MAXL);
+                      lease[g] = L_OUT; lexp[g] = false; used++;
+                      assert(OUTSTANDING <= RW && used <= RW)   /* P2 */
+                   :: else
+                   fi
                 fi
              fi
           fi
+       fi;
+       room = false;
+       if
+       :: act == A_STOP -> fin = false; h = s    /* stop here (the main lane too, after the retry lane) */
+       :: act == A_MOVE -> wkey[k] = false; h++; head[ln] = h; UNFRESH; NEXT_LANE
+       :: else
        fi
      }
      if
-     :: act == 2 ->
-        atomic {                                 /* B, passOverDead(): q.safe_add(c|t, "D") */
+     :: act == A_DEAD || act == A_GRANT ->
+     atomic {                                    /* B */
+       if
+       :: act == A_DEAD ->                       /* passOverDead(): q.safe_add(c|t, "D") */
           if
-          :: claim[k] == NONE -> claim[k] = DEAD; won[k]++; assert(won[k] == 1); held--
+          :: claim[k] == NONE -> claim[k] = DEAD; won[k]++; assert(won[k] == 1); COUNT_DECIDED
           :: else -> claim[k] = NONE             /* it left after all */
-          fi;
-          wkey[k] = false;                       /* q.delete(w|t) */
-          h++; act = (h < s -> 1 : 0)
-        }
-     :: act == 3 ->
-        atomic {                                 /* B, grant(): q.safe_add(c|t, lease) */
+          fi
+       :: act == A_GRANT ->                      /* grant(): q.safe_add(c|t, lease) */
           if
           :: claim[k] == NONE ->
-             claim[k] = GRANT(g);
-             won[k]++;
+             claim[k] = GRANT(g); won[k]++;
              assert(won[k] == 1);                /* P1: a ticket is decided once */
              assert(!STOPPED(mode));             /* P5a: no grant while paused/maintenance */
-             grantedLate[issuer[k] - 1] = (dl[issuer[k] - 1] >= 1);
              holder[g] = (g > 0 -> issuer[k] : 0);
-             held--                              /* the winner owns the decrement */
-          :: else ->                             /* it left before its turn ("L") */
-             if
-             :: g > 0 && lease[g] == L_OUT -> lease[g] = L_NONE; lexp[g] = false; used--   /* settleLease(unused) */
-             :: else
-             fi;
-             claim[k] = NONE                     /* pass it over */
-          fi;
-          wkey[k] = false;                       /* q.delete(w|t) */
-          g = 0;
-          h++; act = (h < s -> 1 : 0)
-        }
-     :: else
+             COUNT_DECIDED
+          :: else ->                             /* it left first ("L"): give the lease back, pass it over */
+             if :: g > 0 -> settle_lease(g, UNUSED, res); res = false :: else fi;
+             claim[k] = NONE
+          fi
+       :: else
+       fi;
+       if
+       :: act == A_DEAD || act == A_GRANT ->     /* q.delete(w|t); head++; st.safe_set(head) */
+          wkey[k] = false; h++; head[ln] = h; UNFRESH; NEXT_LANE
+       :: else
+       fi;
+       k = 0; g = 0; act = 0
+     }
+     :: else -> k = 0; act = 0
      fi
-  od;
-  atomic {
-    if
-    :: h != hstart -> head = h; UNFRESH          /* st.safe_set(head) */
-    :: else
-    fi;
-    if
-    :: m == DRAINING && h >= s -> mode = RUNNING; UNFRESH   /* writeMode(draining, running) */
-    :: else
-    fi;
-    lock = false;                                /* st.delete(lock) */
-    m = 0; s = 0; h = 0; hstart = 0; st = 0; k = 0; paced = false; room = false; act = 0
-  }
+  od
 }
 
-/* advance(): st.incr(dirty); tryLock() (a non-blocking safe_add); the holder runs step()
- * again while `dirty` was bumped meanwhile. Its guarantee -- after any call, a whole step()
- * starts after the call -- is checked on its own in model/advance.pml; here a call sets
- * `kick` and proctype Advancer runs step() after it. */
+/* advance(): st.incr(dirty); while tryLock() { seen = get(dirty); step(); delete(lock);
+ * stop unless get(dirty) moved }. A failed tryLock leaves the bump to the holder. */
+#ifdef COARSE
+/* (COARSE: one turn of a request's wait loop, and one watcher poll, are one step too.) */
+#define C_BEGIN atomic {
+#define C_END }
+#else
+#define C_BEGIN
+#define C_END
+#endif
+#ifdef COARSE
+/* COARSE (the two-request configurations): a whole advance() is one step. The lock and the
+ * `dirty` re-run, and the races inside step(), are checked by the other configurations. */
 inline advance() {
-  kick = true
+  atomic {
+    if
+    :: !lock -> dirty = false; STEP_READ; step_body(); STEP_END
+    :: else -> dirty = true                      /* only a dead holder's lock, until its TTL */
+    fi
+  }
 }
+#else
+inline advance() {
+  atomic {
+    if
+    :: !lock -> lock = true; lockOwner = me; dirty = false; go = true; STEP_READ
+    :: else -> dirty = true; go = false
+    fi
+  }
+  do
+  :: go ->
+     step_body();
+     atomic {
+       STEP_END;
+       if
+       :: !dirty -> lock = false; go = false
+       :: else -> dirty = false; STEP_READ       /* bumped meanwhile: run again */
+       fi
+     }
+  :: else -> break
+  od
+}
+#endif
 
 inline return_lease(g, endk) {
   if
   :: g > 0 ->
-     settle_lease(g, endk, res);
-     if
-     :: res -> advance()
-     :: else
-     fi
+     atomic { settle_lease(g, endk, res) }
+     if :: res -> res = false; advance() :: else fi
   :: else
   fi
 }
 
 /* waiters.done() and leave(): c = the claim that beat "L" (NONE when "L" won) */
-inline leave(t, c) {
+#define DONE if :: !rdone[r] -> rdone[r] = true; waiting[me]-- :: else fi
+
+inline leave(ix, c) {
   atomic {                                       /* q.safe_add(c|t, "L") */
-    rdone[r] = true; waiting[me]--;              /* waiters.done(): worker-local */
+    DONE;
     if
-    :: claim[t] == NONE ->
-       claim[t] = LEFT; won[t]++; assert(won[t] == 1); res = true;
-       held--                                    /* the winner owns the decrement */
+    :: claim[ix] == NONE ->
+       claim[ix] = LEFT; won[ix]++; assert(won[ix] == 1); res = true;
+       COUNT_DECIDED
     :: else ->
        res = false;
-       c = claim[t];                             /* q.get(c|t) ... */
-       claim[t] = NONE                           /* ... q.delete(c|t): no one else touches it now */
+       c = claim[ix];                            /* q.get(c|t) ... */
+       claim[ix] = NONE                          /* ... q.delete(c|t) */
     fi
   }
   if
@@ -350,66 +422,86 @@ inline leave(t, c) {
 
 proctype Request(byte r) {
   byte me = WORKER(r);
-  byte t, c, g, e, outcome, m, woke;
-  bool ok, res;
+  byte l, t, ix, c, g, e, outcome, woke;
+  bool ok, late, over, res, go, fin, paced, room, asleep;
+  byte m, s, sm, h, k, act, o, ln;
   {
     atomic {                                     /* access(): state.settle(), the mode */
       cpu[me] == 0 -> cpu[me] = r + 1;
       if
       :: mode == RUNNING || mode == MAINT ->     /* forwarded at once, or answered 503 */
          rstate[r] = R_FINISHED; cpu[me] = 0
-      :: else ->
-         held++;                                 /* admit(): st.incr(held, 1) (max_held not modelled) */
-         rstate[r] = R_HOLDING
+      :: else -> rstate[r] = R_HOLDING; rdone[r] = true   /* waiters.newWaiter(): done */
       fi
     }
+    if :: rstate[r] == R_FINISHED -> goto finish :: else fi;
+    l = MAIN;
+admit:
+    C_BEGIN
+    /* admit(lane): t = incr(seq); over max_held: leave at once */
+#ifdef BUG_HELDLEAK
+    atomic { held++; over = (held > MAXHELD); if :: over -> held-- :: else fi }   /* the old admit() */
+    if :: over -> goto answered :: else fi;
+requeue:
+#endif
     if
-    :: rstate[r] == R_FINISHED -> goto finish
-    :: else
-    fi;
-again:
-#ifndef STALL
-    if
-    :: r != 2 ->                                 /* W0 never dies or stalls: one step */
-       atomic {                                  /* incr(seq); safe_add(w|t); track(); advance() */
-         seq++; t = seq; assert(t <= MAXT); issuer[t] = r + 1; rticket[r] = t;
-         wkey[t] = true; rdone[r] = false; waiting[me]++; wlast[me]++;
-         assert(wlast[me] < SLOTS); wl[me * SLOTS + wlast[me]] = r + 1;
-         kick = true
+    :: me == 0 && l == MAIN ->                   /* W0 never dies or stalls: one step to the write */
+       atomic {
+         seq[l]++; t = seq[l]; assert(t <= MAXT); ix = IX(l, t); issuer[ix] = r + 1;
+         rticket[r] = t; rlane[r] = l;
+         over = (HELDNOW > MAXHELD);
+         if :: !over -> wkey[ix] = true; rdone[r] = false; waiting[me]++ :: else fi
        }
     :: else ->
-#endif
-       atomic { seq++; t = seq; assert(t <= MAXT); issuer[t] = r + 1; rticket[r] = t }  /* incr(seq) */
-       atomic {                                  /* q.safe_add(w|t, deadline); waiters.track(); advance() */
-         wkey[t] = true;
-         rdone[r] = false;
-         waiting[me]++;
-         wlast[me]++;
-         assert(wlast[me] < SLOTS);
-         wl[me * SLOTS + wlast[me]] = r + 1;
-         kick = true
+       atomic {                                  /* incr(seq) */
+         seq[l]++; t = seq[l]; assert(t <= MAXT); ix = IX(l, t); issuer[ix] = r + 1;
+         rticket[r] = t; rlane[r] = l; atwrite[r] = true;
+         over = (HELDNOW > MAXHELD)
        }
-#ifndef STALL
+       if
+       :: over -> atwrite[r] = false
+       :: else ->
+          atomic {                               /* safe_add(w|t); track() (STALL: possibly GRACE later) */
+            atwrite[r] = false; wkey[ix] = true; rdone[r] = false; waiting[me]++
+          }
+       fi
     fi;
+#ifdef BUG_HELDLEAK
+    over = false;
 #endif
+    if
+    :: over ->                                   /* admit(): leave the ticket at once, answer "full" */
+       leave(ix, c); assert(c == NONE); goto answered
+    :: else
+    fi;
+    advance();
+    C_END
     outcome = O_TIMEOUT;
     woke = S_IDLE;
+    asleep = false;
     do
-    :: atomic {
-         c = claim[t];                           /* q.get(c|t) */
+    :: C_BEGIN
+       atomic {
+         (!asleep || (cpu[me] == 0 && sem[r] >= S_POSTED)) ->
+         if                                      /* resumed: posted or timed out (worker-local) */
+         :: asleep -> asleep = false; cpu[me] = r + 1; woke = sem[r]; sem[r] = S_IDLE
+         :: else
+         fi;
+         c = claim[ix];                          /* q.get(c|t) */
          if
          :: ISGRANT(c) ->
-            /* P5b: a request woken by its deadline while the scope is stopped again is
-             * not forwarded, unless its grant came after that deadline (they crossed). */
-            assert(!(woke == S_TIMEOUT && STOPPED(mode) && !grantedLate[r]));
-            claim[t] = NONE;                     /* q.delete(c|t) */
-            rdone[r] = true; waiting[me]--;      /* waiters.done() */
-            g = LEASEOF(c); c = 0; ok = true
+            claim[ix] = NONE;                    /* q.delete(c|t) */
+            DONE;                                /* waiters.done() */
+            g = LEASEOF(c); c = NONE; ok = true;
+            late = (dl[r] >= 1 && STOPPED(mode)); /* refusedAsLate(): found at its deadline */
+            /* P5b: a request woken by its deadline is never forwarded while the scope is stopped */
+            assert(late || !(woke == S_TIMEOUT && STOPPED(mode)))
          :: else
          fi
        }
        if
-       :: ok -> ok = false; goto released
+       :: ok && !late -> ok = false; goto released
+       :: ok && late -> ok = false; late = false; return_lease(g, UNUSED); goto answered
        :: c == DEAD -> break
        :: else
        fi;
@@ -418,70 +510,98 @@ again:
          :: aborted[r] -> outcome = O_ABORTED; ok = true
          :: else ->
             if
-            :: mode == MAINT -> outcome = O_MAINT; ok = true     /* modeOf() */
-            :: else -> ok = (dl[r] >= 1)                         /* remaining <= 0 */
+            :: mode == MAINT -> outcome = O_MAINT; ok = true
+            :: else -> ok = (dl[r] >= 1)         /* remaining <= 0 */
             fi
          fi;
          if
-         :: !ok ->                               /* w.sema.wait(remaining): yields */
-            sem[r] = S_WAIT; cpu[me] = 0
+         :: !ok -> sem[r] = S_WAIT; cpu[me] = 0; asleep = true   /* w.sema.wait(remaining): yields */
          :: else
          fi
        }
        if
        :: ok -> ok = false; break
        :: else
-       fi;
-       atomic {                                  /* resumed: posted, timed out, or aborted */
-         cpu[me] == 0 && sem[r] >= S_POSTED -> cpu[me] = r + 1; woke = sem[r]; sem[r] = S_IDLE
-       }
+       fi
+       C_END
+#ifdef KILLCO
+    :: atomic { r == KILLCO && !killedco && asleep && cpu[me] == 0 && sem[r] == S_WAIT ->
+            killedco = true; cpu[me] = r + 1; sem[r] = S_IDLE; asleep = false }
+          /* the coroutine is killed (worker_shutdown_timeout); log runs abandon() */
+          leave(ix, c);
+          if :: ISGRANT(c) -> g = LEASEOF(c); c = NONE; return_lease(g, UNUSED) :: else fi;
+          goto answered
+#endif
     od;
-    leave(t, c);
+    C_BEGIN
+    leave(ix, c);
     if
     :: c == NONE -> goto answered                /* "left" */
     :: ISGRANT(c) ->                             /* granted just as it was leaving */
        atomic {
-         g = LEASEOF(c); c = 0;
-         m = mode                                /* modeOf() */
+         g = LEASEOF(c); c = NONE;
+         late = (dl[r] >= 1 && STOPPED(mode));   /* refusedAsLate() */
+         assert(late || outcome == O_ABORTED || !(woke == S_TIMEOUT && STOPPED(mode)))   /* P5b */
        }
        if
-       :: outcome == O_ABORTED || (outcome == O_TIMEOUT && STOPPED(m)) ->
-          m = 0;
-          return_lease(g, UNUSED);
-          goto answered
-       :: else -> m = 0; goto released
+       :: outcome == O_ABORTED || late -> late = false; return_lease(g, UNUSED); goto answered
+       :: else -> goto released
        fi
     :: else ->                                   /* "dead": passed over while still here */
-       c = 0;
+       c = NONE;
+       atomic {
+         wkey[ix] = false;                       /* q.delete(w|t): written after it was passed */
+         ok = (outcome == O_TIMEOUT && dl[r] == 0)
+       }
        if
-       :: outcome == O_TIMEOUT && dl[r] == 0 -> held++; goto again     /* queue again */
+#ifdef BUG_HELDLEAK
+       :: ok -> ok = false; held++; goto requeue /* the old fix-up: st.incr(held, 1) */
+#else
+       :: ok -> ok = false; goto admit           /* queue again: a new ticket, counted held */
+#endif
        :: else -> goto answered
        fi
     fi;
+    C_END
 released:
-    atomic { rstate[r] = R_FORWARD; cpu[me] = 0; woke = 0 }  /* proxied upstream: yields */
+    atomic { rstate[r] = R_FORWARD; cpu[me] = 0; woke = 0 }   /* proxied upstream: yields */
+    C_BEGIN
+    atomic {                                     /* header_filter, log or the retry location */
+      cpu[me] == 0 -> cpu[me] = r + 1;
+      if
+      :: e = SUCCESS
+#ifndef NOFAIL
+      :: e = FAILURE                             /* a gateway failure (502/503/504) */
+#endif
+      fi
+    }
+#ifndef NORETRY
     if
-    :: g > 0 ->
-       atomic { cpu[me] == 0 -> cpu[me] = r + 1 }  /* header_filter or log */
+    :: e == FAILURE && l == MAIN ->              /* gate.retry(): never sent, so sent again */
        if
-       :: e = SUCCESS                            /* the upstream answered */
-       :: e = FAILURE                            /* a gateway failure (502/503/504) */
+       :: g > 0 -> return_lease(g, FAILURE)
+       :: else -> atomic { boff = true; window = 1 }   /* noteFailure() */
        fi;
-       return_lease(g, e);
-       cpu[me] = 0
+       g = 0; e = 0;
+       if
+       :: dl[r] == 0 -> rstate[r] = R_HOLDING; l = RETRY; goto admit
+       :: else -> goto answered                 /* its time is up: rejected */
+       fi
     :: else
     fi;
-    rstate[r] = R_FINISHED;
-    goto finish;
+#endif
+    return_lease(g, e);
+    C_END
+    goto answered;
 answered:
     atomic { rstate[r] = R_FINISHED; cpu[me] = 0 }
 finish:
-    atomic { t = 0; c = 0; g = 0; e = 0; outcome = 0; woke = 0; ok = false; res = false }
+    atomic { t = 0; ix = 0; c = 0; g = 0; e = 0; outcome = 0; woke = 0; ok = false; l = 0 }
   } unless { !alive[me] }
 }
 
-/* A client goes away while its request sleeps: ngx.on_abort's handler runs in the
- * request's worker, sets w.aborted and posts it (waiters.wake). One abort per run. */
+/* A client goes away while its request sleeps: the on_abort handler sets w.aborted and
+ * posts it. One abort per run. */
 active proctype Abort() {
 #ifdef ABORT
   if
@@ -494,118 +614,72 @@ active proctype Abort() {
 #endif
 }
 
+/* waiters.ts pumpScope(): tickets of one lane are listed in ticket order, so walking the
+ * list up to the first ticket after the head posts exactly the waiters at or before it. */
+#define POST(rr) if :: WORKER(rr) == w && !rdone[rr] && sem[rr] == S_WAIT && \
+                        (mode == MAINT || rticket[rr] <= head[rlane[rr]]) -> sem[rr] = S_POSTED :: else fi
+#define ASLEEP_PASSED(rr) (WORKER(rr) == w && sem[rr] == S_WAIT && !rdone[rr] && rticket[rr] <= head[rlane[rr]])
+
 proctype Watcher(byte w) {
   byte me = w;
-  byte h, i, rr;
+  byte l, m, s, sm, h, k, act, o, g, ln;
+  bool res, go, fin, paced, room;
   {
 end:
     do
-    :: atomic { waiting[w] > 0 && cpu[w] == 0 && !fresh[w] -> cpu[w] = WATCHER }   /* a poll */
-       /* watch.advance(): the poll that follows a passing of time kicks the advancer; every
-        * other change is followed by its maker's own advance() */
-       atomic {                                  /* maintenance: wake every waiter */
-         if
-         :: mode == MAINT ->
-            i = wfirst[w];
-            do
-            :: i <= wlast[w] ->
-               rr = wl[w * SLOTS + i];
-               if
-               :: rr != 0 && !rdone[rr - 1] && sem[rr - 1] == S_WAIT -> sem[rr - 1] = S_POSTED
-               :: else
-               fi;
-               i++
-            :: else -> break
-            od
-         :: else
-         fi
-       }
-       atomic {                                  /* wake the waiters the head has passed */
-         h = head;
+    :: C_BEGIN
+       atomic { waiting[w] > 0 && cpu[w] == 0 && !fresh[w] -> cpu[w] = WATCHER }   /* a poll */
+       advance();                                /* watch.advance(keys) */
+       atomic {
 #ifdef BUG8
-         if
-         :: mode == PAUSED -> goto polled        /* the old watcher: only while the scope runs */
-         :: else
-         fi;
+         if :: mode == PAUSED -> goto polled :: else fi   /* the old watcher: only while running */
 #endif
-         do
-         :: wfirst[w] <= wlast[w] ->
-            rr = wl[w * SLOTS + wfirst[w]];
-            if
-            :: rr != 0 && !rdone[rr - 1] ->
-               if
-               :: rticket[rr - 1] > h -> break
-               :: else ->
-                  if
-                  :: sem[rr - 1] == S_WAIT -> sem[rr - 1] = S_POSTED
-                  :: else
-                  fi
-               fi
-            :: else
-            fi;
-            wl[w * SLOTS + wfirst[w]] = 0;
-            wfirst[w]++
-         :: else -> break
-         od;
-         if
-         :: wfirst[w] > wlast[w] -> wfirst[w] = 1; wlast[w] = 0
-         :: else
-         fi;
+         POST(0); POST(1); POST(2);
+#ifdef BUG8
 polled:
+#endif
          /* P6: a poll leaves no waiter asleep whose ticket the head has passed */
-         assert(!(WORKER(0) == w && sem[0] == S_WAIT && !rdone[0] && rticket[0] <= h));
-         assert(!(WORKER(1) == w && sem[1] == S_WAIT && !rdone[1] && rticket[1] <= h));
-         assert(!(WORKER(2) == w && sem[2] == S_WAIT && !rdone[2] && rticket[2] <= h));
+         assert(!ASLEEP_PASSED(0) && !ASLEEP_PASSED(1) && !ASLEEP_PASSED(2));
          fresh[w] = true;
-         h = 0; i = 0; rr = 0;
          cpu[w] = 0                              /* sema:wait(poll_interval) */
        }
+       C_END
     :: ctlDone && rstate[0] == R_FINISHED && rstate[1] == R_FINISHED && rstate[2] == R_FINISHED -> break
     od
   } unless { !alive[w] }
 }
 
-/* state.ts transition(): withScopeLock() waits for the lock, runs the change, unlocks and
- * advances. Under the lock nothing else runs step(), so a pause is one step. */
-/* Runs step() under the scope lock after every advance() call (see advance). */
-active proctype Advancer() {
-  byte me = CW;
-  byte t, g, o, m, s, h, hstart, st, win, k, act;
-  bool paced, room;
-end:
-  do
-  :: atomic { kick && !lock -> kick = false; lock = true; lockOwner = me }
-     step()
-  od
-}
-
-inline stop_scope(to) {                          /* stop(): writeMode(previous, to) */
+inline stop_scope(to) {                          /* withScopeLock(stop): writeMode(previous, to) */
   atomic { !lock -> mode = to; UNFRESH }
   advance()
 }
 
-inline resume_scope() {                          /* resume(): resumeLocked() */
+inline resume_scope() {                          /* withScopeLock(resumeLocked) */
   atomic {
-    !lock -> lock = true; lockOwner = me; m = mode;
+    !lock ->
     if
-    :: m == RUNNING || m == DRAINING -> skip
-    :: else ->                                   /* st.get(seq); stop, window, back-off */
-       s = seq; stop = s; window = 1; boff = false
-    fi
-  }
-  atomic {
-    if
-    :: m == PAUSED || m == MAINT -> mode = (head < s -> DRAINING : RUNNING); UNFRESH   /* writeMode() */
+    :: STOPPED(mode) ->
+       stop = seq[MAIN]; window = 1; boff = false;
+       if
+       :: head[MAIN] < seq[MAIN] || head[RETRY] < seq[RETRY] ->
+          mode = DRAINING;
+#ifdef READY
+          rgate = true;                          /* ready.startWaiting() */
+#endif
+          skip
+       :: else -> mode = RUNNING
+       fi;
+       UNFRESH
     :: else
-    fi;
-    lock = false; lockOwner = 0; m = 0; s = 0
+    fi
   }
   advance()
 }
 
 active proctype Controller() {
   byte me = CW;
-  byte m, s;
+  byte l, m, s, sm, h, k, act, o, g, ln;
+  bool res, go, fin, paced, room;
   (rticket[0] != 0 || rstate[0] == R_FINISHED) && (rticket[1] != 0 || rstate[1] == R_FINISHED);  /* R0, R1 came while paused */
   resume_scope();
 #if CTL == 1                                     /* resume, repause, resume */
@@ -625,7 +699,7 @@ active proctype Controller() {
   :: skip
   fi;
   if
-  :: mode != RUNNING && mode != DRAINING -> resume_scope()
+  :: STOPPED(mode) -> resume_scope()
   :: skip
   fi;
 #endif
@@ -633,19 +707,13 @@ active proctype Controller() {
 }
 
 active proctype Killer() {
-#ifndef KILL
-  skip
-#else
+#ifdef KILL
   if
-#ifdef LOCKDEATH
   :: alive[1] = false                            /* at any point, inside step() too */
-#else
-  /* not while it holds the scope lock, nor between admit()'s incr(held) and incr(seq)
-   * (both are findings: model/README.md) */
-  :: atomic { !(lock && lockOwner == 1) && !(rstate[2] == R_HOLDING && rticket[2] == 0) -> alive[1] = false }
-#endif
   :: skip
   fi
+#else
+  skip
 #endif
 }
 
@@ -653,92 +721,105 @@ active proctype Clock() {
 end:
   do
   /* deadlines: a sleeping request is woken by its semaphore's timeout */
-  :: atomic { CLOCK_OK && GATE(0) && rstate[0] == R_HOLDING && dl[0] == 0 ->
+  :: atomic { CLOCK_OK && GATE(0) && (rstate[0] == R_HOLDING || rstate[0] == R_FORWARD) && dl[0] == 0 ->
        dl[0] = 1; if :: sem[0] == S_WAIT -> sem[0] = S_TIMEOUT :: else fi }
-  :: atomic { CLOCK_OK && GATE(1) && rstate[1] == R_HOLDING && dl[1] == 0 ->
+  :: atomic { CLOCK_OK && GATE(1) && (rstate[1] == R_HOLDING || rstate[1] == R_FORWARD) && dl[1] == 0 ->
        dl[1] = 1; if :: sem[1] == S_WAIT -> sem[1] = S_TIMEOUT :: else fi }
-  :: atomic { CLOCK_OK && GATE(2) && rstate[2] == R_HOLDING && dl[2] == 0 ->
+  :: atomic { CLOCK_OK && GATE(2) && (rstate[2] == R_HOLDING || rstate[2] == R_FORWARD) && dl[2] == 0 ->
        dl[2] = 1; if :: sem[2] == S_WAIT -> sem[2] = S_TIMEOUT :: else fi }
   /* deadline + GRACE: W0 always leaves within GRACE of a deadline, W1 may not (or dies) */
-  :: atomic { CLOCK_OK && dl[2] == 1 -> dl[2] = 2; TICK }
+  :: atomic { CLOCK_OK && dl[2] == 1 && rstate[2] == R_HOLDING -> dl[2] = 2; TICK }
   /* leases expire release_lease after their grant */
-  :: atomic { CLOCK_OK && lease[1] == L_OUT && !lexp[1] -> lexp[1] = true; TICK }
-  :: atomic { CLOCK_OK && lease[2] == L_OUT && !lexp[2] -> lexp[2] = true; TICK }
-  :: atomic { CLOCK_OK && lease[3] == L_OUT && !lexp[3] -> lexp[3] = true; TICK }
-  :: atomic { CLOCK_OK && lease[4] == L_OUT && !lexp[4] -> lexp[4] = true; TICK }
-  :: atomic { CLOCK_OK && lease[5] == L_OUT && !lexp[5] -> lexp[5] = true; TICK }
+  :: atomic { CLOCK_OK && lease[1] == L_OUT && !lexp[1] && EXPIRES(1) -> lexp[1] = true; TICK }
+  :: atomic { CLOCK_OK && lease[2] == L_OUT && !lexp[2] && EXPIRES(2) -> lexp[2] = true; TICK }
+  :: atomic { CLOCK_OK && lease[3] == L_OUT && !lexp[3] && EXPIRES(3) -> lexp[3] = true; TICK }
+  :: atomic { CLOCK_OK && lease[4] == L_OUT && !lexp[4] && EXPIRES(4) -> lexp[4] = true; TICK }
+  :: atomic { CLOCK_OK && lease[5] == L_OUT && !lexp[5] && EXPIRES(5) -> lexp[5] = true; TICK }
   :: atomic { CLOCK_OK && boff -> boff = false; TICK }
+  :: atomic { CLOCK_OK && rgate -> rgate = false; TICK }    /* the probe answers, or ready_timeout */
   /* the scope lock's TTL: only a dead holder leaves it set */
   :: atomic { lock && !alive[lockOwner] -> lock = false; TICK }
-  /* GRACE passes since an advancer first saw a ticket issued but unwritten, because its
-   * request's worker died between incr(seq) and safe_add(w|t) (STALL: or stalled there) */
-  :: atomic { CLOCK_OK && useen[0] != 0 && !ugrace[0] && !alive[WORKER(issuer[useen[0]] - 1)] -> ugrace[0] = true; TICK }
-  :: atomic { CLOCK_OK && useen[1] != 0 && !ugrace[1] && !alive[WORKER(issuer[useen[1]] - 1)] -> ugrace[1] = true; TICK }
-  :: atomic { CLOCK_OK && useen[2] != 0 && !ugrace[2] && !alive[WORKER(issuer[useen[2]] - 1)] -> ugrace[2] = true; TICK }
+  /* GRACE passes since an advancer first saw a ticket issued but unwritten, unless a live
+   * request is still between incr(seq) and safe_add(w|t) for it (it writes within GRACE;
+   * STALL: R2 may not, once) */
+  :: atomic { CLOCK_OK && useen[0] != 0 && !ugrace[0] && !WRITING(IX(0, useen[0])) -> ugrace[0] = true; TICK }
+  :: atomic { CLOCK_OK && useen[1] != 0 && !ugrace[1] && !WRITING(IX(1, useen[1])) -> ugrace[1] = true; TICK }
+  :: atomic { CLOCK_OK && useen[2] != 0 && !ugrace[2] && !WRITING(IX(0, useen[2])) -> ugrace[2] = true; TICK }
+  :: atomic { CLOCK_OK && useen[3] != 0 && !ugrace[3] && !WRITING(IX(1, useen[3])) -> ugrace[3] = true; TICK }
+  :: atomic { CLOCK_OK && useen[4] != 0 && !ugrace[4] && !WRITING(IX(0, useen[4])) -> ugrace[4] = true; TICK }
+  :: atomic { CLOCK_OK && useen[5] != 0 && !ugrace[5] && !WRITING(IX(1, useen[5])) -> ugrace[5] = true; TICK }
 #ifdef STALL
-  :: atomic { CLOCK_OK && useen[0] != 0 && !ugrace[0] && stalls == 0 && !wkey[useen[0]] -> ugrace[0] = true; stalls = 1; TICK }
-  :: atomic { CLOCK_OK && useen[1] != 0 && !ugrace[1] && stalls == 0 && !wkey[useen[1]] -> ugrace[1] = true; stalls = 1; TICK }
-  :: atomic { CLOCK_OK && useen[2] != 0 && !ugrace[2] && stalls == 0 && !wkey[useen[2]] -> ugrace[2] = true; stalls = 1; TICK }
+  :: atomic { (!lock || !alive[lockOwner]) && (cpu[0] == 0 || !alive[0]) && cpu[2] == 0 && alive[1] &&
+       atwrite[2] && stalls == 0 && useen[UIX(0, rlane[2])] == rticket[2] && !ugrace[UIX(0, rlane[2])] ->
+       ugrace[UIX(0, rlane[2])] = true; stalls = 1; TICK }
+  :: atomic { (!lock || !alive[lockOwner]) && (cpu[0] == 0 || !alive[0]) && cpu[2] == 0 && alive[1] &&
+       atwrite[2] && stalls == 0 && useen[UIX(2, rlane[2])] == rticket[2] && !ugrace[UIX(2, rlane[2])] ->
+       ugrace[UIX(2, rlane[2])] = true; stalls = 1; TICK }
 #endif
 #ifdef BUG1
-  /* the old per-ticket keys' TTL (max_hold + 60 s) runs out: the "L" marker is gone */
+  /* the old per-ticket keys' TTL runs out: the "L" marker is gone */
   :: atomic { claim[1] == LEFT && dl[issuer[1] - 1] >= 1 -> claim[1] = NONE }
   :: atomic { claim[2] == LEFT && dl[issuer[2] - 1] >= 1 -> claim[2] = NONE }
-  :: atomic { claim[3] == LEFT && dl[issuer[3] - 1] >= 1 -> claim[3] = NONE }
 #endif
   od
 }
 
 /* a request is finished, or vanished with its worker (and its deadline + GRACE is past) */
 #define QUIET(r) (rstate[r] == R_FINISHED || \
-                  (!alive[WORKER(r)] && (rstate[r] != R_HOLDING || dl[r] == 2)))
+                  (!alive[WORKER(r)] && (rstate[r] != R_HOLDING || dl[r] == 2 || rticket[r] == 0 || atwrite[r])))
+#define ALLEXPIRED ((lease[1] != L_OUT || lexp[1]) && (lease[2] != L_OUT || lexp[2]) && \
+                    (lease[3] != L_OUT || lexp[3]) && (lease[4] != L_OUT || lexp[4]) && (lease[5] != L_OUT || lexp[5]))
 
 /* At the quiescent end (every request finished or vanished, the controller done, time run
  * out), the next request or control call runs advance(); then the books must balance. */
 active proctype Checker() {
   byte me = CW;
-  byte t, g, o, win, undecided;
-  bool room;
-  atomic {
-    ctlDone && QUIET(0) && QUIET(1) && QUIET(2) && !boff && !lock &&
-    (lease[1] != L_OUT || lexp[1]) && (lease[2] != L_OUT || lexp[2]) &&
-    (lease[3] != L_OUT || lexp[3]) && (lease[4] != L_OUT || lexp[4]) &&
-    (lease[5] != L_OUT || lexp[5])
-  }
+  byte l, m, s, sm, h, k, act, o, g, ln, t, undecided;
+  bool res, go, fin, paced, room;
+  atomic { ctlDone && QUIET(0) && QUIET(1) && QUIET(2) && !boff && !rgate && !lock && ALLEXPIRED -> cpu[CW] = CTLR }
   advance();
-  !kick && !lock;
   /* a ticket issued but never written needs a second look, GRACE later */
-  (useen[CW] == 0 || ugrace[CW] || wkey[useen[CW]] || claim[useen[CW]] != NONE || useen[CW] <= head);
+  atomic { cpu[CW] = 0 }
+  (useen[4] == 0 || ugrace[4] || wkey[IX(0, useen[4])] || useen[4] <= head[0]) &&
+  (useen[5] == 0 || ugrace[5] || wkey[IX(1, useen[5])] || useen[5] <= head[1]) && !lock;
+  atomic { cpu[CW] = CTLR }
   advance();
-  !kick && !lock;
-  /* P4: held counts exactly the tickets no one has decided (0 unless the scope is stopped) */
-  undecided = 0;
-  t = head + 1;
-  do
-  :: t <= seq -> if :: claim[t] == NONE -> undecided++ :: else fi; t++
-  :: else -> break
-  od;
-  assert(held == undecided);
-  if
-  :: !STOPPED(mode) -> assert(head == seq && held == 0 && mode == RUNNING)
-  :: else
-  fi;
-  /* no ticket key outlives its decision */
-  t = 1;
-  do
-  :: t <= head -> assert(!wkey[t]); t++
-  :: else -> break
-  od;
-  /* P3: every lease comes back: by its holder, or (a dead holder's) on expiry when the
-   * window next needs room */
-  assert(used == OUTSTANDING);
-  g = 1;
-  do
-  :: g <= MAXL -> assert(lease[g] == L_NONE || !alive[WORKER(holder[g] - 1)]); g++
-  :: else -> break
-  od;
-  atomic { !lock -> window = 1; window_has_room(room) }   /* the next paced ticket wants room */
-  assert(used == 0 && OUTSTANDING == 0)
+  atomic {
+    /* P4: held (tickets issued - decided) counts exactly the tickets no one has decided,
+     * 0 unless the scope is stopped */
+    undecided = 0;
+    l = 0;
+    do
+    :: l < 2 ->
+       t = head[l] + 1;
+       do
+       :: t <= seq[l] -> if :: claim[IX(l, t)] == NONE -> undecided++ :: else fi; t++
+       :: else -> break
+       od;
+       l++
+    :: else -> break
+    od;
+    assert(HELDNOW == undecided);
+    if
+    :: !STOPPED(mode) -> assert(head[0] == seq[0] && head[1] == seq[1] && HELDNOW == 0 && mode == RUNNING)
+    :: else
+    fi;
+    /* no ticket key outlives its decision */
+    t = 1;
+    do
+    :: t <= head[0] -> assert(!wkey[IX(0, t)]); t++
+    :: else -> break
+    od;
+    t = 1;
+    do
+    :: t <= head[1] -> assert(!wkey[IX(1, t)]); t++
+    :: else -> break
+    od;
+    /* P3: every lease came back: step() reclaimed the expired ones of dead holders */
+    assert(used == OUTSTANDING);
+    assert(STOPPED(mode) || (used == 0 && OUTSTANDING == 0));
+    cpu[CW] = 0
+  }
 }
 
 init {
@@ -766,10 +847,7 @@ init {
  * a live request is given back. */
 #define ALLDONE ((rstate[0] == R_FINISHED || !alive[0]) && (rstate[1] == R_FINISHED || !alive[0]) && \
                  (rstate[2] == R_FINISHED || !alive[1]))
-#define LIVELEASES ((lease[1] == L_OUT && alive[holder[1] == 3]) + \
-                    (lease[2] == L_OUT && alive[holder[2] == 3]) + \
-                    (lease[3] == L_OUT && alive[holder[3] == 3]) + \
-                    (lease[4] == L_OUT && alive[holder[4] == 3]) + \
-                    (lease[5] == L_OUT && alive[holder[5] == 3]))
+#define LIVE(g) (lease[g] == L_OUT && holder[g] != 0 && alive[holder[g] == 3])   /* R2 is in W1 */
+#define LIVELEASES (LIVE(1) + LIVE(2) + LIVE(3) + LIVE(4) + LIVE(5))
 ltl leaves  { <> ALLDONE }
 ltl leases  { [] (LIVELEASES > 0 -> <> (LIVELEASES == 0)) }

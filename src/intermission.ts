@@ -9,7 +9,7 @@
 //   content_by_lua_block       { require("intermission").control() }   -- control API
 import * as config from "./intermission/config";
 import { settings } from "./intermission/settings";
-import { bindZones, zones, BUSY_KEY } from "./intermission/shm";
+import { bindZones, zones, BUSY_KEY, upgradeScopes } from "./intermission/shm";
 import * as gate from "./intermission/gate";
 import * as inflight from "./intermission/inflight";
 import { fleet, loadFleet } from "./intermission/fleetmode";
@@ -33,6 +33,7 @@ export function setup(options?: unknown): void {
   settings.ready = true;
   // Present from the start and never deleted: the hot path reads it as a number.
   zones.state.safe_add(BUSY_KEY, 0);
+  upgradeScopes();
   stateZone = zones.state;
   if (cfg.store === "redis") {
     fleet.sync!.node.id = nodeId();
@@ -63,6 +64,7 @@ export function init_worker(): void {
     return;
   }
   zones.state.safe_add(BUSY_KEY, 0);
+  upgradeScopes();
   stateZone = zones.state;
   inflight.init();
   if (settings.cfg.store === "redis" && fleet.sync !== undefined) fleet.sync.start();

@@ -88,7 +88,7 @@ local function describe(keys)
         scope = keys.scope,
         state = snap.mode == "draining" and "running" or snap.mode,
         draining = snap.mode == "draining",
-        held = num(zones.state, keys.held),
+        held = release.heldNow(keys),
         queued = release.queued(keys),
         release = release.progress(keys),
         waiting_ready = ready.waiting(keys),
@@ -160,7 +160,7 @@ end
 local function mutate(action, keys, p)
     local cfg = settings.cfg
     local reason = p.reason or ""
-    local heldBefore = num(zones.state, keys.held)
+    local heldBefore = release.heldNow(keys)
     local ttl = action == "pause" and (p.ttl or cfg.pause_ttl) or (action == "maintenance" and (p.ttl or 0) or 0)
     if action ~= "resume" then
         local made, scopeErr = ensureScope(keys, cfg.max_scopes)

@@ -50,7 +50,7 @@ function answer(r, rec, keys, why)
     local reason = why == "maintenance" and state.snapshot(keys).reason or ""
     return unavailable(why, settings.cfg.retry_after, reason)
 end
-function holdAndSettle(r, rec, keys, lane, w, requestId)
+function holdAndSettle(r, rec, keys, lane, ticket, w, requestId)
     rec.state = "holding"
     rec.waiter = w
     local started = ngx.now()
@@ -58,6 +58,7 @@ function holdAndSettle(r, rec, keys, lane, w, requestId)
     local outcome, lease = release.hold(
         keys,
         lane,
+        ticket,
         rec.deadline,
         w,
         "request_id=" .. requestId
@@ -253,7 +254,8 @@ local function holdRequest(r, keys)
             "intermission: client aborts not detected while held: " .. tostring(abortErr)
         )
     end
-    if not release.admit(keys) then
+    local ticket = release.admit(keys, keys.main)
+    if ticket == nil then
         counters.count(keys, "rejected")
         ngx.log(
             ngx.WARN,
@@ -268,6 +270,7 @@ local function holdRequest(r, keys)
         rec,
         keys,
         keys.main,
+        ticket,
         w,
         requestId
     )
@@ -387,7 +390,14 @@ function ____exports.retry()
             (rec.deadline - ngx.now()) * spread
         )
     end
-    if ngx.now() >= rec.deadline or not release.admit(keys) then
+    local ____temp_0
+    if ngx.now() < rec.deadline then
+        ____temp_0 = release.admit(keys, keys.retry)
+    else
+        ____temp_0 = nil
+    end
+    local ticket = ____temp_0
+    if ticket == nil then
         return refuseRetry(rec, keys, status)
     end
     counters.count(keys, "retried")
@@ -396,6 +406,7 @@ function ____exports.retry()
         rec,
         keys,
         keys.retry,
+        ticket,
         w,
         requestId
     ) then

@@ -1,8 +1,6 @@
 local ____exports = {}
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
-local zones = ____shm.zones
-local num = ____shm.num
 local state = require("intermission.state")
 local release = require("intermission.release")
 local counters = require("intermission.counters")
@@ -36,10 +34,7 @@ function ____exports.renderMetrics(scopes, current)
     end
     family("intermission_held", "gauge", "Requests held on this node now.")
     for ____, s in ipairs(scopes) do
-        lines[#lines + 1] = (("intermission_held{scope=\"" .. label(s)) .. "\"} ") .. tostring(num(
-            zones.state,
-            keysFor(s).held
-        ))
+        lines[#lines + 1] = (("intermission_held{scope=\"" .. label(s)) .. "\"} ") .. tostring(release.heldNow(keysFor(s)))
     end
     family("intermission_queued", "gauge", "Tickets waiting for their turn on this node.")
     for ____, s in ipairs(scopes) do

@@ -133,7 +133,7 @@ function grant(keys, lane, t, paced, deadline, now)
         math.max(deadline - now, 0) + CLAIM_SLACK
     )
     if won then
-        st:incr(keys.held, -1)
+        st:incr(keys.decided, 1)
         return true
     end
     if lease > 0 then
@@ -153,7 +153,7 @@ function passOverDead(keys, lane, t)
     local claimKey = lane.claimPrefix .. tostring(t)
     local ok, err = zones.queue:safe_add(claimKey, DEAD, CLAIM_SLACK)
     if ok or err ~= "exists" then
-        zones.state:incr(keys.held, -1)
+        zones.state:incr(keys.decided, 1)
     else
         zones.queue:delete(claimKey)
     end
@@ -363,7 +363,7 @@ local function leave(keys, lane, t)
                 (((("intermission: cannot record that ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. " left: ") .. tostring(err)
             )
         end
-        zones.state:incr(keys.held, -1)
+        zones.state:incr(keys.decided, 1)
         ____exports.advance(keys)
         return "left"
     end
@@ -379,30 +379,65 @@ function ____exports.abandon(w)
         ____exports.returnLease(w.keys, result, "unused")
     end
 end
---- Takes a place among the scope's held requests: false when max_held are held already.
-function ____exports.admit(keys)
+--- Requests held now: tickets issued and not yet decided. `decided` is read first, so a
+-- decision made while the tickets are read can only make this too high, never too low
+-- (every decided ticket was issued before it was decided): max_held is never exceeded.
+function ____exports.heldNow(keys)
     local st = zones.state
-    local heldNow = st:incr(keys.held, 1)
-    if heldNow == nil then
-        return false
-    end
-    if heldNow > settings.cfg.max_held then
-        st:incr(keys.held, -1)
-        return false
-    end
-    if heldNow > num(st, keys.lastQueue) and modeOf(keys) == "paused" then
-        st:safe_set(keys.lastQueue, heldNow)
-    end
-    return true
+    local decided = num(st, keys.decided)
+    return math.max(
+        0,
+        num(st, keys.main.seq) + num(st, keys.retry.seq) - decided
+    )
 end
---- Holds an admitted request (see admit) in a lane: "main" for a new request, "retry"
--- for a released one whose upstream connection failed. `label` names it in the log.
-function ____exports.hold(keys, lane, deadline, w, label)
+--- Takes a ticket in `lane`: from this incr on the request counts as held, and nothing is
+-- left to undo if its worker dies (an unwritten ticket is passed over as dead after the
+-- grace, which counts it decided). undefined: max_held were held already; the ticket is
+-- left at once, as any leave ("L").
+function ____exports.admit(keys, lane)
+    local st = zones.state
+    local t = st:incr(lane.seq, 1)
+    if t == nil then
+        return nil
+    end
+    local held = ____exports.heldNow(keys)
+    if held > settings.cfg.max_held then
+        local result = leave(keys, lane, t)
+        if type(result) == "number" then
+            ____exports.returnLease(keys, result, "unused")
+        end
+        return nil
+    end
+    if held > num(st, keys.lastQueue) and modeOf(keys) == "paused" then
+        st:safe_set(keys.lastQueue, held)
+    end
+    return t
+end
+--- A grant met at or after the request's deadline (found there, or while leaving) while
+-- the scope is stopped again, with on_timeout = "reject": its lease goes back unused and
+-- the request times out, as it would have had the grant come a moment later.
+local function refusedAsLate(keys, deadline)
+    if settings.cfg.on_timeout ~= "reject" then
+        return false
+    end
+    ngx.update_time()
+    if ngx.now() < deadline then
+        return false
+    end
+    local mode = modeOf(keys)
+    return mode == "paused" or mode == "maintenance"
+end
+--- Holds an admitted request (ticket t from admit) in a lane: "main" for a new request,
+-- "retry" for a released one whose upstream connection failed, until its ticket is
+-- granted, its deadline passes, its client goes away or the scope enters maintenance.
+-- Returns the outcome and, when released, the lease the caller returns once the response
+-- starts. `label` names it in the log.
+function ____exports.hold(keys, lane, ticket, deadline, w, label)
     local st = zones.state
     local q = zones.queue
+    local t = ticket
     while true do
         do
-            local t = st:incr(lane.seq, 1)
             local written = q:safe_add(
                 lane.ticketPrefix .. tostring(t),
                 deadline
@@ -430,9 +465,7 @@ function ____exports.hold(keys, lane, deadline, w, label)
                 if type(claim) == "number" then
                     q:delete(lane.claimPrefix .. tostring(t))
                     waiters.done(w)
-                    ngx.update_time()
-                    local mode = modeOf(keys)
-                    if ngx.now() >= deadline and (mode == "paused" or mode == "maintenance") and settings.cfg.on_timeout == "reject" then
+                    if refusedAsLate(keys, deadline) then
                         ____exports.returnLease(keys, claim, "unused")
                         return "timeout", 0
                     end
@@ -470,21 +503,23 @@ function ____exports.hold(keys, lane, deadline, w, label)
                 q:delete(lane.ticketPrefix .. tostring(t))
                 ngx.update_time()
                 if outcome == "timeout" and ngx.now() < deadline then
-                    st:incr(keys.held, 1)
-                    goto __continue75
+                    local next = st:incr(lane.seq, 1)
+                    if next == nil then
+                        return "error", 0
+                    end
+                    t = next
+                    goto __continue80
                 end
                 return outcome, 0
             end
             local lease = result
-            local mode = modeOf(keys)
-            local stopped = mode == "paused" or mode == "maintenance"
-            if outcome == "aborted" or outcome == "timeout" and stopped and settings.cfg.on_timeout == "reject" then
+            if outcome == "aborted" or refusedAsLate(keys, deadline) then
                 ____exports.returnLease(keys, lease, "unused")
                 return outcome, 0
             end
             return "released", lease
         end
-        ::__continue75::
+        ::__continue80::
     end
 end
 waiters.setAdvance(____exports.advance)

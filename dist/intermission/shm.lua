@@ -1,4 +1,15 @@
 local ____exports = {}
+function ____exports.knownScopes()
+    local out = {}
+    local prefixLength = #____exports.SCOPE_MARK_PREFIX
+    for ____, key in ipairs(____exports.zones.state:get_keys(0)) do
+        if string.sub(key, 1, prefixLength) == ____exports.SCOPE_MARK_PREFIX then
+            out[#out + 1] = string.sub(key, prefixLength + 1)
+        end
+    end
+    table.sort(out)
+    return out
+end
 --- Global key: how many scopes are not running (0: every scope runs). Created by setup(), never deleted.
 ____exports.BUSY_KEY = "busy"
 --- Global key: serialises fleet start-up bookkeeping (lock.ts).
@@ -53,7 +64,7 @@ local function makeKeys(scope)
             claimPrefix = p .. "rc|"
         },
         stop = p .. "stop",
-        held = p .. "held",
+        decided = p .. "decided",
         used = p .. "used",
         window = p .. "window",
         backoffUntil = p .. "boff",
@@ -96,7 +107,7 @@ local function numericKeys(keys)
         keys.retry.seq,
         keys.retry.head,
         keys.stop,
-        keys.held,
+        keys.decided,
         keys.used,
         keys.window,
         keys.backoffUntil,
@@ -142,15 +153,28 @@ function ____exports.ensureScope(keys, maxScopes)
     end
     return true, nil
 end
-function ____exports.knownScopes()
-    local out = {}
-    local prefixLength = #____exports.SCOPE_MARK_PREFIX
-    for ____, key in ipairs(____exports.zones.state:get_keys(0)) do
-        if string.sub(key, 1, prefixLength) == ____exports.SCOPE_MARK_PREFIX then
-            out[#out + 1] = string.sub(key, prefixLength + 1)
+--- Scopes made by an earlier version counted their held requests in `<scope>|held` and have
+-- no `decided`; the zones outlive a reload, so setup() gives them one: the tickets issued
+-- minus those held then. Without it incr(decided) would fail and every ticket ever issued
+-- would count as held (a full queue at the next pause).
+function ____exports.upgradeScopes()
+    local zone = ____exports.zones.state
+    for ____, scope in ipairs(____exports.knownScopes()) do
+        do
+            local keys = ____exports.keysFor(scope)
+            if (zone:get(keys.decided)) ~= nil then
+                goto __continue21
+            end
+            local heldThen = ____exports.num(zone, scope .. "|held")
+            zone:safe_add(
+                keys.decided,
+                math.max(
+                    0,
+                    ____exports.num(zone, keys.main.seq) + ____exports.num(zone, keys.retry.seq) - heldThen
+                )
+            )
         end
+        ::__continue21::
     end
-    table.sort(out)
-    return out
 end
 return ____exports

@@ -60,7 +60,7 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
     scope: keys.scope,
     state: snap.mode === "draining" ? "running" : snap.mode,
     draining: snap.mode === "draining",
-    held: num(zones.state, keys.held),
+    held: release.heldNow(keys),
     queued: release.queued(keys),
     release: release.progress(keys),
     waiting_ready: ready.waiting(keys),
@@ -115,7 +115,7 @@ function drain(seconds: number, version: number): LuaMultiReturn<[boolean, numbe
 function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: params.ControlParams): never {
   const cfg = settings.cfg;
   const reason = p.reason ?? "";
-  const heldBefore = num(zones.state, keys.held);
+  const heldBefore = release.heldNow(keys);
   // A pause expires after pause_ttl unless told otherwise; maintenance lasts until resumed.
   const ttl = action === "pause" ? (p.ttl ?? cfg.pause_ttl) : action === "maintenance" ? (p.ttl ?? 0) : 0;
   if (action !== "resume") {

@@ -115,26 +115,27 @@ function holdRequest(r: number, keys: ScopeKeys): void {
     ngx.log(ngx.INFO, `intermission: client aborts not detected while held: ${abortErr}`);
   }
 
-  if (!release.admit(keys)) {
+  const ticket = release.admit(keys, keys.main);
+  if (ticket === undefined) {
     counters.count(keys, "rejected");
     ngx.log(ngx.WARN, `intermission: queue full, rejected request_id=${requestId} scope=${keys.scope} max_held=${cfg.max_held}`);
     return answer(r, rec, keys, "full");
   }
   counters.count(keys, "held");
   rec.deadline = ngx.now() + maxHoldHere();
-  holdAndSettle(r, rec, keys, keys.main, w, requestId);
+  holdAndSettle(r, rec, keys, keys.main, ticket, w, requestId);
 }
 
 /**
- * Holds an admitted request in `lane` until rec.deadline, logs how it left, and turns the
- * outcome into what it does next (see settle); true: it goes upstream.
+ * Holds an admitted request (its ticket in `lane`) until rec.deadline, logs how it left,
+ * and turns the outcome into what it does next (see settle); true: it goes upstream.
  */
-function holdAndSettle(r: number, rec: Record, keys: ScopeKeys, lane: Lane, w: waiters.Waiter, requestId: string): boolean {
+function holdAndSettle(r: number, rec: Record, keys: ScopeKeys, lane: Lane, ticket: number, w: waiters.Waiter, requestId: string): boolean {
   rec.state = "holding";
   rec.waiter = w;
   const started = ngx.now();
   const laneNote = lane.name === "retry" ? " lane=retry" : "";
-  const [outcome, lease] = release.hold(keys, lane, rec.deadline, w, `request_id=${requestId}`);
+  const [outcome, lease] = release.hold(keys, lane, ticket, rec.deadline, w, `request_id=${requestId}`);
   rec.waiter = undefined;
   ngx.update_time();
   const waited = ngx.now() - started;
@@ -284,11 +285,12 @@ export function retry(): void {
   // scope's back-off: the queue keeps its order, and what is behind this try waits too.
   const spread = TRY_SPREAD[tries] ?? 0;
   if (spread > 0 && ngx.now() < rec.deadline) release.backOffAtLeast(keys, (rec.deadline - ngx.now()) * spread);
-  if (ngx.now() >= rec.deadline || !release.admit(keys)) {
+  const ticket = ngx.now() < rec.deadline ? release.admit(keys, keys.retry) : undefined;
+  if (ticket === undefined) {
     return refuseRetry(rec, keys, status);
   }
   counters.count(keys, "retried");
-  if (holdAndSettle(r, rec, keys, keys.retry, w, requestId)) {
+  if (holdAndSettle(r, rec, keys, keys.retry, ticket, w, requestId)) {
     // Back to the location it failed in: its access() sees this record and lets it pass.
     const uri = ngxVar.uri ?? "/";
     return ngx.exec(uri, ngxVar.args);

@@ -1,5 +1,5 @@
 // Prometheus text exposition (format 0.0.4) for every scope this node has seen.
-import { keysFor, zones, num } from "./shm";
+import { keysFor } from "./shm";
 import * as state from "./state";
 import * as release from "./release";
 import * as counters from "./counters";
@@ -29,7 +29,7 @@ export function renderMetrics(scopes: string[], current: string): string {
     for (const m of STATES) lines.push(`intermission_state{scope="${label(s)}",state="${m}"} ${m === mode ? 1 : 0}`);
   }
   family("intermission_held", "gauge", "Requests held on this node now.");
-  for (const s of scopes) lines.push(`intermission_held{scope="${label(s)}"} ${num(zones.state, keysFor(s).held)}`);
+  for (const s of scopes) lines.push(`intermission_held{scope="${label(s)}"} ${release.heldNow(keysFor(s))}`);
   family("intermission_queued", "gauge", "Tickets waiting for their turn on this node.");
   for (const s of scopes) lines.push(`intermission_queued{scope="${label(s)}"} ${release.queued(keysFor(s))}`);
   family("intermission_release_window", "gauge", "The release window now (slow start: 1 after a resume, doubling per success).");

@@ -3,8 +3,10 @@
 //
 // A held request takes a ticket t = incr(seq) and writes its deadline under w|t (no TTL:
 // liveness comes from the deadline, fixed at issue, so nothing expires while a pause
-// freezes the queue). Its fate is settled by one atomic add on its claim key c|t; the
-// first writer wins and owns the `held` decrement:
+// freezes the queue). The ticket is the request's place among the held: held now is the
+// tickets issued minus the tickets decided (heldNow), so there is no second counter that
+// a worker dying between two statements could leave wrong. Its fate is settled by one
+// atomic add on its claim key c|t; the first writer wins and counts it `decided`:
 //     lease number (>= 0)  granted by the advancer (0: granted outside the window)
 //     "L"                  the request left first (timeout, abort, maintenance, killed)
 //     "D"                  the advancer found it past deadline + GRACE: its worker is gone
@@ -179,7 +181,7 @@ function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline:
   const claimKey = lane.claimPrefix + t;
   const [won, err] = q.safe_add(claimKey, lease, math.max(deadline - now, 0) + CLAIM_SLACK);
   if (won) {
-    st.incr(keys.held, -1);
+    st.incr(keys.decided, 1);
     return true;
   }
   if (lease > 0) settleLease(keys, lease, "unused");
@@ -191,11 +193,11 @@ function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline:
   return true;
 }
 
-/** Claims a ticket on behalf of a request that is gone; the claimer owns its `held` share. */
+/** Claims a ticket on behalf of a request that is gone; the claimer counts it decided. */
 function passOverDead(keys: ScopeKeys, lane: Lane, t: number): void {
   const claimKey = lane.claimPrefix + t;
   const [ok, err] = zones.queue.safe_add(claimKey, DEAD, CLAIM_SLACK);
-  if (ok || err !== "exists") zones.state.incr(keys.held, -1);
+  if (ok || err !== "exists") zones.state.incr(keys.decided, 1);
   else zones.queue.delete(claimKey); // it left after all
 }
 
@@ -328,7 +330,7 @@ function leave(keys: ScopeKeys, lane: Lane, t: number): number | "left" | "dead"
   const [ok, err] = q.safe_add(claimKey, LEFT);
   if (ok || err !== "exists") {
     if (!ok) ngx.log(ngx.ERR, `intermission: cannot record that ticket ${t} of scope ${keys.scope} left: ${err}`);
-    zones.state.incr(keys.held, -1);
+    zones.state.incr(keys.decided, 1);
     advance(keys);
     return "left";
   }
@@ -345,36 +347,66 @@ export function abandon(w: waiters.Waiter): void {
 }
 
 /**
- * Holds the request until its ticket is granted, its deadline passes, its client goes
- * away or the scope enters maintenance. Returns the outcome and, when released, the
- * lease the caller returns once the response starts.
+ * Requests held now: tickets issued and not yet decided. `decided` is read first, so a
+ * decision made while the tickets are read can only make this too high, never too low
+ * (every decided ticket was issued before it was decided): max_held is never exceeded.
  */
-/** Takes a place among the scope's held requests: false when max_held are held already. */
-export function admit(keys: ScopeKeys): boolean {
+export function heldNow(keys: ScopeKeys): number {
   const st = zones.state;
-  const [heldNow] = st.incr(keys.held, 1);
-  if (heldNow === undefined) return false;
-  if (heldNow > settings.cfg.max_held) {
-    st.incr(keys.held, -1);
-    return false;
-  }
-  if (heldNow > num(st, keys.lastQueue) && modeOf(keys) === "paused") st.safe_set(keys.lastQueue, heldNow);
-  return true;
+  const decided = num(st, keys.decided);
+  return math.max(0, num(st, keys.main.seq) + num(st, keys.retry.seq) - decided);
 }
 
 /**
- * Holds an admitted request (see admit) in a lane: "main" for a new request, "retry"
- * for a released one whose upstream connection failed. `label` names it in the log.
+ * Takes a ticket in `lane`: from this incr on the request counts as held, and nothing is
+ * left to undo if its worker dies (an unwritten ticket is passed over as dead after the
+ * grace, which counts it decided). undefined: max_held were held already; the ticket is
+ * left at once, as any leave ("L").
  */
-export function hold(keys: ScopeKeys, lane: Lane, deadline: number, w: waiters.Waiter, label: string): LuaMultiReturn<[Outcome, number]> {
+export function admit(keys: ScopeKeys, lane: Lane): number | undefined {
+  const st = zones.state;
+  const [t] = st.incr(lane.seq, 1);
+  if (t === undefined) return undefined;
+  const held = heldNow(keys);
+  if (held > settings.cfg.max_held) {
+    // Never written, so never granted: leave() wins the claim ("L") and counts it decided.
+    const result = leave(keys, lane, t);
+    if (type(result) === "number") returnLease(keys, result as number, "unused");
+    return undefined;
+  }
+  if (held > num(st, keys.lastQueue) && modeOf(keys) === "paused") st.safe_set(keys.lastQueue, held);
+  return t;
+}
+
+/**
+ * A grant met at or after the request's deadline (found there, or while leaving) while
+ * the scope is stopped again, with on_timeout = "reject": its lease goes back unused and
+ * the request times out, as it would have had the grant come a moment later.
+ */
+function refusedAsLate(keys: ScopeKeys, deadline: number): boolean {
+  if (settings.cfg.on_timeout !== "reject") return false;
+  ngx.update_time();
+  if (ngx.now() < deadline) return false;
+  const mode = modeOf(keys);
+  return mode === "paused" || mode === "maintenance";
+}
+
+/**
+ * Holds an admitted request (ticket t from admit) in a lane: "main" for a new request,
+ * "retry" for a released one whose upstream connection failed, until its ticket is
+ * granted, its deadline passes, its client goes away or the scope enters maintenance.
+ * Returns the outcome and, when released, the lease the caller returns once the response
+ * starts. `label` names it in the log.
+ */
+export function hold(keys: ScopeKeys, lane: Lane, ticket: number, deadline: number, w: waiters.Waiter, label: string): LuaMultiReturn<[Outcome, number]> {
   const st = zones.state;
   const q = zones.queue;
+  let t = ticket;
   while (true) {
-    const [t] = st.incr(lane.seq, 1);
-    const [written] = q.safe_add(lane.ticketPrefix + t!, deadline);
-    const watched = waiters.track(w, keys, lane, t!, deadline);
+    const [written] = q.safe_add(lane.ticketPrefix + t, deadline);
+    const watched = waiters.track(w, keys, lane, t, deadline);
     const laneNote = lane.name === "retry" ? " lane=retry" : "";
-    ngx.log(ngx.NOTICE, `intermission: hold ${label} scope=${keys.scope} ticket=${t!}${laneNote} state=${modeOf(keys)}`);
+    ngx.log(ngx.NOTICE, `intermission: hold ${label} scope=${keys.scope} ticket=${t}${laneNote} state=${modeOf(keys)}`);
     if (!written) {
       abandon(w);
       return $multi("error", 0);
@@ -383,15 +415,12 @@ export function hold(keys: ScopeKeys, lane: Lane, deadline: number, w: waiters.W
 
     let outcome: Outcome = "timeout";
     while (true) {
-      const [claim] = q.get(lane.claimPrefix + t!);
+      const [claim] = q.get(lane.claimPrefix + t);
       if (type(claim) === "number") {
-        q.delete(lane.claimPrefix + t!);
+        q.delete(lane.claimPrefix + t);
         waiters.done(w);
-        // Found only at its deadline (it was not woken), with the scope stopped again:
-        // the same rule as a grant met while leaving.
-        ngx.update_time();
-        const mode = modeOf(keys);
-        if (ngx.now() >= deadline && (mode === "paused" || mode === "maintenance") && settings.cfg.on_timeout === "reject") {
+        // Found only at its deadline (it was not woken), with the scope stopped again.
+        if (refusedAsLate(keys, deadline)) {
           returnLease(keys, claim as number, "unused");
           return $multi("timeout", 0);
         }
@@ -412,24 +441,26 @@ export function hold(keys: ScopeKeys, lane: Lane, deadline: number, w: waiters.W
     }
 
     waiters.done(w);
-    const result = leave(keys, lane, t!);
+    const result = leave(keys, lane, t);
     if (result === "left") return $multi(outcome, 0);
     if (result === "dead") {
       // Passed over while still here (its worker stalled): queue again if time is left.
-      q.delete(lane.ticketPrefix + t!); // written after the advancer had passed it
+      // The dead ticket was counted decided; the new one counts this request held again.
+      q.delete(lane.ticketPrefix + t); // written after the advancer had passed it
       ngx.update_time();
       if (outcome === "timeout" && ngx.now() < deadline) {
-        st.incr(keys.held, 1);
+        const [next] = st.incr(lane.seq, 1);
+        if (next === undefined) return $multi("error", 0);
+        t = next;
         continue;
       }
       return $multi(outcome, 0);
     }
     // Granted just as it was leaving. A grant is honoured, except for a request that
-    // gave up or that timed out while the scope is stopped again.
+    // gave up, or one at or past its deadline while the scope is stopped again (whether
+    // it left for its deadline or for maintenance: the same rule as a grant found above).
     const lease = result as number;
-    const mode = modeOf(keys);
-    const stopped = mode === "paused" || mode === "maintenance";
-    if (outcome === "aborted" || (outcome === "timeout" && stopped && settings.cfg.on_timeout === "reject")) {
+    if (outcome === "aborted" || refusedAsLate(keys, deadline)) {
       returnLease(keys, lease, "unused");
       return $multi(outcome, 0);
     }

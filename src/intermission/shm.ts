@@ -42,8 +42,13 @@ export interface ScopeKeys {
   retry: Lane;
   /** The last main ticket of the backlog being released; tickets up to it are paced by the window. */
   stop: string;
-  /** Tickets waiting for a decision on this node now. */
-  held: string;
+  /**
+   * Tickets decided (granted, left, passed over as dead), both lanes: only ever grows.
+   * Held now = main.seq + retry.seq - decided (release.heldNow): a ticket counts as held
+   * from the very incr that issues it, so no worker can die between counting a request
+   * held and queueing it.
+   */
+  decided: string;
   /** Window leases in use, the current (slow-start) window, and the back-off after a failure. */
   used: string;
   window: string;
@@ -113,7 +118,7 @@ function makeKeys(scope: string): ScopeKeys {
     main: { name: "main", seq: `${p}seq`, head: `${p}head`, ticketPrefix: `${p}w|`, claimPrefix: `${p}c|` },
     retry: { name: "retry", seq: `${p}rseq`, head: `${p}rhead`, ticketPrefix: `${p}rw|`, claimPrefix: `${p}rc|` },
     stop: `${p}stop`,
-    held: `${p}held`,
+    decided: `${p}decided`,
     used: `${p}used`,
     window: `${p}window`,
     backoffUntil: `${p}boff`,
@@ -153,7 +158,7 @@ export function scopeExists(keys: ScopeKeys): boolean {
 
 /** The numeric keys every scope has from its creation on; incr() needs them to exist. */
 function numericKeys(keys: ScopeKeys): string[] {
-  return [keys.dirty, keys.main.seq, keys.main.head, keys.retry.seq, keys.retry.head, keys.stop, keys.held,
+  return [keys.dirty, keys.main.seq, keys.main.head, keys.retry.seq, keys.retry.head, keys.stop, keys.decided,
     keys.used, keys.window, keys.backoffUntil, keys.backoffStep, keys.leaseSeq, keys.leaseOldest, keys.since,
     keys.until, keys.readyUntil, keys.lastQueue, keys.lastPause];
 }
@@ -186,6 +191,22 @@ export function ensureScope(keys: ScopeKeys, maxScopes: number): LuaMultiReturn<
     if (markErr !== "exists") return $multi(false, `cannot create scope ${keys.scope}: ${markErr}`);
   }
   return $multi(true, undefined);
+}
+
+/**
+ * Scopes made by an earlier version counted their held requests in `<scope>|held` and have
+ * no `decided`; the zones outlive a reload, so setup() gives them one: the tickets issued
+ * minus those held then. Without it incr(decided) would fail and every ticket ever issued
+ * would count as held (a full queue at the next pause).
+ */
+export function upgradeScopes(): void {
+  const zone = zones.state;
+  for (const scope of knownScopes()) {
+    const keys = keysFor(scope);
+    if (zone.get(keys.decided)[0] !== undefined) continue;
+    const heldThen = num(zone, `${scope}|held`);
+    zone.safe_add(keys.decided, math.max(0, num(zone, keys.main.seq) + num(zone, keys.retry.seq) - heldThen));
+  }
 }
 
 export function knownScopes(): string[] {

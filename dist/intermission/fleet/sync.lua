@@ -5,15 +5,17 @@ local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local keysFor = ____shm.keysFor
 local knownScopes = ____shm.knownScopes
-local num = ____shm.num
 local BUSY_KEY = ____shm.BUSY_KEY
 local FLEET_SHARE_KEY = ____shm.FLEET_SHARE_KEY
+local num = ____shm.num
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local ____lock = require("intermission.lock")
 local lock = ____lock.lock
 local unlock = ____lock.unlock
 local state = require("intermission.state")
+local ____release = require("intermission.release")
+local heldNow = ____release.heldNow
 local inflight = require("intermission.inflight")
 local ____connection = require("intermission.fleet.connection")
 local connect = ____connection.connect
@@ -183,10 +185,7 @@ local function heartbeat(readVersion, probe)
     local held = {}
     local total = 0
     for ____, scope in ipairs(knownScopes()) do
-        local n = num(
-            zones.state,
-            keysFor(scope).held
-        )
+        local n = heldNow(keysFor(scope))
         held[scope] = n
         total = total + n
     end

@@ -11,10 +11,11 @@
 // and retries with back-off: one connect timeout at a time, in one worker, never on a
 // request.
 import * as cjson from "cjson.safe";
-import { zones, keysFor, knownScopes, num, BUSY_KEY, FLEET_SHARE_KEY } from "../shm";
+import { zones, keysFor, knownScopes, BUSY_KEY, FLEET_SHARE_KEY, num } from "../shm";
 import { settings } from "../settings";
 import { lock, unlock } from "../lock";
 import * as state from "../state";
+import { heldNow } from "../release";
 import * as inflight from "../inflight";
 import { connect, release, failed, key, Redis } from "./connection";
 import * as remote from "./remote";
@@ -153,7 +154,7 @@ function heartbeat(readVersion: boolean, probe?: number): LuaMultiReturn<[boolea
   const held: { [scope: string]: number } = {};
   let total = 0;
   for (const scope of knownScopes()) {
-    const n = num(zones.state, keysFor(scope).held);
+    const n = heldNow(keysFor(scope));
     held[scope] = n;
     total += n;
   }
