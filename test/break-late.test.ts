@@ -11,7 +11,9 @@ describe("break: reload with worker_shutdown_timeout kills released requests mid
     node = await NginxNode.start({ workers: 2, mainDirectives: "worker_shutdown_timeout 1s;", setup: { release_window: 2, max_hold: 30, release_lease: 2 } });
   });
   after(async () => node?.stop());
-  afterEach(async () => node.assertCleanLog());
+  // The test's backend runs in the same nginx, so the shutdown timeout cuts it too: when the
+  // old worker serving k1's backend side goes first, the front logs that its upstream closed.
+  afterEach(async () => node.assertCleanLog([/upstream prematurely closed connection while reading response header from upstream/]));
 
   it("the rest of the backlog still drains (the killed requests' slots come back), idle after", async () => {
     // README: "A window slot is a lease: it comes back ... after release_lease seconds";

@@ -2,8 +2,10 @@
 // on what changed recently: per-request records across internal redirects, the in-flight
 // count that drain relies on, hundreds in flight in one worker, reloads mid-pause and
 // mid-drain, control flapping under steady load, and the retry lane.
-// Each test quotes the promise it checks. A failing test is a finding: its name says so
-// "FINDING:" in its name (it failed against ad26539); the test asserts the documented behaviour.
+// Each test quotes the promise it checks. Four of them failed against ad26539 and were
+// fixed after: status counting its own control request, a second control location held
+// at server level, holds cut by worker_shutdown_timeout missing from the counters, and
+// the retry lane running out of nginx's internal redirects (a 500).
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
@@ -327,14 +329,14 @@ describe("round2 (a): hooks at server level, redirects into locations without ho
     assert.equal(j.in_flight, 0);
   });
 
-  it("FINDING: status in_flight is 0 while idle on every worker (status does not count itself)", async () => {
+  it("status in_flight is 0 while idle on every worker (status does not count itself)", async () => {
     // README: "in_flight (passed to the upstream and not finished, this node)"; "Zero is exact".
     const seen: number[] = [];
     for (let i = 0; i < 16; i++) seen.push((await node.status()).in_flight);
     assert.deepEqual(seen, seen.map(() => 0));
   });
 
-  it("FINDING: every control location (two of them, any worker) answers while its scope is paused", async () => {
+  it("every control location (two of them, any worker) answers while its scope is paused", async () => {
     // README: "the control location learns its own path the first time it answers and is never held".
     assert.equal((await get(node.url("/_intermission_other/status"))).status, 200);
     assert.equal((await node.control("pause", "scope=other&ttl=0")).status, 200);
@@ -674,7 +676,7 @@ describe("round2 (d): reload with worker_shutdown_timeout mid-release and mid-dr
   after(async () => node?.stop());
   afterEach(async () => node.assertCleanLog([/upstream prematurely closed connection/, /Connection reset by peer\) while reading response header from upstream/]));
 
-  it("FINDING: cut off while the backlog drains: leases, held and in_flight come back; the next pause releases at once", async () => {
+  it("cut off while the backlog drains: leases, held and in_flight come back; the next pause releases at once", async () => {
     // README: "With worker_shutdown_timeout, the requests an old worker still holds when it
     // runs out are cut off by nginx; their log() gives their places back at once".
     await node.resetBackend();
@@ -911,7 +913,7 @@ describe("round2 (f): retry lane, the application refuses connections right afte
     assertBalanced(s);
   });
 
-  it("FINDING: the application stays down 12 s after the resume (more tries than nginx's 10 internal redirects allow): still no 500, all 200 within max_hold", async () => {
+  it("the application stays down 12 s after the resume (more tries than nginx's 10 internal redirects allow): still no 500, all 200 within max_hold", async () => {
     // README: "Each try costs two of nginx's ten internal redirects per request, and the
     // request's own max_hold bounds them; then on_timeout applies"; "intermission never turns
     // a request into a 500"; max_hold is 30 s here.

@@ -74,6 +74,8 @@ type NgxArgs = { [name: string]: string | boolean | (string | boolean)[] | undef
 interface NgxTcpSocket {
   /** 1 | nil, err. A host name needs nginx's `resolver`. */
   connect(this: NgxTcpSocket, host: string, port: number): LuaMultiReturn<[1 | undefined, string | undefined]>;
+  /** A unix domain socket: "unix:/path/to.sock". */
+  connect(this: NgxTcpSocket, unixPath: string): LuaMultiReturn<[1 | undefined, string | undefined]>;
   /** bytes sent | nil, err */
   send(this: NgxTcpSocket, data: string): LuaMultiReturn<[number | undefined, string | undefined]>;
   /** data | nil, err, partial. "*l": a line without its CR LF. */

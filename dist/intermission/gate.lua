@@ -10,6 +10,7 @@ local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local state = require("intermission.state")
 local release = require("intermission.release")
+local ready = require("intermission.ready")
 local waiters = require("intermission.waiters")
 local counters = require("intermission.counters")
 local ____respond = require("intermission.respond")
@@ -330,7 +331,7 @@ end
 -- try one more: 7 of 10, which leaves room for the site's own (try_files to a named
 -- location costs one more per try: 10 of 10).
 local MAX_TRIES = 3
---- Share of the time left that try k waits first (the first waits only for the back-off).
+--- Without an address to probe: share of the time left that try k waits (the first, only the back-off).
 local TRY_SPREAD = {[2] = 0.25, [3] = 0.5}
 --- A retry refused (tries or time used up, or the queue full): on_timeout says what the client gets.
 local function refuseRetry(rec, keys, status)
@@ -383,12 +384,15 @@ function ____exports.retry()
         )
         return refuseRetry(rec, keys, status)
     end
-    local spread = TRY_SPREAD[tries] or 0
-    if spread > 0 and ngx.now() < rec.deadline then
-        release.backOffAtLeast(
-            keys,
-            (rec.deadline - ngx.now()) * spread
-        )
+    local addr = ngxVar.upstream_addr
+    if ngx.now() < rec.deadline and (addr == nil or not ready.waitForConnect(keys, addr, rec.deadline)) then
+        local spread = TRY_SPREAD[tries] or 0
+        if spread > 0 then
+            release.backOffAtLeast(
+                keys,
+                (rec.deadline - ngx.now()) * spread
+            )
+        end
     end
     local ____temp_0
     if ngx.now() < rec.deadline then

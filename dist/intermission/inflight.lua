@@ -2,14 +2,14 @@ local ____exports = {}
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local FLUSH_EVERY = 8
---- Seconds after its count reached 0 by which a worker publishes the 0.
-local ZERO_AFTER = 0.2
+--- Seconds after which a worker's count, once it reached 0 or moved, is published.
+local PUBLISH_AFTER = 0.2
 local KEY_PREFIX = "inflight|"
 local KEY_TTL = 3600
 local here = 0
 --- What this worker last published.
 local published = 0
-local zeroPending = false
+local pending = false
 local key = ""
 local function publish()
     if key == "" then
@@ -25,10 +25,22 @@ local function publish()
         )
     end
 end
-local function publishZero()
-    zeroPending = false
-    if here == 0 and published ~= 0 then
+local function flush()
+    pending = false
+    if here ~= published then
         publish()
+    end
+end
+--- Publishes within PUBLISH_AFTER. The timer also runs (premature) when the worker exits.
+local function publishSoon()
+    if pending then
+        return
+    end
+    local ok = ngx.timer.at(PUBLISH_AFTER, flush)
+    if ok == nil then
+        publish()
+    else
+        pending = true
     end
 end
 --- Writes this worker's key at start, so that no later publish needs memory.
@@ -38,8 +50,10 @@ end
 --- A request is passed to the upstream.
 function ____exports.enter()
     here = here + 1
-    if published == 0 or here - published >= FLUSH_EVERY then
+    if published == 0 then
         publish()
+    elseif here - published >= FLUSH_EVERY then
+        publishSoon()
     end
 end
 --- A request finished (log phase). Never below zero: see the README on pairing.
@@ -48,23 +62,19 @@ function ____exports.leave()
         return
     end
     here = here - 1
+    local ____temp_0
     if here == 0 then
-        if published == 0 or zeroPending then
-            return
-        end
-        local ok = ngx.timer.at(ZERO_AFTER, publishZero)
-        if ok == nil then
-            publish()
-        else
-            zeroPending = true
-        end
-    elseif published - here >= FLUSH_EVERY then
-        publish()
+        ____temp_0 = published ~= 0
+    else
+        ____temp_0 = published - here >= FLUSH_EVERY
+    end
+    if ____temp_0 then
+        publishSoon()
     end
 end
 --- leave() for a request of the control path (the control request itself, counted by
 -- server-level hooks): its 0 is published at once, so other workers' status and drain
--- do not count it for the next ZERO_AFTER.
+-- do not count it for the next PUBLISH_AFTER.
 function ____exports.leaveNow()
     ____exports.leave()
     if here == 0 and published ~= 0 then

@@ -1,5 +1,5 @@
 local ____exports = {}
-local parseUrl, probeOnce, prober, PROBER_PREFIX
+local parseUrl, probeOnce, prober, connectProber, PROBER_PREFIX, CONNECT_PREFIX, CONNECT_FIRST, CONNECT_MAX
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local keysFor = ____shm.keysFor
@@ -104,6 +104,53 @@ function prober(premature, scope)
         )
     end
 end
+function connectProber(premature, scope, host, port)
+    local keys = keysFor(scope)
+    local started = ngx.now()
+    local where = port > 0 and (host .. ":") .. tostring(port) or host
+    local pause = CONNECT_FIRST
+    while not premature and not ngx.worker.exiting() do
+        ngx.update_time()
+        local ____until = num(zones.state, keys.readyUntil)
+        if ____until == 0 then
+            break
+        end
+        if ngx.now() >= ____until then
+            ngx.log(
+                ngx.WARN,
+                ((((("intermission: upstream " .. where) .. " for scope ") .. scope) .. " refused connections for ") .. string.format(
+                    "%.1f",
+                    ngx.now() - started
+                )) .. "s; trying the held requests anyway"
+            )
+            break
+        end
+        local sock = ngx.socket.tcp()
+        sock:settimeout(500)
+        local ok = unpack(
+            port > 0 and ({sock:connect(host, port)}) or ({sock:connect(host)}),
+            1,
+            1
+        )
+        if ok ~= nil then
+            sock:close()
+            ngx.update_time()
+            ngx.log(
+                ngx.NOTICE,
+                ((((("intermission: upstream " .. where) .. " for scope ") .. scope) .. " accepts connections again after ") .. string.format(
+                    "%.3f",
+                    ngx.now() - started
+                )) .. "s; releasing"
+            )
+            break
+        end
+        ngx.sleep(pause)
+        pause = math.min(pause * 2, CONNECT_MAX)
+    end
+    zones.state:safe_set(keys.readyUntil, 0)
+    zones.state:delete(CONNECT_PREFIX .. scope)
+    waiters.poke()
+end
 PROBER_PREFIX = "prober|"
 --- Starts waiting for readiness (called under the scope's lock, at resume).
 function ____exports.startWaiting(keys, now)
@@ -122,6 +169,64 @@ function ____exports.startWaiting(keys, now)
             (("intermission: cannot start the ready probe for scope " .. keys.scope) .. ", releasing at once: ") .. tostring(err)
         )
     end
+end
+CONNECT_PREFIX = "connect|"
+CONNECT_FIRST = 0.05
+CONNECT_MAX = 0.5
+--- The last address of $upstream_addr ("a:1, b:2 : c:3"): host and port, or a unix path.
+local function lastAddress(addr)
+    local last = string.match(addr, "([^%s,:]+:?[^%s,]*)%s*$")
+    if last == nil then
+        return nil, nil
+    end
+    if string.sub(last, 1, 5) == "unix:" then
+        return last, nil
+    end
+    local v6, v6port = string.match(last, "^%[(.+)%]:(%d+)$")
+    if v6 ~= nil then
+        return v6, tonumber(v6port)
+    end
+    local host, port = string.match(last, "^([^:]+):(%d+)$")
+    if host == nil then
+        return nil, nil
+    end
+    return host, tonumber(port)
+end
+--- A released request's upstream connection failed: the scope's release waits (as for the
+-- ready probe, readyUntil) until the address that failed accepts a TCP connection again,
+-- or `until`. One timer per scope and node connects, never a request. False: the address
+-- cannot be probed (the caller backs off instead).
+function ____exports.waitForConnect(keys, addr, ____until)
+    local host, port = lastAddress(addr)
+    if host == nil then
+        return false
+    end
+    local st = zones.state
+    local now = ngx.now()
+    if num(st, keys.readyUntil) < ____until then
+        st:safe_set(keys.readyUntil, ____until)
+    end
+    local mine = st:safe_add(CONNECT_PREFIX .. keys.scope, true, ____until - now + 5)
+    if not mine then
+        return true
+    end
+    local ok, err = ngx.timer.at(
+        0,
+        connectProber,
+        keys.scope,
+        host,
+        port or 0
+    )
+    if not ok then
+        st:delete(CONNECT_PREFIX .. keys.scope)
+        st:safe_set(keys.readyUntil, 0)
+        ngx.log(
+            ngx.ERR,
+            (((("intermission: cannot probe " .. addr) .. " for scope ") .. keys.scope) .. ": ") .. tostring(err)
+        )
+        return false
+    end
+    return true
 end
 --- Whether the release of this scope waits for the ready probe now.
 function ____exports.waiting(keys)

@@ -8,6 +8,7 @@ import { fleet } from "./fleetmode";
 import { settings } from "./settings";
 import * as state from "./state";
 import * as release from "./release";
+import * as ready from "./ready";
 import * as waiters from "./waiters";
 import * as counters from "./counters";
 import { unavailable } from "./respond";
@@ -231,7 +232,7 @@ function neverSent(): boolean {
  * location costs one more per try: 10 of 10).
  */
 const MAX_TRIES = 3;
-/** Share of the time left that try k waits first (the first waits only for the back-off). */
+/** Without an address to probe: share of the time left that try k waits (the first, only the back-off). */
 const TRY_SPREAD: { [tries: number]: number } = { 2: 0.25, 3: 0.5 };
 
 /** A retry refused (tries or time used up, or the queue full): on_timeout says what the client gets. */
@@ -280,11 +281,15 @@ export function retry(): void {
     ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} failed at the upstream ${MAX_TRIES + 1} times, not retried again`);
     return refuseRetry(rec, keys, status);
   }
-  // Later tries wait for a share of the time left, so that the few tries there are span
-  // the request's max_hold instead of the first seconds of a restart. The wait is the
-  // scope's back-off: the queue keeps its order, and what is behind this try waits too.
-  const spread = TRY_SPREAD[tries] ?? 0;
-  if (spread > 0 && ngx.now() < rec.deadline) release.backOffAtLeast(keys, (rec.deadline - ngx.now()) * spread);
+  // The next try waits until the address that failed accepts connections again (one
+  // timer per scope probes it), so that the few tries there are are not spent on a port
+  // that is still closed. The whole release waits with it: the queue keeps its order.
+  // An address that cannot be probed: later tries wait a share of the time left instead.
+  const addr = ngxVar.upstream_addr;
+  if (ngx.now() < rec.deadline && (addr === undefined || !ready.waitForConnect(keys, addr, rec.deadline))) {
+    const spread = TRY_SPREAD[tries] ?? 0;
+    if (spread > 0) release.backOffAtLeast(keys, (rec.deadline - ngx.now()) * spread);
+  }
   const ticket = ngx.now() < rec.deadline ? release.admit(keys, keys.retry) : undefined;
   if (ticket === undefined) {
     return refuseRetry(rec, keys, status);

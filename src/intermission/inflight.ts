@@ -3,43 +3,47 @@
 // Counting in the shared dict would cost two writes per request on the hot path, so
 // each worker counts in a Lua number and publishes it under its own key only when it
 // must. The one figure drain needs exactly is zero, so the rule is: a worker never shows
-// 0 while it has a request in flight (it publishes on the way up from 0 before the
-// request is forwarded), and it shows 0 at most ZERO_AFTER after its last request ended.
-// That last publish is deferred to a one-shot timer rather than made in log(): at one
-// connection every request crosses 0 and back, and two shared-dict writes per request
-// were most of the hot path's cost; the timer runs at most once per ZERO_AFTER per busy
-// worker and never while the worker is idle. In between, a worker publishes when its
-// count has moved by FLUSH_EVERY since the last publish.
+// 0 while it has a request in flight (it publishes on the way up from 0, before the
+// request is forwarded). Every other publish is deferred to a one-shot timer, at most
+// PUBLISH_AFTER later: once its count reached 0, or moved by FLUSH_EVERY since the last
+// publish. At one connection every request crosses 0 and back, and two shared-dict
+// writes per request were most of the hot path's cost; the timer runs at most once per
+// PUBLISH_AFTER in a busy worker, and never while the worker is idle.
 //
 // Keys are per worker pid, so the workers of a reload never overwrite each other; they
 // expire an hour after the last publish, which clears what a crashed worker left.
 import { zones } from "./shm";
 
 const FLUSH_EVERY = 8;
-/** Seconds after its count reached 0 by which a worker publishes the 0. */
-const ZERO_AFTER = 0.2;
+/** Seconds after which a worker's count, once it reached 0 or moved, is published. */
+const PUBLISH_AFTER = 0.2;
 const KEY_PREFIX = "inflight|";
 const KEY_TTL = 3600;
 
 let here = 0;
 /** What this worker last published. */
 let published = 0;
-let zeroPending = false;
+let pending = false;
 let key = "";
 
 function publish(): void {
   if (key === "") key = KEY_PREFIX + ngx.worker.pid();
-  // safe_set: never evict scope state for this. Only the first write of the key can find
-  // the zone full (a number replaces a number in place), and init_worker makes that one.
   const [ok, err] = zones.state.safe_set(key, here, KEY_TTL);
   if (ok) published = here;
   else ngx.log(ngx.ERR, `intermission: cannot publish this worker's in-flight count: ${err}`);
 }
 
-function publishZero(this: void): void {
-  zeroPending = false;
-  // A request that came in meanwhile has kept `published` above 0, as it must.
-  if (here === 0 && published !== 0) publish();
+function flush(this: void): void {
+  pending = false;
+  if (here !== published) publish();
+}
+
+/** Publishes within PUBLISH_AFTER. The timer also runs (premature) when the worker exits. */
+function publishSoon(): void {
+  if (pending) return;
+  const [ok] = ngx.timer.at(PUBLISH_AFTER, flush);
+  if (ok === undefined) publish(); // none to be had (exiting, too many timers): now
+  else pending = true;
 }
 
 /** Writes this worker's key at start, so that no later publish needs memory. */
@@ -50,29 +54,21 @@ export function init(): void {
 /** A request is passed to the upstream. */
 export function enter(): void {
   here++;
-  if (published === 0 || here - published >= FLUSH_EVERY) publish();
+  if (published === 0) publish();
+  else if (here - published >= FLUSH_EVERY) publishSoon();
 }
 
 /** A request finished (log phase). Never below zero: see the README on pairing. */
 export function leave(): void {
   if (here <= 0) return;
   here--;
-  if (here === 0) {
-    if (published === 0 || zeroPending) return;
-    // The timer also runs (premature) when the worker exits, so the 0 is never lost; if
-    // none can be had (the worker is exiting, too many timers), publish now.
-    const [ok] = ngx.timer.at(ZERO_AFTER, publishZero);
-    if (ok === undefined) publish();
-    else zeroPending = true;
-  } else if (published - here >= FLUSH_EVERY) {
-    publish();
-  }
+  if (here === 0 ? published !== 0 : published - here >= FLUSH_EVERY) publishSoon();
 }
 
 /**
  * leave() for a request of the control path (the control request itself, counted by
  * server-level hooks): its 0 is published at once, so other workers' status and drain
- * do not count it for the next ZERO_AFTER.
+ * do not count it for the next PUBLISH_AFTER.
  */
 export function leaveNow(): void {
   leave();
@@ -88,7 +84,7 @@ export function total(): number {
   const zone = zones.state;
   const prefixLength = KEY_PREFIX.length;
   // This worker's exact count is published as it is read, so that a 0 said here is the
-  // 0 every other worker says next (not, for up to ZERO_AFTER, this worker's older 1).
+  // 0 every other worker says next (not, for up to PUBLISH_AFTER, this worker's older 1).
   if (key === "") key = KEY_PREFIX + ngx.worker.pid();
   if (published !== here) publish();
   let sum = here;

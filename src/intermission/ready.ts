@@ -94,6 +94,78 @@ function prober(this: void, premature: boolean, scope: string): void {
   if (failures > 0) ngx.log(ngx.INFO, `intermission: ready probe for scope ${scope}: ${failures} failed attempt(s)`);
 }
 
+// ---- after a failed upstream connection ---------------------------------------------
+
+const CONNECT_PREFIX = "connect|";
+const CONNECT_FIRST = 0.05;
+const CONNECT_MAX = 0.5;
+
+/** The last address of $upstream_addr ("a:1, b:2 : c:3"): host and port, or a unix path. */
+function lastAddress(addr: string): LuaMultiReturn<[string | undefined, number | undefined]> {
+  const [last] = string.match(addr, "([^%s,:]+:?[^%s,]*)%s*$");
+  if (last === undefined) return $multi(undefined, undefined);
+  if (string.sub(last, 1, 5) === "unix:") return $multi(last, undefined);
+  const [v6, v6port] = string.match(last, "^%[(.+)%]:(%d+)$");
+  if (v6 !== undefined) return $multi(v6, tonumber(v6port));
+  const [host, port] = string.match(last, "^([^:]+):(%d+)$");
+  if (host === undefined) return $multi(undefined, undefined);
+  return $multi(host, tonumber(port));
+}
+
+/**
+ * A released request's upstream connection failed: the scope's release waits (as for the
+ * ready probe, readyUntil) until the address that failed accepts a TCP connection again,
+ * or `until`. One timer per scope and node connects, never a request. False: the address
+ * cannot be probed (the caller backs off instead).
+ */
+export function waitForConnect(keys: ScopeKeys, addr: string, until: number): boolean {
+  const [host, port] = lastAddress(addr);
+  if (host === undefined) return false;
+  const st = zones.state;
+  const now = ngx.now();
+  if (num(st, keys.readyUntil) < until) st.safe_set(keys.readyUntil, until);
+  const [mine] = st.safe_add(CONNECT_PREFIX + keys.scope, true, until - now + 5);
+  if (!mine) return true; // a prober runs already
+  const [ok, err] = ngx.timer.at(0, connectProber, keys.scope, host, port ?? 0);
+  if (!ok) {
+    st.delete(CONNECT_PREFIX + keys.scope);
+    st.safe_set(keys.readyUntil, 0);
+    ngx.log(ngx.ERR, `intermission: cannot probe ${addr} for scope ${keys.scope}: ${err}`);
+    return false;
+  }
+  return true;
+}
+
+function connectProber(this: void, premature: boolean, scope: string, host: string, port: number): void {
+  const keys = keysFor(scope);
+  const started = ngx.now();
+  const where = port > 0 ? `${host}:${port}` : host;
+  let pause = CONNECT_FIRST;
+  while (!premature && !ngx.worker.exiting()) {
+    ngx.update_time();
+    const until = num(zones.state, keys.readyUntil);
+    if (until === 0) break; // a pause, maintenance or a resume settled it
+    if (ngx.now() >= until) {
+      ngx.log(ngx.WARN, `intermission: upstream ${where} for scope ${scope} refused connections for ${string.format("%.1f", ngx.now() - started)}s; trying the held requests anyway`);
+      break;
+    }
+    const sock = ngx.socket.tcp();
+    sock.settimeout(500);
+    const [ok] = port > 0 ? sock.connect(host, port) : sock.connect(host);
+    if (ok !== undefined) {
+      sock.close();
+      ngx.update_time();
+      ngx.log(ngx.NOTICE, `intermission: upstream ${where} for scope ${scope} accepts connections again after ${string.format("%.3f", ngx.now() - started)}s; releasing`);
+      break;
+    }
+    ngx.sleep(pause);
+    pause = math.min(pause * 2, CONNECT_MAX);
+  }
+  zones.state.safe_set(keys.readyUntil, 0);
+  zones.state.delete(CONNECT_PREFIX + scope);
+  waiters.poke();
+}
+
 /** Whether the release of this scope waits for the ready probe now. */
 export function waiting(keys: ScopeKeys): boolean {
   return num(zones.state, keys.readyUntil) > ngx.now();
