@@ -1,5 +1,5 @@
 local ____exports = {}
-local parseUrl, probeOnce, prober, connectProber, PROBER_PREFIX, CONNECT_PREFIX, CONNECT_FIRST, CONNECT_MAX
+local startProber, endProber, parseUrl, probeOnce, prober, connectProber, PROBER_PREFIX, CONNECT_PREFIX, CONNECT_FIRST, CONNECT_MAX
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local keysFor = ____shm.keysFor
@@ -8,6 +8,24 @@ local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local counters = require("intermission.counters")
 local waiters = require("intermission.waiters")
+function startProber(keys, prefix, seconds, fn, ...)
+    local mine = zones.state:safe_add(prefix .. keys.scope, true, seconds + 5)
+    if not mine then
+        return nil
+    end
+    local ok, err = ngx.timer.at(0, fn, keys.scope, ...)
+    if ok then
+        return nil
+    end
+    zones.state:delete(prefix .. keys.scope)
+    zones.state:safe_set(keys.readyUntil, 0)
+    return err
+end
+function endProber(keys, prefix)
+    zones.state:safe_set(keys.readyUntil, 0)
+    zones.state:delete(prefix .. keys.scope)
+    waiters.poke()
+end
 function parseUrl(url)
     local host, port, path = string.match(url, "^http://([^:/]+):?(%d*)(.*)$")
     if host == nil then
@@ -94,9 +112,7 @@ function prober(premature, scope)
         "ready_wait_seconds",
         ngx.now() - started
     )
-    zones.state:safe_set(keys.readyUntil, 0)
-    zones.state:delete(PROBER_PREFIX .. scope)
-    waiters.poke()
+    endProber(keys, PROBER_PREFIX)
     if failures > 0 then
         ngx.log(
             ngx.INFO,
@@ -147,27 +163,16 @@ function connectProber(premature, scope, host, port)
         ngx.sleep(pause)
         pause = math.min(pause * 2, CONNECT_MAX)
     end
-    zones.state:safe_set(keys.readyUntil, 0)
-    zones.state:delete(CONNECT_PREFIX .. scope)
-    waiters.poke()
+    endProber(keys, CONNECT_PREFIX)
 end
 PROBER_PREFIX = "prober|"
 --- Starts waiting for readiness (called under the scope's lock, at resume).
 function ____exports.startWaiting(keys, now)
     local probe = settings.cfg.ready_probe
     zones.state:safe_set(keys.readyUntil, now + probe.timeout)
-    local mine = zones.state:safe_add(PROBER_PREFIX .. keys.scope, true, probe.timeout + 5)
-    if not mine then
-        return
-    end
-    local ok, err = ngx.timer.at(0, prober, keys.scope)
-    if not ok then
-        zones.state:delete(PROBER_PREFIX .. keys.scope)
-        zones.state:safe_set(keys.readyUntil, 0)
-        ngx.log(
-            ngx.ERR,
-            (("intermission: cannot start the ready probe for scope " .. keys.scope) .. ", releasing at once: ") .. tostring(err)
-        )
+    local err = startProber(keys, PROBER_PREFIX, probe.timeout, prober)
+    if err ~= nil then
+        ngx.log(ngx.ERR, (("intermission: cannot start the ready probe for scope " .. keys.scope) .. ", releasing at once: ") .. err)
     end
 end
 CONNECT_PREFIX = "connect|"
@@ -202,31 +207,22 @@ function ____exports.waitForConnect(keys, addr, ____until)
         return false
     end
     local st = zones.state
-    local now = ngx.now()
     if num(st, keys.readyUntil) < ____until then
         st:safe_set(keys.readyUntil, ____until)
     end
-    local mine = st:safe_add(CONNECT_PREFIX .. keys.scope, true, ____until - now + 5)
-    if not mine then
-        return true
-    end
-    local ok, err = ngx.timer.at(
-        0,
+    local err = startProber(
+        keys,
+        CONNECT_PREFIX,
+        ____until - ngx.now(),
         connectProber,
-        keys.scope,
         host,
         port or 0
     )
-    if not ok then
-        st:delete(CONNECT_PREFIX .. keys.scope)
-        st:safe_set(keys.readyUntil, 0)
-        ngx.log(
-            ngx.ERR,
-            (((("intermission: cannot probe " .. addr) .. " for scope ") .. keys.scope) .. ": ") .. tostring(err)
-        )
-        return false
+    if err == nil then
+        return true
     end
-    return true
+    ngx.log(ngx.ERR, (((("intermission: cannot probe " .. addr) .. " for scope ") .. keys.scope) .. ": ") .. err)
+    return false
 end
 --- Whether the release of this scope waits for the ready probe now.
 function ____exports.waiting(keys)

@@ -16,15 +16,32 @@ const PROBER_PREFIX = "prober|";
 export function startWaiting(keys: ScopeKeys, now: number): void {
   const probe = settings.cfg.ready_probe!;
   zones.state.safe_set(keys.readyUntil, now + probe.timeout);
-  // One prober per scope on this node; the key outlives a crashed prober by little.
-  const [mine] = zones.state.safe_add(PROBER_PREFIX + keys.scope, true, probe.timeout + 5);
-  if (!mine) return;
-  const [ok, err] = ngx.timer.at(0, prober, keys.scope);
-  if (!ok) {
-    zones.state.delete(PROBER_PREFIX + keys.scope);
-    zones.state.safe_set(keys.readyUntil, 0);
-    ngx.log(ngx.ERR, `intermission: cannot start the ready probe for scope ${keys.scope}, releasing at once: ${err}`);
-  }
+  const err = startProber(keys, PROBER_PREFIX, probe.timeout, prober);
+  if (err !== undefined) ngx.log(ngx.ERR, `intermission: cannot start the ready probe for scope ${keys.scope}, releasing at once: ${err}`);
+}
+
+/**
+ * Starts a prober timer for the scope unless this node runs one already (a shared-dict
+ * add under `prefix`, which outlives a crashed prober by little); the caller has set
+ * readyUntil, which holds the release until the prober ends (endProber). Returns the
+ * error when no timer could be had: the wait is lifted then.
+ */
+function startProber<A extends unknown[]>(keys: ScopeKeys, prefix: string, seconds: number,
+  fn: (this: void, premature: boolean, scope: string, ...args: A) => void, ...args: A): string | undefined {
+  const [mine] = zones.state.safe_add(prefix + keys.scope, true, seconds + 5);
+  if (!mine) return undefined;
+  const [ok, err] = ngx.timer.at(0, fn, keys.scope, ...args);
+  if (ok) return undefined;
+  zones.state.delete(prefix + keys.scope);
+  zones.state.safe_set(keys.readyUntil, 0);
+  return err;
+}
+
+/** A prober is done: the release goes on, and this worker's watcher looks at once. */
+function endProber(keys: ScopeKeys, prefix: string): void {
+  zones.state.safe_set(keys.readyUntil, 0);
+  zones.state.delete(prefix + keys.scope);
+  waiters.poke();
 }
 
 interface Target { host: string; port: number; path: string }
@@ -88,9 +105,7 @@ function prober(this: void, premature: boolean, scope: string): void {
   }
   ngx.update_time();
   counters.add(keys, "ready_wait_seconds", ngx.now() - started);
-  zones.state.safe_set(keys.readyUntil, 0);
-  zones.state.delete(PROBER_PREFIX + scope);
-  waiters.poke();
+  endProber(keys, PROBER_PREFIX);
   if (failures > 0) ngx.log(ngx.INFO, `intermission: ready probe for scope ${scope}: ${failures} failed attempt(s)`);
 }
 
@@ -122,18 +137,11 @@ export function waitForConnect(keys: ScopeKeys, addr: string, until: number): bo
   const [host, port] = lastAddress(addr);
   if (host === undefined) return false;
   const st = zones.state;
-  const now = ngx.now();
   if (num(st, keys.readyUntil) < until) st.safe_set(keys.readyUntil, until);
-  const [mine] = st.safe_add(CONNECT_PREFIX + keys.scope, true, until - now + 5);
-  if (!mine) return true; // a prober runs already
-  const [ok, err] = ngx.timer.at(0, connectProber, keys.scope, host, port ?? 0);
-  if (!ok) {
-    st.delete(CONNECT_PREFIX + keys.scope);
-    st.safe_set(keys.readyUntil, 0);
-    ngx.log(ngx.ERR, `intermission: cannot probe ${addr} for scope ${keys.scope}: ${err}`);
-    return false;
-  }
-  return true;
+  const err = startProber(keys, CONNECT_PREFIX, until - ngx.now(), connectProber, host, port ?? 0);
+  if (err === undefined) return true;
+  ngx.log(ngx.ERR, `intermission: cannot probe ${addr} for scope ${keys.scope}: ${err}`);
+  return false;
 }
 
 function connectProber(this: void, premature: boolean, scope: string, host: string, port: number): void {
@@ -161,9 +169,7 @@ function connectProber(this: void, premature: boolean, scope: string, host: stri
     ngx.sleep(pause);
     pause = math.min(pause * 2, CONNECT_MAX);
   }
-  zones.state.safe_set(keys.readyUntil, 0);
-  zones.state.delete(CONNECT_PREFIX + scope);
-  waiters.poke();
+  endProber(keys, CONNECT_PREFIX);
 }
 
 /** Whether the release of this scope waits for the ready probe now. */
