@@ -17,7 +17,7 @@ local json = ____respond.json
 local jsonError = ____respond.jsonError
 local ____gate = require("intermission.gate")
 local scopeOf = ____gate.scopeOf
-local CONTROL_PREFIX_KEY = ____gate.CONTROL_PREFIX_KEY
+local learnControlPrefix = ____gate.learnControlPrefix
 local ____metrics = require("intermission.metrics")
 local renderMetrics = ____metrics.renderMetrics
 local inflight = require("intermission.inflight")
@@ -239,31 +239,6 @@ local function legacy(action, keys)
         target = state.settle(keys) == "paused" and "resume" or "pause"
     end
     return mutate(target, keys, {})
-end
---- Control locations remembered at most (a config has one or two).
-local MAX_CONTROL_PREFIXES = 16
---- Remembers where the control API lives, so that access() never holds its requests
--- when the hooks sit at server level (see gate.alwaysPasses). Every control location
--- is kept, newline-separated ("\n/a/\n/b/\n"), the newest last.
-local function learnControlPrefix(uri)
-    local prefix = string.match(uri, "^(.*/)[^/]+/*$")
-    if prefix == nil or prefix == "/" then
-        return
-    end
-    local known = zones.state:get(CONTROL_PREFIX_KEY)
-    local list = type(known) == "string" and known or "\n"
-    if string.sub(list, 1, 1) ~= "\n" then
-        list = ("\n" .. list) .. "\n"
-    end
-    if (string.find(list, ("\n" .. prefix) .. "\n", 1, true)) ~= nil then
-        return
-    end
-    list = (list .. prefix) .. "\n"
-    local ____, count = string.gsub(list, "\n", "\n")
-    if count - 1 > MAX_CONTROL_PREFIXES then
-        list = (string.gsub(list, "^\n[^\n]*", "", 1))
-    end
-    zones.state:safe_set(CONTROL_PREFIX_KEY, list)
 end
 local function handle()
     local uri = ngx.var.uri or ""

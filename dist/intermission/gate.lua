@@ -142,8 +142,10 @@ function ____exports.settleRecord(rec)
 end
 local ngxVar = ngx.var
 local DEFAULT_SCOPE = "default"
---- State-zone key: the path prefix of the control location, learned by control().
-____exports.CONTROL_PREFIX_KEY = "control_prefix"
+--- State-zone key: the path prefixes of the control locations, learned by control().
+local CONTROL_PREFIX_KEY = "control_prefix"
+--- Control locations remembered at most (a config has one or two).
+local MAX_CONTROL_PREFIXES = 16
 --- $intermission_scope, else the seed's $app_name, else "default".
 function ____exports.scopeOf()
     local scope = ngxVar.intermission_scope
@@ -156,10 +158,40 @@ function ____exports.scopeOf()
     end
     return DEFAULT_SCOPE
 end
---- Whether uri lies under one of the control locations ("\n/a/\n/b/\n", see control.ts).
-local function isControl(uri, prefixes)
-    if string.sub(prefixes, 1, 1) ~= "\n" then
-        return string.sub(uri, 1, #prefixes) == prefixes
+--- The control locations' path prefixes, newline-separated ("\n/a/\n/b/\n", the newest
+-- last), or undefined before the first control request.
+local function controlPrefixes()
+    local known = zones.state:get(CONTROL_PREFIX_KEY)
+    if type(known) ~= "string" then
+        return nil
+    end
+    local list = known
+    return string.sub(list, 1, 1) == "\n" and list or ("\n" .. list) .. "\n"
+end
+--- control(): remembers where the control API lives, so that access() never holds its
+-- requests when the hooks sit at server level (see alwaysPasses). Every control location
+-- is kept.
+function ____exports.learnControlPrefix(uri)
+    local prefix = string.match(uri, "^(.*/)[^/]+/*$")
+    if prefix == nil or prefix == "/" then
+        return
+    end
+    local list = controlPrefixes() or "\n"
+    if (string.find(list, ("\n" .. prefix) .. "\n", 1, true)) ~= nil then
+        return
+    end
+    list = (list .. prefix) .. "\n"
+    local ____, count = string.gsub(list, "\n", "\n")
+    if count - 1 > MAX_CONTROL_PREFIXES then
+        list = (string.gsub(list, "^\n[^\n]*", "", 1))
+    end
+    zones.state:safe_set(CONTROL_PREFIX_KEY, list)
+end
+--- Whether uri lies under one of the control locations.
+local function isControl(uri)
+    local prefixes = controlPrefixes()
+    if prefixes == nil then
+        return false
     end
     local from = 2
     while from <= #prefixes do
@@ -186,8 +218,7 @@ local function alwaysPasses(uri)
         if locationPath ~= nil and locationPath ~= "" and uri == locationPath then
             return true
         end
-        local control = zones.state:get(____exports.CONTROL_PREFIX_KEY)
-        if type(control) == "string" and isControl(uri, control) then
+        if isControl(uri) then
             return true
         end
     end

@@ -8,7 +8,7 @@ import * as ready from "./ready";
 import * as counters from "./counters";
 import * as params from "./params";
 import { json, jsonError } from "./respond";
-import { scopeOf, CONTROL_PREFIX_KEY } from "./gate";
+import { scopeOf, learnControlPrefix } from "./gate";
 import { renderMetrics } from "./metrics";
 import * as inflight from "./inflight";
 import { fleet } from "./fleetmode";
@@ -167,27 +167,6 @@ function legacy(action: "control" | "enable" | "disable", keys: ScopeKeys): neve
   let target: "pause" | "resume" = action === "enable" ? "pause" : "resume";
   if (action === "control") target = state.settle(keys) === "paused" ? "resume" : "pause";
   return mutate(target, keys, {});
-}
-
-/** Control locations remembered at most (a config has one or two). */
-const MAX_CONTROL_PREFIXES = 16;
-
-/**
- * Remembers where the control API lives, so that access() never holds its requests
- * when the hooks sit at server level (see gate.alwaysPasses). Every control location
- * is kept, newline-separated ("\n/a/\n/b/\n"), the newest last.
- */
-function learnControlPrefix(uri: string): void {
-  const [prefix] = string.match(uri, "^(.*/)[^/]+/*$");
-  if (prefix === undefined || prefix === "/") return;
-  const [known] = zones.state.get(CONTROL_PREFIX_KEY);
-  let list = type(known) === "string" ? (known as string) : "\n";
-  if (string.sub(list, 1, 1) !== "\n") list = `\n${list}\n`; // one prefix, as earlier builds kept it
-  if (string.find(list, `\n${prefix}\n`, 1, true)[0] !== undefined) return;
-  list = `${list}${prefix}\n`;
-  const [, count] = string.gsub(list, "\n", "\n");
-  if (count - 1 > MAX_CONTROL_PREFIXES) list = string.gsub(list, "^\n[^\n]*", "", 1)[0];
-  zones.state.safe_set(CONTROL_PREFIX_KEY, list);
 }
 
 function handle(): void {

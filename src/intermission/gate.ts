@@ -16,8 +16,10 @@ import { requestKey, startTime, lookup, remember, rememberForwarded, forget, Rec
 
 const ngxVar = ngx.var;
 const DEFAULT_SCOPE = "default";
-/** State-zone key: the path prefix of the control location, learned by control(). */
-export const CONTROL_PREFIX_KEY = "control_prefix";
+/** State-zone key: the path prefixes of the control locations, learned by control(). */
+const CONTROL_PREFIX_KEY = "control_prefix";
+/** Control locations remembered at most (a config has one or two). */
+const MAX_CONTROL_PREFIXES = 16;
 
 /** $intermission_scope, else the seed's $app_name, else "default". */
 export function scopeOf(): string {
@@ -28,9 +30,37 @@ export function scopeOf(): string {
   return DEFAULT_SCOPE;
 }
 
-/** Whether uri lies under one of the control locations ("\n/a/\n/b/\n", see control.ts). */
-function isControl(uri: string, prefixes: string): boolean {
-  if (string.sub(prefixes, 1, 1) !== "\n") return string.sub(uri, 1, prefixes.length) === prefixes; // an earlier build's one prefix
+/**
+ * The control locations' path prefixes, newline-separated ("\n/a/\n/b/\n", the newest
+ * last), or undefined before the first control request.
+ */
+function controlPrefixes(): string | undefined {
+  const [known] = zones.state.get(CONTROL_PREFIX_KEY);
+  if (type(known) !== "string") return undefined;
+  const list = known as string;
+  return string.sub(list, 1, 1) === "\n" ? list : `\n${list}\n`; // one prefix, as earlier builds kept it
+}
+
+/**
+ * control(): remembers where the control API lives, so that access() never holds its
+ * requests when the hooks sit at server level (see alwaysPasses). Every control location
+ * is kept.
+ */
+export function learnControlPrefix(uri: string): void {
+  const [prefix] = string.match(uri, "^(.*/)[^/]+/*$");
+  if (prefix === undefined || prefix === "/") return;
+  let list = controlPrefixes() ?? "\n";
+  if (string.find(list, `\n${prefix}\n`, 1, true)[0] !== undefined) return;
+  list = `${list}${prefix}\n`;
+  const [, count] = string.gsub(list, "\n", "\n");
+  if (count - 1 > MAX_CONTROL_PREFIXES) list = string.gsub(list, "^\n[^\n]*", "", 1)[0];
+  zones.state.safe_set(CONTROL_PREFIX_KEY, list);
+}
+
+/** Whether uri lies under one of the control locations. */
+function isControl(uri: string): boolean {
+  const prefixes = controlPrefixes();
+  if (prefixes === undefined) return false;
   let from = 2;
   while (from <= prefixes.length) {
     const [to] = string.find(prefixes, "\n", from, true);
@@ -49,8 +79,7 @@ function alwaysPasses(uri: string | undefined): boolean {
     if (locationPath !== undefined && locationPath !== "" && uri === locationPath) return true;
     // With the hooks at server level the control location runs access() too: never
     // hold the requests that are to resume the others.
-    const [control] = zones.state.get(CONTROL_PREFIX_KEY);
-    if (type(control) === "string" && isControl(uri, control as string)) return true;
+    if (isControl(uri)) return true;
   }
   const pattern = ngxVar.intermission_privileged_user_agent ?? cfg.privileged_user_agent;
   if (pattern !== undefined && pattern !== "") {
