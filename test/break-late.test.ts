@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
 import { waitFor } from "./harness/http.ts";
 import { ids, sleep, holdInOrder, assertIdle } from "./harness/held.ts";
+import { APP_CONF, PROXY_APP as APP } from "./harness/nginx-config.ts";
 
 describe("break: reload with worker_shutdown_timeout kills released requests mid-drain", () => {
   let node: NginxNode;
@@ -37,21 +38,6 @@ describe("break: reload with worker_shutdown_timeout kills released requests mid
   });
 });
 
-/** The app the probe watches, on :8082. */
-const APP_CONF = "/etc/intermission/app.conf";
-const APP = `
-include /etc/nginx/modules-enabled/*.conf;
-worker_processes 1;
-pid /run/app.pid;
-error_log /var/log/nginx/app-error.log;
-events {}
-http {
-    access_log off;
-    server {
-        listen 127.0.0.1:8082;
-        location / { proxy_pass http://127.0.0.1:8081; }
-    }
-}`;
 
 describe("break: a pause during the ready_probe wait", () => {
   let node: NginxNode;

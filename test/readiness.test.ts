@@ -6,22 +6,8 @@ import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
 import { PendingRequest, get, send, waitFor } from "./harness/http.ts";
 import { ids } from "./harness/held.ts";
+import { APP_CONF, PROXY_APP as APP } from "./harness/nginx-config.ts";
 
-/** A second nginx in the container, on :8082, in front of the recording backend: the app to restart. */
-const APP_CONF = "/etc/intermission/app.conf";
-const APP = `
-include /etc/nginx/modules-enabled/*.conf;
-worker_processes 1;
-pid /run/app.pid;
-error_log /var/log/nginx/app-error.log;
-events {}
-http {
-    access_log off;
-    server {
-        listen 127.0.0.1:8082;
-        location / { proxy_pass http://127.0.0.1:8081; }
-    }
-}`;
 
 const FLAKY = `
         location /app/ {

@@ -177,3 +177,22 @@ ${BACKEND}
 }
 `;
 }
+
+/**
+ * A second nginx for a node's container (NodeOptions.files, target APP_CONF), on :8082 in
+ * front of the recording backend: an application the tests start and stop.
+ */
+export const APP_CONF = "/etc/intermission/app.conf";
+export const PROXY_APP = `
+include /etc/nginx/modules-enabled/*.conf;
+worker_processes 1;
+pid /run/app.pid;
+error_log /var/log/nginx/app-error.log;
+events {}
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:8082;
+        location / { proxy_pass http://127.0.0.1:8081; }
+    }
+}`;
