@@ -81,17 +81,21 @@ function releaseBlock(r: Results): string {
   ].join("\n");
 }
 
+/** "3 runs", "1 run". */
+const count = (n: number, what: string) => `${int(n)} ${what}${n === 1 ? "" : "s"}`;
+
 function hotBlock(r: Results): string {
   const h = r.hot_path;
   const cg = (c: number) => h.callgrind.find((x: any) => x.concurrency === c);
-  const one = (x: any) => `+${int(x.hook_instructions)} instructions per request (${num(x.cost_pct)}%; ` +
-    `runs ${int(x.hook_instructions_min)} to ${int(x.hook_instructions_max)})`;
+  const one = (x: any) => `+${int(x.hook_instructions)} instructions per request (${num(x.cost_pct)}%` +
+    `${x.runs > 1 ? `; runs ${int(x.hook_instructions_min)} to ${int(x.hook_instructions_max)}` : ""})`;
   const c16 = cg(16);
   const c1 = cg(1);
+  const median = (n: number, what: string) => (n > 1 ? `the median of ${count(n, what)}` : `one ${what}`);
   return [
-    `${measuredAt(r, "hot")}, the median of ${c16.runs} callgrind runs each: **${one(c16)}** with 16 concurrent ` +
+    `${measuredAt(r, "hot")}; under callgrind, ${median(c16.runs, "run")} each: **${one(c16)}** with 16 concurrent ` +
       `keep-alive connections, and **${one(c1)}** with one connection sending one request at a time. ` +
-      `wrk (32 connections, median of ${h.wrk_rounds} interleaved rounds of ${h.wrk_seconds} s): ` +
+      `wrk (32 connections, ${median(h.wrk_rounds, "interleaved round")} of ${h.wrk_seconds} s): ` +
       `${int(h.wrk_intermission_rps)} requests per second through intermission, ${int(h.wrk_empty_rps)} with empty hooks.`,
   ].join("\n");
 }
@@ -112,7 +116,7 @@ function fleetBlock(r: Results): string {
     row("Redis time per change published to the N nodes (µs)", (x) => num(x.publish_usec, 1)),
   ];
   return [
-    `${measuredAt(r, "fleet")}; ${r.rounds} pauses and resumes per size, Redis commands counted over ${r.rate_seconds} s:`,
+    `${measuredAt(r, "fleet")}; ${count(r.rounds, "pause")} and resumes per size, Redis commands counted over ${r.rate_seconds} s:`,
     "",
     table(["", ...cols], ["l", ...cols.map(() => "r" as const)], rows),
   ].join("\n");
