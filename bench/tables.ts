@@ -139,7 +139,7 @@ function databaseBlock(r: Results): string {
     const written = x.lost || x.duplicated || x.unacknowledged
       ? `${int(x.rows)} ≠ ${int(x.ok)} (lost ${x.lost}, twice ${x.duplicated}, unacknowledged ${x.unacknowledged})`
       : `${int(x.rows)} = ${int(x.ok)}`;
-    const maintenance = `${num(x.maintenance_ms / 1000, 1)} s${x.maintenance_exit ? ` (exit ${x.maintenance_exit})` : ""}${x.not_done ? " not done" : ""}`;
+    const maintenance = `${(x.maintenance_ms / 1000).toFixed(1)} s${x.maintenance_exit ? ` (exit ${x.maintenance_exit})` : ""}${x.not_done ? " not done" : ""}`;
     return [first ? SCENARIO_LABEL[x.scenario] ?? x.scenario : "", through, int(x.requests), `**${int(x.failed)}**${by}`,
       int(x.client_timeouts), `${int(x.slowest_ms)} ms`, maintenance, written];
   });
