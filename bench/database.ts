@@ -1,11 +1,8 @@
 // The real-database section of `npm run bench` (BENCH_ONLY=database runs it alone): the
 // four maintenances of test/database.test.ts, longer (BENCH_DB_SECONDS of load, 30 by
 // default, the maintenance 10 s in), each without intermission and inside
-// `intermission run`, printed as one table. It keeps its own results
-// (bench/results/database-*.json) and draws bench/results/switchover.svg from M2.
-import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import os from "node:os";
+// `intermission run`, printed as one table. bench/run.ts keeps the results
+// (bench/results/database.json) and draws bench/results/switchover.svg from M2.
 import path from "node:path";
 import { DatabaseStack } from "../test/harness/database.ts";
 import { Sample } from "../test/harness/load.ts";
@@ -89,7 +86,7 @@ function row(r: RunResult, variant: string): DatabaseRow {
   };
 }
 
-export async function databaseScenarios(root: string): Promise<DatabaseRow[]> {
+export async function databaseScenarios(): Promise<{ seconds: number; lead_in: number; runs: DatabaseRow[] }> {
   const stack = await DatabaseStack.start();
   const rows: DatabaseRow[] = [];
   try {
@@ -115,8 +112,7 @@ export async function databaseScenarios(root: string): Promise<DatabaseRow[]> {
     await stack.stop();
   }
   printTable(rows);
-  save(root, rows);
-  return rows;
+  return { seconds: SECONDS, lead_in: LEAD_IN, runs: rows };
 }
 
 function printTable(rows: DatabaseRow[]): void {
@@ -138,27 +134,9 @@ function printTable(rows: DatabaseRow[]): void {
   for (const r of rows.filter((x) => x.not_done)) console.log(`  ${r.scenario} intermission ${r.variant}: ${r.not_done}`);
 }
 
-function save(root: string, rows: DatabaseRow[]): void {
-  const dir = path.join(root, "bench/results");
-  mkdirSync(dir, { recursive: true });
-  const result = {
-    date: new Date().toISOString(),
-    machine: `${os.cpus().length} cores, ${os.cpus()[0]?.model ?? "?"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`,
-    commit: execFileSync("git", ["-C", root, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim(),
-    seconds: SECONDS,
-    lead_in: LEAD_IN,
-    runs: rows,
-  };
-  const stamp = result.date.replace(/[:.]/g, "-");
-  const json = JSON.stringify(result, null, 2) + "\n";
-  writeFileSync(path.join(dir, `database-${stamp}.json`), json);
-  writeFileSync(path.join(dir, "database-latest.json"), json);
-  console.log(`\nresults: bench/results/database-latest.json (and database-${stamp}.json)`);
-}
-
 /** Draws the plot from the saved results (separately, so a run's numbers are kept even if drawing fails). */
 export async function plotDatabase(root: string): Promise<void> {
   const dir = path.join(root, "bench/results");
-  await plotSwitchover(path.join(dir, "database-latest.json"), path.join(dir, "switchover.svg"));
+  await plotSwitchover(path.join(dir, "database.json"), path.join(dir, "switchover.svg"));
   console.log("plot: bench/results/switchover.svg");
 }

@@ -76,6 +76,13 @@ ${front("empty", `access_by_lua_block { }
 ${front("plain", "")}
     server {
         listen 127.0.0.1:${ports.backend} backlog=16384;
+        # The live keys in intermission's zones (get_keys(0) walks the whole zone: bench only).
+        location = /_bench/keys {
+            content_by_lua_block {
+                ngx.say(string.format('{"state": %d, "queue": %d}',
+                    #ngx.shared.intermission:get_keys(0), #ngx.shared.intermission_queue:get_keys(0)))
+            }
+        }
         location = /_backend/arrivals {
             content_by_lua_block {
                 local d = ngx.shared.backend

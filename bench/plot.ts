@@ -1,12 +1,14 @@
 // Draws the release timeline of the latest bench run as SVG with Vega-Lite: held,
 // queued and in-flight requests through a pause/resume cycle, with the release window;
-// and, from a database-*.json, one switchover under load with and without intermission.
-//   node --import tsx bench/plot.ts [bench/results/latest.json | bench/results/database-latest.json]
+// and, from bench/results/database.json, one switchover under load with and without
+// intermission.
+//   node --import tsx bench/plot.ts [bench/results/release.json | bench/results/database.json]
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as vega from "vega";
 import { compile, TopLevelSpec } from "vega-lite";
+import { describeMachine } from "./provenance.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -19,7 +21,7 @@ export async function plotRelease(resultsFile: string, outFile: string, n = 3000
     $schema: "https://vega.github.io/schema/vega-lite/v5.json",
     title: {
       text: `Releasing ${run.n.toLocaleString("en")} held requests`,
-      subtitle: `${results.workers} nginx workers, release_window ${results.release_window}: all released ` +
+      subtitle: `${results.workers} nginx workers, release_window ${results.release_window}, commit ${results.commit.slice(0, 7)}: all released ` +
         `${run.release_ms} ms after resume (the same ${run.n.toLocaleString("en")} as a plain burst: ${run.plain_burst_ms} ms)`,
     },
     background: "white",
@@ -109,7 +111,7 @@ export async function plotSwitchover(resultsFile: string, outFile: string): Prom
     $schema: "https://vega.github.io/schema/vega-lite/v5.json",
     title: {
       text: "A PostgreSQL switchover under ~300 req/s: stop the primary, promote the replica, move the endpoint",
-      subtitle: `${results.machine}; 16 connections; answers counted in 250 ms buckets`,
+      subtitle: `${describeMachine(results.machine)}, commit ${results.commit.slice(0, 7)}; 16 connections; answers counted in 250 ms buckets`,
     },
     background: "white",
     vconcat: m2.map(panel),
@@ -120,8 +122,8 @@ export async function plotSwitchover(resultsFile: string, outFile: string): Prom
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
-  const input = process.argv[2] ?? path.join(ROOT, "bench/results/latest.json");
-  if (path.basename(input).startsWith("database-")) {
+  const input = process.argv[2] ?? path.join(ROOT, "bench/results/release.json");
+  if (path.basename(input).startsWith("database")) {
     const out = path.join(path.dirname(input), "switchover.svg");
     await plotSwitchover(input, out);
     console.log(`plot: ${path.relative(ROOT, out)}`);

@@ -1,15 +1,26 @@
-// npm run bench: measures intermission against nginx without it, on this machine, in
-// one run, and prints one table. Results go to bench/results/ as JSON.
+// npm run bench: measures intermission against nginx without it, on this machine, and
+// stores every figure the README quotes in bench/results/<section>.json, each with the
+// commit, the machine and the date (bench/provenance.ts); then rewrites the README's
+// measured tables from those files (bench/tables.ts; npm run tables does that alone).
 //
 //   release   N held requests: time from the resume call to the last response, against
 //             the same N sent as one plain burst through nginx without intermission;
 //             the order they reached the upstream (Spearman rank correlation with the
-//             hold order, from the tickets in error.log).
-//   memory    worker RSS and shared-dict growth per 1,000 held requests.
-//   hot path  unpaused cost: wrk throughput against an empty access/log hook, and
+//             hold order, from the tickets in error.log); worker RSS and the shared-dict
+//             keys a held and a released request leave.
+//   hot       unpaused cost: wrk throughput against an empty access/log hook, and
 //             instructions per request under callgrind (repeatable on a noisy box).
+//   steady    steady load across a pause: throughput before and after, the drain's end.
+//   fleet     N one-worker nodes on one Redis: pause and resume propagation, Redis's load.
 //   database  the four real-PostgreSQL maintenances of test/database.test.ts, longer,
 //             with and without intermission (in containers; see bench/database.ts).
+//
+// Knobs (environment): BENCH_ONLY=release,hot,... runs some sections (each keeps its own
+// file, the others' stay as they were); BENCH_SAVE=0 saves nothing and leaves the README
+// alone; BENCH_SIZES, BENCH_WINDOW (release); BENCH_WRK_ROUNDS, BENCH_WRK_SECONDS,
+// BENCH_CALLGRIND_RUNS (hot); BENCH_FLEET_SIZES, BENCH_FLEET_ROUNDS,
+// BENCH_FLEET_RATE_SECONDS (fleet); BENCH_DB_SECONDS (database). A results file keeps the
+// values it was measured with, and the README's tables say them.
 import http from "node:http";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync, rmSync, cpSync, readFileSync } from "node:fs";
@@ -17,9 +28,11 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { BenchNginx, PlainNginx, PORTS, benchConfig, fleetNodeConfig, fleetBackendConfig, FLEET_PORT_BASE } from "./nginx.ts";
-import { callgrindPerRequest } from "./callgrind.ts";
+import { callgrindPerRequest, CallgrindResult } from "./callgrind.ts";
 import { plotRelease } from "./plot.ts";
 import { databaseScenarios, plotDatabase } from "./database.ts";
+import { commitOf, describeMachine, machine, provenance } from "./provenance.ts";
+import { writeReadmeTables } from "./tables.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const WORK = path.join(os.tmpdir(), "intermission-bench");
@@ -27,12 +40,11 @@ const SNAPSHOT = path.join(WORK, "snapshot");
 const SIZES = (process.env.BENCH_SIZES ?? "1000,3000,10000").split(",").map(Number);
 const WINDOW = Number(process.env.BENCH_WINDOW ?? 64);
 const WORKERS = 2;
-/**
- * BENCH_ONLY=release,fleet,hot,database runs some sections (for development); such a run
- * saves nothing, except the database section, which keeps its own results file.
- */
+/** BENCH_ONLY=release,fleet,...: these sections only; each saves its own results file. */
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(",")) : undefined;
 const wanted = (section: string) => ONLY === undefined || ONLY.has(section);
+/** BENCH_SAVE=0: print the figures, keep no file, leave the README alone (trying things out). */
+const SAVE = process.env.BENCH_SAVE !== "0";
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 
@@ -47,6 +59,11 @@ function request(port: number, p: string, method = "GET", fresh = true): Promise
     req.on("error", reject);
     req.end();
   });
+}
+
+/** Live (unexpired) keys in intermission's two zones, from the bench nginx's /_bench/keys. */
+async function zoneKeys(): Promise<{ state: number; queue: number }> {
+  return JSON.parse((await request(PORTS.backend, "/_bench/keys", "GET", false)).body);
 }
 
 async function status(): Promise<any> {
@@ -89,9 +106,10 @@ interface ReleaseResult {
   in_order_fraction: number;
   failed: number;
   rss_kib_per_1000: number;
-  shm_kib_per_1000: number;
-  /** Released tickets keep two small keys for max_hold + 60 s. */
-  shm_kib_per_1000_released: number;
+  /** Live keys in the queue zone (tickets, claims, leases): before the pause, with N held, once all are answered. */
+  queue_keys: { before: number; held: number; released: number };
+  /** The same in the state zone (modes, lanes, counts, per-worker in-flight keys). */
+  state_keys: { before: number; held: number; released: number };
   /** Status samples through the cycle; t in ms since the resume call. */
   timeline: { t: number; held: number; queued: number; in_flight: number }[];
 }
@@ -111,12 +129,12 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
     const plain = await burst(PORTS.plain, n, "");
 
     const rssBefore = nginx.workersRssKiB();
-    const before = await status();
+    const before = await zoneKeys();
     await request(PORTS.intermission, "/_intermission/pause", "POST", false);
     const t0 = performance.now();
     const held = Array.from({ length: n }, () => request(PORTS.intermission, "/?record=1"));
     await until(`${n} held`, async () => (await status()).held === n);
-    const heldAt = await status();
+    const heldAt = await zoneKeys();
     const rssHeld = nginx.workersRssKiB();
 
     // Sample the queue while it drains, for the timeline plot.
@@ -136,7 +154,9 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
     sampling = false;
     await sampler;
     const failed = replies.filter((r) => r.status === "rejected" || r.value.status !== 200).length;
-    const afterRelease = await status();
+    // Every response is in: the last of them settles its lease in its log phase, just after.
+    await until("the release to settle", async () => (await status()).release.leases === 0, 10_000);
+    const afterRelease = await zoneKeys();
 
     // Order: ticket (hold order) of each request, in the order the upstream saw them.
     const tickets = new Map<string, number>();
@@ -150,8 +170,6 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
     const xs = ranks.map((t) => rankOf.get(t)!);
     const inOrder = xs.filter((v, i) => i === 0 || v > xs[i - 1]).length / Math.max(1, xs.length);
 
-    const shmUsed = (s: any) => s.shared_dict.state.capacity_kib - s.shared_dict.state.free_kib +
-      s.shared_dict.queue.capacity_kib - s.shared_dict.queue.free_kib;
     return {
       n,
       plain_burst_ms: round(plain.ms),
@@ -161,8 +179,8 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
       in_order_fraction: round(inOrder, 4),
       failed: failed + plain.failed + (xs.length === n ? 0 : n - xs.length),
       rss_kib_per_1000: round(((rssHeld - rssBefore) / n) * 1000),
-      shm_kib_per_1000: round(((shmUsed(heldAt) - shmUsed(before)) / n) * 1000),
-      shm_kib_per_1000_released: round(((shmUsed(afterRelease) - shmUsed(before)) / n) * 1000),
+      queue_keys: { before: before.queue, held: heldAt.queue, released: afterRelease.queue },
+      state_keys: { before: before.state, held: heldAt.state, released: afterRelease.state },
       timeline: timeline.map((p) => ({ ...p, t: round(p.t - (resumeAt - t0), 2) })),
     };
   } finally {
@@ -183,7 +201,10 @@ function wrk(port: number, seconds: number): number {
   return Number(m[1]);
 }
 
-async function hotPath(): Promise<{ wrk_empty_rps: number; wrk_intermission_rps: number; wrk_cost_pct: number }> {
+const WRK_ROUNDS = Number(process.env.BENCH_WRK_ROUNDS ?? 5);
+const WRK_SECONDS = Number(process.env.BENCH_WRK_SECONDS ?? 3);
+
+async function hotPath(): Promise<Omit<HotResult, "callgrind">> {
   const dir = path.join(WORK, "hotpath");
   rmSync(dir, { recursive: true, force: true });
   const nginx = BenchNginx.start({ root: SNAPSHOT, dir, workers: WORKERS, setup: {} });
@@ -194,14 +215,15 @@ async function hotPath(): Promise<{ wrk_empty_rps: number; wrk_intermission_rps:
     const empty: number[] = [];
     const ours: number[] = [];
     // Interleaved rounds, median of each, so drift on a shared box hits both alike.
-    for (let i = 0; i < 5; i++) {
-      empty.push(wrk(PORTS.empty, 3));
-      ours.push(wrk(PORTS.intermission, 3));
+    for (let i = 0; i < WRK_ROUNDS; i++) {
+      empty.push(wrk(PORTS.empty, WRK_SECONDS));
+      ours.push(wrk(PORTS.intermission, WRK_SECONDS));
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     const e = median(empty);
     const o = median(ours);
-    return { wrk_empty_rps: round(e), wrk_intermission_rps: round(o), wrk_cost_pct: round(((e - o) / e) * 100, 2) };
+    return { wrk_empty_rps: round(e), wrk_intermission_rps: round(o), wrk_cost_pct: round(((e - o) / e) * 100, 2),
+      wrk_rounds: WRK_ROUNDS, wrk_seconds: WRK_SECONDS };
   } finally {
     agent.destroy();
     nginx.stop();
@@ -210,7 +232,7 @@ async function hotPath(): Promise<{ wrk_empty_rps: number; wrk_intermission_rps:
 
 /** Not 16379, so that a bench of an earlier version running beside it keeps its own Redis. */
 const REDIS_PORT = 16381;
-const FLEET_SIZES = (process.env.BENCH_FLEET_SIZES ?? "10,30,100").split(",").map(Number);
+const FLEET_SIZES = (process.env.BENCH_FLEET_SIZES ?? "10,30,50,100").split(",").map(Number);
 const FLEET_ROUNDS = Number(process.env.BENCH_FLEET_ROUNDS ?? 30);
 /** Seconds over which the Redis command rate is measured, idle and paused. */
 const FLEET_RATE_SECONDS = Number(process.env.BENCH_FLEET_RATE_SECONDS ?? 30);
@@ -516,57 +538,16 @@ function fleetTable(results: FleetResult[]): string[][] {
   return rows;
 }
 
-async function main(): Promise<void> {
-  rmSync(WORK, { recursive: true, force: true });
-  mkdirSync(WORK, { recursive: true });
-  // Run from a snapshot of dist/ and nginx/, so a rebuild meanwhile cannot touch the run.
-  cpSync(path.join(ROOT, "dist"), path.join(SNAPSHOT, "dist"), { recursive: true });
-  cpSync(path.join(ROOT, "nginx"), path.join(SNAPSHOT, "nginx"), { recursive: true });
-  const machine = `${os.cpus().length} cores, ${os.cpus()[0]?.model ?? "?"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`;
-  console.log(`intermission bench: ${machine}; nginx with ${WORKERS} workers; release_window ${WINDOW}`);
+/** Prints rows as a Markdown table (the console's view; the README's come from bench/tables.ts). */
+function printTable(rows: string[][]): void {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  const line = (r: string[]) => `| ${r.map((v, c) => v.padEnd(widths[c])).join(" | ")} |`;
+  console.log(line(rows[0]));
+  console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
+  for (const r of rows.slice(1)) console.log(line(r));
+}
 
-  const release: ReleaseResult[] = [];
-  for (const n of wanted("release") ? SIZES : []) {
-    process.stdout.write(`  release, N = ${n} ... `);
-    release.push(await releaseRun(n));
-    console.log("done");
-  }
-  const fleet: FleetResult[] = [];
-  for (const n of wanted("fleet") ? FLEET_SIZES : []) {
-    process.stdout.write(`  fleet, ${n} nodes on one Redis ... `);
-    fleet.push(await fleetRun(n));
-    console.log("done");
-  }
-  process.stdout.write("  steady load across a pause ... ");
-  const steady = wanted("steady") ? await steadyAcrossPause() : undefined;
-  console.log("done");
-  process.stdout.write("  hot path (wrk) ... ");
-  const skipped = { wrk_empty_rps: NaN, wrk_intermission_rps: NaN, wrk_cost_pct: NaN };
-  const hot = wanted("hot") ? await hotPath() : skipped;
-  console.log("done");
-  process.stdout.write("  hot path (callgrind, 16 connections and 1) ... ");
-  const noCg = (c: number) => ({ concurrency: c, instructions_per_request_empty_hooks: NaN,
-    instructions_per_request_intermission: NaN, hook_instructions: NaN, cost_pct: NaN, runs: 0,
-    hook_instructions_min: NaN, hook_instructions_max: NaN });
-  const cg16 = wanted("hot") ? await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 16, benchConfig) : noCg(16);
-  const cg1 = wanted("hot") ? await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 1, benchConfig) : noCg(1);
-  console.log("done");
-  const database = wanted("database") ? await databaseScenarios(ROOT) : [];
-  if (wanted("database")) await plotDatabase(ROOT);
-
-  const result = {
-    date: new Date().toISOString(),
-    machine,
-    commit: execFileSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim(),
-    workers: WORKERS,
-    release_window: WINDOW,
-    release,
-    hot_path: { ...hot, callgrind: [cg16, cg1] },
-    fleet,
-    steady_across_pause: steady,
-    database,
-  };
-
+function printRelease(release: ReleaseResult[]): void {
   const rows: string[][] = [["measure", ...release.map((r) => `N=${r.n}`)]];
   rows.push(["plain burst, no intermission (ms)", ...release.map((r) => String(r.plain_burst_ms))]);
   rows.push(["release after resume (ms)", ...release.map((r) => String(r.release_ms))]);
@@ -575,51 +556,122 @@ async function main(): Promise<void> {
   rows.push(["arrivals in exact hold order", ...release.map((r) => `${round(r.in_order_fraction * 100, 2)}%`)]);
   rows.push(["failed requests", ...release.map((r) => String(r.failed))]);
   rows.push(["worker RSS per 1,000 held (KiB)", ...release.map((r) => String(r.rss_kib_per_1000))]);
-  rows.push(["shared dict per 1,000 held (KiB)", ...release.map((r) => String(r.shm_kib_per_1000))]);
-  rows.push(["shared dict per 1,000 released (KiB)", ...release.map((r) => String(r.shm_kib_per_1000_released))]);
-  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  const line = (r: string[]) => `| ${r.map((v, c) => v.padEnd(widths[c])).join(" | ")} |`;
-  console.log("\n" + line(rows[0]));
-  console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-  for (const r of rows.slice(1)) console.log(line(r));
-  if (fleet.length > 0) {
-    const frows = fleetTable(fleet);
-    const fw = frows[0].map((_, c) => Math.max(...frows.map((r) => r[c].length)));
-    const fline = (r: string[]) => `| ${r.map((v, c) => v.padEnd(fw[c])).join(" | ")} |`;
-    console.log(`\nfleet, ${fleet[0].rounds} pause/resume rounds per size:\n` + fline(frows[0]));
-    console.log(`|${fw.map((w) => "-".repeat(w + 2)).join("|")}|`);
-    for (const r of frows.slice(1)) console.log(fline(r));
-  }
-  if (steady !== undefined) {
-    console.log(`\nsteady load across a pause (${steady.connections} connections, 20 ms backend, release_window ${steady.window}): ` +
-      `${steady.before_rps} req/s before, ${steady.after_rps} req/s 1-5 s after the resume (${steady.after_vs_before}x); ` +
-      `draining ended ${steady.drain_end_ms} ms after the resume; ${steady.failed} failed`);
-  }
+  rows.push(["queue-zone keys: before / held / released", ...release.map((r) => `${r.queue_keys.before} / ${r.queue_keys.held} / ${r.queue_keys.released}`)]);
+  rows.push(["state-zone keys: before / held / released", ...release.map((r) => `${r.state_keys.before} / ${r.state_keys.held} / ${r.state_keys.released}`)]);
+  console.log();
+  printTable(rows);
+}
+
+function printHot(hot: HotResult): void {
   console.log("\nunpaused hot path, against empty access/log hooks:");
   console.log(`  wrk, 32 connections:            ${hot.wrk_intermission_rps} vs ${hot.wrk_empty_rps} req/s (${hot.wrk_cost_pct}% fewer)`);
-  for (const c of [cg16, cg1]) {
+  for (const c of hot.callgrind) {
     console.log(`  callgrind, ${String(c.concurrency).padStart(2)} connection(s):    ${c.instructions_per_request_intermission} vs ` +
       `${c.instructions_per_request_empty_hooks} instructions/request (+${c.hook_instructions}, ${c.cost_pct}%; ` +
       `median of ${c.runs} runs, ${c.hook_instructions_min} to ${c.hook_instructions_max})`);
   }
+}
 
-  if (ONLY !== undefined) {
-    // The fleet table alone (BENCH_ONLY=fleet) is kept too: it is the slow part to redo.
-    if (fleet.length > 0 && process.env.BENCH_SAVE_FLEET) {
-      const out = path.join(ROOT, "bench/results", `fleet-${result.date.replace(/[:.]/g, "-")}.json`);
-      writeFileSync(out, JSON.stringify({ date: result.date, machine, commit: result.commit, label: process.env.BENCH_SAVE_FLEET, fleet }, null, 2) + "\n");
-      console.log(`\nfleet results: ${path.relative(ROOT, out)}`);
+function printSteady(steady: SteadyResult): void {
+  console.log(`\nsteady load across a pause (${steady.connections} connections, 20 ms backend, release_window ${steady.window}): ` +
+    `${steady.before_rps} req/s before, ${steady.after_rps} req/s 1-5 s after the resume (${steady.after_vs_before}x); ` +
+    `draining ended ${steady.drain_end_ms} ms after the resume; ${steady.failed} failed`);
+}
+
+interface HotResult {
+  wrk_empty_rps: number;
+  wrk_intermission_rps: number;
+  wrk_cost_pct: number;
+  wrk_rounds: number;
+  wrk_seconds: number;
+  callgrind: CallgrindResult[];
+}
+
+/** The sections, in the order a full run takes them; each returns what its results file keeps. */
+const SECTIONS: { [name: string]: () => Promise<{ [k: string]: unknown }> } = {
+  release: async () => {
+    const release: ReleaseResult[] = [];
+    for (const n of SIZES) {
+      process.stdout.write(`  release, N = ${n} ... `);
+      release.push(await releaseRun(n));
+      console.log("done");
     }
-    console.log("\npartial run (BENCH_ONLY): results not saved");
-    return;
-  }
+    printRelease(release);
+    return { workers: WORKERS, release_window: WINDOW, release };
+  },
+  hot: async () => {
+    process.stdout.write("  hot path (wrk) ... ");
+    const wrkResult = await hotPath();
+    console.log("done");
+    process.stdout.write("  hot path (callgrind, 16 connections and 1) ... ");
+    const callgrind = [
+      await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 16, benchConfig),
+      await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), 1, benchConfig),
+    ];
+    console.log("done");
+    const hot: HotResult = { ...wrkResult, callgrind };
+    printHot(hot);
+    return { workers: WORKERS, hot_path: hot };
+  },
+  steady: async () => {
+    process.stdout.write("  steady load across a pause ... ");
+    const steady = await steadyAcrossPause();
+    console.log("done");
+    printSteady(steady);
+    return { workers: WORKERS, steady_across_pause: steady };
+  },
+  fleet: async () => {
+    const fleet: FleetResult[] = [];
+    for (const n of FLEET_SIZES) {
+      process.stdout.write(`  fleet, ${n} nodes on one Redis ... `);
+      fleet.push(await fleetRun(n));
+      console.log("done");
+    }
+    console.log(`\nfleet, ${FLEET_ROUNDS} pause/resume rounds per size:`);
+    printTable(fleetTable(fleet));
+    return { rounds: FLEET_ROUNDS, rate_seconds: FLEET_RATE_SECONDS, fleet };
+  },
+  database: async () => ({ ...(await databaseScenarios()) }),
+};
+
+async function main(): Promise<void> {
+  const unknown = [...(ONLY ?? [])].filter((s) => !(s in SECTIONS));
+  if (unknown.length > 0) throw new Error(`BENCH_ONLY: no section ${unknown.join(", ")}; the sections are ${Object.keys(SECTIONS).join(", ")}`);
+  rmSync(WORK, { recursive: true, force: true });
+  mkdirSync(WORK, { recursive: true });
+  // Run from a snapshot of dist/ and nginx/, so a rebuild meanwhile cannot touch the run.
+  cpSync(path.join(ROOT, "dist"), path.join(SNAPSHOT, "dist"), { recursive: true });
+  cpSync(path.join(ROOT, "nginx"), path.join(SNAPSHOT, "nginx"), { recursive: true });
+  // The commit is read before anything is written, so this run's own results do not count as changes.
+  const at = commitOf(ROOT);
+  console.log(`intermission bench: ${describeMachine(machine())}; commit ${at.commit.slice(0, 7)}${at.dirty ? " with uncommitted changes" : ""}; ` +
+    `nginx with ${WORKERS} workers; release_window ${WINDOW}${SAVE ? "" : "; BENCH_SAVE=0: nothing is saved"}`);
   const dir = path.join(ROOT, "bench/results");
   mkdirSync(dir, { recursive: true });
-  const stamp = result.date.replace(/[:.]/g, "-");
-  writeFileSync(path.join(dir, `${stamp}.json`), JSON.stringify(result, null, 2) + "\n");
-  writeFileSync(path.join(dir, "latest.json"), JSON.stringify(result, null, 2) + "\n");
-  await plotRelease(path.join(dir, "latest.json"), path.join(dir, "release-timeline.svg"));
-  console.log(`\nresults: bench/results/latest.json (and ${stamp}.json); plot: bench/results/release-timeline.svg`);
+  const took: [string, number][] = [];
+  for (const [name, run] of Object.entries(SECTIONS)) {
+    if (!wanted(name)) continue;
+    console.log(`\n[bench] ${name}`);
+    const t0 = performance.now();
+    const data = await run();
+    const seconds = Math.round((performance.now() - t0) / 1000);
+    took.push([name, seconds]);
+    console.log(`[bench] ${name}: ${seconds} s`);
+    if (!SAVE) continue;
+    const file = path.join(dir, `${name}.json`);
+    writeFileSync(file, JSON.stringify({ section: name, ...provenance(at), seconds, ...data }, null, 2) + "\n");
+    console.log(`[bench] results: ${path.relative(ROOT, file)}`);
+    if (name === "release") {
+      await plotRelease(file, path.join(dir, "release-timeline.svg"));
+      console.log("[bench] plot: bench/results/release-timeline.svg");
+    }
+    if (name === "database") await plotDatabase(ROOT);
+  }
+  if (SAVE) {
+    const changed = writeReadmeTables(ROOT);
+    console.log(`\n[bench] README.md: ${changed.length > 0 ? `rewrote ${changed.join(", ")}` : "tables unchanged"}`);
+  }
+  console.log(`[bench] time per section: ${took.map(([n, s]) => `${n} ${s} s`).join(", ")}`);
 }
 
 main().then(

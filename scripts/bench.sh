@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # npm run bench: installs what the benchmark runs on (Debian's nginx with
-# lua-nginx-module, wrk, valgrind), builds dist/, and runs bench/run.ts on the host
-# (its database section in Docker containers).
+# lua-nginx-module, wrk, valgrind, Redis), builds dist/, and runs bench/run.ts on the host
+# (its database section in Docker containers). Every section stores its figures in
+# bench/results/<section>.json and the README's tables are rewritten from them; commit
+# both. Run it on a quiet machine: wall-clock figures move with other load. The knobs
+# (BENCH_ONLY, sizes, rounds, durations) are listed at the top of bench/run.ts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -27,4 +30,5 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *,database,* ]]; then
   export TESTCONTAINERS_RYUK_DISABLED=true
 fi
 npm run -s build
-exec node --import tsx bench/run.ts "$@"
+node --import tsx bench/run.ts "$@"
+echo "[bench] all: $((SECONDS / 60)) min $((SECONDS % 60)) s (setup and build included)"
