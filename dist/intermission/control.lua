@@ -27,6 +27,8 @@ local ____record = require("intermission.record")
 local lookup = ____record.lookup
 local forget = ____record.forget
 local requestKey = ____record.requestKey
+--- The scope a control request without scope= gets from a location that sets none: the whole node.
+local NODE_SCOPE = "default"
 local READS = {status = true, metrics = true}
 local MUTATIONS = {pause = true, resume = true, maintenance = true}
 local LEGACY = {control = true, enable = true, disable = true}
@@ -86,6 +88,7 @@ local function describe(keys)
     end
     return {
         scope = keys.scope,
+        applies_to = keys.scope == NODE_SCOPE and "node" or "scope",
         state = snap.mode == "draining" and "running" or snap.mode,
         draining = snap.mode == "draining",
         held = release.heldNow(keys),
@@ -105,6 +108,7 @@ local function describe(keys)
         max_hold = settings.cfg.max_hold,
         store = settings.cfg.store,
         counters = count,
+        passed_unheld = counters.passedUnheldByScope(),
         shared_dict = {
             state = {
                 capacity_kib = zones.state:capacity() / 1024,

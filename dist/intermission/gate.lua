@@ -326,6 +326,13 @@ local function reentered(r, seen)
     return false
 end
 --- The access hook once some scope is not running, or on a redirect.
+-- 
+-- The scope `default` is the whole node: its pause or maintenance (what a control
+-- request naming no scope gets from a control location that sets none) applies to every
+-- request whose own scope runs, which is then held in default's queue, in arrival order
+-- with default's own requests. A scope's own pause or maintenance comes first for its
+-- requests; `scope=X` narrows a pause to X. So the README's snippet, with a scope in the
+-- protected location and none in the control location, protects its site.
 function ____exports.gate()
     local r = requestKey()
     local seen = lookup(r)
@@ -337,7 +344,22 @@ function ____exports.gate()
     end
     local keys = keysFor(____exports.scopeOf())
     local mode = state.settle(keys)
-    if mode == "running" or alwaysPasses(ngxVar.uri) then
+    if mode == "running" and keys.scope ~= DEFAULT_SCOPE then
+        local nodeKeys = keysFor(DEFAULT_SCOPE)
+        local nodeMode = state.settle(nodeKeys)
+        if nodeMode ~= "running" then
+            keys = nodeKeys
+            mode = nodeMode
+        end
+    end
+    local passes = alwaysPasses(ngxVar.uri)
+    if mode == "running" then
+        if not passes then
+            counters.passedUnheld(keys)
+        end
+        return forward(r, nil)
+    end
+    if passes then
         return forward(r, nil)
     end
     if mode == "maintenance" then

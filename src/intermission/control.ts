@@ -14,6 +14,9 @@ import * as inflight from "./inflight";
 import { fleet } from "./fleetmode";
 import { lookup, forget, requestKey } from "./record";
 
+/** The scope a control request without scope= gets from a location that sets none: the whole node. */
+const NODE_SCOPE = "default";
+
 type Action = "status" | "pause" | "resume" | "maintenance" | "metrics" | "control" | "enable" | "disable";
 
 const READS: { [a: string]: true } = { status: true, metrics: true };
@@ -58,6 +61,9 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
   for (const name of counters.COUNTER_NAMES) count[name] = counters.read(keys, name);
   return {
     scope: keys.scope,
+    // `default` is the whole node: its pause or maintenance holds every scope that runs
+    // (gate.ts); any other scope's acts on that scope's requests only.
+    applies_to: keys.scope === NODE_SCOPE ? "node" : "scope",
     state: snap.mode === "draining" ? "running" : snap.mode,
     draining: snap.mode === "draining",
     held: release.heldNow(keys),
@@ -74,6 +80,9 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
     max_hold: settings.cfg.max_hold,
     store: settings.cfg.store,
     counters: count,
+    // Per scope, requests passed unheld while another scope was stopped (since start): a
+    // pause that holds nothing while these grow named the wrong scope.
+    passed_unheld: counters.passedUnheldByScope(),
     shared_dict: {
       state: { capacity_kib: zones.state.capacity() / 1024, free_kib: zones.state.free_space() / 1024 },
       queue: { capacity_kib: zones.queue.capacity() / 1024, free_kib: zones.queue.free_space() / 1024 },
