@@ -39,27 +39,40 @@ function readmeSnippet(): string {
 
 /**
  * The snippet as nginx's whole configuration: the lines it leaves to the user added
- * around it (the lua module, events, the backend's address, a listen port), its own
- * lines unchanged.
+ * around it (the lua module, pid, events, the backend's address, a listen port), each
+ * only where the snippet has none of its own; its own lines unchanged but for the
+ * backend's address and the listen port, if it has them.
  */
 function configFrom(snippet: string, port: number, backendPort: number): string {
-  const lines = snippet.split("\n");
-  const out: string[] = [
-    "include /etc/nginx/modules-enabled/*.conf;   # Debian's lua-nginx-module (the image)",
-    "pid /run/nginx.pid;",
-    "events {}",
-  ];
+  const has = (re: RegExp) => re.test(snippet);
+  const out: string[] = [];
+  if (!has(/^\s*(include \/etc\/nginx\/modules-enabled|load_module )/m)) {
+    out.push("include /etc/nginx/modules-enabled/*.conf;   # Debian's lua-nginx-module (the image)");
+  }
+  if (!has(/^\s*pid /m)) out.push("pid /run/nginx.pid;");
+  if (!has(/^\s*events\s*\{/m)) out.push("events {}");
+  const ownUpstream = has(/^\s*upstream backend\s*\{/m);
+  const ownListen = has(/^\s*listen\s/m);
   let http = 0;
   let server = 0;
-  for (const line of lines) {
-    out.push(line);
+  let inUpstream = false;
+  for (const line of snippet.split("\n")) {
+    if (/^\s*upstream backend\s*\{/.test(line)) inUpstream = true;
+    if (inUpstream && /\bserver\s+[^;]+;/.test(line)) {
+      out.push(line.replace(/server\s+[^;\s]+/, `server 127.0.0.1:${backendPort}`));
+    } else if (ownListen && /^\s*listen\s/.test(line)) {
+      out.push(line.replace(/listen\s+[^;]+;/, `listen 127.0.0.1:${port};`));
+    } else {
+      out.push(line);
+    }
+    if (inUpstream && /\}/.test(line)) inUpstream = false;
     if (/^http \{\s*$/.test(line)) {
       http++;
-      out.push(`    upstream backend { server 127.0.0.1:${backendPort}; }`);
+      if (!ownUpstream) out.push(`    upstream backend { server 127.0.0.1:${backendPort}; }`);
     }
     if (/^    server \{\s*$/.test(line)) {
       server++;
-      out.push(`        listen 127.0.0.1:${port};`);
+      if (!ownListen) out.push(`        listen 127.0.0.1:${port};`);
     }
   }
   assert.equal(http, 1, "the snippet has one http block");
