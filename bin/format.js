@@ -16,7 +16,11 @@ export function table(results) {
         if (!r.ok)
             return [r.url, "-", "ERROR", "-", "-", "-", "-", "-", "(see below)"];
         const b = r.body;
-        const state = b.draining ? "running (draining)" : String(b.state);
+        let state = b.draining ? "running (draining)" : String(b.state);
+        // A scope that runs while the whole node is paused: its requests are held all the same.
+        if (b.applies_to === "scope" && b.state === "running" && typeof b.node_state === "string" && b.node_state !== "running") {
+            state = `${b.node_state} (whole node)`;
+        }
         return [r.url, scopeLabel(b), state, String(b.held ?? "-"), String(b.queued ?? "-"), String(b.in_flight ?? "-"),
             when(b.since), when(b.until), b.reason ?? ""];
     });

@@ -100,6 +100,11 @@ describe("CLI against two nodes", () => {
     const d = cli([...urls, "--token", TOKEN, "resume"]);
     assert.equal(await d.exit, 0, d.stderr());
     assert.equal(d.stdout().split("\n").filter((l) => /^http\S+\s+default \(whole node\)\s+running/.test(l)).length, 2, d.stdout());
+    // A scope that runs while the whole node is paused says so: its requests are held.
+    for (const n of [a, b]) assert.equal((await n.control("pause")).status, 200);
+    const s = cli([...urls, "--token", TOKEN, "status", "--scope", "other"]);
+    assert.equal(await s.exit, 0, s.stderr());
+    assert.equal(s.stdout().split("\n").filter((l) => /^http\S+\s+other\s+paused \(whole node\)/.test(l)).length, 2, s.stdout());
   });
 
   it("run resumes every node after a failing command and exits with its status", async () => {

@@ -27,7 +27,10 @@ describe("a pause of default holds the whole node", () => {
     const order = ["/other/?id=o1", "/?id=d1", "/seed/?id=s1", "/other/?id=o2", "/seed/?id=s2"];
     const pending = await holdInOrder(node, order);
     assert.deepEqual((await node.arrivals()).ids, [], "nothing reached the upstream while paused");
-    assert.equal((await node.status("other")).held, 0, "held in default's queue, not in other's");
+    const other = await node.status("other");
+    assert.equal(other.held, 0, "held in default's queue, not in other's");
+    assert.equal(other.state, "running");
+    assert.equal(other.node_state, "paused", "other's status says the whole node is paused");
     const resumed = (await node.control("resume")).json();
     assert.equal(resumed.released, 5);
     assert.equal(resumed.applies_to, "node");

@@ -55,6 +55,11 @@ function audit(action: string, keys: ScopeKeys, reason: string, extra: string): 
   ngx.log(ngx.NOTICE, `intermission: audit action=${action} scope=${keys.scope} reason="${sanitize(reason)}" client=${ngx.var.remote_addr ?? "-"}${extra}`);
 }
 
+/** A mode as the answers show it: draining is running (with `draining: true`). */
+function shown(mode: state.Mode): string {
+  return mode === "draining" ? "running" : mode;
+}
+
 function describe(keys: ScopeKeys): { [k: string]: unknown } {
   const snap = state.snapshot(keys);
   const count: { [k: string]: number } = {};
@@ -64,7 +69,9 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
     // `default` is the whole node: its pause or maintenance holds every scope that runs
     // (gate.ts); any other scope's acts on that scope's requests only.
     applies_to: keys.scope === NODE_SCOPE ? "node" : "scope",
-    state: snap.mode === "draining" ? "running" : snap.mode,
+    state: shown(snap.mode),
+    // What the whole node (default) is in: while this scope runs, that is what its requests get.
+    node_state: keys.scope === NODE_SCOPE ? shown(snap.mode) : shown(state.modeOf(keysFor(NODE_SCOPE))),
     draining: snap.mode === "draining",
     held: release.heldNow(keys),
     queued: release.queued(keys),
