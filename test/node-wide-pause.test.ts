@@ -84,6 +84,8 @@ describe("a pause of default holds the whole node", () => {
     assert.equal((during.default ?? 0) - (before.default ?? 0), 1, "/ passed once (the health check /up is not counted)");
     assert.equal((during.seedapp ?? 0) - (before.seedapp ?? 0), 2);
     assert.equal(during.other ?? 0, before.other ?? 0, "other's requests were held, not passed");
+    const metrics = (await node.control("metrics")).body;
+    assert.match(metrics, new RegExp(`^intermission_passed_unheld_total\\{scope="seedapp"\\} ${during.seedapp}$`, "m"));
     await node.control("resume", "scope=other");
     assert.equal((await held.reply).status, 200);
     assert.deepEqual((await node.arrivals()).ids, ["d1", "s1", "s2", "-", "o1"], "/up reached the backend too (it has no id)");
