@@ -18,6 +18,7 @@ local jsonError = ____respond.jsonError
 local ____gate = require("intermission.gate")
 local scopeOf = ____gate.scopeOf
 local learnControlPrefix = ____gate.learnControlPrefix
+local NODE_SCOPE = ____gate.DEFAULT_SCOPE
 local ____metrics = require("intermission.metrics")
 local renderMetrics = ____metrics.renderMetrics
 local inflight = require("intermission.inflight")
@@ -27,8 +28,6 @@ local ____record = require("intermission.record")
 local lookup = ____record.lookup
 local forget = ____record.forget
 local requestKey = ____record.requestKey
---- The scope a control request without scope= gets from a location that sets none: the whole node.
-local NODE_SCOPE = "default"
 local READS = {status = true, metrics = true}
 local MUTATIONS = {pause = true, resume = true, maintenance = true}
 local LEGACY = {control = true, enable = true, disable = true}

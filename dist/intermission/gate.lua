@@ -141,7 +141,8 @@ function ____exports.settleRecord(rec)
     rec.state = "answered"
 end
 local ngxVar = ngx.var
-local DEFAULT_SCOPE = "default"
+--- The scope of a location that sets none, and the whole node (see gate()).
+____exports.DEFAULT_SCOPE = "default"
 --- State-zone key: the path prefixes of the control locations, learned by control().
 local CONTROL_PREFIX_KEY = "control_prefix"
 --- Control locations remembered at most (a config has one or two).
@@ -156,7 +157,7 @@ function ____exports.scopeOf()
     if app ~= nil and app ~= "" then
         return app
     end
-    return DEFAULT_SCOPE
+    return ____exports.DEFAULT_SCOPE
 end
 --- The control locations' path prefixes, newline-separated ("\n/a/\n/b/\n", the newest
 -- last), or undefined before the first control request.
@@ -344,8 +345,8 @@ function ____exports.gate()
     end
     local keys = keysFor(____exports.scopeOf())
     local mode = state.settle(keys)
-    if mode == "running" and keys.scope ~= DEFAULT_SCOPE then
-        local nodeKeys = keysFor(DEFAULT_SCOPE)
+    if mode == "running" and keys.scope ~= ____exports.DEFAULT_SCOPE then
+        local nodeKeys = keysFor(____exports.DEFAULT_SCOPE)
         local nodeMode = state.settle(nodeKeys)
         if nodeMode ~= "running" then
             keys = nodeKeys

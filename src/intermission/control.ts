@@ -8,14 +8,11 @@ import * as ready from "./ready";
 import * as counters from "./counters";
 import * as params from "./params";
 import { json, jsonError } from "./respond";
-import { scopeOf, learnControlPrefix } from "./gate";
+import { scopeOf, learnControlPrefix, DEFAULT_SCOPE as NODE_SCOPE } from "./gate";
 import { renderMetrics } from "./metrics";
 import * as inflight from "./inflight";
 import { fleet } from "./fleetmode";
 import { lookup, forget, requestKey } from "./record";
-
-/** The scope a control request without scope= gets from a location that sets none: the whole node. */
-const NODE_SCOPE = "default";
 
 type Action = "status" | "pause" | "resume" | "maintenance" | "metrics" | "control" | "enable" | "disable";
 

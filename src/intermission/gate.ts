@@ -15,7 +15,8 @@ import { unavailable } from "./respond";
 import { requestKey, startTime, lookup, remember, rememberForwarded, forget, Record } from "./record";
 
 const ngxVar = ngx.var;
-const DEFAULT_SCOPE = "default";
+/** The scope of a location that sets none, and the whole node (see gate()). */
+export const DEFAULT_SCOPE = "default";
 /** State-zone key: the path prefixes of the control locations, learned by control(). */
 const CONTROL_PREFIX_KEY = "control_prefix";
 /** Control locations remembered at most (a config has one or two). */
