@@ -42,6 +42,14 @@ commands:
                  in a throwaway nginx that serves nothing, the check nginx -t skips
                  (FILE: nginx's default configuration)
 
+scope:
+  --scope S      the scope to act on. Without it: the control location's own scope
+                 ($intermission_scope, else $app_name), else "default", which is the
+                 whole node: a pause of default holds every request on the node whose
+                 own scope is not paused or in maintenance. --scope S narrows a pause
+                 to the locations of scope S. Tables name the scope each node acted on;
+                 run warns when a pause held nothing while other scopes saw traffic.
+
 options:
   --url URL      a node's control location, e.g. http://10.0.0.5/_intermission
                  (repeat for every node; default $INTERMISSION_URL, comma-separated,

@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import { EXIT_NOT_DRAINED, EXIT_NOT_READY } from "./args.js";
 import { fanOut } from "./nodes.js";
 import { waitUntilReady } from "./ready.js";
+import { scopeLabel } from "./format.js";
 function pauseParams(o) {
     return { ttl: o.ttl, reason: o.reason ?? `intermission run ${o.argv.join(" ")}`.slice(0, 200), scope: o.scope, drain: o.drain };
 }
@@ -13,13 +14,51 @@ async function resumeAll(o, urls, log) {
     for (const r of results) {
         if (r.ok) {
             const since = typeof r.body.previous === "string" ? r.body.previous : "?";
-            log(`resumed ${r.url}: released ${r.body.released ?? 0} held request(s) (was ${since})`);
+            log(`resumed ${r.url}: released ${r.body.released ?? 0} held request(s) (was ${since}); scope ${scopeLabel(r.body)}`);
         }
         else {
             log(`FAILED to resume ${r.error}`);
         }
     }
     return results;
+}
+/** The status answers' passed_unheld: per scope, requests passed unheld while another scope was stopped. */
+function unheldCounts(body) {
+    const out = {};
+    const raw = body?.passed_unheld;
+    if (raw !== null && typeof raw === "object") {
+        for (const [scope, n] of Object.entries(raw))
+            if (typeof n === "number")
+                out[scope] = n;
+    }
+    return out;
+}
+/**
+ * A pause that held nothing while requests of other scopes passed the node unheld named
+ * the wrong scope: say so, naming both, rather than let the run look like a success.
+ */
+function warnIfHeldNothing(paused, resumed, log) {
+    for (const p of paused) {
+        const r = resumed.find((x) => x.url === p.url);
+        if (!r?.ok || Number(r.body.released ?? 0) !== 0 || Number(r.body.counters?.held ?? 0) > Number(p.body.counters?.held ?? 0))
+            continue;
+        const before = unheldCounts(p.body);
+        const after = unheldCounts(r.body);
+        const scope = String(p.body.scope);
+        const passed = Object.entries(after)
+            .map(([s, n]) => [s, n - (before[s] ?? 0)])
+            .filter(([s, n]) => n > 0 && s !== scope)
+            .sort(([a], [b]) => (a < b ? -1 : 1));
+        if (passed.length === 0)
+            continue;
+        const list = passed.map(([s, n]) => `${s} (${n})`).join(", ");
+        const names = passed.map(([s]) => s);
+        const hint = scope === "default"
+            ? "this node does not apply a pause of default to every scope (an older intermission?)"
+            : `run with --scope ${names[0]}, or without --scope to pause the whole node (scope default) from a control location that sets no scope`;
+        log(`WARNING: ${p.url}: the pause of scope ${scope} held nothing, while ` +
+            `${passed.reduce((n, [, k]) => n + k, 0)} request(s) of scope(s) ${list} passed unheld: ${hint}`);
+    }
 }
 const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
 const exitStatusOf = (signal) => 128 + (SIGNAL_NUMBERS[signal] ?? 1);
@@ -150,7 +189,7 @@ async function pauseRunResume(o, log, signals) {
     for (const r of paused) {
         const drainNote = r.body.drained === undefined ? "" : r.body.drained
             ? ", drained" : `, NOT drained: ${r.body.in_flight} request(s) still in flight after ${drain}s`;
-        log(`paused ${r.url}${drainNote}`);
+        log(`paused ${r.url}${drainNote}; scope ${scopeLabel(r.body)}`);
     }
     // From here on, every path resumes every node.
     let status;
@@ -177,6 +216,7 @@ async function pauseRunResume(o, log, signals) {
         const resumed = await resumeAll(o, o.urls, log);
         const held = resumed.reduce((n, r) => n + (r.ok ? Number(r.body.released ?? 0) : 0), 0);
         log(`paused for ${((Date.now() - started) / 1000).toFixed(1)}s; ${held} request(s) were held at resume`);
+        warnIfHeldNothing(paused, resumed, log);
         if (resumed.some((r) => !r.ok)) {
             log("some nodes did not resume: they resume by themselves when their pause TTL ends");
             status = status === 0 ? 1 : status;

@@ -7,13 +7,23 @@ function when(epochSeconds: number | undefined): string {
   return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
 }
 
+/** The scope a node answered for; `default` is the whole node (every scope not stopped itself). */
+export function scopeLabel(body: any): string {
+  if (typeof body?.scope !== "string") return "-";
+  return body.applies_to === "node" ? `${body.scope} (whole node)` : body.scope;
+}
+
 export function table(results: NodeResult[]): string {
-  const head = ["node", "state", "held", "queued", "in flight", "since", "until", "reason"];
+  const head = ["node", "scope", "state", "held", "queued", "in flight", "since", "until", "reason"];
   const rows = results.map((r) => {
-    if (!r.ok) return [r.url, "ERROR", "-", "-", "-", "-", "-", "(see below)"];
+    if (!r.ok) return [r.url, "-", "ERROR", "-", "-", "-", "-", "-", "(see below)"];
     const b = r.body;
-    const state = b.draining ? "running (draining)" : String(b.state);
-    return [r.url, state, String(b.held ?? "-"), String(b.queued ?? "-"), String(b.in_flight ?? "-"),
+    let state = b.draining ? "running (draining)" : String(b.state);
+    // A scope that runs while the whole node is paused: its requests are held all the same.
+    if (b.applies_to === "scope" && b.state === "running" && typeof b.node_state === "string" && b.node_state !== "running") {
+      state = `${b.node_state} (whole node)`;
+    }
+    return [r.url, scopeLabel(b), state, String(b.held ?? "-"), String(b.queued ?? "-"), String(b.in_flight ?? "-"),
       when(b.since), when(b.until), b.reason ?? ""];
   });
   const all = [head, ...rows];

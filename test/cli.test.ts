@@ -65,7 +65,8 @@ describe("CLI against two nodes", () => {
   it("status prints a table per node, and JSON with --json", async () => {
     const table = cli([...urls, "status"], { INTERMISSION_TOKEN: TOKEN });
     assert.equal(await table.exit, 0, table.stderr());
-    assert.match(table.stdout(), /^node\s+state\s+held\s+queued\s+in flight/);
+    assert.match(table.stdout(), /^node\s+scope\s+state\s+held\s+queued\s+in flight/);
+    assert.equal(table.stdout().split("\n").filter((l) => /default \(whole node\)\s+running/.test(l)).length, 2, "each node names the scope it answered for");
     assert.equal(table.stdout().split("\n").filter((l) => /running/.test(l)).length, 2);
     const json = cli([...urls, "--token", TOKEN, "--json", "status"]);
     assert.equal(await json.exit, 0);
@@ -85,6 +86,25 @@ describe("CLI against two nodes", () => {
     const r = cli([...urls, "--token", TOKEN, "resume"]);
     assert.equal(await r.exit, 0, r.stderr());
     for (const n of [a, b]) assert.equal((await n.status()).state, "running");
+  });
+
+  it("pause and resume tables name the scope each node acted on", async () => {
+    const p = cli([...urls, "--token", TOKEN, "pause", "--scope", "other", "--ttl", "60"]);
+    assert.equal(await p.exit, 0, p.stderr());
+    const rows = p.stdout().split("\n");
+    assert.match(rows[0], /^node\s+scope\s+state/);
+    assert.equal(rows.filter((l) => /^http\S+\s+other\s+paused/.test(l)).length, 2, p.stdout());
+    const r = cli([...urls, "--token", TOKEN, "resume", "--scope", "other"]);
+    assert.equal(await r.exit, 0, r.stderr());
+    assert.equal(r.stdout().split("\n").filter((l) => /^http\S+\s+other\s+running/.test(l)).length, 2, r.stdout());
+    const d = cli([...urls, "--token", TOKEN, "resume"]);
+    assert.equal(await d.exit, 0, d.stderr());
+    assert.equal(d.stdout().split("\n").filter((l) => /^http\S+\s+default \(whole node\)\s+running/.test(l)).length, 2, d.stdout());
+    // A scope that runs while the whole node is paused says so: its requests are held.
+    for (const n of [a, b]) assert.equal((await n.control("pause")).status, 200);
+    const s = cli([...urls, "--token", TOKEN, "status", "--scope", "other"]);
+    assert.equal(await s.exit, 0, s.stderr());
+    assert.equal(s.stdout().split("\n").filter((l) => /^http\S+\s+other\s+paused \(whole node\)/.test(l)).length, 2, s.stdout());
   });
 
   it("run resumes every node after a failing command and exits with its status", async () => {
@@ -199,6 +219,7 @@ describe("CLI against two nodes", () => {
     assert.match(help.stdout(), /^usage: intermission/);
     assert.match(help.stdout(), /--drain, default\s+10s/);
     assert.match(help.stdout(), /--require-drain/);
+    assert.match(help.stdout(), /--scope S\s+the scope to act on\. Without it: the control location's own scope\s+\(\$intermission_scope, else \$app_name\), else "default", which is the\s+whole node/);
     const { version } = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8"));
     for (const flag of ["--version", "-V"]) {
       const v = cli([flag]);

@@ -18,6 +18,7 @@ local jsonError = ____respond.jsonError
 local ____gate = require("intermission.gate")
 local scopeOf = ____gate.scopeOf
 local learnControlPrefix = ____gate.learnControlPrefix
+local NODE_SCOPE = ____gate.DEFAULT_SCOPE
 local ____metrics = require("intermission.metrics")
 local renderMetrics = ____metrics.renderMetrics
 local inflight = require("intermission.inflight")
@@ -78,6 +79,10 @@ local function audit(action, keys, reason, extra)
         ((((((("intermission: audit action=" .. action) .. " scope=") .. keys.scope) .. " reason=\"") .. sanitize(reason)) .. "\" client=") .. (ngx.var.remote_addr or "-")) .. extra
     )
 end
+--- A mode as the answers show it: draining is running (with `draining: true`).
+local function shown(mode)
+    return mode == "draining" and "running" or mode
+end
 local function describe(keys)
     local snap = state.snapshot(keys)
     local count = {}
@@ -86,7 +91,9 @@ local function describe(keys)
     end
     return {
         scope = keys.scope,
-        state = snap.mode == "draining" and "running" or snap.mode,
+        applies_to = keys.scope == NODE_SCOPE and "node" or "scope",
+        state = shown(snap.mode),
+        node_state = keys.scope == NODE_SCOPE and shown(snap.mode) or shown(state.modeOf(keysFor(NODE_SCOPE))),
         draining = snap.mode == "draining",
         held = release.heldNow(keys),
         queued = release.queued(keys),
@@ -105,6 +112,7 @@ local function describe(keys)
         max_hold = settings.cfg.max_hold,
         store = settings.cfg.store,
         counters = count,
+        passed_unheld = counters.passedUnheldByScope(),
         shared_dict = {
             state = {
                 capacity_kib = zones.state:capacity() / 1024,
@@ -132,12 +140,12 @@ local function inFlightNow(version)
     for ____, n in ipairs(f.nodes) do
         do
             if n.id == fleet.sync.node.id then
-                goto __continue18
+                goto __continue19
             end
             local behind = type(n.version) == "number" and n.version < version
             others = others + (behind and math.max(1, n.in_flight) or n.in_flight)
         end
-        ::__continue18::
+        ::__continue19::
     end
     return inflight.total() + others
 end

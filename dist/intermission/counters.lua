@@ -2,6 +2,7 @@ local ____exports = {}
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
+local UNHELD_PREFIX = ____shm.UNHELD_PREFIX
 --- Every hold ends in exactly one outcome, as in Vitess's buffer:
 --   held + retried = released + timed_out + aborted + maintenance + (held now)
 -- retried: second holds of released requests whose upstream connection failed.
@@ -85,5 +86,28 @@ function ____exports.holdHistogram(keys)
         end
     end
     return cumulative, num(zone, keys.counterPrefix .. "hold_count"), num(zone, keys.counterPrefix .. "hold_sum")
+end
+--- A request forwarded by the slow path because its own scope (and the node-wide scope
+-- `default`) runs, while some scope on this node is paused, in maintenance or draining.
+-- Under its own prefix, so that passedUnheldByScope finds every scope that ever had one,
+-- scopes that were never paused (and so have no state) included.
+function ____exports.passedUnheld(keys)
+    zones.counters:incr(keys.unheld, 1, 0)
+end
+--- Every scope's passedUnheld count since nginx started (the zone outlives a reload). For
+-- the control API only: it scans the counters zone's keys.
+function ____exports.passedUnheldByScope()
+    local out = {}
+    local zone = zones.counters
+    local prefixLength = #UNHELD_PREFIX
+    for ____, key in ipairs(zone:get_keys(0)) do
+        if string.sub(key, 1, prefixLength) == UNHELD_PREFIX then
+            local v = zone:get(key)
+            if type(v) == "number" then
+                out[string.sub(key, prefixLength + 1)] = v
+            end
+        end
+    end
+    return out
 end
 return ____exports

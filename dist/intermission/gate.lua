@@ -141,7 +141,8 @@ function ____exports.settleRecord(rec)
     rec.state = "answered"
 end
 local ngxVar = ngx.var
-local DEFAULT_SCOPE = "default"
+--- The scope of a location that sets none, and the whole node (see gate()).
+____exports.DEFAULT_SCOPE = "default"
 --- State-zone key: the path prefixes of the control locations, learned by control().
 local CONTROL_PREFIX_KEY = "control_prefix"
 --- Control locations remembered at most (a config has one or two).
@@ -156,7 +157,7 @@ function ____exports.scopeOf()
     if app ~= nil and app ~= "" then
         return app
     end
-    return DEFAULT_SCOPE
+    return ____exports.DEFAULT_SCOPE
 end
 --- The control locations' path prefixes, newline-separated ("\n/a/\n/b/\n", the newest
 -- last), or undefined before the first control request.
@@ -326,6 +327,13 @@ local function reentered(r, seen)
     return false
 end
 --- The access hook once some scope is not running, or on a redirect.
+-- 
+-- The scope `default` is the whole node: its pause or maintenance (what a control
+-- request naming no scope gets from a control location that sets none) applies to every
+-- request whose own scope runs, which is then held in default's queue, in arrival order
+-- with default's own requests. A scope's own pause or maintenance comes first for its
+-- requests; `scope=X` narrows a pause to X. So the README's snippet, with a scope in the
+-- protected location and none in the control location, protects its site.
 function ____exports.gate()
     local r = requestKey()
     local seen = lookup(r)
@@ -337,7 +345,22 @@ function ____exports.gate()
     end
     local keys = keysFor(____exports.scopeOf())
     local mode = state.settle(keys)
-    if mode == "running" or alwaysPasses(ngxVar.uri) then
+    if mode == "running" and keys.scope ~= ____exports.DEFAULT_SCOPE then
+        local nodeKeys = keysFor(____exports.DEFAULT_SCOPE)
+        local nodeMode = state.settle(nodeKeys)
+        if nodeMode ~= "running" then
+            keys = nodeKeys
+            mode = nodeMode
+        end
+    end
+    local passes = alwaysPasses(ngxVar.uri)
+    if mode == "running" then
+        if not passes then
+            counters.passedUnheld(keys)
+        end
+        return forward(r, nil)
+    end
+    if passes then
         return forward(r, nil)
     end
     if mode == "maintenance" then

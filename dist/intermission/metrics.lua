@@ -59,6 +59,10 @@ function ____exports.renderMetrics(scopes, current)
             ))
         end
     end
+    family("intermission_passed_unheld_total", "counter", "Requests passed unheld because their own scope (and default, the whole node) ran while another scope was stopped.")
+    for s, n in pairs(counters.passedUnheldByScope()) do
+        lines[#lines + 1] = (("intermission_passed_unheld_total{scope=\"" .. label(s)) .. "\"} ") .. tostring(n)
+    end
     family("intermission_hold_duration_seconds", "histogram", "How long held requests waited, whatever the outcome.")
     for ____, s in ipairs(scopes) do
         local buckets, total, sum = counters.holdHistogram(keysFor(s))

@@ -18,6 +18,8 @@ ____exports.LOCK_KEY = "lock"
 ____exports.SCOPE_COUNT_KEY = "scopes"
 --- Global key, fleet mode with fleet_release_window: this node's share of the fleet's window.
 ____exports.FLEET_SHARE_KEY = "fleet|share"
+--- Counters zone: the per-scope count of requests passed unheld while another scope was stopped.
+____exports.UNHELD_PREFIX = "unheld|"
 --- Marks a scope as known, for status and metrics.
 ____exports.SCOPE_MARK_PREFIX = "scope|"
 ____exports.zones = {state = nil, queue = nil, counters = nil}
@@ -75,7 +77,8 @@ local function makeKeys(scope)
         lastQueue = p .. "lastq",
         lastPause = p .. "lastp",
         leasePrefix = p .. "l|",
-        counterPrefix = p
+        counterPrefix = p,
+        unheld = ____exports.UNHELD_PREFIX .. scope
     }
 end
 function ____exports.keysFor(scope)

@@ -8,7 +8,7 @@ import * as ready from "./ready";
 import * as counters from "./counters";
 import * as params from "./params";
 import { json, jsonError } from "./respond";
-import { scopeOf, learnControlPrefix } from "./gate";
+import { scopeOf, learnControlPrefix, DEFAULT_SCOPE as NODE_SCOPE } from "./gate";
 import { renderMetrics } from "./metrics";
 import * as inflight from "./inflight";
 import { fleet } from "./fleetmode";
@@ -52,13 +52,23 @@ function audit(action: string, keys: ScopeKeys, reason: string, extra: string): 
   ngx.log(ngx.NOTICE, `intermission: audit action=${action} scope=${keys.scope} reason="${sanitize(reason)}" client=${ngx.var.remote_addr ?? "-"}${extra}`);
 }
 
+/** A mode as the answers show it: draining is running (with `draining: true`). */
+function shown(mode: state.Mode): string {
+  return mode === "draining" ? "running" : mode;
+}
+
 function describe(keys: ScopeKeys): { [k: string]: unknown } {
   const snap = state.snapshot(keys);
   const count: { [k: string]: number } = {};
   for (const name of counters.COUNTER_NAMES) count[name] = counters.read(keys, name);
   return {
     scope: keys.scope,
-    state: snap.mode === "draining" ? "running" : snap.mode,
+    // `default` is the whole node: its pause or maintenance holds every scope that runs
+    // (gate.ts); any other scope's acts on that scope's requests only.
+    applies_to: keys.scope === NODE_SCOPE ? "node" : "scope",
+    state: shown(snap.mode),
+    // What the whole node (default) is in: while this scope runs, that is what its requests get.
+    node_state: keys.scope === NODE_SCOPE ? shown(snap.mode) : shown(state.modeOf(keysFor(NODE_SCOPE))),
     draining: snap.mode === "draining",
     held: release.heldNow(keys),
     queued: release.queued(keys),
@@ -74,6 +84,9 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
     max_hold: settings.cfg.max_hold,
     store: settings.cfg.store,
     counters: count,
+    // Per scope, requests passed unheld while another scope was stopped (since start): a
+    // pause that holds nothing while these grow named the wrong scope.
+    passed_unheld: counters.passedUnheldByScope(),
     shared_dict: {
       state: { capacity_kib: zones.state.capacity() / 1024, free_kib: zones.state.free_space() / 1024 },
       queue: { capacity_kib: zones.queue.capacity() / 1024, free_kib: zones.queue.free_space() / 1024 },

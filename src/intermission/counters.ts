@@ -1,7 +1,7 @@
 // Per-scope counters and the hold-duration histogram, in their own zone (<dict>_counters)
 // so that every worker adds to the same numbers, they survive a reload, and no amount of
 // statistics can ever push the release state out of the state zone.
-import { ScopeKeys, zones, num } from "./shm";
+import { ScopeKeys, zones, num, UNHELD_PREFIX } from "./shm";
 
 export type CounterName = "held" | "released" | "timed_out" | "aborted" | "maintenance" | "rejected" | "passed" | "retried" | "probe_failures";
 /**
@@ -56,4 +56,31 @@ export function holdHistogram(keys: ScopeKeys): LuaMultiReturn<[number[], number
     cumulative.push(running);
   }
   return $multi(cumulative, num(zone, `${keys.counterPrefix}hold_count`), num(zone, `${keys.counterPrefix}hold_sum`));
+}
+
+/**
+ * A request forwarded by the slow path because its own scope (and the node-wide scope
+ * `default`) runs, while some scope on this node is paused, in maintenance or draining.
+ * Under its own prefix, so that passedUnheldByScope finds every scope that ever had one,
+ * scopes that were never paused (and so have no state) included.
+ */
+export function passedUnheld(keys: ScopeKeys): void {
+  zones.counters.incr(keys.unheld, 1, 0);
+}
+
+/**
+ * Every scope's passedUnheld count since nginx started (the zone outlives a reload). For
+ * the control API only: it scans the counters zone's keys.
+ */
+export function passedUnheldByScope(): { [scope: string]: number } {
+  const out: { [scope: string]: number } = {};
+  const zone = zones.counters;
+  const prefixLength = UNHELD_PREFIX.length;
+  for (const key of zone.get_keys(0)) {
+    if (string.sub(key, 1, prefixLength) === UNHELD_PREFIX) {
+      const [v] = zone.get(key);
+      if (type(v) === "number") out[string.sub(key, prefixLength + 1)] = v as number;
+    }
+  }
+  return out;
 }

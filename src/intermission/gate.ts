@@ -15,7 +15,8 @@ import { unavailable } from "./respond";
 import { requestKey, startTime, lookup, remember, rememberForwarded, forget, Record } from "./record";
 
 const ngxVar = ngx.var;
-const DEFAULT_SCOPE = "default";
+/** The scope of a location that sets none, and the whole node (see gate()). */
+export const DEFAULT_SCOPE = "default";
 /** State-zone key: the path prefixes of the control locations, learned by control(). */
 const CONTROL_PREFIX_KEY = "control_prefix";
 /** Control locations remembered at most (a config has one or two). */
@@ -222,15 +223,40 @@ function reentered(r: number, seen: number | Record): boolean {
   return false;
 }
 
-/** The access hook once some scope is not running, or on a redirect. */
+/**
+ * The access hook once some scope is not running, or on a redirect.
+ *
+ * The scope `default` is the whole node: its pause or maintenance (what a control
+ * request naming no scope gets from a control location that sets none) applies to every
+ * request whose own scope runs, which is then held in default's queue, in arrival order
+ * with default's own requests. A scope's own pause or maintenance comes first for its
+ * requests; `scope=X` narrows a pause to X. So the README's snippet, with a scope in the
+ * protected location and none in the control location, protects its site.
+ */
 export function gate(): void {
   const r = requestKey();
   const seen = lookup(r);
   if (seen !== undefined && reentered(r, seen)) return;
   if (settings.cfg.store === "redis") fleet.sync!.awaitFirstSync();
-  const keys = keysFor(scopeOf());
-  const mode = state.settle(keys);
-  if (mode === "running" || alwaysPasses(ngxVar.uri)) return forward(r, undefined);
+  let keys = keysFor(scopeOf());
+  let mode = state.settle(keys);
+  if (mode === "running" && keys.scope !== DEFAULT_SCOPE) {
+    const nodeKeys = keysFor(DEFAULT_SCOPE);
+    const nodeMode = state.settle(nodeKeys);
+    if (nodeMode !== "running") {
+      keys = nodeKeys;
+      mode = nodeMode;
+    }
+  }
+  const passes = alwaysPasses(ngxVar.uri);
+  if (mode === "running") {
+    // Passed unheld while some other scope on the node is stopped (its own pause would
+    // have held it): the signal that a pause named another scope than the site's, which
+    // the status answers show and `intermission run` warns about.
+    if (!passes) counters.passedUnheld(keys);
+    return forward(r, undefined);
+  }
+  if (passes) return forward(r, undefined);
   if (mode === "maintenance") {
     counters.count(keys, "rejected");
     return answer(r, undefined, keys, "maintenance");

@@ -44,6 +44,8 @@ export function renderMetrics(scopes: string[], current: string): string {
       lines.push(`intermission_requests_total{scope="${label(s)}",outcome="${name}"} ${counters.read(keysFor(s), name)}`);
     }
   }
+  family("intermission_passed_unheld_total", "counter", "Requests passed unheld because their own scope (and default, the whole node) ran while another scope was stopped.");
+  for (const [s, n] of pairs(counters.passedUnheldByScope())) lines.push(`intermission_passed_unheld_total{scope="${label(s as string)}"} ${n}`);
   family("intermission_hold_duration_seconds", "histogram", "How long held requests waited, whatever the outcome.");
   for (const s of scopes) {
     const [buckets, total, sum] = counters.holdHistogram(keysFor(s));

@@ -66,6 +66,8 @@ export interface ScopeKeys {
   leasePrefix: string;
   /** Counters zone. */
   counterPrefix: string;
+  /** Counters zone: requests of this scope passed unheld while another scope was stopped (counters.passedUnheld). */
+  unheld: string;
 }
 
 /** Global key: how many scopes are not running (0: every scope runs). Created by setup(), never deleted. */
@@ -76,6 +78,8 @@ export const LOCK_KEY = "lock";
 export const SCOPE_COUNT_KEY = "scopes";
 /** Global key, fleet mode with fleet_release_window: this node's share of the fleet's window. */
 export const FLEET_SHARE_KEY = "fleet|share";
+/** Counters zone: the per-scope count of requests passed unheld while another scope was stopped. */
+export const UNHELD_PREFIX = "unheld|";
 /** Marks a scope as known, for status and metrics. */
 export const SCOPE_MARK_PREFIX = "scope|";
 
@@ -130,6 +134,7 @@ function makeKeys(scope: string): ScopeKeys {
     lastPause: `${p}lastp`,
     leasePrefix: `${p}l|`,
     counterPrefix: p,
+    unheld: UNHELD_PREFIX + scope,
   };
 }
 
