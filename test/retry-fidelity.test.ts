@@ -65,14 +65,15 @@ http {
 const RETRY = `
             error_page 502 504 = @intermission_retry;
             recursive_error_pages on;`;
-const ACCESS = `
+const ACCESS_HOOK = `
             access_by_lua_block { require("intermission").access() }`;
 const PROXY = `
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             client_max_body_size 10m;`;
 
-const LOCATIONS = `
+/** The locations under test; `access`: the access hook in each (empty: the hooks are at server level). */
+const locations = (ACCESS: string, rid: boolean) => `
         # the README's wiring
         location /plain/ {${ACCESS}${PROXY}
             proxy_pass http://127.0.0.1:8082;${RETRY}
@@ -111,6 +112,12 @@ const LOCATIONS = `
         location @dead {${PROXY}
             proxy_pass http://deadgroup;${RETRY}
         }
+        # $request_id sent upstream. (Only in one node: used anywhere, nginx caches it per
+        # request, and the other node checks the log lines where each read is a new id.)
+        ${rid ? `location /rid/ {${ACCESS}${PROXY}
+            proxy_set_header X-Request-Id $request_id;
+            proxy_pass http://127.0.0.1:8082;${RETRY}
+        }` : ""}
         location @intermission_retry {
             content_by_lua_block { require("intermission").retry() }
         }
@@ -146,6 +153,8 @@ interface Case {
   expect: "retried" | "refused";
   /** The request line the application must see (besides equal to the reference). */
   line?: string;
+  /** X-Request-Id is sent upstream: it must be the id of the request's log lines. */
+  requestIdHeader?: boolean;
 }
 
 function requestBytes(c: Case): Buffer {
@@ -158,6 +167,7 @@ function requestBytes(c: Case): Buffer {
 const bodyOf = (n: number, seed: string) => Buffer.from(createHash("sha256").update(seed).digest("hex").repeat(Math.ceil(n / 64)).slice(0, n), "latin1");
 const sig = (b: Buffer | undefined) => (b === undefined ? "0 d41d8cd98f00b204e9800998ecf8427e" : `${b.length} ${createHash("md5").update(b).digest("hex")}`);
 
+/** CASES=name,name runs only those cases (the redirect-budget test always runs). */
 const ONLY = process.env.CASES?.split(",");
 const CASES: Case[] = ([
   // README: the bytes of the URI as the client sent them: %25, %3F, + and an encoded query.
@@ -179,12 +189,16 @@ const CASES: Case[] = ([
   { name: "body-file", method: "POST", target: "/plain/upload", body: bodyOf(300_000, "file"), expect: "retried" },
   { name: "body-chunked", method: "POST", target: "/plain/chunked", body: bodyOf(100_000, "chunked"), chunked: true, expect: "retried" },
   // README: a body streamed to the upstream (proxy_request_buffering off) is not sent again.
+  // $request_id upstream and in the log: one id for the request's whole life.
+  { name: "rid", method: "GET", target: "/rid/x?id=rid1", expect: "retried", requestIdHeader: true },
   { name: "nobuf-small", method: "POST", target: "/nobuf/small", body: Buffer.from("a small body nginx read whole"), expect: "retried" },
   { name: "nobuf-upload", method: "POST", target: "/nobuf/upload", body: bodyOf(300_000, "nobuf"), expect: "refused" },
   { name: "nobuf-chunked", method: "POST", target: "/nobuf/chunked", body: bodyOf(300_000, "nobuf-chunked"), chunked: true, expect: "refused" },
 ] as Case[]).filter((c) => ONLY === undefined || ONLY.includes(c.name));
 
-describe("retry fidelity: a retried request is the request that failed, byte for byte", () => {
+/** The README's wirings: access() in each location, or every hook at server level. */
+function fidelitySuite(hooks: "location" | "server", cases: Case[]): void {
+describe(`retry fidelity, hooks ${hooks === "location" ? "in the locations" : "at server level"}: a retried request is the request that failed, byte for byte`, () => {
   let node: NginxNode;
   let host: string;
   let port: number;
@@ -218,11 +232,13 @@ describe("retry fidelity: a retried request is the request that failed, byte for
         server 127.0.0.1:8083 down;
         server 127.0.0.1:8084 down;
     }`,
-      // The README's wiring: log and header_filter at server level, access in the locations.
-      serverDirectives: `
+      // The README's wiring: log and header_filter at server level, access in the
+      // locations; or all three at server level (the harness puts them there).
+      hooks,
+      serverDirectives: hooks === "location" ? `
         header_filter_by_lua_block { require("intermission").header_filter() }
-        log_by_lua_block           { require("intermission").log() }`,
-      extraLocations: LOCATIONS,
+        log_by_lua_block           { require("intermission").log() }` : "",
+      extraLocations: locations(hooks === "location" ? ACCESS_HOOK : "", hooks === "server"),
     });
     const u = new URL(node.base);
     host = u.hostname;
@@ -238,7 +254,7 @@ describe("retry fidelity: a retried request is the request that failed, byte for
     await node.assertCleanLog([/connect\(\) failed \(111: Connection refused\)/, /no live upstreams/]);
   });
 
-  for (const c of CASES) {
+  for (const c of cases) {
     it(`${c.name}: ${c.method} ${c.target.slice(0, 60)}${c.body ? ` with a ${c.body.length}-byte${c.chunked ? " chunked" : ""} body` : ""} is ${c.expect === "retried" ? "sent again exactly" : "not sent again: 502"}`, async () => {
       // The reference: the same request with the application up and nothing held.
       await startApp();
@@ -270,7 +286,9 @@ describe("retry fidelity: a retried request is the request that failed, byte for
         assert.equal(reply.status, 200, reply.text.slice(0, 300));
         const got = await arrivals();
         assert.equal(got.length, 1, `arrivals: ${JSON.stringify(got.map((a) => a.head.split("\r\n")[0]))}`);
-        assert.equal(got[0].head, reference[0].head, "request line and headers as on the first try");
+        // (Each request has its own $request_id: the reference's differs.)
+        const norm = (head: string) => (c.requestIdHeader ? head.replace(/(\r\nX-Request-Id: )\S+/i, "$1<id>") : head);
+        assert.equal(norm(got[0].head), norm(reference[0].head), "request line and headers as on the first try");
         assert.equal(got[0].body, reference[0].body, "the body as on the first try");
       } else {
         reply = await pending;
@@ -286,6 +304,10 @@ describe("retry fidelity: a retried request is the request that failed, byte for
       const idsSeen = new Set(lines.flatMap((l) => [...l.matchAll(/request_id=(\S+)/g)].map((m) => m[1])));
       assert.equal(idsSeen.size, 1, `request ids in its log lines: ${[...idsSeen]}\n${lines.filter((l) => l.includes("request_id=")).join("\n")}`);
       if (c.expect === "refused") assert.ok(lines.some((l) => /not retried: /.test(l)), "the log says why it was not retried");
+      if (c.requestIdHeader) {
+        const sent = /\r\nX-Request-Id: (\S+)\r\n/i.exec(await arrivals().then((a) => a[0]?.head ?? ""))?.[1];
+        assert.equal(sent, [...idsSeen][0], "X-Request-Id upstream is the id in its log lines");
+      }
       await stopApp();
     });
   }
@@ -308,3 +330,8 @@ describe("retry fidelity: a retried request is the request that failed, byte for
     assert.ok(lines.some((l) => /failed at the upstream 3 times, not retried again/.test(l)), lines.join("\n"));
   });
 });
+}
+
+fidelitySuite("location", CASES.filter((c) => c.name !== "rid"));
+// At server level access() also runs in the named locations and the retry location.
+fidelitySuite("server", CASES.filter((c) => ["plain-encoded", "plain-slash", "api", "named", "body-file", "rid"].includes(c.name)));
