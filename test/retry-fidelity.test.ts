@@ -73,7 +73,7 @@ const PROXY = `
             client_max_body_size 10m;`;
 
 /** The locations under test; `access`: the access hook in each (empty: the hooks are at server level). */
-const locations = (ACCESS: string, rid: boolean) => `
+const locations = (ACCESS: string, hooks: "location" | "server") => `
         # the README's wiring
         location /plain/ {${ACCESS}${PROXY}
             proxy_pass http://127.0.0.1:8082;${RETRY}
@@ -114,9 +114,22 @@ const locations = (ACCESS: string, rid: boolean) => `
         }
         # $request_id sent upstream. (Only in one node: used anywhere, nginx caches it per
         # request, and the other node checks the log lines where each read is a new id.)
-        ${rid ? `location /rid/ {${ACCESS}${PROXY}
+        ${hooks === "server" ? `location /rid/ {${ACCESS}${PROXY}
             proxy_set_header X-Request-Id $request_id;
             proxy_pass http://127.0.0.1:8082;${RETRY}
+        }` : ""}
+        # Two redirects on the way (beyond the README's one), both visible to intermission:
+        # access() only in the named location, and an error_page to another location.
+        ${hooks === "location" ? `location /tf2/ {
+            try_files /nonexistent @tf2;
+        }
+        location @tf2 {${ACCESS}${PROXY}
+            proxy_pass http://deadgroup;
+            error_page 502 = /dead2/;
+            recursive_error_pages on;
+        }
+        location /dead2/ {${PROXY}
+            proxy_pass http://deadgroup;${RETRY}
         }` : ""}
         location @intermission_retry {
             content_by_lua_block { require("intermission").retry() }
@@ -238,7 +251,7 @@ describe(`retry fidelity, hooks ${hooks === "location" ? "in the locations" : "a
       serverDirectives: hooks === "location" ? `
         header_filter_by_lua_block { require("intermission").header_filter() }
         log_by_lua_block           { require("intermission").log() }` : "",
-      extraLocations: locations(hooks === "location" ? ACCESS_HOOK : "", hooks === "server"),
+      extraLocations: locations(hooks === "location" ? ACCESS_HOOK : "", hooks),
     });
     const u = new URL(node.base);
     host = u.hostname;
@@ -329,6 +342,25 @@ describe(`retry fidelity, hooks ${hooks === "location" ? "in the locations" : "a
     assert.equal(retried, 2, "both retries were used");
     assert.ok(lines.some((l) => /failed at the upstream 3 times, not retried again/.test(l)), lines.join("\n"));
   });
+
+  if (hooks === "location") {
+    it("two redirects on the way that intermission sees: one retry only, then 503, never nginx's 500", async () => {
+      // README: "no wiring this README allows runs into nginx's limit"; beyond its bound of
+      // one redirect, the redirects intermission can see still lower the tries.
+      const retriedBefore = (await node.status()).counters.retried;
+      await node.control("pause", "ttl=0");
+      const pending = rawRequest(host, port, Buffer.from("GET /tf2/x?id=two HTTP/1.1\r\nHost: front.example\r\nConnection: close\r\n\r\n", "latin1"));
+      await node.held(1);
+      await node.newLogLines();
+      await node.control("resume");
+      const reply = await pending;
+      const lines = await node.newLogLines();
+      assert.ok(!lines.some((l) => /redirection cycle/.test(l)), lines.filter((l) => /cycle/.test(l)).join("\n"));
+      assert.equal(reply.status, 503, reply.text.slice(0, 300));
+      assert.equal((await node.status()).counters.retried - retriedBefore, 1, "one retry");
+      assert.ok(lines.some((l) => /failed at the upstream 2 times, not retried again/.test(l)), lines.join("\n"));
+    });
+  }
 });
 }
 

@@ -352,7 +352,8 @@ local function holdRequest(r, keys)
         deadline = 0,
         requestId = requestId,
         uri = ngxVar.uri or "",
-        args = ngxVar.args or ""
+        args = ngxVar.args or "",
+        internal = ngx.req.is_internal()
     }
     remember(r, rec)
     watchAbort()
@@ -432,12 +433,28 @@ local function neverSent()
     local nonZero = string.find(sent, "[1-9]")
     return nonZero == nil
 end
---- Sends after the first at most. A retry replays the request from its start (replay.ts),
--- so it costs the internal redirects of the first sending again, plus the ngx.exec back:
--- with the one redirect the README allows on the way to proxy_pass (try_files into a
--- named location, say), 2 for the first sending (that redirect, the error_page jump) and
--- 3 per retry: 8 of nginx's 10, and a third retry would be the 11th, nginx's own 500.
-local MAX_TRIES = 2
+--- nginx's internal redirects per request (NGX_HTTP_MAX_URI_CHANGES): one more is its own 500.
+local NGINX_REDIRECTS = 10
+--- Internal redirects the README allows between the client and proxy_pass (a try_files
+-- into a named location, say), besides the error_page jump to the retry location.
+local REDIRECTS_ALLOWED = 1
+--- Retries at most for a request with `k` redirects on its way to proxy_pass. A retry
+-- replays the request from its start (replay.ts), so it costs those k again, plus the
+-- ngx.exec back and the error_page jump of its failure: 1 + k for the first sending, then
+-- 2 + k per retry, all within nginx's ten. k = 1 (the README's bound): 2 retries, 8 of 10.
+local function maxTries(k)
+    return math.floor((NGINX_REDIRECTS - 1 - k) / (2 + k))
+end
+--- Redirects the request has visibly used on its way to proxy_pass (nginx does not say
+-- how many: r->uri_changes is a bitfield whose offset in ngx_http_request_t depends on
+-- nginx's version and build, so not read through FFI): one before its first hold if it
+-- was internal there with the client's own $uri and $args (a named location or a
+-- redirect, not a rewrite), one after it if its $uri or $args changed before it failed.
+local function redirectsSeen(rec, asSent)
+    local before = rec.internal == true and asSent and 1 or 0
+    local after = ((ngxVar.uri or "") ~= rec.uri or (ngxVar.args or "") ~= rec.args) and 1 or 0
+    return before + after
+end
 TRY_SPREAD = {[2] = 0.5}
 --- content_by_lua of the retry location (error_page 502 504 =
 -- 
@@ -457,9 +474,12 @@ function ____exports.retry()
     local rec = seen
     local keys = rec.keys
     local requestId = rec.requestId or "-"
-    local path, args, why = replay.target(rec.uri or "", rec.args or "")
+    local path, args, why, asSent = replay.target(rec.uri or "", rec.args or "")
     if path == nil then
-        ngx.log(ngx.WARN, (((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not retried: ") .. why)
+        ngx.log(
+            ngx.WARN,
+            (((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not retried: ") .. tostring(why)
+        )
         return ngx.exit(failed)
     end
     inflight.leave()
@@ -473,10 +493,14 @@ function ____exports.retry()
     ngx.update_time()
     local tries = (rec.tries or 0) + 1
     rec.tries = tries
-    if tries > MAX_TRIES then
+    local most = maxTries(math.max(
+        REDIRECTS_ALLOWED,
+        redirectsSeen(rec, asSent)
+    ))
+    if tries > most then
         ngx.log(
             ngx.WARN,
-            ((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " failed at the upstream ") .. tostring(MAX_TRIES + 1)) .. " times, not retried again"
+            ((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " failed at the upstream ") .. tostring(most + 1)) .. " times, not retried again"
         )
         return refuseRetry(rec, keys, status)
     end

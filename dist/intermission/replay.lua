@@ -68,12 +68,12 @@ function ____exports.bodyNotReplayable()
     return ("its " .. tostring(length)) .. "-byte body was streamed (proxy_request_buffering off)"
 end
 --- Where to send a failed request again so that it is the same request: the client's own
--- path and query string (for ngx.exec), or why it cannot be. `uri` and `args`: $uri and
--- $args where access() first held it.
+-- path and query string (for ngx.exec), or why it cannot be; and whether `uri` and `args`
+-- ($uri and $args where access() first held it) are the client's own, undecoded aside.
 function ____exports.target(uri, args)
     local raw = ngxVar.request_uri or ""
     if string.sub(raw, 1, 1) ~= "/" then
-        return nil, nil, "its request URI is not a path"
+        return nil, nil, "its request URI is not a path", false
     end
     local q = string.find(raw, "?", 1, true)
     local rawPath = q == nil and raw or string.sub(raw, 1, q - 1)
@@ -81,17 +81,18 @@ function ____exports.target(uri, args)
     local path = ____exports.unescapeOnce(rawPath)
     local bad = notReplayablePath(path)
     if bad ~= nil then
-        return nil, nil, bad
+        return nil, nil, bad, false
     end
-    if uri == path and args == rawArgs then
+    local asSent = uri == path and args == rawArgs
+    if asSent then
         local escaped = ____exports.escapeUri(uri)
         if escaped == nil or (args == "" and escaped or (escaped .. "?") .. args) ~= raw then
-            return nil, nil, "proxy_pass could not send its URI's bytes again as the client sent them"
+            return nil, nil, "proxy_pass could not send its URI's bytes again as the client sent them", asSent
         end
     end
     local bodyWhy = ____exports.bodyNotReplayable()
     if bodyWhy ~= nil then
-        return nil, nil, bodyWhy
+        return nil, nil, bodyWhy, asSent
     end
     local ____temp_1
     if rawArgs == "" then
@@ -99,6 +100,6 @@ function ____exports.target(uri, args)
     else
         ____temp_1 = rawArgs
     end
-    return rawPath, ____temp_1, nil
+    return rawPath, ____temp_1, nil, asSent
 end
 return ____exports

@@ -150,7 +150,7 @@ function holdRequest(r: number, keys: ScopeKeys): void {
   // (replay.ts): read on this slow path only, once per request.
   const rec: Record = {
     keys, state: "holding", lease: 0, waiter: w, start: startTime(), deadline: 0,
-    requestId, uri: ngxVar.uri ?? "", args: ngxVar.args ?? "",
+    requestId, uri: ngxVar.uri ?? "", args: ngxVar.args ?? "", internal: ngx.req.is_internal(),
   };
   remember(r, rec);
   watchAbort();
@@ -267,14 +267,37 @@ function neverSent(): boolean {
   return nonZero === undefined;
 }
 
+/** nginx's internal redirects per request (NGX_HTTP_MAX_URI_CHANGES): one more is its own 500. */
+const NGINX_REDIRECTS = 10;
 /**
- * Sends after the first at most. A retry replays the request from its start (replay.ts),
- * so it costs the internal redirects of the first sending again, plus the ngx.exec back:
- * with the one redirect the README allows on the way to proxy_pass (try_files into a
- * named location, say), 2 for the first sending (that redirect, the error_page jump) and
- * 3 per retry: 8 of nginx's 10, and a third retry would be the 11th, nginx's own 500.
+ * Internal redirects the README allows between the client and proxy_pass (a try_files
+ * into a named location, say), besides the error_page jump to the retry location.
  */
-const MAX_TRIES = 2;
+const REDIRECTS_ALLOWED = 1;
+
+/**
+ * Retries at most for a request with `k` redirects on its way to proxy_pass. A retry
+ * replays the request from its start (replay.ts), so it costs those k again, plus the
+ * ngx.exec back and the error_page jump of its failure: 1 + k for the first sending, then
+ * 2 + k per retry, all within nginx's ten. k = 1 (the README's bound): 2 retries, 8 of 10.
+ */
+function maxTries(k: number): number {
+  return math.floor((NGINX_REDIRECTS - 1 - k) / (2 + k));
+}
+
+/**
+ * Redirects the request has visibly used on its way to proxy_pass (nginx does not say
+ * how many: r->uri_changes is a bitfield whose offset in ngx_http_request_t depends on
+ * nginx's version and build, so not read through FFI): one before its first hold if it
+ * was internal there with the client's own $uri and $args (a named location or a
+ * redirect, not a rewrite), one after it if its $uri or $args changed before it failed.
+ */
+function redirectsSeen(rec: Record, asSent: boolean): number {
+  const before = rec.internal === true && asSent ? 1 : 0;
+  const after = (ngxVar.uri ?? "") !== rec.uri || (ngxVar.args ?? "") !== rec.args ? 1 : 0;
+  return before + after;
+}
+
 /** Without an address to probe: share of the time left that retry k waits (the first, only the back-off). */
 const TRY_SPREAD: { [tries: number]: number } = { 2: 0.5 };
 
@@ -305,7 +328,7 @@ export function retry(): void {
   const rec = seen as Record;
   const keys = rec.keys;
   const requestId = rec.requestId ?? "-";
-  const [path, args, why] = replay.target(rec.uri ?? "", rec.args ?? "");
+  const [path, args, why, asSent] = replay.target(rec.uri ?? "", rec.args ?? "");
   if (path === undefined) {
     // Left "released": log() gives back its place in flight and its lease, as for any 502.
     ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not retried: ${why}`);
@@ -320,9 +343,10 @@ export function retry(): void {
   ngx.update_time();
   const tries = (rec.tries ?? 0) + 1;
   rec.tries = tries;
-  if (tries > MAX_TRIES) {
-    // Each retry costs internal redirects, of which a request has ten (see MAX_TRIES).
-    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} failed at the upstream ${MAX_TRIES + 1} times, not retried again`);
+  const most = maxTries(math.max(REDIRECTS_ALLOWED, redirectsSeen(rec, asSent)));
+  if (tries > most) {
+    // Each retry costs internal redirects, of which a request has ten (see maxTries).
+    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} failed at the upstream ${most + 1} times, not retried again`);
     return refuseRetry(rec, keys, status);
   }
   if (ngx.now() >= rec.deadline) return refuseRetry(rec, keys, status);

@@ -42,6 +42,8 @@ export interface Record {
   /** $uri and $args where access() first held it: a retry must arrive with the same (see replay.ts). */
   uri?: string;
   args?: string;
+  /** Whether it was redirected internally (or rewritten) before its first hold. */
+  internal?: boolean;
   /** retrying: the address whose connection failed ($upstream_addr), and the status nginx made of it. */
   failedAddr?: string;
   failStatus?: number;

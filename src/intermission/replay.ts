@@ -73,29 +73,30 @@ export function bodyNotReplayable(): string | undefined {
 
 /**
  * Where to send a failed request again so that it is the same request: the client's own
- * path and query string (for ngx.exec), or why it cannot be. `uri` and `args`: $uri and
- * $args where access() first held it.
+ * path and query string (for ngx.exec), or why it cannot be; and whether `uri` and `args`
+ * ($uri and $args where access() first held it) are the client's own, undecoded aside.
  */
-export function target(uri: string, args: string): LuaMultiReturn<[string, string | undefined, undefined] | [undefined, undefined, string]> {
+export function target(uri: string, args: string): LuaMultiReturn<[string | undefined, string | undefined, string | undefined, boolean]> {
   const raw = ngxVar.request_uri ?? "";
-  if (string.sub(raw, 1, 1) !== "/") return $multi(undefined, undefined, "its request URI is not a path");
+  if (string.sub(raw, 1, 1) !== "/") return $multi(undefined, undefined, "its request URI is not a path", false);
   const [q] = string.find(raw, "?", 1, true);
   const rawPath = q === undefined ? raw : string.sub(raw, 1, q - 1);
   const rawArgs = q === undefined ? "" : string.sub(raw, q + 1);
   const path = unescapeOnce(rawPath);
   const bad = notReplayablePath(path);
-  if (bad !== undefined) return $multi(undefined, undefined, bad);
+  if (bad !== undefined) return $multi(undefined, undefined, bad, false);
   // A rewrite or internal redirect before access() changed $uri or $args (nginx's parser
   // gives back `path` for a path notReplayablePath accepts): the first try was sent with
   // the URI escaped from $uri already, as the replay will be. Otherwise it may have gone
   // with the client's bytes, so those must be what escaping $uri gives.
-  if (uri === path && args === rawArgs) {
+  const asSent = uri === path && args === rawArgs;
+  if (asSent) {
     const escaped = escapeUri(uri);
     if (escaped === undefined || (args === "" ? escaped : `${escaped}?${args}`) !== raw) {
-      return $multi(undefined, undefined, "proxy_pass could not send its URI's bytes again as the client sent them");
+      return $multi(undefined, undefined, "proxy_pass could not send its URI's bytes again as the client sent them", asSent);
     }
   }
   const bodyWhy = bodyNotReplayable();
-  if (bodyWhy !== undefined) return $multi(undefined, undefined, bodyWhy);
-  return $multi(rawPath, rawArgs === "" ? undefined : rawArgs, undefined);
+  if (bodyWhy !== undefined) return $multi(undefined, undefined, bodyWhy, asSent);
+  return $multi(rawPath, rawArgs === "" ? undefined : rawArgs, undefined, asSent);
 }
