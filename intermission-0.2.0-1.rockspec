@@ -41,6 +41,7 @@ build = {
       ["intermission.ready"] = "dist/intermission/ready.lua",
       ["intermission.record"] = "dist/intermission/record.lua",
       ["intermission.release"] = "dist/intermission/release.lua",
+      ["intermission.replay"] = "dist/intermission/replay.lua",
       ["intermission.respond"] = "dist/intermission/respond.lua",
       ["intermission.settings"] = "dist/intermission/settings.lua",
       ["intermission.shm"] = "dist/intermission/shm.lua",

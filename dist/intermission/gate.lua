@@ -1,5 +1,5 @@
 local ____exports = {}
-local forward, answer, holdAndSettle, settle, leaseEnd
+local watchAbort, onAbort, forward, answer, holdAndSettle, settle, leaseEnd, refuseRetry, replayed, ngxVar, TRY_SPREAD
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
@@ -15,6 +15,7 @@ local waiters = require("intermission.waiters")
 local counters = require("intermission.counters")
 local ____respond = require("intermission.respond")
 local unavailable = ____respond.unavailable
+local replay = require("intermission.replay")
 local ____record = require("intermission.record")
 local requestKey = ____record.requestKey
 local startTime = ____record.startTime
@@ -22,6 +23,25 @@ local lookup = ____record.lookup
 local remember = ____record.remember
 local rememberForwarded = ____record.rememberForwarded
 local forget = ____record.forget
+function watchAbort()
+    local abortOk, abortErr = ngx.on_abort(onAbort)
+    if abortOk == nil and abortErr ~= "duplicate call" then
+        ngx.log(
+            ngx.INFO,
+            "intermission: client aborts not detected while held: " .. tostring(abortErr)
+        )
+    end
+end
+function onAbort()
+    local rec = lookup(requestKey())
+    if rec ~= nil and type(rec) == "table" then
+        local w = rec.waiter
+        if w ~= nil then
+            w.aborted = true
+            waiters.wake(w)
+        end
+    end
+end
 function forward(r, rec)
     if rec == nil then
         rememberForwarded(
@@ -115,6 +135,69 @@ end
 function leaseEnd(status)
     return settings.cfg.failure_statuses[status] == true and "failure" or "success"
 end
+function refuseRetry(rec, keys, status)
+    rec.state = "answered"
+    counters.count(keys, "rejected")
+    if settings.cfg.on_timeout == "pass" then
+        return ngx.exit(status >= 500 and status or 502)
+    end
+    return unavailable("timeout", settings.cfg.retry_after, "")
+end
+function replayed(r, rec)
+    local keys = rec.keys
+    local requestId = rec.requestId or "-"
+    local status = rec.failStatus or 502
+    local uri = ngxVar.uri or ""
+    local args = ngxVar.args or ""
+    if uri ~= rec.uri or args ~= rec.args then
+        ngx.log(
+            ngx.WARN,
+            ((((((((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not retried: sent back, it arrived as ") .. uri) .. "?") .. args) .. ", not as first held (") .. tostring(rec.uri)) .. "?") .. tostring(rec.args)) .. ")"
+        )
+        rec.state = "answered"
+        return ngx.exit(status >= 500 and status or 502)
+    end
+    local w, err = waiters.newWaiter(keys)
+    if w == nil then
+        ngx.log(
+            ngx.ERR,
+            (("intermission: cannot hold request_id=" .. requestId) .. " again: ") .. tostring(err)
+        )
+        rec.state = "answered"
+        return ngx.exit(502)
+    end
+    watchAbort()
+    local addr = rec.failedAddr
+    if ngx.now() < rec.deadline and (addr == nil or not ready.waitForConnect(keys, addr, rec.deadline)) then
+        local spread = TRY_SPREAD[rec.tries or 1] or 0
+        if spread > 0 then
+            release.backOffAtLeast(
+                keys,
+                (rec.deadline - ngx.now()) * spread
+            )
+        end
+    end
+    local ____temp_0
+    if ngx.now() < rec.deadline then
+        ____temp_0 = release.admit(keys, keys.retry)
+    else
+        ____temp_0 = nil
+    end
+    local ticket = ____temp_0
+    if ticket == nil then
+        return refuseRetry(rec, keys, status)
+    end
+    counters.count(keys, "retried")
+    holdAndSettle(
+        r,
+        rec,
+        keys,
+        keys.retry,
+        ticket,
+        w,
+        requestId
+    )
+end
 --- The response starts: a released request's window lease comes back.
 function ____exports.responseStarted(rec)
     if rec.lease > 0 then
@@ -140,7 +223,7 @@ function ____exports.settleRecord(rec)
     end
     rec.state = "answered"
 end
-local ngxVar = ngx.var
+ngxVar = ngx.var
 --- The scope of a location that sets none, and the whole node (see gate()).
 ____exports.DEFAULT_SCOPE = "default"
 --- State-zone key: the path prefixes of the control locations, learned by control().
@@ -249,16 +332,6 @@ local function maxHoldHere()
     end
     return settings.cfg.max_hold
 end
-local function onAbort()
-    local rec = lookup(requestKey())
-    if rec ~= nil and type(rec) == "table" then
-        local w = rec.waiter
-        if w ~= nil then
-            w.aborted = true
-            waiters.wake(w)
-        end
-    end
-end
 --- Holds the request until its turn, its max time, an abort or maintenance.
 local function holdRequest(r, keys)
     local cfg = settings.cfg
@@ -277,16 +350,14 @@ local function holdRequest(r, keys)
         lease = 0,
         waiter = w,
         start = startTime(),
-        deadline = 0
+        deadline = 0,
+        requestId = requestId,
+        uri = ngxVar.uri or "",
+        args = ngxVar.args or "",
+        internal = ngx.req.is_internal()
     }
     remember(r, rec)
-    local abortOk, abortErr = ngx.on_abort(onAbort)
-    if abortOk == nil and abortErr ~= "duplicate call" then
-        ngx.log(
-            ngx.INFO,
-            "intermission: client aborts not detected while held: " .. tostring(abortErr)
-        )
-    end
+    watchAbort()
     local ticket = release.admit(keys, keys.main)
     if ticket == nil then
         counters.count(keys, "rejected")
@@ -337,8 +408,13 @@ end
 function ____exports.gate()
     local r = requestKey()
     local seen = lookup(r)
-    if seen ~= nil and reentered(r, seen) then
-        return
+    if seen ~= nil then
+        if type(seen) == "table" and seen.state == "retrying" and seen.start == startTime() then
+            return replayed(r, seen)
+        end
+        if reentered(r, seen) then
+            return
+        end
     end
     if settings.cfg.store == "redis" then
         fleet.sync.awaitFirstSync()
@@ -380,36 +456,55 @@ local function neverSent()
     local nonZero = string.find(sent, "[1-9]")
     return nonZero == nil
 end
---- Tries after the first sending at most. Each costs two of the request's ten internal
--- redirects (the error_page jump and the ngx.exec back), and the failure after the last
--- try one more: 7 of 10, which leaves room for the site's own (try_files to a named
--- location costs one more per try: 10 of 10).
-local MAX_TRIES = 3
---- Without an address to probe: share of the time left that try k waits (the first, only the back-off).
-local TRY_SPREAD = {[2] = 0.25, [3] = 0.5}
---- A retry refused (tries or time used up, or the queue full): on_timeout says what the client gets.
-local function refuseRetry(rec, keys, status)
-    rec.state = "answered"
-    counters.count(keys, "rejected")
-    if settings.cfg.on_timeout == "pass" then
-        return ngx.exit(status >= 500 and status or 502)
-    end
-    return unavailable("timeout", settings.cfg.retry_after, "")
+--- nginx's internal redirects per request (NGX_HTTP_MAX_URI_CHANGES): one more is its own 500.
+local NGINX_REDIRECTS = 10
+--- Internal redirects the README allows between the client and proxy_pass (a try_files
+-- into a named location, say), besides the error_page jump to the retry location.
+local REDIRECTS_ALLOWED = 1
+--- Retries at most for a request with `k` redirects on its way to proxy_pass. A retry
+-- replays the request from its start (replay.ts), so it costs those k again, plus the
+-- ngx.exec back and the error_page jump of its failure: 1 + k for the first sending, then
+-- 2 + k per retry, all within nginx's ten. k = 1 (the README's bound): 2 retries, 8 of 10.
+local function maxTries(k)
+    return math.floor((NGINX_REDIRECTS - 1 - k) / (2 + k))
 end
+--- Redirects the request has visibly used on its way to proxy_pass (nginx does not say
+-- how many: r->uri_changes is a bitfield whose offset in ngx_http_request_t depends on
+-- nginx's version and build, so not read through FFI): one before its first hold if it
+-- was internal there with the client's own $uri and $args (a named location or a
+-- redirect, not a rewrite), one after it if its $uri or $args changed before it failed.
+local function redirectsSeen(rec, asSent)
+    local before = rec.internal == true and asSent and 1 or 0
+    local after = ((ngxVar.uri or "") ~= rec.uri or (ngxVar.args or "") ~= rec.args) and 1 or 0
+    return before + after
+end
+TRY_SPREAD = {[2] = 0.5}
 --- content_by_lua of the retry location (error_page 502 504 =
 -- 
 -- @intermission_retry ): a
--- released request whose upstream connection failed goes back to the head of the queue
--- (the retry lane) and, once granted again, back to its location by ngx.exec.
+-- released request whose upstream connection failed before a byte was sent, and that
+-- can be sent again exactly as it was (replay.target), is sent back to where it started
+-- by ngx.exec; its access() holds it at the head of the queue (the retry lane) and lets
+-- it go once granted again (replayed). Any other request: the error as nginx made it.
 function ____exports.retry()
     local r = requestKey()
     local seen = lookup(r)
     local status = tonumber(ngxVar.status or "") or 502
+    local failed = status >= 500 and status or 502
     if seen == nil or type(seen) == "number" or seen.state ~= "released" or not neverSent() then
-        return ngx.exit(status >= 500 and status or 502)
+        return ngx.exit(failed)
     end
     local rec = seen
     local keys = rec.keys
+    local requestId = rec.requestId or "-"
+    local path, args, why, asSent = replay.target(rec.uri or "", rec.args or "")
+    if path == nil then
+        ngx.log(
+            ngx.WARN,
+            (((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not retried: ") .. tostring(why)
+        )
+        return ngx.exit(failed)
+    end
     inflight.leave()
     local lease = rec.lease
     rec.lease = 0
@@ -419,57 +514,25 @@ function ____exports.retry()
         release.noteFailure(keys)
     end
     ngx.update_time()
-    local requestId = ngxVar.request_id or "-"
-    local w, err = waiters.newWaiter(keys)
-    if w == nil then
-        ngx.log(
-            ngx.ERR,
-            (("intermission: cannot hold request_id=" .. requestId) .. " again: ") .. tostring(err)
-        )
-        rec.state = "answered"
-        return ngx.exit(502)
-    end
     local tries = (rec.tries or 0) + 1
     rec.tries = tries
-    if tries > MAX_TRIES then
+    local most = maxTries(math.max(
+        REDIRECTS_ALLOWED,
+        redirectsSeen(rec, asSent)
+    ))
+    if tries > most then
         ngx.log(
             ngx.WARN,
-            ((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " failed at the upstream ") .. tostring(MAX_TRIES + 1)) .. " times, not retried again"
+            ((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " failed at the upstream ") .. tostring(most + 1)) .. " times, not retried again"
         )
         return refuseRetry(rec, keys, status)
     end
-    local addr = ngxVar.upstream_addr
-    if ngx.now() < rec.deadline and (addr == nil or not ready.waitForConnect(keys, addr, rec.deadline)) then
-        local spread = TRY_SPREAD[tries] or 0
-        if spread > 0 then
-            release.backOffAtLeast(
-                keys,
-                (rec.deadline - ngx.now()) * spread
-            )
-        end
-    end
-    local ____temp_0
-    if ngx.now() < rec.deadline then
-        ____temp_0 = release.admit(keys, keys.retry)
-    else
-        ____temp_0 = nil
-    end
-    local ticket = ____temp_0
-    if ticket == nil then
+    if ngx.now() >= rec.deadline then
         return refuseRetry(rec, keys, status)
     end
-    counters.count(keys, "retried")
-    if holdAndSettle(
-        r,
-        rec,
-        keys,
-        keys.retry,
-        ticket,
-        w,
-        requestId
-    ) then
-        local uri = ngxVar.uri or "/"
-        return ngx.exec(uri, ngxVar.args)
-    end
+    rec.state = "retrying"
+    rec.failedAddr = ngxVar.upstream_addr
+    rec.failStatus = status
+    return ngx.exec(path, args)
 end
 return ____exports

@@ -12,6 +12,7 @@ import * as ready from "./ready";
 import * as waiters from "./waiters";
 import * as counters from "./counters";
 import { unavailable } from "./respond";
+import * as replay from "./replay";
 import { requestKey, startTime, lookup, remember, rememberForwarded, forget, Record } from "./record";
 
 const ngxVar = ngx.var;
@@ -104,6 +105,13 @@ function maxHoldHere(): number {
   return settings.cfg.max_hold;
 }
 
+function watchAbort(): void {
+  const [abortOk, abortErr] = ngx.on_abort(onAbort);
+  if (abortOk === undefined && abortErr !== "duplicate call") {
+    ngx.log(ngx.INFO, `intermission: client aborts not detected while held: ${abortErr}`);
+  }
+}
+
 function onAbort(this: void): void {
   const rec = lookup(requestKey());
   if (rec !== undefined && type(rec) === "table") {
@@ -139,12 +147,14 @@ function holdRequest(r: number, keys: ScopeKeys): void {
     ngx.log(ngx.ERR, `intermission: cannot hold request_id=${requestId}, passing it: ${err}`);
     return forward(r, undefined);
   }
-  const rec: Record = { keys, state: "holding", lease: 0, waiter: w, start: startTime(), deadline: 0 };
+  // What the request looks like here, for a retry to check that it comes back the same
+  // (replay.ts): read on this slow path only, once per request.
+  const rec: Record = {
+    keys, state: "holding", lease: 0, waiter: w, start: startTime(), deadline: 0,
+    requestId, uri: ngxVar.uri ?? "", args: ngxVar.args ?? "", internal: ngx.req.is_internal(),
+  };
   remember(r, rec);
-  const [abortOk, abortErr] = ngx.on_abort(onAbort);
-  if (abortOk === undefined && abortErr !== "duplicate call") {
-    ngx.log(ngx.INFO, `intermission: client aborts not detected while held: ${abortErr}`);
-  }
+  watchAbort();
 
   const ticket = release.admit(keys, keys.main);
   if (ticket === undefined) {
@@ -236,7 +246,10 @@ function reentered(r: number, seen: number | Record): boolean {
 export function gate(): void {
   const r = requestKey();
   const seen = lookup(r);
-  if (seen !== undefined && reentered(r, seen)) return;
+  if (seen !== undefined) {
+    if (type(seen) === "table" && (seen as Record).state === "retrying" && (seen as Record).start === startTime()) return replayed(r, seen as Record);
+    if (reentered(r, seen)) return;
+  }
   if (settings.cfg.store === "redis") fleet.sync!.awaitFirstSync();
   let keys = keysFor(scopeOf());
   let mode = state.settle(keys);
@@ -280,15 +293,39 @@ function neverSent(): boolean {
   return nonZero === undefined;
 }
 
+/** nginx's internal redirects per request (NGX_HTTP_MAX_URI_CHANGES): one more is its own 500. */
+const NGINX_REDIRECTS = 10;
 /**
- * Tries after the first sending at most. Each costs two of the request's ten internal
- * redirects (the error_page jump and the ngx.exec back), and the failure after the last
- * try one more: 7 of 10, which leaves room for the site's own (try_files to a named
- * location costs one more per try: 10 of 10).
+ * Internal redirects the README allows between the client and proxy_pass (a try_files
+ * into a named location, say), besides the error_page jump to the retry location.
  */
-const MAX_TRIES = 3;
-/** Without an address to probe: share of the time left that try k waits (the first, only the back-off). */
-const TRY_SPREAD: { [tries: number]: number } = { 2: 0.25, 3: 0.5 };
+const REDIRECTS_ALLOWED = 1;
+
+/**
+ * Retries at most for a request with `k` redirects on its way to proxy_pass. A retry
+ * replays the request from its start (replay.ts), so it costs those k again, plus the
+ * ngx.exec back and the error_page jump of its failure: 1 + k for the first sending, then
+ * 2 + k per retry, all within nginx's ten. k = 1 (the README's bound): 2 retries, 8 of 10.
+ */
+function maxTries(k: number): number {
+  return math.floor((NGINX_REDIRECTS - 1 - k) / (2 + k));
+}
+
+/**
+ * Redirects the request has visibly used on its way to proxy_pass (nginx does not say
+ * how many: r->uri_changes is a bitfield whose offset in ngx_http_request_t depends on
+ * nginx's version and build, so not read through FFI): one before its first hold if it
+ * was internal there with the client's own $uri and $args (a named location or a
+ * redirect, not a rewrite), one after it if its $uri or $args changed before it failed.
+ */
+function redirectsSeen(rec: Record, asSent: boolean): number {
+  const before = rec.internal === true && asSent ? 1 : 0;
+  const after = (ngxVar.uri ?? "") !== rec.uri || (ngxVar.args ?? "") !== rec.args ? 1 : 0;
+  return before + after;
+}
+
+/** Without an address to probe: share of the time left that retry k waits (the first, only the back-off). */
+const TRY_SPREAD: { [tries: number]: number } = { 2: 0.5 };
 
 /** A retry refused (tries or time used up, or the queue full): on_timeout says what the client gets. */
 function refuseRetry(rec: Record, keys: ScopeKeys, status: number): never {
@@ -301,18 +338,28 @@ function refuseRetry(rec: Record, keys: ScopeKeys, status: number): never {
 
 /**
  * content_by_lua of the retry location (error_page 502 504 = @intermission_retry): a
- * released request whose upstream connection failed goes back to the head of the queue
- * (the retry lane) and, once granted again, back to its location by ngx.exec.
+ * released request whose upstream connection failed before a byte was sent, and that
+ * can be sent again exactly as it was (replay.target), is sent back to where it started
+ * by ngx.exec; its access() holds it at the head of the queue (the retry lane) and lets
+ * it go once granted again (replayed). Any other request: the error as nginx made it.
  */
 export function retry(): void {
   const r = requestKey();
   const seen = lookup(r);
   const status = tonumber(ngxVar.status ?? "") ?? 502;
+  const failed = status >= 500 ? status : 502;
   if (seen === undefined || type(seen) === "number" || (seen as Record).state !== "released" || !neverSent()) {
-    return ngx.exit(status >= 500 ? status : 502); // not ours to retry: the error as nginx made it
+    return ngx.exit(failed); // not ours to retry: the error as nginx made it
   }
   const rec = seen as Record;
   const keys = rec.keys;
+  const requestId = rec.requestId ?? "-";
+  const [path, args, why, asSent] = replay.target(rec.uri ?? "", rec.args ?? "");
+  if (path === undefined) {
+    // Left "released": log() gives back its place in flight and its lease, as for any 502.
+    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not retried: ${why}`);
+    return ngx.exit(failed);
+  }
   // The attempt failed at the gateway: that shrinks the window and backs off.
   inflight.leave();
   const lease = rec.lease;
@@ -320,7 +367,38 @@ export function retry(): void {
   if (lease > 0) release.returnLease(keys, lease, "failure");
   else release.noteFailure(keys);
   ngx.update_time();
-  const requestId = ngxVar.request_id ?? "-";
+  const tries = (rec.tries ?? 0) + 1;
+  rec.tries = tries;
+  const most = maxTries(math.max(REDIRECTS_ALLOWED, redirectsSeen(rec, asSent)));
+  if (tries > most) {
+    // Each retry costs internal redirects, of which a request has ten (see maxTries).
+    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} failed at the upstream ${most + 1} times, not retried again`);
+    return refuseRetry(rec, keys, status);
+  }
+  if (ngx.now() >= rec.deadline) return refuseRetry(rec, keys, status);
+  rec.state = "retrying";
+  rec.failedAddr = ngxVar.upstream_addr;
+  rec.failStatus = status;
+  return ngx.exec(path, args);
+}
+
+/**
+ * access() of a request retry() sent back: if it arrived as it was first held, it is
+ * held again at the head of the queue and goes on once granted (its location's
+ * proxy_pass sends it); if not (a rewrite that depends on more than the request), it is
+ * answered the 502 it would have had.
+ */
+function replayed(r: number, rec: Record): void {
+  const keys = rec.keys;
+  const requestId = rec.requestId ?? "-";
+  const status = rec.failStatus ?? 502;
+  const uri = ngxVar.uri ?? "";
+  const args = ngxVar.args ?? "";
+  if (uri !== rec.uri || args !== rec.args) {
+    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not retried: sent back, it arrived as ${uri}?${args}, not as first held (${rec.uri}?${rec.args})`);
+    rec.state = "answered";
+    return ngx.exit(status >= 500 ? status : 502);
+  }
   // The waiter first, as holdRequest does: nothing to undo if it cannot be had.
   const [w, err] = waiters.newWaiter(keys);
   if (w === undefined) {
@@ -328,21 +406,14 @@ export function retry(): void {
     rec.state = "answered";
     return ngx.exit(502);
   }
-  const tries = (rec.tries ?? 0) + 1;
-  rec.tries = tries;
-  if (tries > MAX_TRIES) {
-    // Every try costs nginx internal redirects, of which a request has ten: past this, the
-    // next error_page jump would be nginx's own 500 ("internal redirection cycle").
-    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} failed at the upstream ${MAX_TRIES + 1} times, not retried again`);
-    return refuseRetry(rec, keys, status);
-  }
+  watchAbort();
   // The next try waits until the address that failed accepts connections again (one
   // timer per scope probes it), so that the few tries there are are not spent on a port
   // that is still closed. The whole release waits with it: the queue keeps its order.
   // An address that cannot be probed: later tries wait a share of the time left instead.
-  const addr = ngxVar.upstream_addr;
+  const addr = rec.failedAddr;
   if (ngx.now() < rec.deadline && (addr === undefined || !ready.waitForConnect(keys, addr, rec.deadline))) {
-    const spread = TRY_SPREAD[tries] ?? 0;
+    const spread = TRY_SPREAD[rec.tries ?? 1] ?? 0;
     if (spread > 0) release.backOffAtLeast(keys, (rec.deadline - ngx.now()) * spread);
   }
   const ticket = ngx.now() < rec.deadline ? release.admit(keys, keys.retry) : undefined;
@@ -350,11 +421,8 @@ export function retry(): void {
     return refuseRetry(rec, keys, status);
   }
   counters.count(keys, "retried");
-  if (holdAndSettle(r, rec, keys, keys.retry, ticket, w, requestId)) {
-    // Back to the location it failed in: its access() sees this record and lets it pass.
-    const uri = ngxVar.uri ?? "/";
-    return ngx.exec(uri, ngxVar.args);
-  }
+  // Released: access() returns and the location sends it; otherwise settle() answered it.
+  holdAndSettle(r, rec, keys, keys.retry, ticket, w, requestId);
 }
 
 /** The response starts: a released request's window lease comes back. */

@@ -19,11 +19,15 @@ import { cast, typeof as ctype, new as cnew, C } from "ffi";
 import { ScopeKeys } from "./shm";
 import { Waiter } from "./waiters";
 
-export type RecordState = "forwarded" | "holding" | "released" | "answered";
+export type RecordState = "forwarded" | "holding" | "released" | "retrying" | "answered";
 
 export interface Record {
   keys: ScopeKeys;
-  /** forwarded/released: counted in flight; holding: in the queue; answered: by us. */
+  /**
+   * forwarded/released: counted in flight; holding: in the queue; retrying: sent back by
+   * retry() to where it started, not counted anywhere until access() holds it again;
+   * answered: by us.
+   */
   state: RecordState;
   /** Window lease to give back when the response starts (0: none, or given back). */
   lease: number;
@@ -33,6 +37,16 @@ export interface Record {
   deadline: number;
   /** Sends again after a failed upstream connection (see gate.retry). */
   tries?: number;
+  /** $request_id, read once at its first hold: one id in every log line of the request. */
+  requestId?: string;
+  /** $uri and $args where access() first held it: a retry must arrive with the same (see replay.ts). */
+  uri?: string;
+  args?: string;
+  /** Whether it was redirected internally (or rewritten) before its first hold. */
+  internal?: boolean;
+  /** retrying: the address whose connection failed ($upstream_addr), and the status nginx made of it. */
+  failedAddr?: string;
+  failStatus?: number;
 }
 
 const uintptr = ctype("uintptr_t");

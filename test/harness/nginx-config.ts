@@ -28,6 +28,8 @@ export interface ConfigOptions {
   mainDirectives?: string;
   /** Extra directives in the front server block. */
   serverDirectives?: string;
+  /** Extra directives at the http level (e.g. an upstream group). */
+  httpDirectives?: string;
   /** The hooks without setup() and without intermission.conf's shared dicts (a miswired node). */
   bare?: boolean;
 }
@@ -139,6 +141,7 @@ http {
         server 127.0.0.1:8081;
         keepalive 256;
     }
+    ${opts.httpDirectives ?? ""}
 
     server {
         listen 8080 backlog=4096;
