@@ -34,7 +34,11 @@ describe("intermission check-config", () => {
     await node.exec(["sh", "-c", `mkdir -p ${path.dirname(file)} && echo ${Buffer.from(text).toString("base64")} | base64 -d > ${file}`]);
   }
   async function check(...args: string[]): Promise<{ code: number; output: string }> {
-    const r = await node.container.exec(["node", "/opt/cli/bin/intermission.js", "check-config", ...args]);
+    return checkIn("/", ...args);
+  }
+  /** check-config run from the directory cwd, as a user in a shell there. */
+  async function checkIn(cwd: string, ...args: string[]): Promise<{ code: number; output: string }> {
+    const r = await node.container.exec(["node", "/opt/cli/bin/intermission.js", "check-config", ...args], { workingDir: cwd });
     return { code: r.exitCode, output: r.output };
   }
   const withSetup = (setup: { [k: string]: LuaValue }) => nginxConfig({ setup })
@@ -81,6 +85,27 @@ http {
     const { code, output } = await check("/tmp/inc/nginx.conf");
     assert.equal(code, 1, output);
     assert.match(output, /option "on_timeout" must be one of reject, pass, got "drop"/);
+    // The block is on line 2 of the included file, setup() on the block's 4th line.
+    assert.match(output, /init_by_lua\(\/tmp\/inc\/conf\.d\/intermission\.conf:2\):4: /);
+  });
+
+  it("reads a relative path from the caller's directory and cites the user's file and line", async () => {
+    const conf = withSetup({ max_hold: -1 });
+    await write("/tmp/rel/nginx/short.conf", conf);
+    const line = conf.split("\n").findIndex((l) => l.includes("init_by_lua_block")) + 1;
+    assert.ok(line > 1, conf);
+    const { code, output } = await checkIn("/tmp/rel", "nginx/short.conf");
+    assert.equal(code, 1, output);
+    assert.doesNotMatch(output, /\/usr\/share\/nginx/);
+    assert.match(output, /\/tmp\/rel\/nginx\/short\.conf: syntax ok/);
+    assert.match(output, new RegExp(`init_by_lua\\(/tmp/rel/nginx/short\\.conf:${line}\\):1: intermission\\.setup: option "max_hold"`));
+    // --prefix too is the caller's: Debian's modules-enabled loads modules/*.so from it.
+    await node.exec(["ln", "-sfn", "/usr/lib/nginx/modules", "/tmp/rel/modules"]);
+    const good = withSetup({ max_hold: 10 });
+    await write("/tmp/rel/nginx/good.conf", good);
+    const ok = await checkIn("/tmp", "--prefix", "rel", "rel/nginx/good.conf");
+    assert.equal(ok.code, 0, ok.output);
+    assert.match(ok.output, /\/tmp\/rel\/nginx\/good\.conf: init_by_lua runs/);
   });
 
   it("reports a syntax error as nginx -t does, and a configuration without init_by_lua", async () => {
