@@ -108,6 +108,20 @@ http {
     assert.match(ok.output, /\/tmp\/rel\/nginx\/good\.conf: init_by_lua runs/);
   });
 
+  it("passes the sample nginx/nginx.conf under a prefix of the user's (nginx -p), as on a Debian host", async () => {
+    // Debian's modules-enabled files load modules/*.so relative to the prefix: the sample
+    // must load them by absolute path to start with `nginx -p DIR`.
+    await node.exec(["mkdir", "-p", "/tmp/prefix"]);
+    // The image links the sample's logs to /dev/stderr, which nginx cannot open when its
+    // stderr is check-config's socket (ENXIO): plain files here, as on a host.
+    await node.exec(["rm", "-f", "/var/log/nginx/intermission-error.log", "/var/log/nginx/intermission-access.log"]);
+    const t = await node.container.exec(["nginx", "-t", "-p", "/tmp/prefix", "-c", "/opt/intermission/nginx/nginx.conf"]);
+    assert.equal(t.exitCode, 0, t.output);
+    const { code, output } = await check("--prefix", "/tmp/prefix", "/opt/intermission/nginx/nginx.conf");
+    assert.equal(code, 0, output);
+    assert.match(output, /init_by_lua runs: setup\(\) accepts its options/);
+  });
+
   it("reports a syntax error as nginx -t does, and a configuration without init_by_lua", async () => {
     await write("/tmp/syntax/nginx.conf", "events {}\nhttp { server { listen 18083 } \n");
     const broken = await check("/tmp/syntax/nginx.conf");
