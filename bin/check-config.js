@@ -62,6 +62,31 @@ export function citeSource(message, origins) {
         return o ? `${o.file}:${o.line + at - o.from}` : whole;
     });
 }
+/**
+ * Maps of intermission's variables that never apply. intermission.conf gives the
+ * $intermission_* variables an empty default with `map`; nginx keeps the last `map` of a
+ * variable and says nothing, so a user's own map written before that include is dead.
+ */
+export function deadMaps(top) {
+    const last = new Map();
+    const dead = [];
+    const maps = top.filter((d) => d.name === "http" && d.children)
+        .flatMap((d) => d.children.filter((c) => c.name === "map" && c.children && c.args.length === 2));
+    for (const m of maps) {
+        const v = m.args[1];
+        if (!/^\$(intermission_|app_name$)/.test(v))
+            continue;
+        const before = last.get(v);
+        // intermission.conf's own `map "" $v { default ""; }` is there to be replaced.
+        const emptyDefault = (d) => d.args[0] === "" && d.children.length === 1 &&
+            d.children[0].name === "default" && d.children[0].args.length === 1 && d.children[0].args[0] === "";
+        if (before && !emptyDefault(before))
+            dead.push(`${before.file}:${before.line}: this map of ${v} never applies: the map at ` +
+                `${m.file}:${m.line} replaces it (nginx keeps a variable's last map, silently); write yours after the include of intermission.conf`);
+        last.set(v, m);
+    }
+    return dead;
+}
 /** nginx's own lines worth showing: errors first, else everything it said. */
 function nginxSays(output) {
     const lines = output.split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.includes(MARK));
@@ -102,6 +127,12 @@ export function checkConfig(o, log) {
         if (!(e instanceof ConfError))
             throw e;
         log(`${main}: cannot read it: ${e.message}`);
+        return 1;
+    }
+    const dead = deadMaps(top);
+    if (dead.length > 0) {
+        for (const l of dead)
+            log(l);
         return 1;
     }
     const dir = mkdtempSync(path.join(os.tmpdir(), "intermission-check-"));

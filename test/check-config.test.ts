@@ -122,6 +122,22 @@ http {
     assert.match(output, /init_by_lua runs: setup\(\) accepts its options/);
   });
 
+  it("fails a map of $intermission_scope that intermission.conf's empty default replaces", async () => {
+    const map = "map $host $intermission_scope { default site; }";
+    const include = /^ *include \/opt\/intermission\/nginx\/intermission\.conf;$/m;
+    const conf = withSetup({ max_hold: 10 });
+    assert.match(conf, include);
+    await write("/tmp/map/before.conf", conf.replace(include, (inc) => `    ${map}\n${inc}`));
+    const line = conf.split("\n").findIndex((l) => include.test(l)) + 1;
+    const before = await check("/tmp/map/before.conf");
+    assert.equal(before.code, 1, before.output);
+    assert.match(before.output, new RegExp(`/tmp/map/before\\.conf:${line}: this map of \\$intermission_scope never applies: ` +
+      `the map at /opt/intermission/nginx/intermission\\.conf:\\d+ replaces it`));
+    await write("/tmp/map/after.conf", conf.replace(include, (inc) => `${inc}\n    ${map}`));
+    const after = await check("/tmp/map/after.conf");
+    assert.equal(after.code, 0, after.output);
+  });
+
   it("reports a syntax error as nginx -t does, and a configuration without init_by_lua", async () => {
     await write("/tmp/syntax/nginx.conf", "events {}\nhttp { server { listen 18083 } \n");
     const broken = await check("/tmp/syntax/nginx.conf");
