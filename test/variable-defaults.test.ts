@@ -12,6 +12,7 @@ import { sleep } from "./harness/held.ts";
 const EXTRA = `
         location /probe/ {
             set $intermission_health_check_path /probe/up;
+            set $intermission_privileged_user_agent "^Probe";
             access_by_lua_block { require("intermission").access() }
             log_by_lua_block    { require("intermission").log() }
             proxy_pass http://backend;
@@ -41,6 +42,8 @@ describe("per-location variables: empty defaults at http level", () => {
     // location /probe/ sets its own health check path: that path passes, others are held.
     const up = await node.get("/probe/up");
     assert.equal(up.status, 200, "a location's `set $intermission_health_check_path` wins");
+    const ua = await node.get("/probe/ua?id=ua", { "User-Agent": "Probe/1.0" });
+    assert.equal(ua.status, 200, "a location's `set $intermission_privileged_user_agent` wins");
     const probe = node.send("/probe/x?id=probe");
     await node.held(3);
 
