@@ -30,16 +30,23 @@ describe("per-location variables: empty defaults at http level", () => {
     // The control location sets no scope: status of the default scope, read from "".
     const status = await node.control("status");
     assert.equal(status.status, 200, status.body);
-    assert.equal((await node.control("pause", "scope=default")).status, 200);
 
-    // location / sets nothing: scope "default" (paused), max_hold from setup().
+    // location /other/ sets $intermission_scope other: a pause of `other` holds it, and
+    // not location /, which sets nothing (scope "default", running).
+    assert.equal((await node.control("pause", "scope=other")).status, 200);
+    const other = node.send("/other/?id=other");
+    await node.held(1, "other");
+    assert.equal((await node.get("/?id=free")).status, 200, "location / is not in scope other");
+    assert.equal((await node.control("resume", "scope=other")).status, 200);
+    assert.equal((await other.reply).status, 200);
+
+    assert.equal((await node.control("pause", "scope=default")).status, 200);
+    // location / sets nothing: held, with max_hold from setup().
     const plain = node.send("/?id=plain");
     // location /short/ sets $intermission_max_time 1: held, then answered 503 after 1 s.
     const short = node.send("/short/?id=short");
-    // location /other/ sets $intermission_scope other, which runs.
-    const other = await node.get("/other/?id=other");
-    assert.equal(other.status, 200, "a location's `set $intermission_scope` wins over the empty map");
-    // location /probe/ sets its own health check path: that path passes, others are held.
+    // location /probe/ sets its own health check path and privileged user agent: those
+    // pass, the rest is held.
     const up = await node.get("/probe/up");
     assert.equal(up.status, 200, "a location's `set $intermission_health_check_path` wins");
     const ua = await node.get("/probe/ua?id=ua", { "User-Agent": "Probe/1.0" });
