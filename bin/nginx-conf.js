@@ -75,6 +75,15 @@ export function parse(text, file) {
     const stack = [{ list: root, start: 0 }];
     let words = [];
     let start = -1;
+    // The line of an offset, counted forward: directives come in text order.
+    let lineAt = 0;
+    let line = 1;
+    const lineOf = (offset) => {
+        for (; lineAt < offset; lineAt++)
+            if (text[lineAt] === "\n")
+                line++;
+        return line;
+    };
     const word = () => {
         const c = text[i];
         if (c === '"' || c === "'") {
@@ -117,7 +126,7 @@ export function parse(text, file) {
         else if (c === ";") {
             if (words.length === 0)
                 throw new ConfError(`${file}: unexpected ";"`);
-            stack[stack.length - 1].list.push({ name: words[0], args: words.slice(1), raw: text.slice(start, i + 1), file });
+            stack[stack.length - 1].list.push({ name: words[0], args: words.slice(1), raw: text.slice(start, i + 1), file, line: lineOf(start) });
             words = [];
             i++;
         }
@@ -126,12 +135,12 @@ export function parse(text, file) {
                 throw new ConfError(`${file}: unexpected "{"`);
             if (words[0].endsWith("_by_lua_block")) {
                 const end = luaBlockEnd(text, i, file);
-                stack[stack.length - 1].list.push({ name: words[0], args: [text.slice(i + 1, end)], raw: text.slice(start, end + 1), file });
+                stack[stack.length - 1].list.push({ name: words[0], args: [text.slice(i + 1, end)], raw: text.slice(start, end + 1), file, line: lineOf(start) });
                 words = [];
                 i = end + 1;
                 continue;
             }
-            const block = { name: words[0], args: words.slice(1), raw: "", file, children: [] };
+            const block = { name: words[0], args: words.slice(1), raw: "", file, line: lineOf(start), children: [] };
             stack[stack.length - 1].list.push(block);
             stack.push({ list: block.children, open: block, start });
             words = [];

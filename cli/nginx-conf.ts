@@ -9,6 +9,8 @@ export interface Directive {
   /** The directive's source text, from its name to its `;` or closing `}`. */
   raw: string;
   file: string;
+  /** The line (1-based) of `file` where the directive's name is. */
+  line: number;
   children?: Directive[];
 }
 
@@ -83,6 +85,13 @@ export function parse(text: string, file: string): Directive[] {
   const stack: { list: Directive[]; open?: Directive; start: number }[] = [{ list: root, start: 0 }];
   let words: string[] = [];
   let start = -1;
+  // The line of an offset, counted forward: directives come in text order.
+  let lineAt = 0;
+  let line = 1;
+  const lineOf = (offset: number): number => {
+    for (; lineAt < offset; lineAt++) if (text[lineAt] === "\n") line++;
+    return line;
+  };
 
   const word = (): string => {
     const c = text[i];
@@ -119,19 +128,19 @@ export function parse(text: string, file: string): Directive[] {
       i = nl < 0 ? text.length : nl + 1;
     } else if (c === ";") {
       if (words.length === 0) throw new ConfError(`${file}: unexpected ";"`);
-      stack[stack.length - 1].list.push({ name: words[0], args: words.slice(1), raw: text.slice(start, i + 1), file });
+      stack[stack.length - 1].list.push({ name: words[0], args: words.slice(1), raw: text.slice(start, i + 1), file, line: lineOf(start) });
       words = [];
       i++;
     } else if (c === "{") {
       if (words.length === 0) throw new ConfError(`${file}: unexpected "{"`);
       if (words[0].endsWith("_by_lua_block")) {
         const end = luaBlockEnd(text, i, file);
-        stack[stack.length - 1].list.push({ name: words[0], args: [text.slice(i + 1, end)], raw: text.slice(start, end + 1), file });
+        stack[stack.length - 1].list.push({ name: words[0], args: [text.slice(i + 1, end)], raw: text.slice(start, end + 1), file, line: lineOf(start) });
         words = [];
         i = end + 1;
         continue;
       }
-      const block: Directive = { name: words[0], args: words.slice(1), raw: "", file, children: [] };
+      const block: Directive = { name: words[0], args: words.slice(1), raw: "", file, line: lineOf(start), children: [] };
       stack[stack.length - 1].list.push(block);
       stack.push({ list: block.children!, open: block, start });
       words = [];

@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 FRONT="${FRONT:-http://127.0.0.1:8080/}"
 CONTROL="${CONTROL:-http://127.0.0.1:8080/_intermission}"
 
-node examples/load.mjs "$FRONT" 8 600 > /tmp/intermission-load.out &
+out=$(mktemp /tmp/intermission-load.XXXXXX)   # the load's report; removed on exit
+trap 'rm -f "$out"' EXIT
+node examples/load.mjs "$FRONT" 8 600 > "$out" &
 load=$!
 sleep 2   # traffic flowing before the maintenance starts
 
@@ -18,7 +20,7 @@ status=$?
 sleep 2   # traffic flowing again after it
 kill -INT "$load"
 wait "$load" && load_status=0 || load_status=$?
-cat /tmp/intermission-load.out
+cat "$out"
 if [ "$status" -ne 0 ] || [ "$load_status" -ne 0 ]; then
   echo "maintenance: FAILED (run exit $status, load exit $load_status)"
   exit 1

@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# Whether this demo starts dockerd (docker-bootstrap.sh does when nothing answers): it is
+# left running with the stack, and the end says how to stop it.
+docker info >/dev/null 2>&1 && dockerd_was_up=1 || dockerd_was_up=0
 bash scripts/docker-bootstrap.sh
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || {
   echo "[demo] installing docker-compose"
@@ -20,17 +23,26 @@ done
 curl -fsS http://127.0.0.1:8080/ || { echo "[demo] the stack did not come up"; compose logs --tail 50; exit 1; }
 bash examples/maintenance.sh
 db_status=0
-PRIMARY=$(docker inspect -f "{{.Name}}" "$(compose ps -q postgres)" | sed "s#^/##") bash examples/database/demo.sh | tee /tmp/intermission-db-demo.out || db_status=$?
+# The database demo's output as it comes, but its last line (the verdict) held back, to be
+# printed once, at the very end.
+verdict=$(mktemp /tmp/intermission-demo-verdict.XXXXXX)
+trap 'rm -f "$verdict"' EXIT
+PRIMARY=$(docker inspect -f "{{.Name}}" "$(compose ps -q postgres)" | sed "s#^/##") bash examples/database/demo.sh \
+  | awk -v out="$verdict" 'NR > 1 { print prev; fflush() } { prev = $0 } END { if (NR > 0) print prev > out }' \
+  || db_status=$?
 cat <<'TXT'
 
-The demo stack is running:
+The demo stack is left running (five containers: docker-compose ps), so you can try it:
   curl localhost:8080/                                   # through intermission
   node bin/intermission.js status                        # the CLI (control API on loopback)
   curl localhost:8080/control                            # the seed's toggle: pause / resume
   curl 'localhost:8090/write?id=hello'                   # a write to PostgreSQL, through intermission
-  docker-compose down                                    # stop it
-
+  docker-compose down                                    # stop it (the images stay: docker image ls)
 TXT
-# The verdict, last: failed requests when the database restarts, without and with.
-tail -n 1 /tmp/intermission-db-demo.out
+if [ "$dockerd_was_up" -eq 0 ] && [ -s /var/run/docker.pid ]; then
+  printf '  %-55s# %s\n' "sudo kill $(cat /var/run/docker.pid)" "dockerd: this demo started it (log: /var/log/dockerd.log)"
+fi
+echo
+# The verdict, last and once: failed requests when the database restarts, without and with.
+cat "$verdict"
 exit "$db_status"

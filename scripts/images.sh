@@ -10,9 +10,36 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '[images] %s\n' "$*"; }
 
+# docker build, quiet, timed. A client newer than Debian's docker.io (23+) without the
+# buildx component (bookworm has no docker-buildx package) builds with the legacy builder
+# and prints a DEPRECATED notice on every build: said once here, in our words, and cut
+# from the output; anything else docker says goes through.
+legacy_said=0
+build() {
+  local what=$1 err status=0 start
+  shift
+  err=$(mktemp /tmp/intermission-images-err.XXXXXX)
+  start=$(date +%s)
+  say "building $what (from scratch a minute or more, cached a few seconds)"
+  docker build -q -t "$what" "$@" >/dev/null 2>"$err" || status=$?
+  if grep -q '^DEPRECATED: The legacy builder is deprecated' "$err"; then
+    if [ "$legacy_said" -eq 0 ]; then
+      say "note: docker builds with its legacy builder here (no buildx component); its DEPRECATED notice is left out"
+      legacy_said=1
+    fi
+  fi
+  # The notice: its first line, the indented lines under it, and the blank line after.
+  awk '/^DEPRECATED: The legacy builder is deprecated/ {cut = 1; next}
+       cut && /^[ \t]+[^ \t]/ {next}
+       cut && /^[ \t]*$/ {cut = 0; next}
+       {cut = 0; print}' "$err" >&2
+  rm -f "$err"
+  [ "$status" -eq 0 ] || { say "building $what failed (docker build exit $status)"; return "$status"; }
+  say "built $what in $(( $(date +%s) - start ))s"
+}
+
 image="${INTERMISSION_IMAGE:-intermission:latest}"
-say "building $image"
-docker build -q -t "$image" . >/dev/null
+build "$image" .
 
 # The same image with intermission installed by `luarocks make` instead (tag kept:
 # intermission:latest -> intermission-luarocks:latest; test/harness/install.ts agrees).
@@ -21,8 +48,7 @@ if [ "${1:-}" != "--no-luarocks" ]; then
   name="${image%:*}"; tag="${image#"$name"}"
   [[ "$tag" == */* ]] && { name="$image"; tag=""; }   # a registry port, not a tag
   rocks="${name}-luarocks${tag}"
-  say "building $rocks"
-  docker build -q -t "$rocks" --build-arg "BASE=$image" -f test/docker/luarocks.Dockerfile . >/dev/null
+  build "$rocks" --build-arg "BASE=$image" -f test/docker/luarocks.Dockerfile .
 fi
 
 if docker image inspect intermission-redis:latest >/dev/null 2>&1; then
@@ -32,17 +58,15 @@ elif timeout 60 docker pull -q redis:7 >/dev/null 2>&1; then
   say "pulled redis:7 as intermission-redis:latest"
 else
   say "cannot pull redis:7: building intermission-redis:latest from Debian's redis-server"
-  docker build -q -t intermission-redis:latest -f test/docker/redis.Dockerfile test/docker >/dev/null
+  build intermission-redis:latest -f test/docker/redis.Dockerfile test/docker
 fi
-say "building intermission-postgres:latest"
-docker build -q -t intermission-postgres:latest -f test/docker/postgres.Dockerfile test/docker/postgres >/dev/null
+build intermission-postgres:latest -f test/docker/postgres.Dockerfile test/docker/postgres
 # The application's one dependency (pg) comes from its lock file, installed here so the
 # image needs no npm of its own.
 app=test/docker/app
 if [ ! -d "$app/node_modules" ] || [ "$app/package-lock.json" -nt "$app/node_modules/.package-lock.json" ]; then
-  say "npm ci in $app"
+  say "npm ci in $app (its one dependency, pg; quiet, a few seconds)"
   npm ci --prefix "$app" --omit=dev --no-audit --no-fund --loglevel=error
 fi
-say "building intermission-app:latest"
-docker build -q -t intermission-app:latest -f test/docker/app.Dockerfile "$app" >/dev/null
+build intermission-app:latest -f test/docker/app.Dockerfile "$app"
 say "ready"

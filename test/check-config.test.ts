@@ -34,7 +34,11 @@ describe("intermission check-config", () => {
     await node.exec(["sh", "-c", `mkdir -p ${path.dirname(file)} && echo ${Buffer.from(text).toString("base64")} | base64 -d > ${file}`]);
   }
   async function check(...args: string[]): Promise<{ code: number; output: string }> {
-    const r = await node.container.exec(["node", "/opt/cli/bin/intermission.js", "check-config", ...args]);
+    return checkIn("/", ...args);
+  }
+  /** check-config run from the directory cwd, as a user in a shell there. */
+  async function checkIn(cwd: string, ...args: string[]): Promise<{ code: number; output: string }> {
+    const r = await node.container.exec(["node", "/opt/cli/bin/intermission.js", "check-config", ...args], { workingDir: cwd });
     return { code: r.exitCode, output: r.output };
   }
   const withSetup = (setup: { [k: string]: LuaValue }) => nginxConfig({ setup })
@@ -81,6 +85,57 @@ http {
     const { code, output } = await check("/tmp/inc/nginx.conf");
     assert.equal(code, 1, output);
     assert.match(output, /option "on_timeout" must be one of reject, pass, got "drop"/);
+    // The block is on line 2 of the included file, setup() on the block's 4th line.
+    assert.match(output, /init_by_lua\(\/tmp\/inc\/conf\.d\/intermission\.conf:2\):4: /);
+  });
+
+  it("reads a relative path from the caller's directory and cites the user's file and line", async () => {
+    const conf = withSetup({ max_hold: -1 });
+    await write("/tmp/rel/nginx/short.conf", conf);
+    const line = conf.split("\n").findIndex((l) => l.includes("init_by_lua_block")) + 1;
+    assert.ok(line > 1, conf);
+    const { code, output } = await checkIn("/tmp/rel", "nginx/short.conf");
+    assert.equal(code, 1, output);
+    assert.doesNotMatch(output, /\/usr\/share\/nginx/);
+    assert.match(output, /\/tmp\/rel\/nginx\/short\.conf: syntax ok/);
+    assert.match(output, new RegExp(`init_by_lua\\(/tmp/rel/nginx/short\\.conf:${line}\\):1: intermission\\.setup: option "max_hold"`));
+    // --prefix too is the caller's: Debian's modules-enabled loads modules/*.so from it.
+    await node.exec(["ln", "-sfn", "/usr/lib/nginx/modules", "/tmp/rel/modules"]);
+    const good = withSetup({ max_hold: 10 });
+    await write("/tmp/rel/nginx/good.conf", good);
+    const ok = await checkIn("/tmp", "--prefix", "rel", "rel/nginx/good.conf");
+    assert.equal(ok.code, 0, ok.output);
+    assert.match(ok.output, /\/tmp\/rel\/nginx\/good\.conf: init_by_lua runs/);
+  });
+
+  it("passes the sample nginx/nginx.conf under a prefix of the user's (nginx -p), as on a Debian host", async () => {
+    // Debian's modules-enabled files load modules/*.so relative to the prefix: the sample
+    // must load them by absolute path to start with `nginx -p DIR`.
+    await node.exec(["mkdir", "-p", "/tmp/prefix"]);
+    // The image links the sample's logs to /dev/stderr, which nginx cannot open when its
+    // stderr is check-config's socket (ENXIO): plain files here, as on a host.
+    await node.exec(["rm", "-f", "/var/log/nginx/intermission-error.log", "/var/log/nginx/intermission-access.log"]);
+    const t = await node.container.exec(["nginx", "-t", "-p", "/tmp/prefix", "-c", "/opt/intermission/nginx/nginx.conf"]);
+    assert.equal(t.exitCode, 0, t.output);
+    const { code, output } = await check("--prefix", "/tmp/prefix", "/opt/intermission/nginx/nginx.conf");
+    assert.equal(code, 0, output);
+    assert.match(output, /init_by_lua runs: setup\(\) accepts its options/);
+  });
+
+  it("fails a map of $intermission_scope that intermission.conf's empty default replaces", async () => {
+    const map = "map $host $intermission_scope { default site; }";
+    const include = /^ *include \/opt\/intermission\/nginx\/intermission\.conf;$/m;
+    const conf = withSetup({ max_hold: 10 });
+    assert.match(conf, include);
+    await write("/tmp/map/before.conf", conf.replace(include, (inc) => `    ${map}\n${inc}`));
+    const line = conf.split("\n").findIndex((l) => include.test(l)) + 1;
+    const before = await check("/tmp/map/before.conf");
+    assert.equal(before.code, 1, before.output);
+    assert.match(before.output, new RegExp(`/tmp/map/before\\.conf:${line}: this map of \\$intermission_scope never applies: ` +
+      `the map at /opt/intermission/nginx/intermission\\.conf:\\d+ replaces it`));
+    await write("/tmp/map/after.conf", conf.replace(include, (inc) => `${inc}\n    ${map}`));
+    const after = await check("/tmp/map/after.conf");
+    assert.equal(after.code, 0, after.output);
   });
 
   it("reports a syntax error as nginx -t does, and a configuration without init_by_lua", async () => {

@@ -30,6 +30,7 @@ describe("the demo", () => {
     assert.ok(Number(load[1]) > 100, `traffic flowed: ${load[1]} requests`);
     assert.ok(Number(load[3]) >= 4000, `some requests were held through the 5 s maintenance (slowest ${load[3]} ms)`);
     assert.match(output, /maintenance: done, zero failed requests/);
+    assert.match(output, /The demo stack is left running .*\n(.*\n)*.*docker-compose down +# stop it/);
     assert.match(output, /intermission: paused for \d+\.\ds; \d+ request\(s\) were held at resume/);
   });
 
@@ -38,6 +39,8 @@ describe("the demo", () => {
     t.diagnostic(lines[lines.length - 1]);
     const verdict = lines[lines.length - 1].match(/^without intermission: (\d+) failed requests; with intermission: (\d+)$/);
     assert.ok(verdict, `the demo ends with the verdict line:\n${lines.slice(-5).join("\n")}`);
+    const verdicts = output.match(/^without intermission: \d+ failed requests; with intermission: \d+$/gm) ?? [];
+    assert.equal(verdicts.length, 1, "the verdict is printed once");
     assert.ok(Number(verdict[1]) > 0, "requests failed when the database restarted without intermission");
     assert.equal(Number(verdict[2]), 0, "failed requests inside intermission run");
     const loads = [...output.matchAll(/load: (\d+) ok, (\d+) failed/g)];

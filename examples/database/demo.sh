@@ -8,6 +8,8 @@ cd "$(dirname "$0")/../.."
 FRONT="${FRONT:-http://127.0.0.1:8090}"
 : "${PRIMARY:?PRIMARY names the postgres container}"
 export PRIMARY
+out=$(mktemp /tmp/intermission-db-load.XXXXXX)   # each load's report; removed on exit
+trap 'rm -f "$out"' EXIT
 
 for _ in $(seq 1 100); do
   curl -fsS -o /dev/null "$FRONT/write?id=demo-warmup" 2>/dev/null && break
@@ -17,15 +19,15 @@ curl -fsS -o /dev/null "$FRONT/write?id=demo-warmup" || { echo "[db-demo] the ap
 
 # One restart under load; $@ is how the restart is run. Prints the load line, sets $failed.
 restart_under_load() {
-  node examples/load.mjs "$FRONT/write?id={id}" 8 600 > /tmp/intermission-db-load.out &
+  node examples/load.mjs "$FRONT/write?id={id}" 8 600 > "$out" &
   local load=$!
   sleep 2   # traffic flowing before the restart
   "$@"
   sleep 2   # and after it
   kill -INT "$load"
   wait "$load" || true
-  cat /tmp/intermission-db-load.out
-  failed=$(sed -n 's/^load: [0-9]* ok, \([0-9]*\) failed.*/\1/p' /tmp/intermission-db-load.out)
+  cat "$out"
+  failed=$(sed -n 's/^load: [0-9]* ok, \([0-9]*\) failed.*/\1/p' "$out")
   [ -n "$failed" ] || { echo "[db-demo] no load result"; exit 1; }
 }
 

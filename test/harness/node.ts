@@ -19,7 +19,8 @@ const ERROR_LOG = "/var/log/nginx/error.log";
 let imagesReady = false;
 /** Builds (or refreshes from cache) the images once per test process. */
 export function ensureImages(): void {
-  if (imagesReady) return;
+  // scripts/test.sh builds them once before the suite and says so: not once per file.
+  if (imagesReady || process.env.INTERMISSION_IMAGES_READY === "1") return;
   execFileSync("bash", [path.join(ROOT, "scripts/images.sh")], { stdio: ["ignore", "ignore", "inherit"] });
   imagesReady = true;
 }
