@@ -8,7 +8,7 @@ export function table(results) {
     const head = ["node", "state", "held", "queued", "in flight", "since", "until", "reason"];
     const rows = results.map((r) => {
         if (!r.ok)
-            return [r.url, "ERROR", "-", "-", "-", "-", "-", "(see below)"];
+            return [r.url, r.applied === "unknown" ? "UNKNOWN" : "ERROR", "-", "-", "-", "-", "-", "(see below)"];
         const b = r.body;
         const state = b.draining ? "running (draining)" : String(b.state);
         return [r.url, state, String(b.held ?? "-"), String(b.queued ?? "-"), String(b.in_flight ?? "-"),

@@ -61,7 +61,8 @@ export async function call(url, action, method, params, token, timeoutS) {
             return { url, ok: false, status: 403, body, error: `${url}: forbidden (403): the control location does not allow this address` };
         if (res.status < 200 || res.status > 299) {
             const why = body?.error ?? (text.trim().slice(0, 200) || "no reason given");
-            return { url, ok: false, status: res.status, body, error: `${url}: ${res.status} ${why}` };
+            const applied = body?.applied === false || body?.applied === "unknown" ? body.applied : undefined;
+            return { url, ok: false, status: res.status, body, error: `${url}: ${res.status} ${why}`, applied };
         }
         if (body === undefined)
             return { url, ok: false, status: res.status, error: `${url}: the answer is not JSON: is this a control location?` };

@@ -10,7 +10,7 @@ function when(epochSeconds: number | undefined): string {
 export function table(results: NodeResult[]): string {
   const head = ["node", "state", "held", "queued", "in flight", "since", "until", "reason"];
   const rows = results.map((r) => {
-    if (!r.ok) return [r.url, "ERROR", "-", "-", "-", "-", "-", "(see below)"];
+    if (!r.ok) return [r.url, r.applied === "unknown" ? "UNKNOWN" : "ERROR", "-", "-", "-", "-", "-", "(see below)"];
     const b = r.body;
     const state = b.draining ? "running (draining)" : String(b.state);
     return [r.url, state, String(b.held ?? "-"), String(b.queued ?? "-"), String(b.in_flight ?? "-"),

@@ -12,6 +12,11 @@ export interface NodeResult {
   status: number;
   body?: any;
   error?: string;
+  /**
+   * A fleet node that could not confirm a change in its Redis (503): false when the change
+   * is known not to have been applied anywhere, "unknown" when it may still take effect.
+   */
+  applied?: false | "unknown";
 }
 
 export class Timeout extends Error {}
@@ -63,7 +68,8 @@ export async function call(url: string, action: string, method: "GET" | "POST", 
     if (res.status === 403) return { url, ok: false, status: 403, body, error: `${url}: forbidden (403): the control location does not allow this address` };
     if (res.status < 200 || res.status > 299) {
       const why = body?.error ?? (text.trim().slice(0, 200) || "no reason given");
-      return { url, ok: false, status: res.status, body, error: `${url}: ${res.status} ${why}` };
+      const applied = body?.applied === false || body?.applied === "unknown" ? body.applied : undefined;
+      return { url, ok: false, status: res.status, body, error: `${url}: ${res.status} ${why}`, applied };
     }
     if (body === undefined) return { url, ok: false, status: res.status, error: `${url}: the answer is not JSON: is this a control location?` };
     return { url, ok: true, status: res.status, body };

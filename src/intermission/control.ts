@@ -13,6 +13,7 @@ import { renderMetrics } from "./metrics";
 import * as inflight from "./inflight";
 import { fleet } from "./fleetmode";
 import { lookup, forget, requestKey } from "./record";
+import * as unsettled from "./fleet/unsettled";
 
 type Action = "status" | "pause" | "resume" | "maintenance" | "metrics" | "control" | "enable" | "disable";
 
@@ -125,14 +126,27 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
   }
   let version = 0;
   if (cfg.store === "redis") {
-    // The fleet's switch is in Redis: if it cannot be written, nothing changes anywhere.
+    // The fleet's switch is in Redis: the answer says what Redis ended up with. "Not
+    // applied" means it never will be; "unknown" that Redis did not answer in time and the
+    // change may still land (until this node's next change to the scope fences it).
     const mode = action === "pause" ? "paused" : action === "maintenance" ? "maintenance" : "";
-    const [ok, , err, written] = fleet.remote!.change(keys.scope, mode, ttl, reason);
-    version = written;
-    if (!ok) {
-      ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} not applied: ${err}`);
-      return jsonError(503, `${action} not applied: the fleet's Redis is unavailable (${err})`);
+    const fence = unsettled.forScope(keys.scope);
+    const [outcome, written, err, id] = fleet.remote!.change(keys.scope, mode, ttl, reason, fence);
+    if (outcome === "unknown") {
+      unsettled.note(keys.scope, id);
+      ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} outcome unknown (change ${id}): ${err}`);
+      return json(503, {
+        error: `${action} outcome unknown: the fleet's Redis did not answer (${err}); it may still take effect: ` +
+          (action === "resume" ? "resume again" : "resume (a resume is idempotent)") + " once Redis answers",
+        applied: "unknown", change: id,
+      });
     }
+    if (outcome === "not applied") {
+      ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} not applied: ${err}`);
+      return json(503, { error: `${action} not applied: the fleet's Redis is unavailable (${err})`, applied: false });
+    }
+    if (fence.length > 0) unsettled.settled(keys.scope, fence);
+    version = written;
   }
   let result: LuaMultiReturn<[state.Change | undefined, string | undefined]>;
   if (action === "pause") result = state.pause(keys, ttl, reason);
@@ -150,6 +164,7 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
 
   const body = describe(keys);
   body.ok = true;
+  body.applied = true;
   body.action = action;
   body.previous = change.previous === "draining" ? "running" : change.previous;
   body.already = change.already;
