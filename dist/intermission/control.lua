@@ -177,7 +177,7 @@ local function mutate(action, keys, p)
     if cfg.store == "redis" then
         local mode = action == "pause" and "paused" or (action == "maintenance" and "maintenance" or "")
         local fence = unsettled.forScope(keys.scope)
-        local outcome, written, err, id = fleet.remote.change(
+        local outcome, written, err, id, current = fleet.remote.change(
             keys.scope,
             mode,
             ttl,
@@ -216,6 +216,20 @@ local function mutate(action, keys, p)
             unsettled.settled(keys.scope, fence)
         end
         version = written
+        if not current then
+            audit(
+                action,
+                keys,
+                reason,
+                (" ttl=" .. tostring(ttl)) .. " superseded=true"
+            )
+            local late = describe(keys)
+            late.ok = true
+            late.applied = true
+            late.superseded = true
+            late.action = action
+            return json(200, late)
+        end
     end
     local result
     if action == "pause" then

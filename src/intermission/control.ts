@@ -131,7 +131,7 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
     // change may still land (until this node's next change to the scope fences it).
     const mode = action === "pause" ? "paused" : action === "maintenance" ? "maintenance" : "";
     const fence = unsettled.forScope(keys.scope);
-    const [outcome, written, err, id] = fleet.remote!.change(keys.scope, mode, ttl, reason, fence);
+    const [outcome, written, err, id, current] = fleet.remote!.change(keys.scope, mode, ttl, reason, fence);
     if (outcome === "unknown") {
       unsettled.note(keys.scope, id);
       ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} outcome unknown (change ${id}): ${err}`);
@@ -147,6 +147,17 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
     }
     if (fence.length > 0) unsettled.settled(keys.scope, fence);
     version = written;
+    if (!current) {
+      // Applied late, and already replaced by a later change (which the sync loop brings):
+      // applying it here now would undo that one on this node.
+      audit(action, keys, reason, ` ttl=${ttl} superseded=true`);
+      const late = describe(keys);
+      late.ok = true;
+      late.applied = true;
+      late.superseded = true;
+      late.action = action;
+      return json(200, late);
+    }
   }
   let result: LuaMultiReturn<[state.Change | undefined, string | undefined]>;
   if (action === "pause") result = state.pause(keys, ttl, reason);

@@ -9,7 +9,7 @@ local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 ____exports.CHANNEL_SUFFIX = "events"
 local CHANGE = {text = "\nfor i = 5, #KEYS do\n  if not redis.call('GET', KEYS[i]) then redis.call('SET', KEYS[i], 'cancelled', 'EX', ARGV[7]) end\nend\nif redis.call('GET', KEYS[4]) then return { 'cancelled' } end\nlocal old = redis.call('GET', KEYS[1])\nlocal mode = ARGV[1]\nlocal ttl = tonumber(ARGV[2])\nlocal version = redis.call('INCR', KEYS[3])\nlocal msg\nif mode == '' then\n  redis.call('DEL', KEYS[1])\n  msg = cjson.encode({ version = version })\nelse\n  local now = tonumber(ARGV[6])\n  local since = now\n  if old then\n    local ok, prev = pcall(cjson.decode, old)\n    if ok and type(prev) == 'table' and prev.mode == mode and tonumber(prev.since) then since = prev.since end\n  end\n  local untilTs = 0\n  if ttl > 0 then untilTs = now + ttl end\n  local rec = cjson.encode({ mode = mode, since = since, ['until'] = untilTs, ttl = ttl, reason = ARGV[3] })\n  if ttl > 0 then\n    redis.call('SET', KEYS[1], rec, 'PX', math.max(1, math.floor(ttl * 1000)))\n  else\n    redis.call('SET', KEYS[1], rec)\n  end\n  redis.call('SADD', KEYS[2], ARGV[4])\n  msg = cjson.encode({ mode = mode, since = since, ['until'] = untilTs, ttl = ttl, reason = ARGV[3], version = version })\nend\n-- The message carries the new record, so subscribers need no second round trip.\nredis.call('PUBLISH', ARGV[5], ARGV[4] .. '\\n' .. msg)\nredis.call('SET', KEYS[4], version, 'EX', ARGV[7])\nreturn { old or '', version }\n"}
-local SETTLE = {text = "\nlocal st = redis.call('GET', KEYS[1])\nif st then return st end\nredis.call('SET', KEYS[1], 'cancelled', 'EX', ARGV[1])\nreturn 'cancelled'\n"}
+local SETTLE = {text = "\nlocal now = redis.call('GET', KEYS[2]) or '0'\nlocal st = redis.call('GET', KEYS[1])\nif st then return { st, now } end\nredis.call('SET', KEYS[1], 'cancelled', 'EX', ARGV[1])\nreturn { 'cancelled', now }\n"}
 local READ_ALL = {text = "\nlocal out = { redis.call('GET', KEYS[2]) or '0' }\nfor _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n  local k = ARGV[1] .. n\n  local v = redis.call('GET', k)\n  if v then\n    out[#out + 1] = n\n    out[#out + 1] = v\n    out[#out + 1] = redis.call('PTTL', k)\n  end\nend\nreturn out\n"}
 local LIVE_NODES = {text = "\nlocal n = 0\nfor _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n  n = n + redis.call('EXISTS', ARGV[1] .. id)\nend\nreturn n\n"}
 local function toHex(bytes)
@@ -124,22 +124,25 @@ local function settle(id, why)
             local reply, e = run(
                 red,
                 SETTLE,
-                1,
+                2,
                 key("change", id),
+                key("version"),
                 ____exports.CHANGE_ID_TTL
             )
             if not failed(red, reply) then
                 release(red)
-                if reply == "cancelled" then
-                    return "not applied", 0, why .. "; fenced afterwards, so it never runs", id
+                local fate, now = unpack(reply, 1, 2)
+                if fate == "cancelled" then
+                    return "not applied", 0, why .. "; fenced afterwards, so it never runs", id, false
                 end
-                return "applied", tonumber(reply) or 0, nil, id
+                local version = tonumber(fate) or 0
+                return "applied", version, nil, id, version == tonumber(now)
             end
             last = "redis: " .. tostring(e)
         end
         ngx.update_time()
         if ngx.now() >= deadline then
-            return "unknown", 0, ((((why .. "; then no answer from Redis within ") .. tostring(____exports.SETTLE_WITHIN)) .. "s (") .. last) .. ")", id
+            return "unknown", 0, ((((why .. "; then no answer from Redis within ") .. tostring(____exports.SETTLE_WITHIN)) .. "s (") .. last) .. ")", id, false
         end
         ngx.sleep(0.1)
     end
@@ -147,7 +150,9 @@ end
 --- Writes a change for the whole fleet, under a fresh change id. `fence`: ids of this
 -- node's earlier changes whose outcome was unknown; the script fences those that have
 -- not run, so none can land after this one. Returns the outcome, the fleet's version
--- after the change (when applied), why it was not applied (or is unknown), and the id.
+-- after the change (when applied), why it was not applied (or is unknown), the id, and
+-- whether the change is still the fleet's latest (false when a settle found it replaced
+-- by a later one: the node must not apply it locally over what the fleet says now).
 function ____exports.change(scope, mode, ttl, reason, fence)
     if fence == nil then
         fence = {}
@@ -155,7 +160,7 @@ function ____exports.change(scope, mode, ttl, reason, fence)
     local id = newChangeId()
     local red, err = connect()
     if red == nil then
-        return "not applied", 0, err, id
+        return "not applied", 0, err, id, false
     end
     local args = {
         key("scope", scope),
@@ -192,14 +197,14 @@ function ____exports.change(scope, mode, ttl, reason, fence)
         )
     end
     if failed(red, reply) then
-        return "not applied", 0, "redis: " .. tostring(evalErr), id
+        return "not applied", 0, "redis: " .. tostring(evalErr), id, false
     end
     release(red)
     local first, version = unpack(reply, 1, 2)
     if first == "cancelled" and version == nil then
-        return "not applied", 0, "fenced before it ran", id
+        return "not applied", 0, "fenced before it ran", id, false
     end
-    return "applied", version or 0, nil, id
+    return "applied", version or 0, nil, id, true
 end
 --- Every scope that is not running, with its remaining TTL from Redis, and the fleet's version.
 function ____exports.readAll()

@@ -83,16 +83,17 @@ return { old or '', version }
 `,
 };
 
-// KEYS: a change's key. ARGV: CHANGE_ID_TTL. Settles the change's fate for good: returns
-// its version if it was applied, else fences it ("cancelled": CHANGE then refuses to run)
-// and returns "cancelled". One script, so Redis runs it wholly before or wholly after the
-// change, whatever order the two arrive in.
+// KEYS: a change's key, version key. ARGV: CHANGE_ID_TTL. Settles the change's fate for
+// good: its version if it was applied, else fences it ("cancelled": CHANGE then refuses to
+// run); and the fleet's version now. One script, so Redis runs it wholly before or wholly
+// after the change, whatever order the two arrive in.
 const SETTLE: Script = {
   text: `
+local now = redis.call('GET', KEYS[2]) or '0'
 local st = redis.call('GET', KEYS[1])
-if st then return st end
+if st then return { st, now } end
 redis.call('SET', KEYS[1], 'cancelled', 'EX', ARGV[1])
-return 'cancelled'
+return { 'cancelled', now }
 `,
 };
 
@@ -209,7 +210,7 @@ function newChangeId(): string {
  * whenever it arrives, changes nothing ("not applied"). Which connection Redis reads first
  * does not matter. No answer at all: "unknown".
  */
-function settle(id: string, why: string): LuaMultiReturn<[Outcome, number, string | undefined, string]> {
+function settle(id: string, why: string): LuaMultiReturn<[Outcome, number, string | undefined, string, boolean]> {
   const cfg = settings.cfg.redis!;
   ngx.update_time();
   const deadline = ngx.now() + SETTLE_WITHIN;
@@ -221,17 +222,20 @@ function settle(id: string, why: string): LuaMultiReturn<[Outcome, number, strin
     } else {
       const left = math.max(0.001, math.min(cfg.read_timeout, deadline - ngx.now()));
       red.set_timeout(math.ceil(left * 1000));
-      const [reply, e] = run(red, SETTLE, 1, key("change", id), CHANGE_ID_TTL);
+      const [reply, e] = run(red, SETTLE, 2, key("change", id), key("version"), CHANGE_ID_TTL);
       if (!failed(red, reply)) {
         release(red);
-        if (reply === "cancelled") return $multi("not applied", 0, `${why}; fenced afterwards, so it never runs`, id);
-        return $multi("applied", tonumber(reply) ?? 0, undefined, id);
+        const [fate, now] = reply as unknown as [string, string];
+        if (fate === "cancelled") return $multi("not applied", 0, `${why}; fenced afterwards, so it never runs`, id, false);
+        // Applied, but while the node waited a later change may have replaced it.
+        const version = tonumber(fate) ?? 0;
+        return $multi("applied", version, undefined, id, version === tonumber(now));
       }
       last = `redis: ${e}`;
     }
     ngx.update_time();
     if (ngx.now() >= deadline) {
-      return $multi("unknown", 0, `${why}; then no answer from Redis within ${SETTLE_WITHIN}s (${last})`, id);
+      return $multi("unknown", 0, `${why}; then no answer from Redis within ${SETTLE_WITHIN}s (${last})`, id, false);
     }
     ngx.sleep(0.1);
   }
@@ -241,13 +245,15 @@ function settle(id: string, why: string): LuaMultiReturn<[Outcome, number, strin
  * Writes a change for the whole fleet, under a fresh change id. `fence`: ids of this
  * node's earlier changes whose outcome was unknown; the script fences those that have
  * not run, so none can land after this one. Returns the outcome, the fleet's version
- * after the change (when applied), why it was not applied (or is unknown), and the id.
+ * after the change (when applied), why it was not applied (or is unknown), the id, and
+ * whether the change is still the fleet's latest (false when a settle found it replaced
+ * by a later one: the node must not apply it locally over what the fleet says now).
  */
 export function change(scope: string, mode: "paused" | "maintenance" | "", ttl: number, reason: string, fence: string[] = []):
-  LuaMultiReturn<[Outcome, number, string | undefined, string]> {
+  LuaMultiReturn<[Outcome, number, string | undefined, string, boolean]> {
   const id = newChangeId();
   const [red, err] = connect();
-  if (red === undefined) return $multi("not applied", 0, err, id); // nothing was sent
+  if (red === undefined) return $multi("not applied", 0, err, id, false); // nothing was sent
   const args: (string | number)[] = [key("scope", scope), key("scopes"), key("version"), key("change", id)];
   for (const f of fence) args.push(key("change", f));
   const numKeys = args.length;
@@ -259,11 +265,11 @@ export function change(scope: string, mode: "paused" | "maintenance" | "", ttl: 
     return settle(id, `redis: ${evalErr}`);
   }
   // Redis answered an error: the script stopped before its first write (OOM, READONLY).
-  if (failed(red, reply)) return $multi("not applied", 0, `redis: ${evalErr}`, id);
+  if (failed(red, reply)) return $multi("not applied", 0, `redis: ${evalErr}`, id, false);
   release(red);
   const [first, version] = reply as unknown as [string, number | undefined];
-  if (first === "cancelled" && version === undefined) return $multi("not applied", 0, "fenced before it ran", id);
-  return $multi("applied", version ?? 0, undefined, id);
+  if (first === "cancelled" && version === undefined) return $multi("not applied", 0, "fenced before it ran", id, false);
+  return $multi("applied", version ?? 0, undefined, id, true);
 }
 
 /** Every scope that is not running, with its remaining TTL from Redis, and the fleet's version. */
