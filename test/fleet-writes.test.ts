@@ -253,7 +253,7 @@ describe("fleet changes while Redis is slow: stalled or holding writes longer th
     assert.match(run.stderr(), /resumed http/);
   });
 
-  it("the CLI's pause and maintenance print an unknown outcome as such, and what to do", async () => {
+  it("an unknown maintenance: the CLI says so and what to do; the node settles it once Redis answers, and logs which", async (t) => {
     const urls = ["--url", nodes[0].url("/_intermission")];
     const { woke } = await stall(redis, network, READ_TIMEOUT_S + SETTLE_WITHIN_S + 2);
     const m = cli([...urls, "maintenance", "--reason", "unknown-maint"]);
@@ -261,6 +261,16 @@ describe("fleet changes while Redis is slow: stalled or holding writes longer th
     await woke;
     assert.match(m.stdout(), /UNKNOWN/);
     assert.match(m.stderr(), /maintenance on 1 node\(s\) may or may not take effect \(maintenance with no ttl lasts until resumed\): run `intermission resume`/);
+    // No later change through the node: its sync loop settles the change and says what it became.
+    const fate = await waitFor("the node to settle the unknown maintenance", async () =>
+      (await nodes[0].errorLog()).match(/the maintenance of scope default answered "unknown" \(change \S+\) was (applied|not applied)/)?.[1],
+    CHECK_MS);
+    t.diagnostic(`settled by the sync loop: ${fate}`);
+    if (fate === "applied") {
+      for (const n of nodes) await waitFor("the maintenance everywhere", async () => (await n.status()).state === "maintenance", CHECK_MS);
+    } else {
+      await runningForGood("unknown-maint-fenced");
+    }
     const r = cli([...urls, "resume"]);
     assert.equal(await r.exit, 0, r.stderr());
     await runningForGood("unknown-maint");

@@ -185,7 +185,7 @@ local function mutate(action, keys, p)
             fence
         )
         if outcome == "unknown" then
-            unsettled.note(keys.scope, id)
+            unsettled.note(keys.scope, id, action)
             ngx.log(
                 ngx.ERR,
                 (((((("intermission: " .. action) .. " of scope ") .. keys.scope) .. " outcome unknown (change ") .. id) .. "): ") .. tostring(err)

@@ -133,7 +133,7 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
     const fence = unsettled.forScope(keys.scope);
     const [outcome, written, err, id, current] = fleet.remote!.change(keys.scope, mode, ttl, reason, fence);
     if (outcome === "unknown") {
-      unsettled.note(keys.scope, id);
+      unsettled.note(keys.scope, id, action);
       ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} outcome unknown (change ${id}): ${err}`);
       return json(503, {
         error: `${action} outcome unknown: the fleet's Redis did not answer (${err}); it may still take effect: ` +

@@ -147,6 +147,28 @@ local function settle(id, why)
         ngx.sleep(0.1)
     end
 end
+--- One attempt (read_timeout) to settle a change of unknown outcome: "applied", "not
+-- applied" (fenced now or before), or undefined with the error when Redis did not answer.
+function ____exports.settleOnce(id)
+    local red, err = connect()
+    if red == nil then
+        return nil, err
+    end
+    local reply, e = run(
+        red,
+        SETTLE,
+        2,
+        key("change", id),
+        key("version"),
+        ____exports.CHANGE_ID_TTL
+    )
+    if failed(red, reply) then
+        return nil, "redis: " .. tostring(e)
+    end
+    release(red)
+    local fate = unpack(reply, 1, 1)
+    return fate == "cancelled" and "not applied" or "applied", nil
+end
 --- Writes a change for the whole fleet, under a fresh change id. `fence`: ids of this
 -- node's earlier changes whose outcome was unknown; the script fences those that have
 -- not run, so none can land after this one. Returns the outcome, the fleet's version

@@ -38,18 +38,29 @@ end
 function ____exports.forScope(scope)
     local ids = {}
     for ____, line in ipairs(lines()) do
-        local s, id = string.match(line, "^(%S+) (%S+)$")
+        local s, id = string.match(line, "^(%S+) (%S+)")
         if s == scope and id ~= nil then
             ids[#ids + 1] = id
         end
     end
     return ids
 end
+--- Every change of unknown outcome this node remembers (usually none: one shared-dict read).
+function ____exports.all()
+    local out = {}
+    for ____, line in ipairs(lines()) do
+        local scope, id, action = string.match(line, "^(%S+) (%S+) (%S+)$")
+        if scope ~= nil and id ~= nil and action ~= nil then
+            out[#out + 1] = {scope = scope, id = id, action = action}
+        end
+    end
+    return out
+end
 --- Remembers a change of unknown outcome.
-function ____exports.note(scope, id)
+function ____exports.note(scope, id, action)
     local token = lock()
     local list = lines()
-    list[#list + 1] = (scope .. " ") .. id
+    list[#list + 1] = (((scope .. " ") .. id) .. " ") .. action
     while #list > MAX do
         table.remove(list, 1)
     end
@@ -58,7 +69,7 @@ function ____exports.note(scope, id)
         unlock(token)
     end
 end
---- Forgets the given ids of `scope`: a later change fenced them.
+--- Forgets the given ids of `scope`: they are settled (a later change fenced them, or the sync loop settled them).
 function ____exports.settled(scope, ids)
     local gone = {}
     for ____, id in ipairs(ids) do
@@ -67,7 +78,8 @@ function ____exports.settled(scope, ids)
     local token = lock()
     local list = {}
     for ____, line in ipairs(lines()) do
-        if gone[line] == nil then
+        local key = string.match(line, "^(%S+ %S+)")
+        if key == nil or gone[key] == nil then
             list[#list + 1] = line
         end
     end

@@ -242,6 +242,20 @@ function settle(id: string, why: string): LuaMultiReturn<[Outcome, number, strin
 }
 
 /**
+ * One attempt (read_timeout) to settle a change of unknown outcome: "applied", "not
+ * applied" (fenced now or before), or undefined with the error when Redis did not answer.
+ */
+export function settleOnce(id: string): LuaMultiReturn<[Outcome | undefined, string | undefined]> {
+  const [red, err] = connect();
+  if (red === undefined) return $multi(undefined, err);
+  const [reply, e] = run(red, SETTLE, 2, key("change", id), key("version"), CHANGE_ID_TTL);
+  if (failed(red, reply)) return $multi(undefined, `redis: ${e}`);
+  release(red);
+  const [fate] = reply as unknown as [string, string];
+  return $multi(fate === "cancelled" ? "not applied" : "applied", undefined);
+}
+
+/**
  * Writes a change for the whole fleet, under a fresh change id. `fence`: ids of this
  * node's earlier changes whose outcome was unknown; the script fences those that have
  * not run, so none can land after this one. Returns the outcome, the fleet's version
