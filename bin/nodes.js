@@ -69,7 +69,9 @@ export async function call(url, action, method, params, token, timeoutS) {
         return { url, ok: true, status: res.status, body };
     }
     catch (e) {
-        return { url, ok: false, status: 0, error: describeFailure(url, e, timeoutS) };
+        // A change sent that got no answer (timeout, reset) may have been made: say so.
+        const uncertain = method === "POST" && (e instanceof Timeout || e.code === "ECONNRESET");
+        return { url, ok: false, status: 0, error: describeFailure(url, e, timeoutS), applied: uncertain ? "unknown" : undefined };
     }
 }
 export function fanOut(urls, action, method, params, token, timeoutS) {

@@ -69,7 +69,7 @@ async function main(argv: string[]): Promise<number> {
         const lasting = o.command === "maintenance" && o.ttl === undefined ? " (maintenance with no ttl lasts until resumed)" : "";
         log(`the ${o.command} on ${unknown.length} node(s) may or may not take effect${lasting}: ` +
           (o.command === "resume" ? "run resume again" : "run `intermission resume` to be sure it does not") +
-          " once their Redis answers; `intermission status` shows the state");
+          " once the node and its Redis answer; `intermission status` shows the state");
       }
       return status;
     }

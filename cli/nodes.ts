@@ -13,8 +13,9 @@ export interface NodeResult {
   body?: any;
   error?: string;
   /**
-   * A fleet node that could not confirm a change in its Redis (503): false when the change
-   * is known not to have been applied anywhere, "unknown" when it may still take effect.
+   * A change the node could not confirm: false when it is known not to have been applied
+   * anywhere (a fleet node's Redis refused or never got it), "unknown" when it may still
+   * take effect (the node said so, or gave no answer to the POST in time).
    */
   applied?: false | "unknown";
 }
@@ -74,7 +75,9 @@ export async function call(url: string, action: string, method: "GET" | "POST", 
     if (body === undefined) return { url, ok: false, status: res.status, error: `${url}: the answer is not JSON: is this a control location?` };
     return { url, ok: true, status: res.status, body };
   } catch (e) {
-    return { url, ok: false, status: 0, error: describeFailure(url, e, timeoutS) };
+    // A change sent that got no answer (timeout, reset) may have been made: say so.
+    const uncertain = method === "POST" && (e instanceof Timeout || (e as { code?: string }).code === "ECONNRESET");
+    return { url, ok: false, status: 0, error: describeFailure(url, e, timeoutS), applied: uncertain ? "unknown" : undefined };
   }
 }
 

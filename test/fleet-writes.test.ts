@@ -253,6 +253,21 @@ describe("fleet changes while Redis is slow: stalled or holding writes longer th
     assert.match(run.stderr(), /resumed http/);
   });
 
+  it("run whose --timeout ends before a node's answer counts that pause as unknown and resumes it", async () => {
+    const marker = path.join(mkdtempSync(path.join(os.tmpdir(), "im-writes-")), "ran");
+    const urls = nodes.flatMap((n) => ["--url", n.url("/_intermission")]);
+    // The nodes answer once Redis wakes (about 3 s, "applied"); the CLI stops waiting at 1 s.
+    const { woke } = await stall(redis, network, 3);
+    const run = cli([...urls, "--timeout", "1", "run", "--no-drain", "--ttl", "120", "--", "touch", marker]);
+    const code = await run.exit;
+    await woke;
+    assert.notEqual(code, 0, run.stderr());
+    assert.equal(existsSync(marker), false, "the command must not run");
+    await runningForGood("cli-timeout");
+    assert.match(run.stderr(), /FAILED to pause .*no answer within 1s/);
+    assert.match(run.stderr(), /resuming the 3 node\(s\) that did pause or may have \(3 of unknown outcome\)/);
+  });
+
   it("an unknown maintenance: the CLI says so and what to do; the node settles it once Redis answers, and logs which", async (t) => {
     const urls = ["--url", nodes[0].url("/_intermission")];
     const { woke } = await stall(redis, network, READ_TIMEOUT_S + SETTLE_WITHIN_S + 2);
