@@ -31,6 +31,7 @@ build = {
       ["intermission.fleet.connection"] = "dist/intermission/fleet/connection.lua",
       ["intermission.fleet.remote"] = "dist/intermission/fleet/remote.lua",
       ["intermission.fleet.sync"] = "dist/intermission/fleet/sync.lua",
+      ["intermission.fleet.unsettled"] = "dist/intermission/fleet/unsettled.lua",
       ["intermission.fleetmode"] = "dist/intermission/fleetmode.lua",
       ["intermission.gate"] = "dist/intermission/gate.lua",
       ["intermission.inflight"] = "dist/intermission/inflight.lua",

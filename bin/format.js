@@ -14,7 +14,7 @@ export function table(results) {
     const head = ["node", "scope", "state", "held", "queued", "in flight", "since", "until", "reason"];
     const rows = results.map((r) => {
         if (!r.ok)
-            return [r.url, "-", "ERROR", "-", "-", "-", "-", "-", "(see below)"];
+            return [r.url, "-", r.applied === "unknown" ? "UNKNOWN" : "ERROR", "-", "-", "-", "-", "-", "(see below)"];
         const b = r.body;
         let state = b.draining ? "running (draining)" : String(b.state);
         // A scope that runs while the whole node is paused: its requests are held all the same.

@@ -64,7 +64,17 @@ async function main(argv) {
         default: {
             const drain = o.command === "pause" && o.drain !== undefined ? Number(o.drain) : 0;
             const params = o.command === "resume" ? { scope: o.scope } : { ttl: o.ttl, reason: o.reason, scope: o.scope, drain: o.drain };
-            return report(o, await fanOut(o.urls, o.command, "POST", params, o.token, o.timeout + drain));
+            const results = await fanOut(o.urls, o.command, "POST", params, o.token, o.timeout + drain);
+            const status = report(o, results);
+            const unknown = results.filter((r) => r.applied === "unknown");
+            if (unknown.length > 0) {
+                // The one answer that leaves the fleet's state open: say what to do about it.
+                const lasting = o.command === "maintenance" && o.ttl === undefined ? " (maintenance with no ttl lasts until resumed)" : "";
+                log(`the ${o.command} on ${unknown.length} node(s) may or may not take effect${lasting}: ` +
+                    (o.command === "resume" ? "run resume again" : "run `intermission resume` to be sure it does not") +
+                    " once the node and its Redis answer; `intermission status` shows the state");
+            }
+            return status;
         }
     }
 }

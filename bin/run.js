@@ -9,8 +9,26 @@ import { scopeLabel } from "./format.js";
 function pauseParams(o) {
     return { ttl: o.ttl, reason: o.reason ?? `intermission run ${o.argv.join(" ")}`.slice(0, 200), scope: o.scope, drain: o.drain };
 }
+/**
+ * How long a resume is retried on nodes whose fleet Redis did not take it (503 "not
+ * applied" or "unknown"): a pause whose outcome was unknown may land late, and only a
+ * resume through that node is sure to come after it.
+ */
+const RESUME_RETRY_S = 30;
+const redisTrouble = (r) => !r.ok && r.applied !== undefined;
 async function resumeAll(o, urls, log) {
-    const results = await fanOut(urls, "resume", "POST", { scope: o.scope }, o.token, o.timeout);
+    const params = { scope: o.scope };
+    const results = await fanOut(urls, "resume", "POST", params, o.token, o.timeout);
+    const deadline = Date.now() + RESUME_RETRY_S * 1000;
+    while (results.some(redisTrouble) && Date.now() < deadline) {
+        const again = results.filter(redisTrouble);
+        for (const r of again)
+            log(`resume not confirmed ${r.error}; retrying`);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        const next = await fanOut(again.map((r) => r.url), "resume", "POST", params, o.token, o.timeout);
+        for (const r of next)
+            results[results.findIndex((x) => x.url === r.url)] = r;
+    }
     for (const r of results) {
         if (r.ok) {
             const since = typeof r.body.previous === "string" ? r.body.previous : "?";
@@ -178,11 +196,21 @@ async function pauseRunResume(o, log, signals) {
     if (failed.length > 0) {
         for (const r of failed)
             log(`FAILED to pause ${r.error}`);
-        const ok = paused.filter((r) => r.ok).map((r) => r.url);
-        if (ok.length > 0) {
-            log(`resuming the ${ok.length} node(s) that did pause; ${o.argv[0]} was not run`);
+        // A pause whose outcome is unknown may still land: those nodes are resumed too.
+        const unknown = failed.filter((r) => r.applied === "unknown");
+        const toResume = paused.filter((r) => r.ok || r.applied === "unknown").map((r) => r.url);
+        if (toResume.length > 0) {
+            log(`resuming the ${toResume.length} node(s) that did pause` +
+                (unknown.length > 0 ? ` or may have (${unknown.length} of unknown outcome)` : "") + `; ${o.argv[0]} was not run`);
             signals.startResuming();
-            await resumeAll(o, ok, log);
+            const resumed = await resumeAll(o, toResume, log);
+            if (resumed.some((r) => !r.ok)) {
+                log("NOT every node is known to be running: a pause that took effect ends with its TTL; " +
+                    "check with `intermission status` and resume");
+            }
+        }
+        else {
+            log(`${o.argv[0]} was not run; no node was paused`);
         }
         return 1;
     }

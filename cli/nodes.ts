@@ -12,6 +12,12 @@ export interface NodeResult {
   status: number;
   body?: any;
   error?: string;
+  /**
+   * A change the node could not confirm: false when it is known not to have been applied
+   * anywhere (a fleet node's Redis refused or never got it), "unknown" when it may still
+   * take effect (the node said so, or gave no answer to the POST in time).
+   */
+  applied?: false | "unknown";
 }
 
 export class Timeout extends Error {}
@@ -63,12 +69,15 @@ export async function call(url: string, action: string, method: "GET" | "POST", 
     if (res.status === 403) return { url, ok: false, status: 403, body, error: `${url}: forbidden (403): the control location does not allow this address` };
     if (res.status < 200 || res.status > 299) {
       const why = body?.error ?? (text.trim().slice(0, 200) || "no reason given");
-      return { url, ok: false, status: res.status, body, error: `${url}: ${res.status} ${why}` };
+      const applied = body?.applied === false || body?.applied === "unknown" ? body.applied : undefined;
+      return { url, ok: false, status: res.status, body, error: `${url}: ${res.status} ${why}`, applied };
     }
     if (body === undefined) return { url, ok: false, status: res.status, error: `${url}: the answer is not JSON: is this a control location?` };
     return { url, ok: true, status: res.status, body };
   } catch (e) {
-    return { url, ok: false, status: 0, error: describeFailure(url, e, timeoutS) };
+    // A change sent that got no answer (timeout, reset) may have been made: say so.
+    const uncertain = method === "POST" && (e instanceof Timeout || (e as { code?: string }).code === "ECONNRESET");
+    return { url, ok: false, status: 0, error: describeFailure(url, e, timeoutS), applied: uncertain ? "unknown" : undefined };
   }
 }
 

@@ -28,6 +28,7 @@ local ____record = require("intermission.record")
 local lookup = ____record.lookup
 local forget = ____record.forget
 local requestKey = ____record.requestKey
+local unsettled = require("intermission.fleet.unsettled")
 local READS = {status = true, metrics = true}
 local MUTATIONS = {pause = true, resume = true, maintenance = true}
 local LEGACY = {control = true, enable = true, disable = true}
@@ -183,17 +184,59 @@ local function mutate(action, keys, p)
     local version = 0
     if cfg.store == "redis" then
         local mode = action == "pause" and "paused" or (action == "maintenance" and "maintenance" or "")
-        local ok, ____, err, written = fleet.remote.change(keys.scope, mode, ttl, reason)
-        version = written
-        if not ok then
+        local fence = unsettled.forScope(keys.scope)
+        local outcome, written, err, id, current = fleet.remote.change(
+            keys.scope,
+            mode,
+            ttl,
+            reason,
+            fence
+        )
+        if outcome == "unknown" then
+            unsettled.note(keys.scope, id, action)
+            ngx.log(
+                ngx.ERR,
+                (((((("intermission: " .. action) .. " of scope ") .. keys.scope) .. " outcome unknown (change ") .. id) .. "): ") .. tostring(err)
+            )
+            return json(
+                503,
+                {
+                    error = ((((action .. " outcome unknown: the fleet's Redis did not answer (") .. tostring(err)) .. "); it may still take effect: ") .. (action == "resume" and "resume again" or "resume (a resume is idempotent)")) .. " once Redis answers",
+                    applied = "unknown",
+                    change = id
+                }
+            )
+        end
+        if outcome == "not applied" then
             ngx.log(
                 ngx.ERR,
                 (((("intermission: " .. action) .. " of scope ") .. keys.scope) .. " not applied: ") .. tostring(err)
             )
-            return jsonError(
+            return json(
                 503,
-                ((action .. " not applied: the fleet's Redis is unavailable (") .. tostring(err)) .. ")"
+                {
+                    error = ((action .. " not applied: the fleet's Redis is unavailable (") .. tostring(err)) .. ")",
+                    applied = false
+                }
             )
+        end
+        if #fence > 0 then
+            unsettled.settled(keys.scope, fence)
+        end
+        version = written
+        if not current then
+            audit(
+                action,
+                keys,
+                reason,
+                (" ttl=" .. tostring(ttl)) .. " superseded=true"
+            )
+            local late = describe(keys)
+            late.ok = true
+            late.applied = true
+            late.superseded = true
+            late.action = action
+            return json(200, late)
         end
     end
     local result
@@ -227,6 +270,7 @@ local function mutate(action, keys, p)
     )
     local body = describe(keys)
     body.ok = true
+    body.applied = true
     body.action = action
     body.previous = change.previous == "draining" and "running" or change.previous
     body.already = change.already

@@ -13,6 +13,7 @@ import { renderMetrics } from "./metrics";
 import * as inflight from "./inflight";
 import { fleet } from "./fleetmode";
 import { lookup, forget, requestKey } from "./record";
+import * as unsettled from "./fleet/unsettled";
 
 type Action = "status" | "pause" | "resume" | "maintenance" | "metrics" | "control" | "enable" | "disable";
 
@@ -138,13 +139,37 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
   }
   let version = 0;
   if (cfg.store === "redis") {
-    // The fleet's switch is in Redis: if it cannot be written, nothing changes anywhere.
+    // The fleet's switch is in Redis: the answer says what Redis ended up with. "Not
+    // applied" means it never will be; "unknown" that Redis did not answer in time and the
+    // change may still land (until this node's next change to the scope fences it).
     const mode = action === "pause" ? "paused" : action === "maintenance" ? "maintenance" : "";
-    const [ok, , err, written] = fleet.remote!.change(keys.scope, mode, ttl, reason);
-    version = written;
-    if (!ok) {
+    const fence = unsettled.forScope(keys.scope);
+    const [outcome, written, err, id, current] = fleet.remote!.change(keys.scope, mode, ttl, reason, fence);
+    if (outcome === "unknown") {
+      unsettled.note(keys.scope, id, action);
+      ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} outcome unknown (change ${id}): ${err}`);
+      return json(503, {
+        error: `${action} outcome unknown: the fleet's Redis did not answer (${err}); it may still take effect: ` +
+          (action === "resume" ? "resume again" : "resume (a resume is idempotent)") + " once Redis answers",
+        applied: "unknown", change: id,
+      });
+    }
+    if (outcome === "not applied") {
       ngx.log(ngx.ERR, `intermission: ${action} of scope ${keys.scope} not applied: ${err}`);
-      return jsonError(503, `${action} not applied: the fleet's Redis is unavailable (${err})`);
+      return json(503, { error: `${action} not applied: the fleet's Redis is unavailable (${err})`, applied: false });
+    }
+    if (fence.length > 0) unsettled.settled(keys.scope, fence);
+    version = written;
+    if (!current) {
+      // Applied late, and already replaced by a later change (which the sync loop brings):
+      // applying it here now would undo that one on this node.
+      audit(action, keys, reason, ` ttl=${ttl} superseded=true`);
+      const late = describe(keys);
+      late.ok = true;
+      late.applied = true;
+      late.superseded = true;
+      late.action = action;
+      return json(200, late);
     }
   }
   let result: LuaMultiReturn<[state.Change | undefined, string | undefined]>;
@@ -163,6 +188,7 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
 
   const body = describe(keys);
   body.ok = true;
+  body.applied = true;
   body.action = action;
   body.previous = change.previous === "draining" ? "running" : change.previous;
   body.already = change.already;

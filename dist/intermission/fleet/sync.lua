@@ -1,5 +1,5 @@
 local ____exports = {}
-local noteApplied, seen
+local noteApplied, settleUnknown, seen
 local cjson = require("cjson.safe")
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
@@ -23,11 +23,26 @@ local release = ____connection.release
 local failed = ____connection.failed
 local key = ____connection.key
 local remote = require("intermission.fleet.remote")
+local unsettled = require("intermission.fleet.unsettled")
 function noteApplied(applied)
     if applied ~= "none" and settings.cfg.fleet_release_window ~= nil then
         seen.shareDue = true
     end
     return applied
+end
+function settleUnknown()
+    for ____, u in ipairs(unsettled.all()) do
+        local outcome = remote.settleOnce(u.id)
+        if outcome == nil then
+            return
+        end
+        if outcome == "applied" then
+            ngx.log(ngx.WARN, ((((("intermission: fleet: the " .. u.action) .. " of scope ") .. u.scope) .. " answered \"unknown\" (change ") .. u.id) .. ") was applied; it stays until changed")
+        else
+            ngx.log(ngx.NOTICE, ((((("intermission: fleet: the " .. u.action) .. " of scope ") .. u.scope) .. " answered \"unknown\" (change ") .. u.id) .. ") was not applied; fenced, it never will be")
+        end
+        unsettled.settled(u.scope, {u.id})
+    end
 end
 --- fleet_release_window: this node's share of the fleet's release window, from the live
 -- nodes in the heartbeats (at least 1). Called once the channel is quiet after a pause
@@ -351,6 +366,7 @@ local function check(sub)
             return false, recErr
         end
     end
+    settleUnknown()
     return true, nil
 end
 --- One subscription, until Redis fails or the worker exits.
@@ -379,6 +395,7 @@ local function session()
         sub:close()
         return beatErr
     end
+    settleUnknown()
     local stopped = anyStopped()
     local nextCheck = ngx.now() + (stopped and ____exports.CHECK_STOPPED or ____exports.CHECK_IDLE) * jitter()
     while not ngx.worker.exiting() do
@@ -522,7 +539,7 @@ function ____exports.fleetStatus()
                     local v = replies[i + 1]
                     if v == ngx.null then
                         gone[#gone + 1] = list[i + 1]
-                        goto __continue103
+                        goto __continue109
                     end
                     local hb = cjson.decode(v)
                     if type(hb) == "table" then
@@ -532,7 +549,7 @@ function ____exports.fleetStatus()
                         inFlight = inFlight + h.in_flight
                     end
                 end
-                ::__continue103::
+                ::__continue109::
                 i = i + 1
             end
         end

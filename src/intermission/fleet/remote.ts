@@ -7,6 +7,9 @@
 //                           has seen every change up to V
 //   <prefix>:events         channel; every change publishes "<scope>\n<JSON>", the JSON
 //                           being the new record (or {} for a resume) with its version
+//   <prefix>:change:<id>    the fate of one change (CHANGE_ID_TTL): its version once
+//                           applied, or "cancelled" once a settle (or a later change from
+//                           the same node) fenced it before it ran; see settle()
 //
 // Deadlines never travel as clock readings: a message carries the TTL in seconds and a
 // reconcile reads what Redis has left of the key's expiry (PTTL), and each node adds that
@@ -17,6 +20,7 @@
 // restart or SCRIPT FLUSH), so a call costs its own size on the wire, not the script's.
 import * as cjson from "cjson.safe";
 import { connect, release, failed, key, Redis } from "./connection";
+import { settings } from "../settings";
 
 export interface RemoteRecord {
   mode: "paused" | "maintenance";
@@ -35,10 +39,17 @@ interface Script {
   sha?: string;
 }
 
-// KEYS: scope key, scopes set, version key. ARGV: mode ("" = resume), ttl seconds, reason,
-// scope, channel, the origin's clock (informational).
+// KEYS: scope key, scopes set, version key, this change's key, then the keys of earlier
+// changes from this node whose fate is unknown (fenced here: see settle). ARGV: mode
+// ("" = resume), ttl seconds, reason, scope, channel, the origin's clock (informational),
+// CHANGE_ID_TTL. Returns { old record or '', version }, or { 'cancelled' } when this
+// change was fenced before it ran (it then changes nothing).
 const CHANGE: Script = {
   text: `
+for i = 5, #KEYS do
+  if not redis.call('GET', KEYS[i]) then redis.call('SET', KEYS[i], 'cancelled', 'EX', ARGV[7]) end
+end
+if redis.call('GET', KEYS[4]) then return { 'cancelled' } end
 local old = redis.call('GET', KEYS[1])
 local mode = ARGV[1]
 local ttl = tonumber(ARGV[2])
@@ -67,7 +78,22 @@ else
 end
 -- The message carries the new record, so subscribers need no second round trip.
 redis.call('PUBLISH', ARGV[5], ARGV[4] .. '\\n' .. msg)
+redis.call('SET', KEYS[4], version, 'EX', ARGV[7])
 return { old or '', version }
+`,
+};
+
+// KEYS: a change's key, version key. ARGV: CHANGE_ID_TTL. Settles the change's fate for
+// good: its version if it was applied, else fences it ("cancelled": CHANGE then refuses to
+// run); and the fleet's version now. One script, so Redis runs it wholly before or wholly
+// after the change, whatever order the two arrive in.
+const SETTLE: Script = {
+  text: `
+local now = redis.call('GET', KEYS[2]) or '0'
+local st = redis.call('GET', KEYS[1])
+if st then return { st, now } end
+redis.call('SET', KEYS[1], 'cancelled', 'EX', ARGV[1])
+return { 'cancelled', now }
 `,
 };
 
@@ -142,20 +168,122 @@ export function decode(text: unknown): LuaMultiReturn<[RemoteRecord | undefined,
 }
 
 /**
- * Writes a change for the whole fleet. Returns whether it was written, the previous
- * record (nil = running), the error, and the fleet's version after the change.
+ * How long Redis keeps a change's fate (seconds). A command that was sent runs within
+ * moments of Redis reading it; one still in flight is retried by TCP for about 15 minutes
+ * at most (Linux's tcp_retries2), so a change fenced by settle() cannot run after its
+ * fence has gone.
  */
-export function change(scope: string, mode: "paused" | "maintenance" | "", ttl: number, reason: string):
-  LuaMultiReturn<[boolean, RemoteRecord | undefined, string | undefined, number]> {
+export const CHANGE_ID_TTL = 3600;
+/** After a change got no answer, how long the node keeps asking Redis what became of it. */
+export const SETTLE_WITHIN = 5;
+
+/**
+ * What a change did in Redis: certain ("applied", "not applied") or, when Redis did not
+ * answer at all within SETTLE_WITHIN, "unknown" (it may still run; see settle()).
+ */
+export type Outcome = "applied" | "not applied" | "unknown";
+
+/** This worker's change ids: 64 random bits once, the pid, and a serial. */
+const ids = { seed: "", serial: 0 };
+
+function newChangeId(): string {
+  if (ids.seed === "") {
+    const [f] = io.open("/dev/urandom", "rb");
+    if (f !== undefined) {
+      const bytes = (f as unknown as { read(this: unknown, n: number): string | undefined }).read(8);
+      f.close();
+      if (typeof bytes === "string") ids.seed = toHex(bytes);
+    }
+    if (ids.seed === "") ids.seed = string.format("%x", math.floor(ngx.now() * 1000));
+  }
+  ids.serial++;
+  return `${ids.seed}.${ngx.worker.pid()}.${ids.serial}`;
+}
+
+/**
+ * A change that got no answer (a read timeout, a connection lost after the send) may have
+ * run, may run later (it can sit in Redis's socket buffer while Redis is busy; closing our
+ * end does not take back what Redis already received), or may never run. This asks Redis,
+ * on fresh connections and for at most SETTLE_WITHIN seconds, to settle it: SETTLE and the
+ * change are scripts, each run wholly before or after the other, so either the change ran
+ * first (SETTLE reads its version: "applied") or SETTLE fenced its id first and the change,
+ * whenever it arrives, changes nothing ("not applied"). Which connection Redis reads first
+ * does not matter. No answer at all: "unknown".
+ */
+function settle(id: string, why: string): LuaMultiReturn<[Outcome, number, string | undefined, string, boolean]> {
+  const cfg = settings.cfg.redis!;
+  ngx.update_time();
+  const deadline = ngx.now() + SETTLE_WITHIN;
+  let last = why;
+  while (true) {
+    const [red, err] = connect();
+    if (red === undefined) {
+      last = err!;
+    } else {
+      const left = math.max(0.001, math.min(cfg.read_timeout, deadline - ngx.now()));
+      red.set_timeout(math.ceil(left * 1000));
+      const [reply, e] = run(red, SETTLE, 2, key("change", id), key("version"), CHANGE_ID_TTL);
+      if (!failed(red, reply)) {
+        release(red);
+        const [fate, now] = reply as unknown as [string, string];
+        if (fate === "cancelled") return $multi("not applied", 0, `${why}; fenced afterwards, so it never runs`, id, false);
+        // Applied, but while the node waited a later change may have replaced it.
+        const version = tonumber(fate) ?? 0;
+        return $multi("applied", version, undefined, id, version === tonumber(now));
+      }
+      last = `redis: ${e}`;
+    }
+    ngx.update_time();
+    if (ngx.now() >= deadline) {
+      return $multi("unknown", 0, `${why}; then no answer from Redis within ${SETTLE_WITHIN}s (${last})`, id, false);
+    }
+    ngx.sleep(0.1);
+  }
+}
+
+/**
+ * One attempt (read_timeout) to settle a change of unknown outcome: "applied", "not
+ * applied" (fenced now or before), or undefined with the error when Redis did not answer.
+ */
+export function settleOnce(id: string): LuaMultiReturn<[Outcome | undefined, string | undefined]> {
   const [red, err] = connect();
-  if (red === undefined) return $multi(false, undefined, err, 0);
-  const [reply, evalErr] = run(red, CHANGE, 3, key("scope", scope), key("scopes"), key("version"), mode, ttl, reason, scope,
-    key(CHANNEL_SUFFIX), ngx.now());
-  if (failed(red, reply)) return $multi(false, undefined, `redis: ${evalErr}`, 0);
+  if (red === undefined) return $multi(undefined, err);
+  const [reply, e] = run(red, SETTLE, 2, key("change", id), key("version"), CHANGE_ID_TTL);
+  if (failed(red, reply)) return $multi(undefined, `redis: ${e}`);
   release(red);
-  const [old, version] = reply as unknown as [string, number];
-  const [previous] = decode(old);
-  return $multi(true, previous, undefined, version);
+  const [fate] = reply as unknown as [string, string];
+  return $multi(fate === "cancelled" ? "not applied" : "applied", undefined);
+}
+
+/**
+ * Writes a change for the whole fleet, under a fresh change id. `fence`: ids of this
+ * node's earlier changes whose outcome was unknown; the script fences those that have
+ * not run, so none can land after this one. Returns the outcome, the fleet's version
+ * after the change (when applied), why it was not applied (or is unknown), the id, and
+ * whether the change is still the fleet's latest (false when a settle found it replaced
+ * by a later one: the node must not apply it locally over what the fleet says now).
+ */
+export function change(scope: string, mode: "paused" | "maintenance" | "", ttl: number, reason: string, fence: string[] = []):
+  LuaMultiReturn<[Outcome, number, string | undefined, string, boolean]> {
+  const id = newChangeId();
+  const [red, err] = connect();
+  if (red === undefined) return $multi("not applied", 0, err, id, false); // nothing was sent
+  const args: (string | number)[] = [key("scope", scope), key("scopes"), key("version"), key("change", id)];
+  for (const f of fence) args.push(key("change", f));
+  const numKeys = args.length;
+  for (const a of [mode, ttl, reason, scope, key(CHANNEL_SUFFIX), ngx.now(), CHANGE_ID_TTL]) args.push(a);
+  const [reply, evalErr] = run(red, CHANGE, numKeys, ...args);
+  if (reply === undefined) {
+    // Sent, perhaps read by Redis, no answer: the one case whose outcome is open.
+    red.close();
+    return settle(id, `redis: ${evalErr}`);
+  }
+  // Redis answered an error: the script stopped before its first write (OOM, READONLY).
+  if (failed(red, reply)) return $multi("not applied", 0, `redis: ${evalErr}`, id, false);
+  release(red);
+  const [first, version] = reply as unknown as [string, number | undefined];
+  if (first === "cancelled" && version === undefined) return $multi("not applied", 0, "fenced before it ran", id, false);
+  return $multi("applied", version ?? 0, undefined, id, true);
 }
 
 /** Every scope that is not running, with its remaining TTL from Redis, and the fleet's version. */

@@ -19,6 +19,7 @@ import { heldNow } from "../release";
 import * as inflight from "../inflight";
 import { connect, release, failed, key, Redis } from "./connection";
 import * as remote from "./remote";
+import * as unsettled from "./unsettled";
 
 /** Set by setup() on a cold start: requests wait for the first sync (bounded). */
 export const PENDING_KEY = "fleet|pending";
@@ -282,7 +283,26 @@ function check(sub: Redis): LuaMultiReturn<[boolean, string | undefined]> {
     const [ok, recErr] = reconcile();
     if (!ok) return $multi(false, recErr);
   }
+  settleUnknown();
   return $multi(true, undefined);
+}
+
+/**
+ * Changes this node answered "unknown" for: now that Redis answers, settle each (fence it
+ * if it has not run) and log what became of it, so the operator learns it; one that was
+ * applied (maintenance with no TTL, say) is in force until resumed.
+ */
+function settleUnknown(): void {
+  for (const u of unsettled.all()) {
+    const [outcome] = remote.settleOnce(u.id);
+    if (outcome === undefined) return; // Redis failing again: the next check tries
+    if (outcome === "applied") {
+      ngx.log(ngx.WARN, `intermission: fleet: the ${u.action} of scope ${u.scope} answered "unknown" (change ${u.id}) was applied; it stays until changed`);
+    } else {
+      ngx.log(ngx.NOTICE, `intermission: fleet: the ${u.action} of scope ${u.scope} answered "unknown" (change ${u.id}) was not applied; fenced, it never will be`);
+    }
+    unsettled.settled(u.scope, [u.id]);
+  }
 }
 
 /** One subscription, until Redis fails or the worker exits. */
@@ -312,6 +332,7 @@ function session(): string {
     sub.close();
     return beatErr!;
   }
+  settleUnknown(); // Redis answers again: what became of the changes answered "unknown"
   let stopped = anyStopped();
   let nextCheck = ngx.now() + (stopped ? CHECK_STOPPED : CHECK_IDLE) * jitter();
 
