@@ -39,7 +39,8 @@
  * Re-injected past bugs (each must give a counterexample):
  *   BUG1  "left" markers carry a TTL, so one expires while a pause freezes the queue and
  *         the ticket is decided again (P1).
- *   BUG8  the watcher wakes granted waiters only while the scope runs (P6).
+ *   BUG8  the watcher wakes granted waiters only while the scope runs: a granted request
+ *         is still asleep when its deadline passes (P6, checked by the Clock at the deadline).
  *   BUG_HELDLEAK  the old accounting: admit() does incr(held), hold() then incr(seq), and
  *         the claim winner decrements held; W1 may die in between (P4: held = undecided).
  * Switches: NOR0/NOR1/NOR2 (leave a request out), KILL (W1 may die), STALL (R2 may stall
@@ -618,7 +619,6 @@ active proctype Abort() {
  * list up to the first ticket after the head posts exactly the waiters at or before it. */
 #define POST(rr) if :: WORKER(rr) == w && !rdone[rr] && sem[rr] == S_WAIT && \
                         (mode == MAINT || rticket[rr] <= head[rlane[rr]]) -> sem[rr] = S_POSTED :: else fi
-#define ASLEEP_PASSED(rr) (WORKER(rr) == w && sem[rr] == S_WAIT && !rdone[rr] && rticket[rr] <= head[rlane[rr]])
 
 proctype Watcher(byte w) {
   byte me = w;
@@ -638,8 +638,6 @@ end:
 #ifdef BUG8
 polled:
 #endif
-         /* P6: a poll leaves no waiter asleep whose ticket the head has passed */
-         assert(!ASLEEP_PASSED(0) && !ASLEEP_PASSED(1) && !ASLEEP_PASSED(2));
          fresh[w] = true;
          cpu[w] = 0                              /* sema:wait(poll_interval) */
        }
@@ -717,16 +715,30 @@ active proctype Killer() {
 #endif
 }
 
+/* A request's deadline passes: a sleeping request is woken by its semaphore's timeout.
+ * P6: no request still asleep then has been granted (unless its worker died: nothing wakes
+ * a request whose worker is gone, and its lease expires). Its watcher has polled since the head
+ * passed its ticket (`fresh`, GATE), so a grant made before the deadline was posted; a
+ * granted waiter left asleep would be woken by the deadline instead and, paused again,
+ * refused as late (503) instead of forwarded: bug 8. `grantedAsleep` is false whenever
+ * P6 holds, so it adds no state. */
+#define DEADLINE(rr) \
+  dl[rr] = 1; \
+  if \
+  :: sem[rr] == S_WAIT -> \
+     grantedAsleep = (alive[WORKER(rr)] && ISGRANT(claim[IX(rlane[rr], rticket[rr])])); \
+     assert(!grantedAsleep); \
+     sem[rr] = S_TIMEOUT \
+  :: else \
+  fi
+
 active proctype Clock() {
+  bool grantedAsleep;
 end:
   do
-  /* deadlines: a sleeping request is woken by its semaphore's timeout */
-  :: atomic { CLOCK_OK && GATE(0) && (rstate[0] == R_HOLDING || rstate[0] == R_FORWARD) && dl[0] == 0 ->
-       dl[0] = 1; if :: sem[0] == S_WAIT -> sem[0] = S_TIMEOUT :: else fi }
-  :: atomic { CLOCK_OK && GATE(1) && (rstate[1] == R_HOLDING || rstate[1] == R_FORWARD) && dl[1] == 0 ->
-       dl[1] = 1; if :: sem[1] == S_WAIT -> sem[1] = S_TIMEOUT :: else fi }
-  :: atomic { CLOCK_OK && GATE(2) && (rstate[2] == R_HOLDING || rstate[2] == R_FORWARD) && dl[2] == 0 ->
-       dl[2] = 1; if :: sem[2] == S_WAIT -> sem[2] = S_TIMEOUT :: else fi }
+  :: atomic { CLOCK_OK && GATE(0) && (rstate[0] == R_HOLDING || rstate[0] == R_FORWARD) && dl[0] == 0 -> DEADLINE(0) }
+  :: atomic { CLOCK_OK && GATE(1) && (rstate[1] == R_HOLDING || rstate[1] == R_FORWARD) && dl[1] == 0 -> DEADLINE(1) }
+  :: atomic { CLOCK_OK && GATE(2) && (rstate[2] == R_HOLDING || rstate[2] == R_FORWARD) && dl[2] == 0 -> DEADLINE(2) }
   /* deadline + GRACE: W0 always leaves within GRACE of a deadline, W1 may not (or dies) */
   :: atomic { CLOCK_OK && dl[2] == 1 && rstate[2] == R_HOLDING -> dl[2] = 2; TICK }
   /* leases expire release_lease after their grant */

@@ -1,6 +1,7 @@
 // Churn (issue 9): steady load, a pause and a resume every few hundred milliseconds,
 // clients that give up, two reloads in the middle. Every request answered 200 reached
-// the upstream exactly once, none answered 503 reached it at all, and afterwards the
+// the upstream exactly once, none was stranded (no pause lasts over 0.4 s and max_hold
+// is 3 s, so a 503 can only be a request left held: none may be), and afterwards the
 // node is idle: nothing held, queued, leased or in flight.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -31,7 +32,7 @@ describe("churn: pause/resume every few hundred ms under load, clients giving up
   });
   after(async () => node?.stop());
 
-  it("every answered request reached the upstream exactly once; nothing stranded; idle afterwards", async () => {
+  it("every answered request reached the upstream exactly once; nothing stranded (no 503); idle afterwards", async () => {
     const outcomes: Outcome[] = [];
     let running = true;
     let n = 0;
@@ -76,9 +77,18 @@ describe("churn: pause/resume every few hundred ms under load, clients giving up
     assert.deepEqual(other, [], "every request answered 200 or 503, or its client gave up");
     assert.deepEqual(ok.filter((o) => !seen.has(o.id)), [], "every 200 reached the upstream");
     assert.deepEqual(refused.filter((o) => seen.has(o.id)), [], "no 503 reached the upstream");
+    // README: a held request leaves when the pause ends (in order, window by window). Pauses
+    // here last 0.1-0.4 s and the backlog is at most ten clients deep, so reaching max_hold
+    // (3 s, then 503) means a request was stranded: left asleep, or never granted.
+    assert.deepEqual(refused.map((o) => o.id), [], "nothing stranded: no request held until max_hold");
     assert.ok(ok.length > 100, `load went through: ${ok.length} ok, ${refused.length} refused, ${outcomes.length - ok.length - refused.length} gave up`);
     const c = (await node.status()).counters;
+    assert.equal(c.timed_out, 0, `nothing held until max_hold: ${JSON.stringify(c)}`);
     assert.equal(c.held + c.retried, c.released + c.timed_out + c.aborted + c.maintenance, `the counters balance: ${JSON.stringify(c)}`);
-    await node.assertCleanLog();
+    // The recording backend is in the same nginx (127.0.0.1:8081, kept-alive upstream
+    // connections): a reload closes the old workers' idle ones, and a front request that
+    // picked one up just then logs a reset and is sent again on a fresh connection (nginx does
+    // that for a cached connection). Its client's outcome is checked above (200, once).
+    await node.assertCleanLog([/recv\(\) failed \(104: Connection reset by peer\) while reading response header from upstream, .*upstream: "http:\/\/127\.0\.0\.1:8081\//]);
   });
 });
