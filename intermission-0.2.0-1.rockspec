@@ -34,6 +34,7 @@ build = {
       ["intermission.fleetmode"] = "dist/intermission/fleetmode.lua",
       ["intermission.gate"] = "dist/intermission/gate.lua",
       ["intermission.inflight"] = "dist/intermission/inflight.lua",
+      ["intermission.liveness"] = "dist/intermission/liveness.lua",
       ["intermission.lock"] = "dist/intermission/lock.lua",
       ["intermission.metrics"] = "dist/intermission/metrics.lua",
       ["intermission.mode"] = "dist/intermission/mode.lua",
