@@ -39,6 +39,7 @@ build = {
       ["intermission.metrics"] = "dist/intermission/metrics.lua",
       ["intermission.mode"] = "dist/intermission/mode.lua",
       ["intermission.params"] = "dist/intermission/params.lua",
+      ["intermission.persist"] = "dist/intermission/persist.lua",
       ["intermission.ready"] = "dist/intermission/ready.lua",
       ["intermission.record"] = "dist/intermission/record.lua",
       ["intermission.release"] = "dist/intermission/release.lua",

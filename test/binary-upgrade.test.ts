@@ -1,0 +1,91 @@
+// A binary upgrade mid-pause (USR2 to the master, then QUIT to the old one: what Debian's
+// `invoke-rc.d nginx upgrade` does) keeps the pause: the new master, with new shared
+// dicts, restores it from the state file, so new requests are held, not forwarded into
+// the maintenance; and a resume through the new master reaches the old workers (they read
+// the file), which release what they held. README "Reload and binary upgrade".
+// nginx runs daemonised here (the upgrade needs a master that is not the container's
+// PID 1), with the default state_file (Debian: /var/lib/nginx/body/intermission.state).
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { GenericContainer, Wait } from "testcontainers";
+import { NginxNode, ensureImages, IMAGE } from "./harness/node.ts";
+import { nginxConfig } from "./harness/nginx-config.ts";
+import { PendingRequest, waitFor } from "./harness/http.ts";
+import { holdInOrder } from "./harness/held.ts";
+
+const CONF = "/etc/intermission/nginx.conf";
+
+async function startDaemon(): Promise<NginxNode> {
+  ensureImages();
+  const container = await new GenericContainer(IMAGE)
+    .withCopyContentToContainer([{ content: nginxConfig({ workers: 2, setup: { max_hold: 30, pause_ttl: 0 } }), target: CONF }])
+    // execve() needs the binary's path for the upgrade: nginx re-executes its argv[0].
+    .withCommand(["sh", "-c", `/usr/sbin/nginx -c ${CONF} && exec sleep infinity`])
+    .withExposedPorts(8080, 8081)
+    .withWaitStrategy(Wait.forHttp("/_backend/arrivals", 8081).forStatusCode(200))
+    .withStartupTimeout(30_000)
+    .start();
+  const host = container.getHost();
+  return new NginxNode(container, `http://${host}:${container.getMappedPort(8080)}`, `http://${host}:${container.getMappedPort(8081)}`);
+}
+
+async function sh(node: NginxNode, cmd: string): Promise<string> {
+  return (await node.exec(["sh", "-c", cmd])).trim();
+}
+
+/** USR2, the new master's workers up, then QUIT to the old master. Returns the old master's pid. */
+async function upgrade(node: NginxNode): Promise<number> {
+  const old = Number(await sh(node, "cat /run/nginx.pid"));
+  const started = (await node.errorLog()).match(/start worker process/g)?.length ?? 0;
+  await sh(node, `kill -USR2 ${old}`);
+  await waitFor("the new master and its 2 workers", async () => {
+    const pids = await sh(node, "cat /run/nginx.pid.oldbin /run/nginx.pid 2>/dev/null || true");
+    const count = (await node.errorLog()).match(/start worker process/g)?.length ?? 0;
+    return pids.split(/\s+/).length === 2 && count >= started + 2;
+  });
+  await sh(node, `kill -QUIT ${old}`);
+  return old;
+}
+
+describe("binary upgrade mid-pause (USR2 + QUIT, 2 workers)", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await startDaemon();
+  });
+  after(async () => node?.container.stop({ timeout: 2 }));
+
+  it("the new master holds new requests while paused, and its resume releases what the old workers held", async () => {
+    await node.resetBackend();
+    const paused = await node.control("pause", "reason=db-swap");
+    assert.equal(paused.status, 200, paused.body);
+    const old: PendingRequest[] = await holdInOrder(node, ["/?id=o1", "/?id=o2", "/?id=o3"]);
+
+    const oldMaster = await upgrade(node);
+    // The old master is gone from the pid file's point of view; its workers still hold.
+    await waitFor("the old master no longer listening", async () => (await node.status()).held === 0, 10_000);
+    const s = await node.status();
+    assert.equal(s.state, "paused", `after the upgrade: ${JSON.stringify(s)}`);
+    assert.equal(s.reason, "db-swap");
+    assert.equal((await node.errorLog()).includes("audit action=restore scope=default mode=paused"), true);
+
+    // A new request is held by the new master, not forwarded.
+    const fresh = node.send("/?id=n1");
+    await node.held(1);
+    assert.deepEqual((await node.arrivals()).ids, [], "nothing may reach the backend while paused");
+
+    const t0 = performance.now();
+    const resumed = await node.control("resume");
+    assert.equal(resumed.status, 200, resumed.body);
+    for (const [i, p] of [...old, fresh].entries()) {
+      const r = await p.reply;
+      assert.equal(r.status, 200, `request ${i}: ${r.status} ${r.body}`);
+    }
+    const ms = performance.now() - t0;
+    assert.ok(ms < 3000, `the old workers' held requests were released ${Math.round(ms)} ms after the resume`);
+    assert.deepEqual([...(await node.arrivals()).ids].sort(), ["n1", "o1", "o2", "o3"]);
+    // The old master and its workers are gone once their requests are done.
+    // (Its parent here is `sleep`, which never reaps: gone or a zombie.)
+    await waitFor("the old master exited", async () => /^(Z|)$/.test(await sh(node, `awk '{print $3}' /proc/${oldMaster}/stat 2>/dev/null || true`)), 10_000);
+    await node.assertCleanLog();
+  });
+});
