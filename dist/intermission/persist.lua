@@ -50,7 +50,7 @@ local complained = false
 --- Rewrites the file from the state zone. Control path only.
 function ____exports.save()
     local file = path()
-    if file == nil or settings.cfg.store == "redis" then
+    if file == nil then
         return
     end
     ngx.update_time()
@@ -183,7 +183,7 @@ local lookedAt = 0
 -- master (a binary upgrade): resume it here too.
 local function lookOutside(scopes)
     local file = path()
-    if file == nil or settings.cfg.store == "redis" then
+    if file == nil then
         return
     end
     local now = ngx.now()

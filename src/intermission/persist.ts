@@ -5,17 +5,19 @@
 // finish the requests they hold. Without this file the new master would say "running"
 // in the middle of a maintenance, and the old workers' held requests would wait for a
 // resume that only the new master hears. So:
-//   - every change of a scope's mode made here (pause, maintenance, resume; not the
-//     fleet's, whose state is in Redis) rewrites the file from the state zone: the scopes
+//   - every change of a scope's mode on this node (pause, maintenance, resume; in fleet
+//     mode the changes the sync applies from Redis too) rewrites the file from the state zone: the scopes
 //     paused or in maintenance, with since, until and reason, and when it was written.
 //     Written to a temporary name and renamed over the file (atomic on POSIX), from the
 //     control path only, never the hot path;
 //   - setup() in a master whose zones are new (a start, a restart, a binary upgrade; not
-//     a reload, which keeps them) restores each pause still in force (until not passed);
+//     a reload, which keeps them) restores each pause still in force (until not passed),
+//     except in fleet mode, where Redis holds the fleet's state and the sync brings it;
 //   - a worker that holds requests (an old worker finishing after the upgrade, or any)
 //     reads the file every FILE_LOOK_EVERY: a scope paused here that the file, written
 //     after this pause began, no longer lists was resumed through the other master, so
-//     it resumes here too and its held requests are released.
+//     it resumes here too and its held requests are released. In fleet mode this is how
+//     the old workers, whose sync stops as they exit, hear the fleet's resume.
 // The default path is nginx's compiled-in client body temp directory (Debian:
 // /var/lib/nginx/body; OpenResty: <prefix>/client_body_temp): nginx creates it at start,
 // owned by the worker user, so the workers can write there. setup({ state_file = ... })
@@ -76,7 +78,7 @@ let complained = false;
 /** Rewrites the file from the state zone. Control path only. */
 export function save(): void {
   const file = path();
-  if (file === undefined || settings.cfg.store === "redis") return;
+  if (file === undefined) return;
   ngx.update_time();
   const scopes: Entry[] = [];
   for (const scope of knownScopes()) {
@@ -168,7 +170,7 @@ let lookedAt = 0;
  */
 function lookOutside(this: void, scopes: ScopeKeys[]): void {
   const file = path();
-  if (file === undefined || settings.cfg.store === "redis") return;
+  if (file === undefined) return;
   const now = ngx.now();
   if (now - lookedAt < FILE_LOOK_EVERY) return;
   lookedAt = now;
