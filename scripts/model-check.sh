@@ -83,5 +83,14 @@ check leases-two   pass ltl:leases $TWO
 check bug1         fail safety -DBUG1 -DNOR1 -DNOR2 -DCTL=1
 check bug8         fail safety -DBUG8 -DNOR1 -DNOR2 -DCTL=1
 check bug-heldleak fail safety -DBUG_HELDLEAK -DNOR0 -DNOR1 -DKILL -DCTL=4
+# A dead worker's grant (issue 19 item 5): R0 (W0) and R2 (W1, may die anywhere); the dead
+# worker's deadline + GRACE and lease expiry come only after R0 is done, and R0 has no
+# deadline, so only the liveness test (a dead issuer's ticket passed over, a dead holder's
+# lease reclaimed) can release R0 (P7: R0 stuck is an invalid end state). Put back: no
+# test at all, or no lease reclaim. (LTL leaves on $DEAD also holds: 3 min, not run here.)
+DEAD="-DNOR1 -DCOARSE -DKILL -DCTL=4 -DNOFAIL -DDEADSLOW"
+check safety-dead   pass safety $DEAD
+check bug-deadgrant fail safety -DBUG_DEADGRANT $DEAD
+check bug-deadlease fail safety -DBUG_DEADLEASE $DEAD
 say "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
