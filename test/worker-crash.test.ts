@@ -37,12 +37,12 @@ async function holdLines(node: NginxNode): Promise<{ pid: number; ticket: number
 }
 
 /** Sends one request and waits until it is held; returns which worker holds it. */
-async function holdOne(node: NginxNode, id: string, query = ""): Promise<Held> {
+async function holdOne(node: NginxNode, id: string, query = "", expectHeld?: number): Promise<Held> {
   const before = (await holdLines(node)).length;
   const heldBefore = (await node.status()).held;
   const pending = node.send(`/?id=${id}${query}`);
   pending.reply.catch(() => undefined); // a killed worker's client sees a reset
-  await node.held(heldBefore + 1);
+  await node.held(expectHeld ?? heldBefore + 1);
   const lines = await waitFor("its hold line", async () => {
     const l = await holdLines(node);
     return l.length > before ? l : undefined;
@@ -156,6 +156,72 @@ describe("worker crash: the survivors' held requests (2 workers)", () => {
       return st.held === 0 && st.queued === 0 && st.release.leases === 0 ? st : undefined;
     }, 3000);
     assertBalanced(s);
+  });
+});
+
+describe("worker crash: max_held (2 workers)", () => {
+  const FULL = 20;
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start({ workers: 2, setup: { max_hold: 30, max_held: FULL } });
+  });
+  after(async () => node?.stop());
+
+  it("a killed worker's held requests stop counting towards max_held: the next request is held, not refused", async () => {
+    await node.resetBackend();
+    assert.equal((await node.control("pause", "ttl=0")).status, 200);
+    // The victim (the first ticket's worker) holds at least 2, the other at least 1; the
+    // queue is then filled up to max_held.
+    const held: Held[] = [await holdOne(node, "m0")];
+    const victim = held[0].pid;
+    for (let i = 1; i < FULL; i++) {
+      const mine = held.filter((h) => h.pid === victim).length;
+      if (mine >= 2 && held.length - mine >= 1) break;
+      held.push(await holdOne(node, `m${i}`));
+    }
+    const dead = held.filter((h) => h.pid === victim).length;
+    assert.ok(dead >= 2 && held.length - dead >= 1, `the kernel spread ${held.length} connections ${dead}:${held.length - dead}`);
+    for (let i = held.length; i < FULL; i++) held.push(await holdOne(node, `m${i}`));
+    const refused = await node.get("/?id=full");
+    assert.equal(refused.status, 503, "the queue is full before the kill");
+    const before = await node.status();
+    const victims = held.filter((h) => h.pid === victim).length;
+    const late: Held[] = [];
+
+    await kill9(node, victim);
+    // A worker looks for dead workers' tickets when it would refuse, at most once a
+    // second (the refusal above may have just used its look): so within about a second
+    // of the kill a new request is held, and the dead tickets are gone from `held`.
+    // Without it every new request is refused until the resume.
+    const t0 = performance.now();
+    let refusals = 0;
+    for (;;) {
+      const pending = node.send(`/?id=after${refusals}`);
+      const held = node.held(FULL - victims + 1).then(() => "held" as const, () => "not held" as const);
+      const first = await Promise.race([pending.reply.then((r) => r.status, () => 0), held]);
+      if (first === "held") {
+        late.push({ id: `after${refusals}`, pending, pid: 0, ticket: 0 });
+        break;
+      }
+      assert.equal(first, 503, `a request after the kill: ${first}`);
+      refusals++;
+      assert.ok(performance.now() - t0 < 1500, `${refusals} requests refused as over max_held ${Math.round(performance.now() - t0)} ms after the kill`);
+      await sleep(100);
+    }
+    late.push(await holdOne(node, "after-last", "", FULL - victims + 2));
+
+    assert.equal((await node.control("resume")).status, 200);
+    for (const h of [...held.filter((x) => x.pid !== victim), ...late]) {
+      const r = await h.pending.reply;
+      assert.equal(r.status, 200, `${h.id}: ${r.status}`);
+    }
+    const s = await waitFor("nothing held", async () => {
+      const st = await node.status();
+      return st.held === 0 && st.queued === 0 && st.release.leases === 0 ? st : undefined;
+    }, 3000);
+    assertBalanced(s);
+    assert.equal(s.counters.aborted - before.counters.aborted, victims, JSON.stringify(s.counters));
+    await node.assertCleanLog([CRASH_LINE]);
   });
 });
 

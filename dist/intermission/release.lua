@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, reclaimDead, reclaimExpired, windowHasRoom, grant, passOverDead, decide, pending, drainLane, step, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, deadScanAt, DEAD_SCAN_EVERY, unwritten
+local tryLock, settleLease, reclaimDead, reclaimExpired, windowHasRoom, grant, passOverDead, decide, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, deadScanAt, DEAD_SCAN_EVERY, unwritten, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -332,6 +332,40 @@ function ____exports.advance(keys)
         end
     end
 end
+function leaveForDead(keys)
+    ngx.update_time()
+    local now = ngx.now()
+    local last = deadHeldScanAt[keys.scope]
+    if last ~= nil and now - last < DEAD_HELD_SCAN_EVERY then
+        return false
+    end
+    deadHeldScanAt[keys.scope] = now
+    local st = zones.state
+    local q = zones.queue
+    local freed = false
+    for ____, lane in ipairs({keys.retry, keys.main}) do
+        local seq = num(st, lane.seq)
+        do
+            local t = num(st, lane.head) + 1
+            while t <= seq do
+                local deadline, holder = q:get(lane.ticketPrefix .. tostring(t))
+                if deadline ~= nil and liveness.gone(holder, now) then
+                    local ok = q:safe_add(
+                        lane.claimPrefix .. tostring(t),
+                        LEFT
+                    )
+                    if ok then
+                        st:incr(keys.decided, 1)
+                        counters.count(keys, "aborted")
+                        freed = true
+                    end
+                end
+                t = t + 1
+            end
+        end
+    end
+    return freed
+end
 LEFT = "L"
 DEAD = "D"
 GRACE = 1
@@ -436,6 +470,9 @@ function ____exports.admit(keys, lane)
         return nil
     end
     local held = ____exports.heldNow(keys)
+    if held > settings.cfg.max_held and leaveForDead(keys) then
+        held = ____exports.heldNow(keys)
+    end
     if held > settings.cfg.max_held then
         local result = leave(keys, lane, t)
         if type(result) == "number" then
@@ -448,6 +485,8 @@ function ____exports.admit(keys, lane)
     end
     return t
 end
+deadHeldScanAt = {}
+DEAD_HELD_SCAN_EVERY = 1
 --- A grant met at or after the request's deadline (found there, or while leaving) while
 -- the scope is stopped again, with on_timeout = "reject": its lease goes back unused and
 -- the request times out, as it would have had the grant come a moment later.
@@ -545,7 +584,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue87
+                    goto __continue96
                 end
                 return outcome, 0
             end
@@ -556,7 +595,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue87::
+        ::__continue96::
     end
 end
 waiters.setAdvance(____exports.advance)

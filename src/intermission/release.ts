@@ -418,7 +418,9 @@ export function admit(keys: ScopeKeys, lane: Lane): number | undefined {
   const st = zones.state;
   const [t] = st.incr(lane.seq, 1);
   if (t === undefined) return undefined;
-  const held = heldNow(keys);
+  let held = heldNow(keys);
+  // Full: a killed worker's held requests must not keep the survivors' out.
+  if (held > settings.cfg.max_held && leaveForDead(keys)) held = heldNow(keys);
   if (held > settings.cfg.max_held) {
     // Never written, so never granted: leave() wins the claim ("L") and counts it decided.
     const result = leave(keys, lane, t);
@@ -427,6 +429,43 @@ export function admit(keys: ScopeKeys, lane: Lane): number | undefined {
   }
   if (held > num(st, keys.lastQueue) && modeOf(keys) === "paused") st.safe_set(keys.lastQueue, held);
   return t;
+}
+
+/** Per worker and scope: when this worker last looked for held tickets of dead workers. */
+const deadHeldScanAt: { [scope: string]: number | undefined } = {};
+const DEAD_HELD_SCAN_EVERY = 1;
+
+/**
+ * The queue is full (a request would be refused): the tickets of workers that are gone
+ * leave it now, with "L" as their requests would have had their workers lived (counted
+ * decided, and aborted), instead of counting towards max_held until the head reaches
+ * them after the resume. Looks at every undecided ticket, so at most once a second per
+ * worker and scope, and only when full. True: some left.
+ */
+function leaveForDead(keys: ScopeKeys): boolean {
+  ngx.update_time();
+  const now = ngx.now();
+  const last = deadHeldScanAt[keys.scope];
+  if (last !== undefined && now - last < DEAD_HELD_SCAN_EVERY) return false;
+  deadHeldScanAt[keys.scope] = now;
+  const st = zones.state;
+  const q = zones.queue;
+  let freed = false;
+  for (const lane of [keys.retry, keys.main]) {
+    const seq = num(st, lane.seq);
+    for (let t = num(st, lane.head) + 1; t <= seq; t++) {
+      const [deadline, holder] = q.get(lane.ticketPrefix + t);
+      if (deadline !== undefined && liveness.gone(holder as number | undefined, now)) {
+        const [ok] = q.safe_add(lane.claimPrefix + t, LEFT);
+        if (ok) {
+          st.incr(keys.decided, 1);
+          counters.count(keys, "aborted");
+          freed = true;
+        }
+      }
+    }
+  }
+  return freed;
 }
 
 /**
