@@ -44,7 +44,11 @@ async function upgrade(node: NginxNode): Promise<number> {
     const count = (await node.errorLog()).match(/start worker process/g)?.length ?? 0;
     return pids.split(/\s+/).length === 2 && count >= started + 2;
   });
+  const quitting = (await node.errorLog()).match(/gracefully shutting down/g)?.length ?? 0;
   await sh(node, `kill -QUIT ${old}`);
+  // Each old worker says so as it closes its listening sockets: new connections then go
+  // to the new master's workers only.
+  await waitFor("the old workers shutting down", async () => ((await node.errorLog()).match(/gracefully shutting down/g)?.length ?? 0) >= quitting + 2);
   return old;
 }
 
@@ -83,6 +87,7 @@ async function pauseUpgradeResume(node: NginxNode, restored?: RegExp, resumeAfte
     }
     const ms = performance.now() - t0;
     assert.ok(ms < 3000, `the old workers' held requests were released ${Math.round(ms)} ms after the resume`);
+    console.log(`[figure] the old workers' held requests released ${Math.round(ms)} ms after the resume`);
     assert.deepEqual([...(await node.arrivals()).ids].sort(), ["n1", "o1", "o2", "o3"]);
     if (restored) assert.match(await node.errorLog(), restored);
     // The old master and its workers are gone once their requests are done.

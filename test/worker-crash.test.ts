@@ -116,6 +116,7 @@ describe("worker crash: the survivors' held requests (2 workers)", () => {
       assert.equal(r.status, 200, `${h.id} (ticket ${h.ticket}): ${r.status} ${r.body}`);
       assert.ok(sinceResume < 1500, `${h.id} (ticket ${h.ticket}) released ${Math.round(sinceResume)} ms after the resume`);
     }
+    console.log(`[figure] ${held.filter((x) => x.pid !== victim).length} survivors released within ${Math.round(performance.now() - t0)} ms of the resume`);
     for (const h of held.filter((x) => x.pid === victim)) assert.equal(await outcome(h.pending), undefined, `${h.id} answered by a dead worker?`);
     const arrived = (await node.arrivals()).ids;
     for (const h of held) assert.equal(arrived.includes(h.id), h.pid !== victim, `${h.id}: arrived=${arrived.includes(h.id)}`);
@@ -151,6 +152,7 @@ describe("worker crash: the survivors' held requests (2 workers)", () => {
       assert.equal(r.status, 200, `${h.id}: ${r.status} ${r.body}`);
       assert.ok(sinceKill < 1500, `${h.id} released ${Math.round(sinceKill)} ms after the kill`);
     }
+    console.log(`[figure] backlog behind a dead holder's lease released within ${Math.round(performance.now() - t0)} ms of the kill`);
     const s = await waitFor("nothing held or leased", async () => {
       const st = await node.status();
       return st.held === 0 && st.queued === 0 && st.release.leases === 0 ? st : undefined;
@@ -208,6 +210,7 @@ describe("worker crash: max_held (2 workers)", () => {
       assert.ok(performance.now() - t0 < 1500, `${refusals} requests refused as over max_held ${Math.round(performance.now() - t0)} ms after the kill`);
       await sleep(100);
     }
+    console.log(`[figure] held again ${Math.round(performance.now() - t0)} ms after the kill (${refusals} refused before)`);
     late.push(await holdOne(node, "after-last", "", FULL - victims + 2));
 
     assert.equal((await node.control("resume")).status, 200);
@@ -269,5 +272,6 @@ describe("worker crash: in_flight and drain (2 workers)", () => {
     assert.equal(j.in_flight, 0, JSON.stringify(j));
     for (const h of mine) assert.equal(await outcome(h.pending), undefined);
     assert.ok(ms < 5000, `in_flight reached 0 ${Math.round(ms)} ms after the kill`);
+    console.log(`[figure] in_flight 0 ${Math.round(ms)} ms after the kill`);
   });
 });
