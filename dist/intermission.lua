@@ -16,6 +16,7 @@ local loadFleet = ____fleetmode.loadFleet
 local record = require("intermission.record")
 local ____control = require("intermission.control")
 local controlHandler = ____control.control
+local persist = require("intermission.persist")
 function nodeId()
     local host = "nginx"
     local f = io.open("/etc/hostname", "r")
@@ -56,8 +57,11 @@ function ____exports.setup(options)
     end
     settings.cfg = cfg
     settings.ready = true
-    zones.state:safe_add(BUSY_KEY, 0)
+    local fresh = zones.state:safe_add(BUSY_KEY, 0)
     upgradeScopes()
+    if fresh then
+        persist.restore()
+    end
     stateZone = zones.state
     if cfg.store == "redis" then
         fleet.sync.node.id = nodeId()

@@ -43,13 +43,27 @@
  *         is still asleep when its deadline passes (P6, checked by the Clock at the deadline).
  *   BUG_HELDLEAK  the old accounting: admit() does incr(held), hold() then incr(seq), and
  *         the claim winner decrements held; W1 may die in between (P4: held = undecided).
+ *   BUG_DEADGRANT  no liveness test: a dead worker's ticket is granted, and its lease comes
+ *         back only on expiry (P7: with DEADSLOW the survivor is never released).
+ *   BUG_DEADLEASE  the ticket test only: a lease granted before its holder died is not
+ *         reclaimed (P7).
+ * A dead worker's grant (liveness.ts): w|t and l|g carry the holder's pid and kill(pid, 0)
+ * tells a dead worker; here that is alive[] of the issuer's / holder's worker. decide()
+ * passes a dead issuer's ticket over ("D") before any window check; windowHasRoom()
+ * reclaims dead holders' leases (unused) when the window is still full after
+ * reclaimExpired() (the real code looks at most every 0.2 s per worker: not modelled).
+ * DEADSLOW: the dead worker's costs must not be what frees the survivors: a dead
+ * request's deadline + GRACE and a dead holder's lease expiry come only once the
+ * survivors are finished, and the survivors have no deadline (max_hold > about a second);
+ * the kill is followed by a watcher poll (time passes). P7: every survivor is released
+ * (no invalid end state; LTL leaves).
  * Switches: NOR0/NOR1/NOR2 (leave a request out), KILL (W1 may die), STALL (R2 may stall
  * GRACE before writing its ticket: it is passed over as dead and queues again), ABORT=r
  * (one client abort), KILLCO=r (the coroutine of r is killed while it sleeps: log runs
  * abandon()), NORETRY (a gateway failure does not send the request to the retry lane),
  * READY (the ready probe gates the release after resume), MAXHELD=n, CTL=1..5, COARSE
  * (see advance), NOFAIL (every upstream answers), DEADEXP (only leases of dead holders
- * expire).
+ * expire), DEADSLOW (see above).
  *
  * on_timeout = "reject" throughout; release_window = 2.
  */
@@ -175,11 +189,21 @@ bool ctlDone;
 bit stalls, killedco;
 
 #define WRITING(ix) (issuer[ix] != 0 && alive[WORKER(issuer[ix] - 1)] && atwrite[issuer[ix] - 1])
+#define SURVIVORS_DONE (rstate[0] == R_FINISHED && rstate[1] == R_FINISHED)
 #ifdef DEADEXP
 #define EXPIRES(g) (holder[g] == 0 || !alive[WORKER(holder[g] - 1)])   /* only dead holders' leases expire */
+#elif defined(DEADSLOW)
+#define EXPIRES(g) (holder[g] == 0 || alive[WORKER(holder[g] - 1)] || SURVIVORS_DONE)   /* P7 */
 #else
 #define EXPIRES(g) true
 #endif
+/* liveness.gone(): the worker that wrote ticket k / holds lease g is dead (kill(pid, 0)) */
+#ifdef BUG_DEADGRANT
+#define ISSUER_GONE(k) false
+#else
+#define ISSUER_GONE(k) (!alive[WORKER(issuer[k] - 1)])
+#endif
+#define HOLDER_GONE(g) (holder[g] != 0 && !alive[WORKER(holder[g] - 1)])
 #define CLOCK_OK ((!lock || !alive[lockOwner]) && (cpu[0] == 0 || !alive[0]) && (cpu[1] == 0 || !alive[1]) && cpu[2] == 0)
 #define GATE(r) (fresh[WORKER(r)] || !alive[WORKER(r)] || waiting[WORKER(r)] == 0)
 #define UNFRESH  fresh[0] = false; fresh[1] = false
@@ -220,6 +244,19 @@ inline reclaim_expired() {
   leaseOldest = o; o = 0; res = false
 }
 
+/* reclaimDead(): leases whose holder's worker is gone come back unused (neither a success
+ * nor a failure for the window). */
+inline reclaim_dead() {
+  o = leaseOldest;
+  do
+  :: o < leaseSeq ->
+     if :: HOLDER_GONE(o + 1) -> settle_lease(o + 1, UNUSED, res) :: else fi;
+     o++
+  :: else -> break
+  od;
+  o = 0; res = false
+}
+
 inline window_has_room(room) {
   if
   :: boff || rgate -> room = false               /* now < backoffUntil or readyUntil */
@@ -228,7 +265,11 @@ inline window_has_room(room) {
      if
      :: !room -> reclaim_expired(); room = (used < window)
      :: else
-     fi
+     fi;
+#if !defined(BUG_DEADGRANT) && !defined(BUG_DEADLEASE)
+     if :: !room -> reclaim_dead(); room = (used < window) :: else fi
+#endif
+     skip
   fi
 }
 
@@ -283,7 +324,7 @@ inline step_body() {
              fi
           :: else ->
              if
-             :: dl[issuer[k] - 1] == 2 -> act = A_DEAD           /* deadline + GRACE < now */
+             :: dl[issuer[k] - 1] == 2 || ISSUER_GONE(k) -> act = A_DEAD   /* deadline + GRACE < now, or its worker is gone */
              :: else ->
                 room = true;
                 if :: paced -> window_has_room(room) :: else fi;
@@ -707,7 +748,11 @@ active proctype Controller() {
 active proctype Killer() {
 #ifdef KILL
   if
+#ifdef DEADSLOW
+  :: atomic { alive[1] = false; UNFRESH }        /* ... and W0's watcher polls again later */
+#else
   :: alive[1] = false                            /* at any point, inside step() too */
+#endif
   :: skip
   fi
 #else
@@ -736,11 +781,18 @@ active proctype Clock() {
   bool grantedAsleep;
 end:
   do
+  /* deadlines: a sleeping request is woken by its semaphore's timeout (P6 checked there) */
+#ifndef DEADSLOW                                 /* DEADSLOW: the survivors' deadlines are far */
   :: atomic { CLOCK_OK && GATE(0) && (rstate[0] == R_HOLDING || rstate[0] == R_FORWARD) && dl[0] == 0 -> DEADLINE(0) }
   :: atomic { CLOCK_OK && GATE(1) && (rstate[1] == R_HOLDING || rstate[1] == R_FORWARD) && dl[1] == 0 -> DEADLINE(1) }
+#endif
   :: atomic { CLOCK_OK && GATE(2) && (rstate[2] == R_HOLDING || rstate[2] == R_FORWARD) && dl[2] == 0 -> DEADLINE(2) }
   /* deadline + GRACE: W0 always leaves within GRACE of a deadline, W1 may not (or dies) */
+#ifdef DEADSLOW                                  /* a dead R2's deadline + GRACE, once the survivors are done */
+  :: atomic { CLOCK_OK && dl[2] == 1 && rstate[2] == R_HOLDING && (alive[1] || SURVIVORS_DONE) -> dl[2] = 2; TICK }
+#else
   :: atomic { CLOCK_OK && dl[2] == 1 && rstate[2] == R_HOLDING -> dl[2] = 2; TICK }
+#endif
   /* leases expire release_lease after their grant */
   :: atomic { CLOCK_OK && lease[1] == L_OUT && !lexp[1] && EXPIRES(1) -> lexp[1] = true; TICK }
   :: atomic { CLOCK_OK && lease[2] == L_OUT && !lexp[2] && EXPIRES(2) -> lexp[2] = true; TICK }

@@ -152,5 +152,15 @@ bug bug-heldleak -DBUG_HELDLEAK 'held==undecided' safety -DNOR0 -DNOR1 -DKILL -D
 PML=fleet-write.pml check fleet-write pass safety
 PML=fleet-write.pml check fleet-write-uncertain 'fail:(ansP!=2)||(fate[1]!=1)' safety -DBUG_UNCERTAIN
 PML=fleet-write.pml check fleet-write-nofence 'fail:!(paused)' safety -DBUG_NOFENCE
+# A dead worker's grant (issue 19 item 5): R0 (W0) and R2 (W1, may die anywhere); the dead
+# worker's deadline + GRACE and lease expiry come only after R0 is done, and R0 has no
+# deadline, so only the liveness test (a dead issuer's ticket passed over, a dead holder's
+# lease reclaimed) can release R0 (P7: R0 stuck is an invalid end state). Put back: no
+# test at all (BUG_DEADGRANT), or no lease reclaim (BUG_DEADLEASE); safety-dead is their
+# control. (LTL leaves on $DEAD also holds: 3 min, not run here.)
+DEAD="-DNOR1 -DCOARSE -DKILL -DCTL=4 -DNOFAIL -DDEADSLOW"
+check safety-dead   pass safety $DEAD
+check bug-deadgrant 'fail:invalid end state' safety -DBUG_DEADGRANT $DEAD
+check bug-deadlease 'fail:invalid end state' safety -DBUG_DEADLEASE $DEAD
 say "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -16,6 +16,7 @@ import { fleet, loadFleet } from "./intermission/fleetmode";
 import * as record from "./intermission/record";
 import { Record } from "./intermission/record";
 import { control as controlHandler } from "./intermission/control";
+import * as persist from "./intermission/persist";
 
 export const _VERSION = "0.2.0";
 
@@ -32,8 +33,10 @@ export function setup(options?: unknown): void {
   settings.cfg = cfg;
   settings.ready = true;
   // Present from the start and never deleted: the hot path reads it as a number.
-  zones.state.safe_add(BUSY_KEY, 0);
+  const [fresh] = zones.state.safe_add(BUSY_KEY, 0);
   upgradeScopes();
+  // New zones (a start or a binary upgrade; a reload keeps them): the pauses in force.
+  if (fresh) persist.restore();
   stateZone = zones.state;
   if (cfg.store === "redis") {
     fleet.sync!.node.id = nodeId();

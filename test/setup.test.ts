@@ -46,6 +46,8 @@ describe("setup() options", () => {
     ["fleet_release_window without redis", { fleet_release_window: 10 }, /option "fleet_release_window" needs store = "redis"/],
     ["unknown store", { store: "memcached" }, /option "store" must be one of shared_dict, redis/],
     ["missing dict", { dict: "nosuch" }, /lua_shared_dict "nosuch", "nosuch_queue" and "nosuch_counters" must be declared/],
+    ["a relative state_file", { state_file: "intermission.state" }, /option "state_file" must be an absolute file path .*, or false, got intermission\.state/],
+    ["state_file = true", { state_file: true }, /option "state_file" must be an absolute file path/],
   ];
   for (const [name, setup, message] of bad) {
     it(`refuses ${name}`, async () => {
@@ -77,7 +79,7 @@ describe("setup() options", () => {
         connect_timeout: 0.5, read_timeout: 2, pool_size: 8, keepalive_timeout: 30 },
       max_hold: 10, on_timeout: "pass", pause_ttl: 0, max_held: 500, release_window: 16,
       health_check_paths: ["/up", "/healthz"], privileged_user_agent: "^Pingdom", control_token: "0123456789abcdef",
-      legacy_endpoints: true, retry_after: 30, poll_interval: 0.005,
+      legacy_endpoints: true, retry_after: 30, poll_interval: 0.005, state_file: "/tmp/intermission.state",
       max_scopes: 50, release_lease: 2, failure_statuses: [502, 504],
       ready_probe: { url: "http://127.0.0.1:3000/up", successes: 2, interval: 0.5, timeout: 20 },
       fleet_release_window: 100,

@@ -12,5 +12,11 @@ declare module "ffi" {
   export const C: {
     /** r->start_sec + r->start_msec / 1000 (what ngx.req.start_time returns). */
     ngx_http_lua_ffi_req_start_time(this: void, r: NgxRequest | undefined): number;
+    /** libc kill(2), declared by intermission's liveness.ts (cdef). */
+    kill(this: void, pid: number, sig: number): number;
   };
+  /** Declares C functions and types. */
+  export function cdef(this: void, defs: string): void;
+  /** The C errno of the last call. */
+  export function errno(this: void): number;
 }

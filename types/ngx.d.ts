@@ -117,6 +117,8 @@ interface NgxConfig {
   readonly nginx_version: number;
   readonly debug: boolean;
   prefix(this: void): string;
+  /** The ./configure arguments nginx was built with. */
+  nginx_configure(this: void): string;
 }
 
 interface Ngx {

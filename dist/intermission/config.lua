@@ -37,7 +37,8 @@ local KNOWN_OPTIONS = {
     release_lease = true,
     failure_statuses = true,
     ready_probe = true,
-    fleet_release_window = true
+    fleet_release_window = true,
+    state_file = true
 }
 local KNOWN_REDIS_OPTIONS = {
     host = true,
@@ -525,6 +526,15 @@ function ____exports.parse(input)
             return nil, e13
         end
         cfg.failure_statuses = statuses
+    end
+    if raw.state_file == false then
+        cfg.state_file = false
+    elseif raw.state_file ~= nil then
+        local v = raw.state_file
+        if type(v) ~= "string" or string.sub(v, 1, 1) ~= "/" or string.sub(v, -1) == "/" then
+            return nil, "option \"state_file\" must be an absolute file path like \"/var/lib/nginx/body/intermission.state\", or false, got " .. tostring(v)
+        end
+        cfg.state_file = v
     end
     return cfg, nil
 end

@@ -1,6 +1,7 @@
 local ____exports = {}
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
+local liveness = require("intermission.liveness")
 local FLUSH_EVERY = 8
 --- Seconds after which a worker's count, once it reached 0 or moved, is published.
 local PUBLISH_AFTER = 0.2
@@ -94,11 +95,19 @@ function ____exports.total()
         publish()
     end
     local sum = here
+    local now = ngx.now()
     for ____, k in ipairs(zone:get_keys(0)) do
         if k ~= key and string.sub(k, 1, prefixLength) == KEY_PREFIX then
             local v = zone:get(k)
-            if type(v) == "number" then
-                sum = sum + v
+            if type(v) == "number" and v ~= 0 then
+                if liveness.gone(
+                    tonumber(string.sub(k, prefixLength + 1)),
+                    now
+                ) then
+                    zone:delete(k)
+                else
+                    sum = sum + v
+                end
             end
         end
     end

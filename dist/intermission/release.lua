@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, reclaimExpired, windowHasRoom, grant, passOverDead, decide, pending, drainLane, step, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, unwritten
+local tryLock, settleLease, reclaimDead, reclaimExpired, windowHasRoom, grant, passOverDead, decide, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, deadScanAt, DEAD_SCAN_EVERY, unwritten, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -11,6 +11,8 @@ local modeOf = ____mode.modeOf
 local writeMode = ____mode.writeMode
 local waiters = require("intermission.waiters")
 local ready = require("intermission.ready")
+local counters = require("intermission.counters")
+local liveness = require("intermission.liveness")
 function tryLock(keys)
     local ok = zones.state:safe_add(keys.lock, true, LOCK_TTL)
     return ok
@@ -70,6 +72,26 @@ function ____exports.noteFailure(keys)
     st:safe_set(keys.backoffUntil, now + step)
     st:safe_set(keys.window, 1)
 end
+function reclaimDead(keys, now)
+    local last = deadScanAt[keys.scope]
+    if last ~= nil and now - last < DEAD_SCAN_EVERY then
+        return
+    end
+    deadScanAt[keys.scope] = now
+    local st = zones.state
+    local q = zones.queue
+    local newest = num(st, keys.leaseSeq)
+    do
+        local g = num(st, keys.leaseOldest) + 1
+        while g <= newest do
+            local v, holder = q:get(keys.leasePrefix .. tostring(g))
+            if v ~= nil and v >= 0 and liveness.gone(holder, now) then
+                settleLease(keys, g, "unused")
+            end
+            g = g + 1
+        end
+    end
+end
 function reclaimExpired(keys, now)
     local st = zones.state
     local oldest = num(st, keys.leaseOldest)
@@ -105,9 +127,13 @@ function windowHasRoom(keys, now)
         return true
     end
     reclaimExpired(keys, now)
+    if num(st, keys.used) < window then
+        return true
+    end
+    reclaimDead(keys, now)
     return num(st, keys.used) < window
 end
-function grant(keys, lane, t, paced, deadline, now)
+function grant(keys, lane, t, paced, deadline, holder, now)
     local st = zones.state
     local q = zones.queue
     local mode = modeOf(keys)
@@ -119,7 +145,9 @@ function grant(keys, lane, t, paced, deadline, now)
         local n = st:incr(keys.leaseSeq, 1)
         local ok = q:safe_add(
             keys.leasePrefix .. tostring(n),
-            now + settings.cfg.release_lease
+            now + settings.cfg.release_lease,
+            0,
+            holder
         )
         if ok then
             lease = n
@@ -149,11 +177,14 @@ function grant(keys, lane, t, paced, deadline, now)
     q:delete(claimKey)
     return true
 end
-function passOverDead(keys, lane, t)
+function passOverDead(keys, lane, t, holderGone)
     local claimKey = lane.claimPrefix .. tostring(t)
     local ok, err = zones.queue:safe_add(claimKey, DEAD, CLAIM_SLACK)
     if ok or err ~= "exists" then
         zones.state:incr(keys.decided, 1)
+        if holderGone then
+            counters.count(keys, "aborted")
+        end
     else
         zones.queue:delete(claimKey)
     end
@@ -162,7 +193,7 @@ function decide(keys, lane, t, paced, now)
     local q = zones.queue
     local ticketKey = lane.ticketPrefix .. tostring(t)
     local claimKey = lane.claimPrefix .. tostring(t)
-    local deadline = q:get(ticketKey)
+    local deadline, holder = q:get(ticketKey)
     local claim = q:get(claimKey)
     if claim ~= nil then
         if claim == LEFT then
@@ -182,17 +213,19 @@ function decide(keys, lane, t, paced, now)
         if now - seen.since < GRACE then
             return false
         end
-        passOverDead(keys, lane, t)
+        passOverDead(keys, lane, t, false)
         return true
     end
-    if deadline + GRACE < now then
-        passOverDead(keys, lane, t)
+    local holderGone = liveness.gone(holder, now)
+    if holderGone or deadline + GRACE < now then
+        passOverDead(keys, lane, t, holderGone)
     elseif paced and not windowHasRoom(keys, now) or not grant(
         keys,
         lane,
         t,
         paced,
         deadline,
+        holder,
         now
     ) then
         return false
@@ -299,6 +332,40 @@ function ____exports.advance(keys)
         end
     end
 end
+function leaveForDead(keys)
+    ngx.update_time()
+    local now = ngx.now()
+    local last = deadHeldScanAt[keys.scope]
+    if last ~= nil and now - last < DEAD_HELD_SCAN_EVERY then
+        return false
+    end
+    deadHeldScanAt[keys.scope] = now
+    local st = zones.state
+    local q = zones.queue
+    local freed = false
+    for ____, lane in ipairs({keys.retry, keys.main}) do
+        local seq = num(st, lane.seq)
+        do
+            local t = num(st, lane.head) + 1
+            while t <= seq do
+                local deadline, holder = q:get(lane.ticketPrefix .. tostring(t))
+                if deadline ~= nil and liveness.gone(holder, now) then
+                    local ok = q:safe_add(
+                        lane.claimPrefix .. tostring(t),
+                        LEFT
+                    )
+                    if ok then
+                        st:incr(keys.decided, 1)
+                        counters.count(keys, "aborted")
+                        freed = true
+                    end
+                end
+                t = t + 1
+            end
+        end
+    end
+    return freed
+end
 LEFT = "L"
 DEAD = "D"
 GRACE = 1
@@ -349,6 +416,8 @@ function ____exports.returnLease(keys, lease, ____end)
         ____exports.advance(keys)
     end
 end
+deadScanAt = {}
+DEAD_SCAN_EVERY = 0.2
 unwritten = {}
 --- Gives up ticket t. "left": out of the queue, it must not go upstream. A number: it had
 -- been granted that lease first. "dead": it was passed over as gone.
@@ -401,6 +470,9 @@ function ____exports.admit(keys, lane)
         return nil
     end
     local held = ____exports.heldNow(keys)
+    if held > settings.cfg.max_held and leaveForDead(keys) then
+        held = ____exports.heldNow(keys)
+    end
     if held > settings.cfg.max_held then
         local result = leave(keys, lane, t)
         if type(result) == "number" then
@@ -413,6 +485,8 @@ function ____exports.admit(keys, lane)
     end
     return t
 end
+deadHeldScanAt = {}
+DEAD_HELD_SCAN_EVERY = 1
 --- A grant met at or after the request's deadline (found there, or while leaving) while
 -- the scope is stopped again, with on_timeout = "reject": its lease goes back unused and
 -- the request times out, as it would have had the grant come a moment later.
@@ -440,7 +514,9 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
         do
             local written = q:safe_add(
                 lane.ticketPrefix .. tostring(t),
-                deadline
+                deadline,
+                0,
+                liveness.me()
             )
             local watched = waiters.track(
                 w,
@@ -508,7 +584,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue80
+                    goto __continue96
                 end
                 return outcome, 0
             end
@@ -519,7 +595,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue80::
+        ::__continue96::
     end
 end
 waiters.setAdvance(____exports.advance)

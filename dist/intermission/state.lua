@@ -11,6 +11,7 @@ local modeOf = ____mode.modeOf
 local writeMode = ____mode.writeMode
 local release = require("intermission.release")
 local waiters = require("intermission.waiters")
+local persist = require("intermission.persist")
 ____exports.modeOf = modeOf
 function ____exports.snapshot(keys)
     local zone = zones.state
@@ -35,6 +36,7 @@ local function transition(keys, fn)
     local change, lockErr = release.withScopeLock(keys, fn)
     if change ~= nil then
         notify(keys)
+        persist.save()
     end
     return change, lockErr
 end

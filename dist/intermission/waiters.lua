@@ -27,10 +27,42 @@ watch = {
     waiting = 0,
     sema = nil,
     lastSweep = 0,
-    advance = nil
+    advance = nil,
+    lookOutside = nil,
+    lastOutside = 0
 }
+--- How often the watcher lets persist.ts look at the state file.
+local OUTSIDE_EVERY = 0.5
 function ____exports.setAdvance(fn)
     watch.advance = fn
+end
+function ____exports.setLookOutside(fn)
+    watch.lookOutside = fn
+end
+--- The scopes this worker holds requests for, to persist.ts, every OUTSIDE_EVERY.
+local function lookOutside(now)
+    if watch.lookOutside == nil or now - watch.lastOutside < OUTSIDE_EVERY then
+        return
+    end
+    watch.lastOutside = now
+    local scopes = {}
+    local seen = {}
+    for ____, q in pairs(localQueues) do
+        local keys = q.keys
+        if seen[keys.scope] == nil then
+            seen[keys.scope] = true
+            scopes[#scopes + 1] = keys
+        end
+    end
+    if #scopes > 0 then
+        local ok, err = pcall(watch.lookOutside, scopes)
+        if not ok then
+            ngx.log(
+                ngx.ERR,
+                "intermission: watcher failed to read the state file: " .. tostring(err)
+            )
+        end
+    end
 end
 --- Wakes this worker's watcher now instead of at its next poll.
 function ____exports.poke()
@@ -147,6 +179,7 @@ local function watcher(_premature)
             watch.lastSweep = now
             sweep(now)
         end
+        lookOutside(now)
         if watch.waiting <= 0 then
             break
         end

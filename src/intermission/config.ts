@@ -55,6 +55,11 @@ export interface Config {
   failure_statuses: { [status: number]: true };
   /** How often a worker with held requests looks for changes made by other workers. */
   poll_interval: number;
+  /**
+   * Where the pauses in force are kept across a binary upgrade (persist.ts); false: not
+   * kept; undefined: <nginx's client body temp path>/intermission.state.
+   */
+  state_file?: string | false;
 }
 
 /** The defaults, each justified in the README's option table. */
@@ -82,6 +87,7 @@ const KNOWN_OPTIONS: { [name: string]: true } = {
   max_held: true, release_window: true, health_check_paths: true, privileged_user_agent: true,
   control_token: true, legacy_endpoints: true, retry_after: true, poll_interval: true,
   max_scopes: true, release_lease: true, failure_statuses: true, ready_probe: true, fleet_release_window: true,
+  state_file: true,
 };
 
 const KNOWN_REDIS_OPTIONS: { [name: string]: true } = {
@@ -337,6 +343,16 @@ export function parse(input: unknown): LuaMultiReturn<[Config | undefined, strin
     const [statuses, e13] = statusSet(raw.failure_statuses);
     if (e13 !== undefined) return $multi(undefined, e13);
     cfg.failure_statuses = statuses!;
+  }
+
+  if (raw.state_file === false) {
+    cfg.state_file = false;
+  } else if (raw.state_file !== undefined) {
+    const v = raw.state_file;
+    if (type(v) !== "string" || string.sub(v as string, 1, 1) !== "/" || string.sub(v as string, -1) === "/") {
+      return $multi(undefined, `option "state_file" must be an absolute file path like "/var/lib/nginx/body/intermission.state", or false, got ${tostring(v)}`);
+    }
+    cfg.state_file = v as string;
   }
 
   return $multi(cfg, undefined);

@@ -10,9 +10,14 @@
 // writes per request were most of the hot path's cost; the timer runs at most once per
 // PUBLISH_AFTER in a busy worker, and never while the worker is idle.
 //
-// Keys are per worker pid, so the workers of a reload never overwrite each other; they
-// expire an hour after the last publish, which clears what a crashed worker left.
+// Keys are per worker pid, so the workers of a reload never overwrite each other. A
+// worker killed outright (SIGKILL, OOM, segfault) leaves its key behind with the count it
+// last published: total() asks the kernel whether each key's worker is still alive
+// (liveness.ts, kill(pid, 0)) and drops the key of one that is gone, so its requests,
+// lost with their connections, stop counting at the next status or drain. The hour's
+// expiry is the backstop (a pid reused by another process of our user reads as alive).
 import { zones } from "./shm";
+import * as liveness from "./liveness";
 
 const FLUSH_EVERY = 8;
 /** Seconds after which a worker's count, once it reached 0 or moved, is published. */
@@ -88,10 +93,14 @@ export function total(): number {
   if (key === "") key = KEY_PREFIX + ngx.worker.pid();
   if (published !== here) publish();
   let sum = here;
+  const now = ngx.now();
   for (const k of zone.get_keys(0)) {
     if (k !== key && string.sub(k, 1, prefixLength) === KEY_PREFIX) {
       const [v] = zone.get(k);
-      if (type(v) === "number") sum += v as number;
+      if (type(v) === "number" && (v as number) !== 0) {
+        if (liveness.gone(tonumber(string.sub(k, prefixLength + 1)), now)) zone.delete(k);
+        else sum += v as number;
+      }
     }
   }
   return sum;

@@ -21,11 +21,21 @@
 // backlog is granted the scope runs again: steady traffic is never throttled by a drain.
 // The window starts at 1 after each resume and doubles per success up to release_window;
 // a gateway failure shrinks it to 1 and stops grants for a back-off (0.1 s doubling to 2 s).
+//
+// A worker killed outright (SIGKILL, OOM, segfault) leaves its tickets and leases behind.
+// Each w|t and l|g carries its holder's pid in the shared-dict flags (liveness.ts): a
+// ticket whose holder is gone is passed over as "D" when the head reaches it, never
+// granted, and counted `aborted` (its request was counted held and will never say how
+// it ended); a lease whose holder is gone comes back unused when the window is full,
+// neither a success nor a failure for slow start. Within a second, not at deadline +
+// GRACE or after release_lease.
 import { ScopeKeys, Lane, zones, num, FLEET_SHARE_KEY } from "./shm";
 import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
 import * as waiters from "./waiters";
 import * as ready from "./ready";
+import * as counters from "./counters";
+import * as liveness from "./liveness";
 
 const LEFT = "L";
 const DEAD = "D";
@@ -129,6 +139,31 @@ export function returnLease(keys: ScopeKeys, lease: number, end: LeaseEnd): void
   if (settleLease(keys, lease, end)) advance(keys);
 }
 
+/** Per worker and scope: when this worker last looked for leases of dead holders. */
+const deadScanAt: { [scope: string]: number | undefined } = {};
+/** How often a worker whose window is full looks for leases of dead holders. */
+const DEAD_SCAN_EVERY = 0.2;
+
+/**
+ * Leases held by workers that are gone (killed while their request was on its way
+ * upstream, or before it read its grant) come back now, unused. Looked for only when the
+ * window is full, at most every DEAD_SCAN_EVERY per worker and scope.
+ */
+function reclaimDead(keys: ScopeKeys, now: number): void {
+  const last = deadScanAt[keys.scope];
+  if (last !== undefined && now - last < DEAD_SCAN_EVERY) return;
+  deadScanAt[keys.scope] = now;
+  const st = zones.state;
+  const q = zones.queue;
+  const newest = num(st, keys.leaseSeq);
+  for (let g = num(st, keys.leaseOldest) + 1; g <= newest; g++) {
+    const [v, holder] = q.get(keys.leasePrefix + g);
+    if (v !== undefined && (v as number) >= 0 && liveness.gone(holder as number | undefined, now)) {
+      settleLease(keys, g, "unused");
+    }
+  }
+}
+
 /** Leases are granted in order and all last release_lease: the oldest expire first. */
 function reclaimExpired(keys: ScopeKeys, now: number): void {
   const st = zones.state;
@@ -152,6 +187,8 @@ function windowHasRoom(keys: ScopeKeys, now: number): boolean {
   const window = math.min(math.max(num(st, keys.window), 1), windowLimit());
   if (num(st, keys.used) < window) return true;
   reclaimExpired(keys, now);
+  if (num(st, keys.used) < window) return true;
+  reclaimDead(keys, now);
   return num(st, keys.used) < window;
 }
 
@@ -161,7 +198,7 @@ function windowHasRoom(keys: ScopeKeys, now: number): boolean {
 const unwritten: { [laneSeq: string]: { ticket: number; since: number } | undefined } = {};
 
 /** Grants ticket t; false when the queue zone is full (the head must not move). */
-function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline: number, now: number): boolean {
+function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline: number, holder: number, now: number): boolean {
   const st = zones.state;
   const q = zones.queue;
   // Looked at again right before the grant: an advancer stalled past its lock's expiry
@@ -172,7 +209,8 @@ function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline:
   if (paced) {
     // The lease exists before the claim names it, so its holder can always return it.
     const [n] = st.incr(keys.leaseSeq, 1);
-    const [ok] = q.safe_add(keys.leasePrefix + n!, now + settings.cfg.release_lease);
+    // Its holder's pid in the flags: a lease of a worker that is gone comes back early.
+    const [ok] = q.safe_add(keys.leasePrefix + n!, now + settings.cfg.release_lease, 0, holder);
     if (ok) {
       lease = n!;
       st.incr(keys.used, 1);
@@ -193,12 +231,22 @@ function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline:
   return true;
 }
 
-/** Claims a ticket on behalf of a request that is gone; the claimer counts it decided. */
-function passOverDead(keys: ScopeKeys, lane: Lane, t: number): void {
+/**
+ * Claims a ticket on behalf of a request that is gone; the claimer counts it decided.
+ * `holderGone`: its worker is known dead, so its request never ends by itself: it counts
+ * as aborted (its client lost the connection with the worker), which keeps the counters'
+ * identity. A ticket passed over only for its deadline may belong to a worker that
+ * stalled: that request queues again and ends with an outcome of its own.
+ */
+function passOverDead(keys: ScopeKeys, lane: Lane, t: number, holderGone: boolean): void {
   const claimKey = lane.claimPrefix + t;
   const [ok, err] = zones.queue.safe_add(claimKey, DEAD, CLAIM_SLACK);
-  if (ok || err !== "exists") zones.state.incr(keys.decided, 1);
-  else zones.queue.delete(claimKey); // it left after all
+  if (ok || err !== "exists") {
+    zones.state.incr(keys.decided, 1);
+    if (holderGone) counters.count(keys, "aborted");
+  } else {
+    zones.queue.delete(claimKey); // it left after all
+  }
 }
 
 /** Decides ticket t, the next after the head. False: not decidable yet, stop here. */
@@ -206,7 +254,7 @@ function decide(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, now: num
   const q = zones.queue;
   const ticketKey = lane.ticketPrefix + t;
   const claimKey = lane.claimPrefix + t;
-  const [deadline] = q.get(ticketKey);
+  const [deadline, holder] = q.get(ticketKey);
   const [claim] = q.get(claimKey);
   if (claim !== undefined) {
     // It left before its turn ("L"): pass it over at once, whatever the window or the
@@ -226,12 +274,15 @@ function decide(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, now: num
       return false;
     }
     if (now - seen.since < GRACE) return false;
-    passOverDead(keys, lane, t);
+    passOverDead(keys, lane, t, false);
     return true;
   }
-  if ((deadline as number) + GRACE < now) {
-    passOverDead(keys, lane, t);
-  } else if ((paced && !windowHasRoom(keys, now)) || !grant(keys, lane, t, paced, deadline as number, now)) {
+  // Its worker is gone (killed): pass it over now, whatever the window says; never grant
+  // it a lease that nobody would give back.
+  const holderGone = liveness.gone(holder as number | undefined, now);
+  if (holderGone || (deadline as number) + GRACE < now) {
+    passOverDead(keys, lane, t, holderGone);
+  } else if ((paced && !windowHasRoom(keys, now)) || !grant(keys, lane, t, paced, deadline as number, holder as number, now)) {
     return false; // only a grant waits for room in the window
   }
   q.delete(ticketKey);
@@ -367,7 +418,9 @@ export function admit(keys: ScopeKeys, lane: Lane): number | undefined {
   const st = zones.state;
   const [t] = st.incr(lane.seq, 1);
   if (t === undefined) return undefined;
-  const held = heldNow(keys);
+  let held = heldNow(keys);
+  // Full: a killed worker's held requests must not keep the survivors' out.
+  if (held > settings.cfg.max_held && leaveForDead(keys)) held = heldNow(keys);
   if (held > settings.cfg.max_held) {
     // Never written, so never granted: leave() wins the claim ("L") and counts it decided.
     const result = leave(keys, lane, t);
@@ -376,6 +429,43 @@ export function admit(keys: ScopeKeys, lane: Lane): number | undefined {
   }
   if (held > num(st, keys.lastQueue) && modeOf(keys) === "paused") st.safe_set(keys.lastQueue, held);
   return t;
+}
+
+/** Per worker and scope: when this worker last looked for held tickets of dead workers. */
+const deadHeldScanAt: { [scope: string]: number | undefined } = {};
+const DEAD_HELD_SCAN_EVERY = 1;
+
+/**
+ * The queue is full (a request would be refused): the tickets of workers that are gone
+ * leave it now, with "L" as their requests would have had their workers lived (counted
+ * decided, and aborted), instead of counting towards max_held until the head reaches
+ * them after the resume. Looks at every undecided ticket, so at most once a second per
+ * worker and scope, and only when full. True: some left.
+ */
+function leaveForDead(keys: ScopeKeys): boolean {
+  ngx.update_time();
+  const now = ngx.now();
+  const last = deadHeldScanAt[keys.scope];
+  if (last !== undefined && now - last < DEAD_HELD_SCAN_EVERY) return false;
+  deadHeldScanAt[keys.scope] = now;
+  const st = zones.state;
+  const q = zones.queue;
+  let freed = false;
+  for (const lane of [keys.retry, keys.main]) {
+    const seq = num(st, lane.seq);
+    for (let t = num(st, lane.head) + 1; t <= seq; t++) {
+      const [deadline, holder] = q.get(lane.ticketPrefix + t);
+      if (deadline !== undefined && liveness.gone(holder as number | undefined, now)) {
+        const [ok] = q.safe_add(lane.claimPrefix + t, LEFT);
+        if (ok) {
+          st.incr(keys.decided, 1);
+          counters.count(keys, "aborted");
+          freed = true;
+        }
+      }
+    }
+  }
+  return freed;
 }
 
 /**
@@ -403,7 +493,8 @@ export function hold(keys: ScopeKeys, lane: Lane, ticket: number, deadline: numb
   const q = zones.queue;
   let t = ticket;
   while (true) {
-    const [written] = q.safe_add(lane.ticketPrefix + t, deadline);
+    // Its worker's pid in the flags: a ticket of a worker that is gone is passed over.
+    const [written] = q.safe_add(lane.ticketPrefix + t, deadline, 0, liveness.me());
     const watched = waiters.track(w, keys, lane, t, deadline);
     const laneNote = lane.name === "retry" ? " lane=retry" : "";
     ngx.log(ngx.NOTICE, `intermission: hold ${label} scope=${keys.scope} ticket=${t}${laneNote} state=${modeOf(keys)}`);

@@ -8,6 +8,7 @@ import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
 import * as release from "./release";
 import * as waiters from "./waiters";
+import * as persist from "./persist";
 
 export type { Mode };
 export { modeOf };
@@ -53,7 +54,11 @@ function transition(keys: ScopeKeys, fn: (this: void, keys: ScopeKeys) => Change
   const [made, err] = ensureScope(keys, settings.cfg.max_scopes);
   if (!made) return $multi(undefined, err);
   const [change, lockErr] = release.withScopeLock(keys, fn);
-  if (change !== undefined) notify(keys);
+  if (change !== undefined) {
+    notify(keys);
+    // The pauses in force outlive the shared dicts (a binary upgrade): persist.ts.
+    persist.save();
+  }
   return $multi(change, lockErr);
 }
 

@@ -56,10 +56,39 @@ const watch = {
   lastSweep: 0,
   /** release.advance, injected to keep the modules acyclic. */
   advance: undefined as ((this: void, keys: ScopeKeys) => void) | undefined,
+  /** persist.ts: resumes scopes resumed through another master (binary upgrade). */
+  lookOutside: undefined as ((this: void, scopes: ScopeKeys[]) => void) | undefined,
+  lastOutside: 0,
 };
+
+/** How often the watcher lets persist.ts look at the state file. */
+const OUTSIDE_EVERY = 0.5;
 
 export function setAdvance(fn: (this: void, keys: ScopeKeys) => void): void {
   watch.advance = fn;
+}
+
+export function setLookOutside(fn: (this: void, scopes: ScopeKeys[]) => void): void {
+  watch.lookOutside = fn;
+}
+
+/** The scopes this worker holds requests for, to persist.ts, every OUTSIDE_EVERY. */
+function lookOutside(now: number): void {
+  if (watch.lookOutside === undefined || now - watch.lastOutside < OUTSIDE_EVERY) return;
+  watch.lastOutside = now;
+  const scopes: ScopeKeys[] = [];
+  const seen: { [scope: string]: true | undefined } = {};
+  for (const [, q] of pairs(localQueues)) {
+    const keys = (q as LocalQueue).keys;
+    if (seen[keys.scope] === undefined) {
+      seen[keys.scope] = true;
+      scopes.push(keys);
+    }
+  }
+  if (scopes.length > 0) {
+    const [ok, err] = pcall(watch.lookOutside, scopes);
+    if (!ok) ngx.log(ngx.ERR, `intermission: watcher failed to read the state file: ${tostring(err)}`);
+  }
 }
 
 /** Wakes this worker's watcher now instead of at its next poll. */
@@ -143,6 +172,7 @@ function watcher(this: void, _premature: boolean): void {
       watch.lastSweep = now;
       sweep(now);
     }
+    lookOutside(now);
     if (watch.waiting <= 0) break;
     sema.wait(nextLook(now));
   }
