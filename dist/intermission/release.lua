@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, reclaimExpired, windowHasRoom, grant, passOverDead, decide, pending, drainLane, step, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, unwritten
+local tryLock, settleLease, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, pending, drainLane, step, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, unwritten
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -11,6 +11,8 @@ local modeOf = ____mode.modeOf
 local writeMode = ____mode.writeMode
 local waiters = require("intermission.waiters")
 local ready = require("intermission.ready")
+local ____burst = require("intermission.burst")
+local logOnce = ____burst.logOnce
 function tryLock(keys)
     local ok = zones.state:safe_add(keys.lock, true, LOCK_TTL)
     return ok
@@ -127,11 +129,18 @@ function grant(keys, lane, t, paced, deadline, now)
         end
     end
     local claimKey = lane.claimPrefix .. tostring(t)
-    local won, err = q:safe_add(
-        claimKey,
-        lease,
-        math.max(deadline - now, 0) + CLAIM_SLACK
-    )
+    local claimTtl = math.max(deadline - now, 0) + CLAIM_SLACK
+    local won, err = q:safe_add(claimKey, lease, claimTtl)
+    if not won and err ~= "exists" then
+        q:delete(lane.ticketPrefix .. tostring(t))
+        won, err = q:safe_add(claimKey, lease, claimTtl)
+        if not won and err ~= "exists" then
+            q:safe_add(
+                lane.ticketPrefix .. tostring(t),
+                deadline
+            )
+        end
+    end
     if won then
         st:incr(keys.decided, 1)
         return true
@@ -140,23 +149,37 @@ function grant(keys, lane, t, paced, deadline, now)
         settleLease(keys, lease, "unused")
     end
     if err ~= "exists" then
-        ngx.log(
+        logOnce(
             ngx.ERR,
-            (((("intermission: cannot grant ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. ": ") .. tostring(err)
+            "grant",
+            ((((((("intermission: cannot grant ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. ": ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small); the release waits"
         )
         return false
     end
     q:delete(claimKey)
     return true
 end
+function countPassedOver(keys)
+    local st = zones.state
+    if num(st, keys.unclaimed) > 0 then
+        local left = st:incr(keys.unclaimed, -1)
+        if left ~= nil and left >= 0 then
+            return
+        end
+        if left ~= nil then
+            st:incr(keys.unclaimed, 1)
+        end
+    end
+    st:incr(keys.decided, 1)
+end
 function passOverDead(keys, lane, t)
     local claimKey = lane.claimPrefix .. tostring(t)
     local ok, err = zones.queue:safe_add(claimKey, DEAD, CLAIM_SLACK)
-    if ok or err ~= "exists" then
-        zones.state:incr(keys.decided, 1)
-    else
+    if not ok and err == "exists" then
         zones.queue:delete(claimKey)
+        return
     end
+    countPassedOver(keys)
 end
 function decide(keys, lane, t, paced, now)
     local q = zones.queue
@@ -175,8 +198,12 @@ function decide(keys, lane, t, paced, now)
     end
     if deadline == nil then
         local seen = unwritten[lane.seq]
-        if seen == nil or seen.ticket ~= t then
-            unwritten[lane.seq] = {ticket = t, since = now}
+        if seen == nil or t < seen.ticket or t > seen.upto then
+            unwritten[lane.seq] = {
+                ticket = t,
+                since = now,
+                upto = num(zones.state, lane.seq)
+            }
             return false
         end
         if now - seen.since < GRACE then
@@ -356,12 +383,18 @@ local function leave(keys, lane, t)
     local q = zones.queue
     local claimKey = lane.claimPrefix .. tostring(t)
     local ok, err = q:safe_add(claimKey, LEFT)
+    if not ok and err ~= "exists" then
+        q:delete(lane.ticketPrefix .. tostring(t))
+        ok, err = q:safe_add(claimKey, LEFT)
+    end
     if ok or err ~= "exists" then
         if not ok then
-            ngx.log(
+            logOnce(
                 ngx.ERR,
-                (((("intermission: cannot record that ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. " left: ") .. tostring(err)
+                "leave",
+                ((((((("intermission: cannot record that ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. " left: ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small)"
             )
+            zones.state:incr(keys.unclaimed, 1)
         end
         zones.state:incr(keys.decided, 1)
         ____exports.advance(keys)
@@ -390,28 +423,58 @@ function ____exports.heldNow(keys)
         num(st, keys.main.seq) + num(st, keys.retry.seq) - decided
     )
 end
---- Takes a ticket in `lane`: from this incr on the request counts as held, and nothing is
--- left to undo if its worker dies (an unwritten ticket is passed over as dead after the
--- grace, which counts it decided). undefined: max_held were held already; the ticket is
--- left at once, as any leave ("L").
-function ____exports.admit(keys, lane)
+--- max_held are held already: a request is refused before it takes anything.
+function ____exports.atCapacity(keys)
+    return ____exports.heldNow(keys) >= settings.cfg.max_held
+end
+--- Gives up a ticket that was never handed to hold(): as any leave ("L").
+local function giveUp(keys, lane, t)
+    local result = leave(keys, lane, t)
+    if type(result) == "number" then
+        ____exports.returnLease(keys, result, "unused")
+    end
+end
+--- Takes a ticket in `lane` and writes its deadline (w|t): from the incr on the request
+-- counts as held, and nothing is left to undo if its worker dies (an unwritten ticket is
+-- passed over as dead after the grace, which counts it decided).
+-- 
+-- A refusal costs the queue nothing that outlives the request: max_held is checked before
+-- the ticket is taken, so a storm of refused requests takes no ticket, writes no claim and
+-- leaves nothing for the head to pass. Only the race after the incr (several workers past
+-- the check at once) gives a ticket up again ("L", passed over by the head later): at
+-- most one per worker and freed place. A ticket whose deadline cannot be written (the
+-- queue zone is full) is given up too: the request is answered 503, never forwarded.
+function ____exports.admit(keys, lane, deadline)
     local st = zones.state
+    if ____exports.atCapacity(keys) then
+        return nil, "held"
+    end
     local t = st:incr(lane.seq, 1)
     if t == nil then
-        return nil
+        return nil, "full"
     end
     local held = ____exports.heldNow(keys)
     if held > settings.cfg.max_held then
-        local result = leave(keys, lane, t)
-        if type(result) == "number" then
-            ____exports.returnLease(keys, result, "unused")
-        end
-        return nil
+        giveUp(keys, lane, t)
+        return nil, "held"
+    end
+    local written, err = zones.queue:safe_add(
+        lane.ticketPrefix .. tostring(t),
+        deadline
+    )
+    if not written then
+        logOnce(
+            ngx.ERR,
+            "ticket",
+            ((((("intermission: cannot hold a request in scope " .. keys.scope) .. ": ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small); answering 503"
+        )
+        giveUp(keys, lane, t)
+        return nil, "full"
     end
     if held > num(st, keys.lastQueue) and modeOf(keys) == "paused" then
         st:safe_set(keys.lastQueue, held)
     end
-    return t
+    return t, nil
 end
 --- A grant met at or after the request's deadline (found there, or while leaving) while
 -- the scope is stopped again, with on_timeout = "reject": its lease goes back unused and
@@ -427,7 +490,7 @@ local function refusedAsLate(keys, deadline)
     local mode = modeOf(keys)
     return mode == "paused" or mode == "maintenance"
 end
---- Holds an admitted request (ticket t from admit) in a lane: "main" for a new request,
+--- Holds an admitted request (ticket t from admit, its deadline written) in a lane: "main" for a new request,
 -- "retry" for a released one whose upstream connection failed, until its ticket is
 -- granted, its deadline passes, its client goes away or the scope enters maintenance.
 -- Returns the outcome and, when released, the lease the caller returns once the response
@@ -438,10 +501,21 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
     local t = ticket
     while true do
         do
-            local written = q:safe_add(
-                lane.ticketPrefix .. tostring(t),
-                deadline
-            )
+            if t ~= ticket then
+                local written, err = q:safe_add(
+                    lane.ticketPrefix .. tostring(t),
+                    deadline
+                )
+                if not written then
+                    logOnce(
+                        ngx.ERR,
+                        "ticket",
+                        ((((("intermission: cannot hold a request in scope " .. keys.scope) .. " again: ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small); answering 503"
+                    )
+                    giveUp(keys, lane, t)
+                    return "error", 0
+                end
+            end
             local watched = waiters.track(
                 w,
                 keys,
@@ -454,10 +528,6 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                 ngx.NOTICE,
                 ((((((("intermission: hold " .. label) .. " scope=") .. keys.scope) .. " ticket=") .. tostring(t)) .. laneNote) .. " state=") .. modeOf(keys)
             )
-            if not written then
-                ____exports.abandon(w)
-                return "error", 0
-            end
             ____exports.advance(keys)
             local outcome = "timeout"
             while true do
@@ -508,7 +578,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue80
+                    goto __continue90
                 end
                 return outcome, 0
             end
@@ -519,7 +589,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue80::
+        ::__continue90::
     end
 end
 waiters.setAdvance(____exports.advance)

@@ -65,6 +65,7 @@ local function makeKeys(scope)
         },
         stop = p .. "stop",
         decided = p .. "decided",
+        unclaimed = p .. "unclm",
         used = p .. "used",
         window = p .. "window",
         backoffUntil = p .. "boff",
@@ -108,6 +109,7 @@ local function numericKeys(keys)
         keys.retry.head,
         keys.stop,
         keys.decided,
+        keys.unclaimed,
         keys.used,
         keys.window,
         keys.backoffUntil,
@@ -162,6 +164,7 @@ function ____exports.upgradeScopes()
     for ____, scope in ipairs(____exports.knownScopes()) do
         do
             local keys = ____exports.keysFor(scope)
+            zone:safe_add(keys.unclaimed, 0)
             if (zone:get(keys.decided)) ~= nil then
                 goto __continue21
             end

@@ -26,6 +26,7 @@ import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
 import * as waiters from "./waiters";
 import * as ready from "./ready";
+import { logOnce } from "./burst";
 
 const LEFT = "L";
 const DEAD = "D";
@@ -157,8 +158,13 @@ function windowHasRoom(keys: ScopeKeys, now: number): boolean {
 
 // ---- the advancer ---------------------------------------------------------------------
 
-/** Per worker and lane: the first ticket seen issued but unwritten, and since when. */
-const unwritten: { [laneSeq: string]: { ticket: number; since: number } | undefined } = {};
+/**
+ * Per worker and lane: the first ticket seen issued but unwritten, since when, and the
+ * lane's tail at that moment: every ticket up to it was issued before `since`, so once
+ * GRACE has passed, each of them still unwritten is gone, without a grace of its own
+ * (a run of them, after a full zone or a crash, costs one GRACE, not one per ticket).
+ */
+const unwritten: { [laneSeq: string]: { ticket: number; since: number; upto: number } | undefined } = {};
 
 /** Grants ticket t; false when the queue zone is full (the head must not move). */
 function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline: number, now: number): boolean {
@@ -179,26 +185,56 @@ function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline:
     }
   }
   const claimKey = lane.claimPrefix + t;
-  const [won, err] = q.safe_add(claimKey, lease, math.max(deadline - now, 0) + CLAIM_SLACK);
+  const claimTtl = math.max(deadline - now, 0) + CLAIM_SLACK;
+  let [won, err] = q.safe_add(claimKey, lease, claimTtl);
+  if (!won && err !== "exists") {
+    // The queue zone is full (of held tickets, say, right after a resume): the ticket's
+    // deadline key, deleted after every grant anyway, makes room for its claim first.
+    q.delete(lane.ticketPrefix + t);
+    [won, err] = q.safe_add(claimKey, lease, claimTtl);
+    if (!won && err !== "exists") q.safe_add(lane.ticketPrefix + t, deadline); // as it was
+  }
   if (won) {
     st.incr(keys.decided, 1);
     return true;
   }
   if (lease > 0) settleLease(keys, lease, "unused");
   if (err !== "exists") {
-    ngx.log(ngx.ERR, `intermission: cannot grant ticket ${t} of scope ${keys.scope}: ${err}`);
+    logOnce(ngx.ERR, "grant", `intermission: cannot grant ticket ${t} of scope ${keys.scope}: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small); the release waits`);
     return false;
   }
   q.delete(claimKey); // it left before its turn ("L"): pass it over
   return true;
 }
 
-/** Claims a ticket on behalf of a request that is gone; the claimer counts it decided. */
+/**
+ * Counts a ticket decided that has no claim of its own request: unless a credit says
+ * that some request already counted itself without writing its claim (the queue zone was
+ * full when it left), then the credit is spent instead. Which ticket a credit was owed
+ * for does not matter: each such ticket is passed by the head once, and spends or counts
+ * once, so `decided` comes out right (off by one at most while a pass is under way).
+ */
+function countPassedOver(keys: ScopeKeys): void {
+  const st = zones.state;
+  if (num(st, keys.unclaimed) > 0) {
+    const [left] = st.incr(keys.unclaimed, -1);
+    if (left !== undefined && left >= 0) return;
+    if (left !== undefined) st.incr(keys.unclaimed, 1); // spent by another advancer meanwhile
+  }
+  st.incr(keys.decided, 1);
+}
+
+/** Claims a ticket on behalf of a request that is gone: the claimer counts it decided. */
 function passOverDead(keys: ScopeKeys, lane: Lane, t: number): void {
   const claimKey = lane.claimPrefix + t;
   const [ok, err] = zones.queue.safe_add(claimKey, DEAD, CLAIM_SLACK);
-  if (ok || err !== "exists") zones.state.incr(keys.decided, 1);
-  else zones.queue.delete(claimKey); // it left after all
+  if (!ok && err === "exists") {
+    zones.queue.delete(claimKey); // it left after all, and counted itself
+    return;
+  }
+  // Not written (a full zone) is the same as written: no request claimed it, so it is
+  // counted here, once (a request that left without a claim left a credit instead).
+  countPassedOver(keys);
 }
 
 /** Decides ticket t, the next after the head. False: not decidable yet, stop here. */
@@ -221,8 +257,8 @@ function decide(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, now: num
     // Issued, not yet written: its request is between two statements, or its worker
     // died right there. Wait for it, a grace period at most.
     const seen = unwritten[lane.seq];
-    if (seen === undefined || seen.ticket !== t) {
-      unwritten[lane.seq] = { ticket: t, since: now };
+    if (seen === undefined || t < seen.ticket || t > seen.upto) {
+      unwritten[lane.seq] = { ticket: t, since: now, upto: num(zones.state, lane.seq) };
       return false;
     }
     if (now - seen.since < GRACE) return false;
@@ -327,9 +363,21 @@ export function advance(keys: ScopeKeys): void {
 function leave(keys: ScopeKeys, lane: Lane, t: number): number | "left" | "dead" {
   const q = zones.queue;
   const claimKey = lane.claimPrefix + t;
-  const [ok, err] = q.safe_add(claimKey, LEFT);
+  let [ok, err] = q.safe_add(claimKey, LEFT);
+  if (!ok && err !== "exists") {
+    // The queue zone is full. This ticket's own deadline key makes room for its claim;
+    // without it the advancer sees the ticket as unwritten until the claim lands.
+    q.delete(lane.ticketPrefix + t);
+    [ok, err] = q.safe_add(claimKey, LEFT);
+  }
   if (ok || err !== "exists") {
-    if (!ok) ngx.log(ngx.ERR, `intermission: cannot record that ticket ${t} of scope ${keys.scope} left: ${err}`);
+    if (!ok) {
+      // Still no room: the request counts itself decided and leaves a credit, which the
+      // advancer spends when it passes this claimless ticket (countPassedOver), so the
+      // ticket is not counted twice. The credit goes first: a pass in between spends it.
+      logOnce(ngx.ERR, "leave", `intermission: cannot record that ticket ${t} of scope ${keys.scope} left: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small)`);
+      zones.state.incr(keys.unclaimed, 1);
+    }
     zones.state.incr(keys.decided, 1);
     advance(keys);
     return "left";
@@ -357,25 +405,51 @@ export function heldNow(keys: ScopeKeys): number {
   return math.max(0, num(st, keys.main.seq) + num(st, keys.retry.seq) - decided);
 }
 
+/** max_held are held already: a request is refused before it takes anything. */
+export function atCapacity(keys: ScopeKeys): boolean {
+  return heldNow(keys) >= settings.cfg.max_held;
+}
+
+/** Why admit() refused: max_held were held, or the queue zone had no room for the ticket. */
+export type Refusal = "held" | "full";
+
+/** Gives up a ticket that was never handed to hold(): as any leave ("L"). */
+function giveUp(keys: ScopeKeys, lane: Lane, t: number): void {
+  const result = leave(keys, lane, t);
+  if (type(result) === "number") returnLease(keys, result as number, "unused");
+}
+
 /**
- * Takes a ticket in `lane`: from this incr on the request counts as held, and nothing is
- * left to undo if its worker dies (an unwritten ticket is passed over as dead after the
- * grace, which counts it decided). undefined: max_held were held already; the ticket is
- * left at once, as any leave ("L").
+ * Takes a ticket in `lane` and writes its deadline (w|t): from the incr on the request
+ * counts as held, and nothing is left to undo if its worker dies (an unwritten ticket is
+ * passed over as dead after the grace, which counts it decided).
+ *
+ * A refusal costs the queue nothing that outlives the request: max_held is checked before
+ * the ticket is taken, so a storm of refused requests takes no ticket, writes no claim and
+ * leaves nothing for the head to pass. Only the race after the incr (several workers past
+ * the check at once) gives a ticket up again ("L", passed over by the head later): at
+ * most one per worker and freed place. A ticket whose deadline cannot be written (the
+ * queue zone is full) is given up too: the request is answered 503, never forwarded.
  */
-export function admit(keys: ScopeKeys, lane: Lane): number | undefined {
+export function admit(keys: ScopeKeys, lane: Lane, deadline: number): LuaMultiReturn<[number | undefined, Refusal | undefined]> {
   const st = zones.state;
+  if (atCapacity(keys)) return $multi(undefined, "held");
   const [t] = st.incr(lane.seq, 1);
-  if (t === undefined) return undefined;
+  if (t === undefined) return $multi(undefined, "full");
   const held = heldNow(keys);
   if (held > settings.cfg.max_held) {
     // Never written, so never granted: leave() wins the claim ("L") and counts it decided.
-    const result = leave(keys, lane, t);
-    if (type(result) === "number") returnLease(keys, result as number, "unused");
-    return undefined;
+    giveUp(keys, lane, t);
+    return $multi(undefined, "held");
+  }
+  const [written, err] = zones.queue.safe_add(lane.ticketPrefix + t, deadline);
+  if (!written) {
+    logOnce(ngx.ERR, "ticket", `intermission: cannot hold a request in scope ${keys.scope}: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small); answering 503`);
+    giveUp(keys, lane, t);
+    return $multi(undefined, "full");
   }
   if (held > num(st, keys.lastQueue) && modeOf(keys) === "paused") st.safe_set(keys.lastQueue, held);
-  return t;
+  return $multi(t, undefined);
 }
 
 /**
@@ -392,7 +466,7 @@ function refusedAsLate(keys: ScopeKeys, deadline: number): boolean {
 }
 
 /**
- * Holds an admitted request (ticket t from admit) in a lane: "main" for a new request,
+ * Holds an admitted request (ticket t from admit, its deadline written) in a lane: "main" for a new request,
  * "retry" for a released one whose upstream connection failed, until its ticket is
  * granted, its deadline passes, its client goes away or the scope enters maintenance.
  * Returns the outcome and, when released, the lease the caller returns once the response
@@ -403,14 +477,18 @@ export function hold(keys: ScopeKeys, lane: Lane, ticket: number, deadline: numb
   const q = zones.queue;
   let t = ticket;
   while (true) {
-    const [written] = q.safe_add(lane.ticketPrefix + t, deadline);
+    // admit() wrote the first ticket's deadline; a ticket taken again (below) is written here.
+    if (t !== ticket) {
+      const [written, err] = q.safe_add(lane.ticketPrefix + t, deadline);
+      if (!written) {
+        logOnce(ngx.ERR, "ticket", `intermission: cannot hold a request in scope ${keys.scope} again: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small); answering 503`);
+        giveUp(keys, lane, t);
+        return $multi("error", 0);
+      }
+    }
     const watched = waiters.track(w, keys, lane, t, deadline);
     const laneNote = lane.name === "retry" ? " lane=retry" : "";
     ngx.log(ngx.NOTICE, `intermission: hold ${label} scope=${keys.scope} ticket=${t}${laneNote} state=${modeOf(keys)}`);
-    if (!written) {
-      abandon(w);
-      return $multi("error", 0);
-    }
     advance(keys);
 
     let outcome: Outcome = "timeout";

@@ -49,6 +49,12 @@ export interface ScopeKeys {
    * held and queueing it.
    */
   decided: string;
+  /**
+   * Tickets counted in `decided` whose claim could not be written (the queue zone was
+   * full when their request left): credits the advancer spends when it passes a ticket
+   * with no claim, instead of counting that ticket decided a second time.
+   */
+  unclaimed: string;
   /** Window leases in use, the current (slow-start) window, and the back-off after a failure. */
   used: string;
   window: string;
@@ -119,6 +125,7 @@ function makeKeys(scope: string): ScopeKeys {
     retry: { name: "retry", seq: `${p}rseq`, head: `${p}rhead`, ticketPrefix: `${p}rw|`, claimPrefix: `${p}rc|` },
     stop: `${p}stop`,
     decided: `${p}decided`,
+    unclaimed: `${p}unclm`,
     used: `${p}used`,
     window: `${p}window`,
     backoffUntil: `${p}boff`,
@@ -158,7 +165,7 @@ export function scopeExists(keys: ScopeKeys): boolean {
 
 /** The numeric keys every scope has from its creation on; incr() needs them to exist. */
 function numericKeys(keys: ScopeKeys): string[] {
-  return [keys.dirty, keys.main.seq, keys.main.head, keys.retry.seq, keys.retry.head, keys.stop, keys.decided,
+  return [keys.dirty, keys.main.seq, keys.main.head, keys.retry.seq, keys.retry.head, keys.stop, keys.decided, keys.unclaimed,
     keys.used, keys.window, keys.backoffUntil, keys.backoffStep, keys.leaseSeq, keys.leaseOldest, keys.since,
     keys.until, keys.readyUntil, keys.lastQueue, keys.lastPause];
 }
@@ -203,6 +210,7 @@ export function upgradeScopes(): void {
   const zone = zones.state;
   for (const scope of knownScopes()) {
     const keys = keysFor(scope);
+    zone.safe_add(keys.unclaimed, 0); // 0.2.0 and earlier: no credits were ever owed
     if (zone.get(keys.decided)[0] !== undefined) continue;
     const heldThen = num(zone, `${scope}|held`);
     zone.safe_add(keys.decided, math.max(0, num(zone, keys.main.seq) + num(zone, keys.retry.seq) - heldThen));
