@@ -222,7 +222,10 @@ local function alwaysPasses(uri)
             return true
         end
     end
-    local pattern = ngxVar.intermission_privileged_user_agent or cfg.privileged_user_agent
+    local pattern = ngxVar.intermission_privileged_user_agent
+    if pattern == nil or pattern == "" then
+        pattern = cfg.privileged_user_agent
+    end
     if pattern ~= nil and pattern ~= "" then
         local ua = ngxVar.http_user_agent
         if ua ~= nil then
@@ -237,7 +240,7 @@ local function alwaysPasses(uri)
     end
     return false
 end
---- Seconds this location may hold a request: $intermission_max_time, else max_hold.
+--- Seconds this location may hold a request: $intermission_max_time, else (unset, empty, not a positive number) max_hold.
 local function maxHoldHere()
     local v = ngxVar.intermission_max_time
     if v ~= nil then

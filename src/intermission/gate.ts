@@ -82,7 +82,10 @@ function alwaysPasses(uri: string | undefined): boolean {
     // hold the requests that are to resume the others.
     if (isControl(uri)) return true;
   }
-  const pattern = ngxVar.intermission_privileged_user_agent ?? cfg.privileged_user_agent;
+  // Unset or empty here falls back to setup()'s: a variable `set` in one location reads ""
+  // in every other one (and a `map ... { default ""; }` reads "" wherever it is not set).
+  let pattern = ngxVar.intermission_privileged_user_agent;
+  if (pattern === undefined || pattern === "") pattern = cfg.privileged_user_agent;
   if (pattern !== undefined && pattern !== "") {
     const ua = ngxVar.http_user_agent;
     if (ua !== undefined) {
@@ -94,7 +97,7 @@ function alwaysPasses(uri: string | undefined): boolean {
   return false;
 }
 
-/** Seconds this location may hold a request: $intermission_max_time, else max_hold. */
+/** Seconds this location may hold a request: $intermission_max_time, else (unset, empty, not a positive number) max_hold. */
 function maxHoldHere(): number {
   const v = ngxVar.intermission_max_time;
   if (v !== undefined) {
