@@ -4,7 +4,9 @@ local zones = ____shm.zones
 local FLUSH_EVERY = 8
 --- Seconds after which a worker's count, once it reached 0 or moved, is published.
 local PUBLISH_AFTER = 0.2
-local KEY_PREFIX = "inflight|"
+local KEY_PREFIX = "#inflight|"
+--- Workers of 0.2.0 and earlier (an old generation during a reload): "inflight|<pid>", digits only.
+local LEGACY_PATTERN = "^inflight|%d+$"
 local KEY_TTL = 3600
 local here = 0
 --- What this worker last published.
@@ -95,7 +97,7 @@ function ____exports.total()
     end
     local sum = here
     for ____, k in ipairs(zone:get_keys(0)) do
-        if k ~= key and string.sub(k, 1, prefixLength) == KEY_PREFIX then
+        if k ~= key and (string.sub(k, 1, prefixLength) == KEY_PREFIX or (string.match(k, LEGACY_PATTERN)) ~= nil) then
             local v = zone:get(k)
             if type(v) == "number" then
                 sum = sum + v

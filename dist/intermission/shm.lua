@@ -17,9 +17,19 @@ ____exports.LOCK_KEY = "lock"
 --- Global key: how many scopes exist (bounded by max_scopes).
 ____exports.SCOPE_COUNT_KEY = "scopes"
 --- Global key, fleet mode with fleet_release_window: this node's share of the fleet's window.
-____exports.FLEET_SHARE_KEY = "fleet|share"
+____exports.FLEET_SHARE_KEY = "#fleet|share"
+--- Fleet mode: set by setup() on a cold start, requests wait for the first sync (fleet/sync.ts).
+____exports.FLEET_PENDING_KEY = "#fleet|pending"
+--- Fleet mode: the node has synced once (a reload finds it and does not wait again).
+____exports.FLEET_SYNCED_KEY = "#fleet|synced"
+--- Fleet mode: the last sync error.
+____exports.FLEET_ERROR_KEY = "#fleet|error"
 --- Marks a scope as known, for status and metrics.
-____exports.SCOPE_MARK_PREFIX = "scope|"
+____exports.SCOPE_MARK_PREFIX = "#scope|"
+--- 0.2.0 and earlier: the mark's prefix, which the scope named "scope" shared.
+local LEGACY_MARK_PREFIX = "scope|"
+--- 0.2.0 and earlier: the fleet's keys, and what they are called now.
+local LEGACY_FLEET_KEYS = {{"fleet|share", ____exports.FLEET_SHARE_KEY}, {"fleet|pending", ____exports.FLEET_PENDING_KEY}, {"fleet|synced", ____exports.FLEET_SYNCED_KEY}}
 ____exports.zones = {state = nil, queue = nil, counters = nil}
 --- Binds the zones named by the `dict` option; called by setup() and again per worker.
 function ____exports.bindZones(name)
@@ -155,18 +165,64 @@ function ____exports.ensureScope(keys, maxScopes)
     end
     return true, nil
 end
+--- Keys of 0.2.0 and earlier, whose zones outlive a reload, under their names now: the
+-- scope marks "scope|<name>" (one whose scope really has state: its numeric keys were
+-- made before the mark) and the fleet's keys. The old ones are deleted, so that a scope
+-- named "scope" or "fleet" never meets them.
+local function upgradeKeys()
+    local zone = ____exports.zones.state
+    local prefixLength = #LEGACY_MARK_PREFIX
+    for ____, key in ipairs(zone:get_keys(0)) do
+        do
+            if string.sub(key, 1, prefixLength) ~= LEGACY_MARK_PREFIX then
+                goto __continue21
+            end
+            local scope = string.sub(key, prefixLength + 1)
+            local value = zone:get(key)
+            local seq = zone:get(scope .. "|seq")
+            if value == true and type(seq) == "number" and (string.match(scope, "^[%w%._:%-]+$")) ~= nil then
+                local ok, err = zone:safe_add(____exports.SCOPE_MARK_PREFIX .. scope, true)
+                if not ok and err ~= "exists" then
+                    ngx.log(
+                        ngx.ERR,
+                        (("intermission: cannot carry over scope " .. scope) .. " of an earlier version: ") .. tostring(err)
+                    )
+                    goto __continue21
+                end
+                zone:delete(key)
+            end
+        end
+        ::__continue21::
+    end
+    for ____, ____value in ipairs(LEGACY_FLEET_KEYS) do
+        local old = ____value[1]
+        local now = ____value[2]
+        do
+            local value = zone:get(old)
+            if value == nil then
+                goto __continue26
+            end
+            local ok, err = zone:safe_add(now, value)
+            if ok or err == "exists" then
+                zone:delete(old)
+            end
+        end
+        ::__continue26::
+    end
+end
 --- Scopes made by an earlier version counted their held requests in `<scope>|held` and have
 -- no `decided`; the zones outlive a reload, so setup() gives them one: the tickets issued
 -- minus those held then. Without it incr(decided) would fail and every ticket ever issued
 -- would count as held (a full queue at the next pause).
 function ____exports.upgradeScopes()
     local zone = ____exports.zones.state
+    upgradeKeys()
     for ____, scope in ipairs(____exports.knownScopes()) do
         do
             local keys = ____exports.keysFor(scope)
             zone:safe_add(keys.unclaimed, 0)
             if (zone:get(keys.decided)) ~= nil then
-                goto __continue21
+                goto __continue31
             end
             local heldThen = ____exports.num(zone, scope .. "|held")
             zone:safe_add(
@@ -177,7 +233,7 @@ function ____exports.upgradeScopes()
                 )
             )
         end
-        ::__continue21::
+        ::__continue31::
     end
 end
 return ____exports

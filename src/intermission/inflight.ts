@@ -11,13 +11,16 @@
 // PUBLISH_AFTER in a busy worker, and never while the worker is idle.
 //
 // Keys are per worker pid, so the workers of a reload never overwrite each other; they
-// expire an hour after the last publish, which clears what a crashed worker left.
+// expire an hour after the last publish, which clears what a crashed worker left. They
+// start with "#", which no scope name can (shm.ts): the scope "inflight" is summed by no one.
 import { zones } from "./shm";
 
 const FLUSH_EVERY = 8;
 /** Seconds after which a worker's count, once it reached 0 or moved, is published. */
 const PUBLISH_AFTER = 0.2;
-const KEY_PREFIX = "inflight|";
+const KEY_PREFIX = "#inflight|";
+/** Workers of 0.2.0 and earlier (an old generation during a reload): "inflight|<pid>", digits only. */
+const LEGACY_PATTERN = "^inflight|%d+$";
 const KEY_TTL = 3600;
 
 let here = 0;
@@ -89,7 +92,7 @@ export function total(): number {
   if (published !== here) publish();
   let sum = here;
   for (const k of zone.get_keys(0)) {
-    if (k !== key && string.sub(k, 1, prefixLength) === KEY_PREFIX) {
+    if (k !== key && (string.sub(k, 1, prefixLength) === KEY_PREFIX || string.match(k, LEGACY_PATTERN)[0] !== undefined)) {
       const [v] = zone.get(k);
       if (type(v) === "number") sum += v as number;
     }

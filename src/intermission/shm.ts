@@ -10,6 +10,14 @@
 //                    statistics, so plain incr with an initial value is fine.
 // Key names are built once per scope and per worker and then reused, so the hot path
 // never builds a string.
+//
+// Namespaces. A scope's keys are `<scope>|<suffix>`, and a scope name is 1-64 of
+// A-Z a-z 0-9 . _ : - (params.validScope), so it never holds "|" or "#". Every other key
+// either has no "|" at all ("busy", "lock", "scopes", "control_prefix": no scope key can
+// equal one) or starts with "#" ("#scope|<name>", "#inflight|<pid>", "#prober|<scope>",
+// "#fleet|..."), which no scope name can: no scope, whatever its name, reaches another
+// key, and a scan by prefix ("#scope|", "#inflight|") finds only its own family. 0.2.0
+// and earlier named those families without the "#"; upgradeScopes() moves what they left.
 
 /** One FIFO of tickets: the main queue, or the retry lane ahead of it. */
 export interface Lane {
@@ -81,9 +89,19 @@ export const LOCK_KEY = "lock";
 /** Global key: how many scopes exist (bounded by max_scopes). */
 export const SCOPE_COUNT_KEY = "scopes";
 /** Global key, fleet mode with fleet_release_window: this node's share of the fleet's window. */
-export const FLEET_SHARE_KEY = "fleet|share";
+export const FLEET_SHARE_KEY = "#fleet|share";
+/** Fleet mode: set by setup() on a cold start, requests wait for the first sync (fleet/sync.ts). */
+export const FLEET_PENDING_KEY = "#fleet|pending";
+/** Fleet mode: the node has synced once (a reload finds it and does not wait again). */
+export const FLEET_SYNCED_KEY = "#fleet|synced";
+/** Fleet mode: the last sync error. */
+export const FLEET_ERROR_KEY = "#fleet|error";
 /** Marks a scope as known, for status and metrics. */
-export const SCOPE_MARK_PREFIX = "scope|";
+export const SCOPE_MARK_PREFIX = "#scope|";
+/** 0.2.0 and earlier: the mark's prefix, which the scope named "scope" shared. */
+const LEGACY_MARK_PREFIX = "scope|";
+/** 0.2.0 and earlier: the fleet's keys, and what they are called now. */
+const LEGACY_FLEET_KEYS: [string, string][] = [["fleet|share", FLEET_SHARE_KEY], ["fleet|pending", FLEET_PENDING_KEY], ["fleet|synced", FLEET_SYNCED_KEY]];
 
 export const zones: { state: NgxSharedDict; queue: NgxSharedDict; counters: NgxSharedDict } = {
   state: undefined as unknown as NgxSharedDict,
@@ -201,6 +219,37 @@ export function ensureScope(keys: ScopeKeys, maxScopes: number): LuaMultiReturn<
 }
 
 /**
+ * Keys of 0.2.0 and earlier, whose zones outlive a reload, under their names now: the
+ * scope marks "scope|<name>" (one whose scope really has state: its numeric keys were
+ * made before the mark) and the fleet's keys. The old ones are deleted, so that a scope
+ * named "scope" or "fleet" never meets them.
+ */
+function upgradeKeys(): void {
+  const zone = zones.state;
+  const prefixLength = LEGACY_MARK_PREFIX.length;
+  for (const key of zone.get_keys(0)) {
+    if (string.sub(key, 1, prefixLength) !== LEGACY_MARK_PREFIX) continue;
+    const scope = string.sub(key, prefixLength + 1);
+    const [value] = zone.get(key);
+    const [seq] = zone.get(`${scope}|seq`);
+    if (value === true && type(seq) === "number" && string.match(scope, "^[%w%._:%-]+$")[0] !== undefined) {
+      const [ok, err] = zone.safe_add(SCOPE_MARK_PREFIX + scope, true);
+      if (!ok && err !== "exists") {
+        ngx.log(ngx.ERR, `intermission: cannot carry over scope ${scope} of an earlier version: ${err}`);
+        continue; // kept under its old name, to be carried over at the next start
+      }
+      zone.delete(key);
+    }
+  }
+  for (const [old, now] of LEGACY_FLEET_KEYS) {
+    const [value] = zone.get(old);
+    if (value === undefined) continue;
+    const [ok, err] = zone.safe_add(now, value);
+    if (ok || err === "exists") zone.delete(old);
+  }
+}
+
+/**
  * Scopes made by an earlier version counted their held requests in `<scope>|held` and have
  * no `decided`; the zones outlive a reload, so setup() gives them one: the tickets issued
  * minus those held then. Without it incr(decided) would fail and every ticket ever issued
@@ -208,6 +257,7 @@ export function ensureScope(keys: ScopeKeys, maxScopes: number): LuaMultiReturn<
  */
 export function upgradeScopes(): void {
   const zone = zones.state;
+  upgradeKeys();
   for (const scope of knownScopes()) {
     const keys = keysFor(scope);
     zone.safe_add(keys.unclaimed, 0); // 0.2.0 and earlier: no credits were ever owed

@@ -7,6 +7,9 @@ local keysFor = ____shm.keysFor
 local knownScopes = ____shm.knownScopes
 local BUSY_KEY = ____shm.BUSY_KEY
 local FLEET_SHARE_KEY = ____shm.FLEET_SHARE_KEY
+local FLEET_PENDING_KEY = ____shm.FLEET_PENDING_KEY
+local FLEET_SYNCED_KEY = ____shm.FLEET_SYNCED_KEY
+local FLEET_ERROR_KEY = ____shm.FLEET_ERROR_KEY
 local num = ____shm.num
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
@@ -52,9 +55,9 @@ function ____exports.refreshShare()
     )
 end
 --- Set by setup() on a cold start: requests wait for the first sync (bounded).
-____exports.PENDING_KEY = "fleet|pending"
-local SYNCED_KEY = "fleet|synced"
-local ERROR_KEY = "fleet|error"
+____exports.PENDING_KEY = FLEET_PENDING_KEY
+local SYNCED_KEY = FLEET_SYNCED_KEY
+local ERROR_KEY = FLEET_ERROR_KEY
 --- A heartbeat lives this long unless refreshed: a node that stops drops out of status after it.
 ____exports.NODE_TTL_MS = 15000
 --- Seconds between checks while every scope here runs, and while one is paused or in maintenance (each x0.8-1.2).

@@ -11,7 +11,7 @@
 // and retries with back-off: one connect timeout at a time, in one worker, never on a
 // request.
 import * as cjson from "cjson.safe";
-import { zones, keysFor, knownScopes, BUSY_KEY, FLEET_SHARE_KEY, num } from "../shm";
+import { zones, keysFor, knownScopes, BUSY_KEY, FLEET_SHARE_KEY, FLEET_PENDING_KEY, FLEET_SYNCED_KEY, FLEET_ERROR_KEY, num } from "../shm";
 import { settings } from "../settings";
 import { lock, unlock } from "../lock";
 import * as state from "../state";
@@ -21,9 +21,9 @@ import { connect, release, failed, key, Redis } from "./connection";
 import * as remote from "./remote";
 
 /** Set by setup() on a cold start: requests wait for the first sync (bounded). */
-export const PENDING_KEY = "fleet|pending";
-const SYNCED_KEY = "fleet|synced";
-const ERROR_KEY = "fleet|error";
+export const PENDING_KEY = FLEET_PENDING_KEY;
+const SYNCED_KEY = FLEET_SYNCED_KEY;
+const ERROR_KEY = FLEET_ERROR_KEY;
 /** A heartbeat lives this long unless refreshed: a node that stops drops out of status after it. */
 export const NODE_TTL_MS = 15000;
 /** Seconds between checks while every scope here runs, and while one is paused or in maintenance (each x0.8-1.2). */
