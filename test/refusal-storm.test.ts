@@ -97,7 +97,7 @@ describe("a full queue zone while paused", () => {
     node = await NginxNode.start({
       workers: 2,
       httpDirectives: "lua_shared_dict tiny 1m; lua_shared_dict tiny_queue 48k; lua_shared_dict tiny_counters 1m;",
-      setup: { dict: "tiny", max_held: 100000, max_hold: 60, release_window: 64, retry_after: 2 },
+      setup: { dict: "tiny", max_scopes: 10, max_held: 100000, max_hold: 60, release_window: 64, retry_after: 2 },
     });
   });
   after(async () => node?.stop());

@@ -188,6 +188,56 @@ function numericKeys(keys: ScopeKeys): string[] {
     keys.until, keys.readyUntil, keys.lastQueue, keys.lastPause];
 }
 
+// ---- what a scope costs the state zone ----------------------------------------------
+
+/** A shared-dict entry's headers: the rbtree node up to its color, and the shdict node up to its data. */
+const ENTRY_HEADER = 32 + 36;
+/** The longest scope name (params.validScope), the longest reason (params.ts) and mode. */
+const LONGEST_SCOPE = 64;
+const LONGEST_REASON = 500;
+const LONGEST_MODE = "maintenance".length;
+/** Node-wide keys: busy, lock, scopes, the control prefixes, the fleet's, one in-flight count per worker. */
+const ZONE_RESERVE = 256 * 1024;
+
+/** nginx's slab allocator hands out powers of two (from 8 bytes), whole 4 KiB pages above 2 KiB. */
+function slabChunk(bytes: number): number {
+  if (bytes > 2048) return math.ceil(bytes / 4096) * 4096;
+  let chunk = 8;
+  while (chunk < bytes) chunk *= 2;
+  return chunk;
+}
+
+function entryBytes(key: string, valueBytes: number): number {
+  return slabChunk(ENTRY_HEADER + key.length + valueBytes);
+}
+
+/**
+ * The most one scope takes of the state zone, with the longest name: its numeric keys
+ * (8-byte values), the mark, the mode, the reason, and the keys that exist only for a
+ * moment (the advance lock, the ready and connect probers'), all at once.
+ */
+export function scopeBytes(): number {
+  const name = string.rep("x", LONGEST_SCOPE);
+  const keys = makeKeys(name);
+  let total = 0;
+  for (const k of numericKeys(keys)) total += entryBytes(k, 8);
+  total += entryBytes(keys.made, 1) + entryBytes(keys.mode, LONGEST_MODE) + entryBytes(keys.reason, LONGEST_REASON);
+  total += entryBytes(keys.lock, 1) + entryBytes(`#prober|${name}`, 1) + entryBytes(`#connect|${name}`, 1);
+  return total;
+}
+
+/**
+ * max_scopes bounds the state zone only if the zone can hold that many scopes at their
+ * largest: setup() refuses to start otherwise (the reason), instead of a scope failing
+ * with "no memory" one day. Each 4 KiB page also costs the allocator a 24-byte descriptor.
+ */
+export function stateZoneTooSmall(maxScopes: number, dict: string): string | undefined {
+  const needed = (maxScopes * scopeBytes() + ZONE_RESERVE) * (1 + 24 / 4096);
+  const capacity = zones.state.capacity();
+  if (capacity >= needed) return undefined;
+  return `option "max_scopes" = ${maxScopes} needs a state zone of ${math.ceil(needed / 1024)} KiB (${scopeBytes()} bytes a scope at most), but lua_shared_dict ${dict} has ${math.floor(capacity / 1024)} KiB: make the zone larger or max_scopes smaller`;
+}
+
 /**
  * Creates the scope's state on first use, within the max_scopes bound. The bound keeps
  * the state zone from ever filling up: a scope beyond it is refused and changes nothing.

@@ -76,9 +76,9 @@ function ____exports.markPending()
     if synced ~= nil then
         return
     end
-    local added = zone:add(____exports.PENDING_KEY, true)
+    local added = zone:safe_add(____exports.PENDING_KEY, true)
     if added then
-        zone:incr(BUSY_KEY, 1, 0)
+        zone:incr(BUSY_KEY, 1)
     end
 end
 local function clearPending()
@@ -91,7 +91,7 @@ local function clearPending()
     local still = zone:get(____exports.PENDING_KEY)
     if still ~= nil then
         zone:delete(____exports.PENDING_KEY)
-        zone:incr(BUSY_KEY, -1, 0)
+        zone:incr(BUSY_KEY, -1)
     end
     if token ~= nil then
         unlock(token)
@@ -374,7 +374,7 @@ local function session()
         sub:close()
         return syncErr
     end
-    zones.state:set(SYNCED_KEY, true)
+    zones.state:safe_set(SYNCED_KEY, true)
     zones.state:delete(ERROR_KEY)
     clearPending()
     local beat, ____, beatErr = heartbeat(false)
@@ -460,7 +460,7 @@ local function loop(premature)
             break
         end
         local err = ok and result or "sync failed: " .. tostring(result)
-        zones.state:set(ERROR_KEY, err)
+        zones.state:safe_set(ERROR_KEY, err)
         clearPending()
         ngx.update_time()
         if ngx.now() - started > BACKOFF_MAX * 2 then

@@ -42,8 +42,11 @@ export function markPending(): void {
   const zone = zones.state;
   const [synced] = zone.get(SYNCED_KEY);
   if (synced !== undefined) return; // a reload: the shared dict already has the state
-  const [added] = zone.add(PENDING_KEY, true);
-  if (added) zone.incr(BUSY_KEY, 1, 0);
+  // safe_add, and incr without an init (BUSY_KEY exists from setup() on): an incr that
+  // creates its key can evict like add (lua-nginx-module's docs); one on a number in
+  // place never allocates. The state zone never evicts (shm.ts).
+  const [added] = zone.safe_add(PENDING_KEY, true);
+  if (added) zone.incr(BUSY_KEY, 1);
 }
 
 function clearPending(): void {
@@ -55,7 +58,7 @@ function clearPending(): void {
   if (still !== undefined) {
     zone.delete(PENDING_KEY);
     // Never deleted (see mode.ts): a delete could race another scope's increment.
-    zone.incr(BUSY_KEY, -1, 0);
+    zone.incr(BUSY_KEY, -1);
   }
   if (token !== undefined) unlock(token);
 }
@@ -304,7 +307,7 @@ function session(): string {
     sub.close();
     return syncErr!;
   }
-  zones.state.set(SYNCED_KEY, true);
+  zones.state.safe_set(SYNCED_KEY, true);
   zones.state.delete(ERROR_KEY);
   clearPending();
   const [beat, , beatErr] = heartbeat(false);
@@ -386,7 +389,7 @@ function loop(this: void, premature: boolean): void {
     const [ok, result] = pcall(session);
     if (ngx.worker.exiting()) break;
     const err = ok ? (result as string) : `sync failed: ${tostring(result)}`;
-    zones.state.set(ERROR_KEY, err);
+    zones.state.safe_set(ERROR_KEY, err);
     // A cold start must not wait for Redis forever: fail open after the first attempt.
     clearPending();
     // A session that ran a while has ended: a new outage (log it once) and a quick retry.
