@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the spin model of the release protocol (model/release.pml): every property on
-# the fixed protocol must hold, and each re-injected past bug (BUG1, BUG8, BUG_HELDLEAK)
-# must give a counterexample. Prints states, depth and time per check, and
+# the fixed protocol must hold, and each re-injected past bug (BUG1, BUG8, BUG_HELDLEAK,
+# BUG_FULLFWD, BUG_FULLCOUNT) must give a counterexample. Prints states, depth and time per check, and
 # "model: N passed, M failed". The configurations are listed in model/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,5 +83,15 @@ check leases-two   pass ltl:leases $TWO
 check bug1         fail safety -DBUG1 -DNOR1 -DNOR2 -DCTL=1
 check bug8         fail safety -DBUG8 -DNOR1 -DNOR2 -DCTL=1
 check bug-heldleak fail safety -DBUG_HELDLEAK -DNOR0 -DNOR1 -DKILL -DCTL=4
+# A full queue zone (issue 19, item 1): FULL lets the zone refuse one write per run (a
+# ticket's w|t, an "L", a "D" or a grant's claim). Never forwarded while paused (P5c),
+# every ticket counted once (P4); BUG_FULLFWD (forward a request that cannot be held) and
+# BUG_FULLCOUNT (0.2.0's count without a claim) must be found.
+FULL="-DFULL -DFULLMAX=1"
+check full-one      pass safety $FULL -DNOR1 -DNOR2 -DABORT=0 -DCTL=1
+check full-w1       pass safety $FULL -DNOR0 -DNOR1 -DKILL -DSTALL -DKILLCO=2 -DCTL=4
+check full-two      pass safety $FULL -DNOR2 -DCOARSE -DCTL=1 -DMAXHELD=1
+check bug-fullfwd   fail safety -DBUG_FULLFWD -DFULL -DNOR1 -DNOR2 -DCTL=4
+check bug-fullcount fail safety -DBUG_FULLCOUNT -DFULL -DNOR1 -DNOR2 -DCTL=4 -DABORT=0
 say "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -173,13 +173,27 @@ function countPassedOver(keys)
     st:incr(keys.decided, 1)
 end
 function passOverDead(keys, lane, t)
+    local q = zones.queue
     local claimKey = lane.claimPrefix .. tostring(t)
-    local ok, err = zones.queue:safe_add(claimKey, DEAD, CLAIM_SLACK)
+    local ok, err = q:safe_add(claimKey, DEAD, CLAIM_SLACK)
+    if not ok and err ~= "exists" then
+        q:delete(lane.ticketPrefix .. tostring(t))
+        ok, err = q:safe_add(claimKey, DEAD, CLAIM_SLACK)
+    end
     if not ok and err == "exists" then
-        zones.queue:delete(claimKey)
-        return
+        q:delete(claimKey)
+        return true
+    end
+    if not ok then
+        logOnce(
+            ngx.ERR,
+            "pass",
+            ((((((("intermission: cannot pass over ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. ": ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small); the release waits"
+        )
+        return false
     end
     countPassedOver(keys)
+    return true
 end
 function decide(keys, lane, t, paced, now)
     local q = zones.queue
@@ -209,11 +223,12 @@ function decide(keys, lane, t, paced, now)
         if now - seen.since < GRACE then
             return false
         end
-        passOverDead(keys, lane, t)
-        return true
+        return passOverDead(keys, lane, t)
     end
     if deadline + GRACE < now then
-        passOverDead(keys, lane, t)
+        if not passOverDead(keys, lane, t) then
+            return false
+        end
     elseif paced and not windowHasRoom(keys, now) or not grant(
         keys,
         lane,
@@ -378,25 +393,30 @@ function ____exports.returnLease(keys, lease, ____end)
 end
 unwritten = {}
 --- Gives up ticket t. "left": out of the queue, it must not go upstream. A number: it had
--- been granted that lease first. "dead": it was passed over as gone.
-local function leave(keys, lane, t)
+-- been granted that lease first. "dead": it was passed over as gone. `written`: its
+-- deadline key w|t was written (it was held), so the advancer may be granting it now.
+local function leave(keys, lane, t, written)
     local q = zones.queue
     local claimKey = lane.claimPrefix .. tostring(t)
     local ok, err = q:safe_add(claimKey, LEFT)
-    if not ok and err ~= "exists" then
+    if not ok and err ~= "exists" and written then
         q:delete(lane.ticketPrefix .. tostring(t))
         ok, err = q:safe_add(claimKey, LEFT)
     end
     if ok or err ~= "exists" then
-        if not ok then
+        if ok then
+            zones.state:incr(keys.decided, 1)
+        else
             logOnce(
                 ngx.ERR,
                 "leave",
                 ((((((("intermission: cannot record that ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. " left: ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small)"
             )
-            zones.state:incr(keys.unclaimed, 1)
+            if not written then
+                zones.state:incr(keys.unclaimed, 1)
+                zones.state:incr(keys.decided, 1)
+            end
         end
-        zones.state:incr(keys.decided, 1)
         ____exports.advance(keys)
         return "left"
     end
@@ -407,7 +427,7 @@ end
 --- log() for a request killed while held (worker shutdown): give its place back.
 function ____exports.abandon(w)
     waiters.done(w)
-    local result = leave(w.keys, w.lane, w.ticket)
+    local result = leave(w.keys, w.lane, w.ticket, true)
     if type(result) == "number" then
         ____exports.returnLease(w.keys, result, "unused")
     end
@@ -429,7 +449,7 @@ function ____exports.atCapacity(keys)
 end
 --- Gives up a ticket that was never handed to hold(): as any leave ("L").
 local function giveUp(keys, lane, t)
-    local result = leave(keys, lane, t)
+    local result = leave(keys, lane, t, false)
     if type(result) == "number" then
         ____exports.returnLease(keys, result, "unused")
     end
@@ -565,7 +585,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                 end
             end
             waiters.done(w)
-            local result = leave(keys, lane, t)
+            local result = leave(keys, lane, t, true)
             if result == "left" then
                 return outcome, 0
             end
@@ -578,7 +598,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue90
+                    goto __continue95
                 end
                 return outcome, 0
             end
@@ -589,7 +609,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue90::
+        ::__continue95::
     end
 end
 waiters.setAdvance(____exports.advance)

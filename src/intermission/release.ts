@@ -209,10 +209,10 @@ function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline:
 
 /**
  * Counts a ticket decided that has no claim of its own request: unless a credit says
- * that some request already counted itself without writing its claim (the queue zone was
- * full when it left), then the credit is spent instead. Which ticket a credit was owed
- * for does not matter: each such ticket is passed by the head once, and spends or counts
- * once, so `decided` comes out right (off by one at most while a pass is under way).
+ * that a refused request (its ticket never written) counted itself without writing its
+ * claim (the queue zone was full), then the credit is spent instead. Which claimless
+ * ticket spends a credit does not matter: each is passed by the head once and spends or
+ * counts once, so `decided` comes out right once the head has passed them all.
  */
 function countPassedOver(keys: ScopeKeys): void {
   const st = zones.state;
@@ -224,17 +224,30 @@ function countPassedOver(keys: ScopeKeys): void {
   st.incr(keys.decided, 1);
 }
 
-/** Claims a ticket on behalf of a request that is gone: the claimer counts it decided. */
-function passOverDead(keys: ScopeKeys, lane: Lane, t: number): void {
+/**
+ * Claims a ticket on behalf of a request that is gone: the claimer counts it decided.
+ * False: the queue zone has no room for the "D", so the head waits here. Passing it
+ * without one would let a request that is still there (its worker stalled) leave with
+ * an "L" of its own later and count it a second time (the spin model found that).
+ */
+function passOverDead(keys: ScopeKeys, lane: Lane, t: number): boolean {
+  const q = zones.queue;
   const claimKey = lane.claimPrefix + t;
-  const [ok, err] = zones.queue.safe_add(claimKey, DEAD, CLAIM_SLACK);
-  if (!ok && err === "exists") {
-    zones.queue.delete(claimKey); // it left after all, and counted itself
-    return;
+  let [ok, err] = q.safe_add(claimKey, DEAD, CLAIM_SLACK);
+  if (!ok && err !== "exists") {
+    q.delete(lane.ticketPrefix + t); // its deadline key makes room; unwritten, it is passed later
+    [ok, err] = q.safe_add(claimKey, DEAD, CLAIM_SLACK);
   }
-  // Not written (a full zone) is the same as written: no request claimed it, so it is
-  // counted here, once (a request that left without a claim left a credit instead).
+  if (!ok && err === "exists") {
+    q.delete(claimKey); // it left after all, and counted itself
+    return true;
+  }
+  if (!ok) {
+    logOnce(ngx.ERR, "pass", `intermission: cannot pass over ticket ${t} of scope ${keys.scope}: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small); the release waits`);
+    return false;
+  }
   countPassedOver(keys);
+  return true;
 }
 
 /** Decides ticket t, the next after the head. False: not decidable yet, stop here. */
@@ -262,11 +275,10 @@ function decide(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, now: num
       return false;
     }
     if (now - seen.since < GRACE) return false;
-    passOverDead(keys, lane, t);
-    return true;
+    return passOverDead(keys, lane, t);
   }
   if ((deadline as number) + GRACE < now) {
-    passOverDead(keys, lane, t);
+    if (!passOverDead(keys, lane, t)) return false;
   } else if ((paced && !windowHasRoom(keys, now)) || !grant(keys, lane, t, paced, deadline as number, now)) {
     return false; // only a grant waits for room in the window
   }
@@ -358,27 +370,37 @@ export function advance(keys: ScopeKeys): void {
 
 /**
  * Gives up ticket t. "left": out of the queue, it must not go upstream. A number: it had
- * been granted that lease first. "dead": it was passed over as gone.
+ * been granted that lease first. "dead": it was passed over as gone. `written`: its
+ * deadline key w|t was written (it was held), so the advancer may be granting it now.
  */
-function leave(keys: ScopeKeys, lane: Lane, t: number): number | "left" | "dead" {
+function leave(keys: ScopeKeys, lane: Lane, t: number, written: boolean): number | "left" | "dead" {
   const q = zones.queue;
   const claimKey = lane.claimPrefix + t;
   let [ok, err] = q.safe_add(claimKey, LEFT);
-  if (!ok && err !== "exists") {
+  if (!ok && err !== "exists" && written) {
     // The queue zone is full. This ticket's own deadline key makes room for its claim;
     // without it the advancer sees the ticket as unwritten until the claim lands.
     q.delete(lane.ticketPrefix + t);
     [ok, err] = q.safe_add(claimKey, LEFT);
   }
   if (ok || err !== "exists") {
-    if (!ok) {
-      // Still no room: the request counts itself decided and leaves a credit, which the
-      // advancer spends when it passes this claimless ticket (countPassedOver), so the
-      // ticket is not counted twice. The credit goes first: a pass in between spends it.
+    if (ok) {
+      zones.state.incr(keys.decided, 1);
+    } else {
       logOnce(ngx.ERR, "leave", `intermission: cannot record that ticket ${t} of scope ${keys.scope} left: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small)`);
-      zones.state.incr(keys.unclaimed, 1);
+      if (!written) {
+        // Never written, so never granted: it counts itself decided now (a refusal must
+        // not count as held) and leaves a credit, which the advancer spends when it
+        // passes a claimless ticket (countPassedOver) instead of counting it a second
+        // time. The credit goes first: a pass in between spends it.
+        zones.state.incr(keys.unclaimed, 1);
+        zones.state.incr(keys.decided, 1);
+      }
+      // Written: a grant may be landing now (this ticket's deadline was read), and only
+      // the claim's writer may count it. It stays counted held until the advancer passes
+      // it (it has no deadline key now: once the grace is over) or a grant wins it; the
+      // request is gone either way, and a lease granted to it comes back on expiry.
     }
-    zones.state.incr(keys.decided, 1);
     advance(keys);
     return "left";
   }
@@ -390,7 +412,7 @@ function leave(keys: ScopeKeys, lane: Lane, t: number): number | "left" | "dead"
 /** log() for a request killed while held (worker shutdown): give its place back. */
 export function abandon(w: waiters.Waiter): void {
   waiters.done(w);
-  const result = leave(w.keys, w.lane, w.ticket);
+  const result = leave(w.keys, w.lane, w.ticket, true);
   if (type(result) === "number") returnLease(w.keys, result as number, "unused");
 }
 
@@ -415,7 +437,7 @@ export type Refusal = "held" | "full";
 
 /** Gives up a ticket that was never handed to hold(): as any leave ("L"). */
 function giveUp(keys: ScopeKeys, lane: Lane, t: number): void {
-  const result = leave(keys, lane, t);
+  const result = leave(keys, lane, t, false);
   if (type(result) === "number") returnLease(keys, result as number, "unused");
 }
 
@@ -519,7 +541,7 @@ export function hold(keys: ScopeKeys, lane: Lane, ticket: number, deadline: numb
     }
 
     waiters.done(w);
-    const result = leave(keys, lane, t);
+    const result = leave(keys, lane, t, true);
     if (result === "left") return $multi(outcome, 0);
     if (result === "dead") {
       // Passed over while still here (its worker stalled): queue again if time is left.
