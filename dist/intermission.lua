@@ -8,6 +8,7 @@ local bindZones = ____shm.bindZones
 local zones = ____shm.zones
 local BUSY_KEY = ____shm.BUSY_KEY
 local upgradeScopes = ____shm.upgradeScopes
+local stateZoneTooSmall = ____shm.stateZoneTooSmall
 local gate = require("intermission.gate")
 local inflight = require("intermission.inflight")
 local ____fleetmode = require("intermission.fleetmode")
@@ -45,6 +46,10 @@ function ____exports.setup(options)
             "intermission.setup: " .. tostring(zoneErr),
             2
         )
+    end
+    local tooSmall = stateZoneTooSmall(cfg.max_scopes, cfg.dict)
+    if tooSmall ~= nil then
+        error("intermission.setup: " .. tooSmall, 2)
     end
     if cfg.store == "redis" then
         local loaded, loadErr = loadFleet()

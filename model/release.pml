@@ -57,6 +57,15 @@
  * survivors are finished, and the survivors have no deadline (max_hold > about a second);
  * the kill is followed by a watcher poll (time passes). P7: every survivor is released
  * (no invalid end state; LTL leaves).
+ *   BUG_FULLFWD   (with FULL) a request whose ticket cannot be written is forwarded, as
+ *         0.2.0 did (P5c: nothing is forwarded while the scope is stopped but by a grant).
+ *   BUG_FULLCOUNT (with FULL) a request whose "L" cannot be written counts itself decided
+ *         and leaves no credit, and a pass over counts every claimless ticket (P4).
+ * FULL: the queue zone may refuse a write (FULLMAX times in a run, default 2): a ticket's
+ * w|t (admit() gives the ticket up, "L", and answers 503), a request's "L" (leave() counts
+ * itself decided and leaves a credit `unclaimed`), the advancer's "D" (passOverDead()
+ * spends a credit or counts) and a grant's claim (grant() gives its lease back unused
+ * and the head stays). admit() checks max_held before it takes a ticket.
  * Switches: NOR0/NOR1/NOR2 (leave a request out), KILL (W1 may die), STALL (R2 may stall
  * GRACE before writing its ticket: it is passed over as dead and queues again), ABORT=r
  * (one client abort), KILLCO=r (the coroutine of r is killed while it sleeps: log runs
@@ -147,6 +156,23 @@ short held;                  /* the old `held` counter */
 #else
 #define HELDNOW (seq[0] + seq[1] - decided)     /* release.heldNow() */
 #define COUNT_DECIDED decided++
+#endif
+/* FULL: the queue zone refuses a write (at most FULLMAX times in a run). */
+#ifndef FULLMAX
+#define FULLMAX 2
+#endif
+byte fulls;                  /* refused writes so far */
+byte unclaimed;              /* `unclaimed`: credits of requests that counted themselves without a claim */
+#ifdef FULL
+#define ZONE_REFUSES (fulls < FULLMAX)
+#else
+#define ZONE_REFUSES false
+#endif
+/* passOverDead()'s count: a credit is spent instead, if there is one (countPassedOver). */
+#ifdef BUG_FULLCOUNT
+#define COUNT_PASSED COUNT_DECIDED
+#else
+#define COUNT_PASSED if :: unclaimed > 0 -> unclaimed-- :: else -> COUNT_DECIDED fi
 #endif
 bool boff;                   /* now < backoffUntil */
 bool rgate;                  /* now < readyUntil (the ready probe has not answered) */
@@ -356,11 +382,24 @@ inline step_body() {
        if
        :: act == A_DEAD ->                       /* passOverDead(): q.safe_add(c|t, "D") */
           if
-          :: claim[k] == NONE -> claim[k] = DEAD; won[k]++; assert(won[k] == 1); COUNT_DECIDED
+          :: claim[k] == NONE ->
+             if
+#ifdef BUG_FULLCOUNT
+             :: ZONE_REFUSES -> fulls++; COUNT_DECIDED   /* 0.2.0: "D" not written, counted all the same */
+#else
+             :: ZONE_REFUSES ->                  /* no room for "D", even after deleting w|t: the head waits */
+                fulls++; wkey[k] = false; act = A_STOP; fin = false; h = s
+#endif
+             :: true -> claim[k] = DEAD; won[k]++; assert(won[k] == 1); COUNT_PASSED
+             fi
           :: else -> claim[k] = NONE             /* it left after all */
           fi
        :: act == A_GRANT ->                      /* grant(): q.safe_add(c|t, lease) */
           if
+          :: claim[k] == NONE && ZONE_REFUSES ->  /* no room for the claim: the lease back unused, the head stays */
+             fulls++;
+             if :: g > 0 -> settle_lease(g, UNUSED, res); res = false :: else fi;
+             act = A_STOP; fin = false; h = s
           :: claim[k] == NONE ->
              claim[k] = GRANT(g); won[k]++;
              assert(won[k] == 1);                /* P1: a ticket is decided once */
@@ -441,10 +480,21 @@ inline return_lease(g, endk) {
 /* waiters.done() and leave(): c = the claim that beat "L" (NONE when "L" won) */
 #define DONE if :: !rdone[r] -> rdone[r] = true; waiting[me]-- :: else fi
 
-inline leave(ix, c) {
+inline leave(ix, c, wr) {                        /* wr: its w|t was written (it was held) */
   atomic {                                       /* q.safe_add(c|t, "L") */
     DONE;
     if
+    :: claim[ix] == NONE && ZONE_REFUSES && wr ->   /* no room for "L", even after deleting its own w|t: */
+       fulls++; wkey[ix] = false; res = true     /* not counted: the advancer or a grant counts it */
+#ifdef BUG_FULLCOUNT
+       ; COUNT_DECIDED                           /* 0.2.0: counted here, and again when passed */
+#endif
+    :: claim[ix] == NONE && ZONE_REFUSES && !wr ->  /* never written (refused): counts itself now */
+       fulls++; res = true;
+#ifndef BUG_FULLCOUNT
+       unclaimed++;                              /* the credit first, then the count */
+#endif
+       COUNT_DECIDED
     :: claim[ix] == NONE ->
        claim[ix] = LEFT; won[ix]++; assert(won[ix] == 1); res = true;
        COUNT_DECIDED
@@ -466,6 +516,7 @@ proctype Request(byte r) {
   byte me = WORKER(r);
   byte l, t, ix, c, g, e, outcome, woke;
   bool ok, late, over, res, go, fin, paced, room, asleep;
+  bool again, wfail;                             /* queued again after "dead"; the zone refused w|t */
   byte m, s, sm, h, k, act, o, ln;
   {
     atomic {                                     /* access(): state.settle(), the mode */
@@ -485,26 +536,39 @@ admit:
     atomic { held++; over = (held > MAXHELD); if :: over -> held-- :: else fi }   /* the old admit() */
     if :: over -> goto answered :: else fi;
 requeue:
+#else
+    /* admit(): max_held before the ticket (atCapacity); a ticket taken again after "dead"
+     * (hold()) is not checked: the request was held already */
+    atomic { if :: HELDNOW >= MAXHELD && !again -> over = true :: else fi }
+    if :: over -> over = false; goto answered :: else fi;
 #endif
     if
     :: me == 0 && l == MAIN ->                   /* W0 never dies or stalls: one step to the write */
        atomic {
          seq[l]++; t = seq[l]; assert(t <= MAXT); ix = IX(l, t); issuer[ix] = r + 1;
-         rticket[r] = t; rlane[r] = l;
+         rticket[r] = t; rlane[r] = l; again = false;
          over = (HELDNOW > MAXHELD);
-         if :: !over -> wkey[ix] = true; rdone[r] = false; waiting[me]++ :: else fi
+         if
+         :: !over && ZONE_REFUSES -> fulls++; wfail = true   /* safe_add(w|t): no memory */
+         :: !over -> wkey[ix] = true; rdone[r] = false; waiting[me]++
+         :: else
+         fi
        }
     :: else ->
        atomic {                                  /* incr(seq) */
          seq[l]++; t = seq[l]; assert(t <= MAXT); ix = IX(l, t); issuer[ix] = r + 1;
-         rticket[r] = t; rlane[r] = l; atwrite[r] = true;
+         rticket[r] = t; rlane[r] = l; atwrite[r] = true; again = false;
          over = (HELDNOW > MAXHELD)
        }
        if
        :: over -> atwrite[r] = false
        :: else ->
           atomic {                               /* safe_add(w|t); track() (STALL: possibly GRACE later) */
-            atwrite[r] = false; wkey[ix] = true; rdone[r] = false; waiting[me]++
+            atwrite[r] = false;
+            if
+            :: ZONE_REFUSES -> fulls++; wfail = true            /* no memory */
+            :: true -> wkey[ix] = true; rdone[r] = false; waiting[me]++
+            fi
           }
        fi
     fi;
@@ -513,7 +577,16 @@ requeue:
 #endif
     if
     :: over ->                                   /* admit(): leave the ticket at once, answer "full" */
-       leave(ix, c); assert(c == NONE); goto answered
+       leave(ix, c, false); assert(c == NONE); goto answered
+    :: wfail ->                                  /* the queue zone is full */
+       wfail = false;
+#ifdef BUG_FULLFWD
+       /* 0.2.0: forwarded. P5c: nothing is forwarded while the scope is stopped but by a grant */
+       atomic { assert(!STOPPED(mode)) }
+#else
+       leave(ix, c, false); assert(!ISGRANT(c)); c = NONE;   /* give the ticket up ("L"), answer 503 */
+#endif
+       goto answered
     :: else
     fi;
     advance();
@@ -570,13 +643,13 @@ requeue:
     :: atomic { r == KILLCO && !killedco && asleep && cpu[me] == 0 && sem[r] == S_WAIT ->
             killedco = true; cpu[me] = r + 1; sem[r] = S_IDLE; asleep = false }
           /* the coroutine is killed (worker_shutdown_timeout); log runs abandon() */
-          leave(ix, c);
+          leave(ix, c, true);
           if :: ISGRANT(c) -> g = LEASEOF(c); c = NONE; return_lease(g, UNUSED) :: else fi;
           goto answered
 #endif
     od;
     C_BEGIN
-    leave(ix, c);
+    leave(ix, c, true);
     if
     :: c == NONE -> goto answered                /* "left" */
     :: ISGRANT(c) ->                             /* granted just as it was leaving */
@@ -599,7 +672,7 @@ requeue:
 #ifdef BUG_HELDLEAK
        :: ok -> ok = false; held++; goto requeue /* the old fix-up: st.incr(held, 1) */
 #else
-       :: ok -> ok = false; goto admit           /* queue again: a new ticket, counted held */
+       :: ok -> ok = false; again = true; goto admit   /* queue again: a new ticket, counted held */
 #endif
        :: else -> goto answered
        fi
@@ -848,6 +921,14 @@ active proctype Checker() {
   (useen[5] == 0 || ugrace[5] || wkey[IX(1, useen[5])] || useen[5] <= head[1]) && !lock;
   atomic { cpu[CW] = CTLR }
   advance();
+#ifdef FULL
+  /* FULL: a "D" the zone refused deleted the ticket's w|t: one more look, GRACE later */
+  atomic { cpu[CW] = 0 }
+  (useen[4] == 0 || ugrace[4] || wkey[IX(0, useen[4])] || useen[4] <= head[0]) &&
+  (useen[5] == 0 || ugrace[5] || wkey[IX(1, useen[5])] || useen[5] <= head[1]) && !lock;
+  atomic { cpu[CW] = CTLR }
+  advance();
+#endif
   atomic {
     /* P4: held (tickets issued - decided) counts exactly the tickets no one has decided,
      * 0 unless the scope is stopped */
@@ -863,7 +944,8 @@ active proctype Checker() {
        l++
     :: else -> break
     od;
-    assert(HELDNOW == undecided);
+    /* (a request that counted itself without a claim, FULL, left a credit instead) */
+    assert(HELDNOW + unclaimed == undecided);
     if
     :: !STOPPED(mode) -> assert(head[0] == seq[0] && head[1] == seq[1] && HELDNOW == 0 && mode == RUNNING)
     :: else

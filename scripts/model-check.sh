@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the spin model of the release protocol (model/release.pml): every property on
 # the fixed protocol must hold over the WHOLE state space, and each re-injected past bug
-# (BUG1, BUG8, BUG_HELDLEAK) must give a counterexample ON ITS OWN PROPERTY, while the
+# (BUG1, BUG8, BUG_HELDLEAK, BUG_FULLFWD, BUG_FULLCOUNT, BUG_DEADGRANT,
+# BUG_DEADLEASE, and the fleet write's BUG_UNCERTAIN, BUG_NOFENCE) must give a counterexample ON ITS OWN PROPERTY, while the
 # same configuration without the bug's switch (its control) passes. Prints states, depth
 # and time per check, and "model: N passed, M failed". The configurations are listed in
 # model/README.md.
@@ -162,5 +163,15 @@ DEAD="-DNOR1 -DCOARSE -DKILL -DCTL=4 -DNOFAIL -DDEADSLOW"
 check safety-dead   pass safety $DEAD
 check bug-deadgrant 'fail:invalid end state' safety -DBUG_DEADGRANT $DEAD
 check bug-deadlease 'fail:invalid end state' safety -DBUG_DEADLEASE $DEAD
+# A full queue zone (issue 19, item 1): FULL lets the zone refuse one write per run (a
+# ticket's w|t, an "L", a "D" or a grant's claim). Never forwarded while paused (P5c),
+# every ticket counted once (P4); BUG_FULLFWD (forward a request that cannot be held) and
+# BUG_FULLCOUNT (0.2.0's count without a claim) must be found, each with its control.
+FULL="-DFULL -DFULLMAX=1"
+check full-one      pass safety $FULL -DNOR1 -DNOR2 -DABORT=0 -DCTL=1
+check full-w1       pass safety $FULL -DNOR0 -DNOR1 -DKILL -DSTALL -DKILLCO=2 -DCTL=4
+check full-two      pass safety $FULL -DNOR2 -DCOARSE -DCTL=1 -DMAXHELD=1
+bug bug-fullfwd   -DBUG_FULLFWD   '!(((mode==1)||(mode==2)))'   safety $FULL -DNOR1 -DNOR2 -DCTL=4
+bug bug-fullcount -DBUG_FULLCOUNT '((((seq[0]+seq[1])-decided)+unclaimed)==undecided)' safety $FULL -DNOR1 -DNOR2 -DCTL=4 -DABORT=0
 say "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -9,7 +9,7 @@
 //   content_by_lua_block       { require("intermission").control() }   -- control API
 import * as config from "./intermission/config";
 import { settings } from "./intermission/settings";
-import { bindZones, zones, BUSY_KEY, upgradeScopes } from "./intermission/shm";
+import { bindZones, zones, BUSY_KEY, upgradeScopes, stateZoneTooSmall } from "./intermission/shm";
 import * as gate from "./intermission/gate";
 import * as inflight from "./intermission/inflight";
 import { fleet, loadFleet } from "./intermission/fleetmode";
@@ -26,6 +26,8 @@ export function setup(options?: unknown): void {
   if (cfg === undefined) error(`intermission.setup: ${err}`, 2);
   const [ok, zoneErr] = bindZones(cfg.dict);
   if (!ok) error(`intermission.setup: ${zoneErr}`, 2);
+  const tooSmall = stateZoneTooSmall(cfg.max_scopes, cfg.dict);
+  if (tooSmall !== undefined) error(`intermission.setup: ${tooSmall}`, 2);
   if (cfg.store === "redis") {
     const [loaded, loadErr] = loadFleet();
     if (!loaded) error(`intermission.setup: ${loadErr}`, 2);

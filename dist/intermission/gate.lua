@@ -16,6 +16,8 @@ local counters = require("intermission.counters")
 local ____respond = require("intermission.respond")
 local unavailable = ____respond.unavailable
 local replay = require("intermission.replay")
+local ____burst = require("intermission.burst")
+local logOnce = ____burst.logOnce
 local ____record = require("intermission.record")
 local requestKey = ____record.requestKey
 local startTime = ____record.startTime
@@ -97,11 +99,10 @@ function holdAndSettle(r, rec, keys, lane, ticket, w, requestId)
         rec,
         keys,
         outcome,
-        lease,
-        requestId
+        lease
     )
 end
-function settle(r, rec, keys, outcome, lease, requestId)
+function settle(r, rec, keys, outcome, lease)
     local cfg = settings.cfg
     if outcome == "released" then
         counters.count(keys, "released")
@@ -120,9 +121,8 @@ function settle(r, rec, keys, outcome, lease, requestId)
         return answer(r, rec, keys, "maintenance")
     end
     if outcome == "error" then
-        ngx.log(ngx.ERR, ("intermission: cannot hold request_id=" .. requestId) .. " (the queue zone is full?), passing it")
-        forward(r, rec)
-        return true
+        counters.count(keys, "timed_out")
+        return answer(r, rec, keys, "full")
     end
     counters.count(keys, "timed_out")
     if cfg.on_timeout == "pass" then
@@ -177,13 +177,10 @@ function replayed(r, rec)
             )
         end
     end
-    local ____temp_0
+    local ticket
     if ngx.now() < rec.deadline then
-        ____temp_0 = release.admit(keys, keys.retry)
-    else
-        ____temp_0 = nil
+        ticket = release.admit(keys, keys.retry, rec.deadline)
     end
-    local ticket = ____temp_0
     if ticket == nil then
         return refuseRetry(rec, keys, status)
     end
@@ -306,7 +303,10 @@ local function alwaysPasses(uri)
             return true
         end
     end
-    local pattern = ngxVar.intermission_privileged_user_agent or cfg.privileged_user_agent
+    local pattern = ngxVar.intermission_privileged_user_agent
+    if pattern == nil or pattern == "" then
+        pattern = cfg.privileged_user_agent
+    end
     if pattern ~= nil and pattern ~= "" then
         local ua = ngxVar.http_user_agent
         if ua ~= nil then
@@ -321,7 +321,7 @@ local function alwaysPasses(uri)
     end
     return false
 end
---- Seconds this location may hold a request: $intermission_max_time, else max_hold.
+--- Seconds this location may hold a request: $intermission_max_time, else (unset, empty, not a positive number) max_hold.
 local function maxHoldHere()
     local v = ngxVar.intermission_max_time
     if v ~= nil then
@@ -332,17 +332,31 @@ local function maxHoldHere()
     end
     return settings.cfg.max_hold
 end
+--- Refused at once (max_held were held, or no room to hold it): 503 + Retry-After.
+local function refuse(r, rec, keys, requestId)
+    counters.count(keys, "rejected")
+    logOnce(
+        ngx.WARN,
+        "refused",
+        (((("intermission: queue full, rejected request_id=" .. requestId) .. " scope=") .. keys.scope) .. " max_held=") .. tostring(settings.cfg.max_held)
+    )
+    return answer(r, rec, keys, "full")
+end
 --- Holds the request until its turn, its max time, an abort or maintenance.
 local function holdRequest(r, keys)
-    local cfg = settings.cfg
     local requestId = ngxVar.request_id or "-"
+    if release.atCapacity(keys) then
+        return refuse(r, nil, keys, requestId)
+    end
     local w, err = waiters.newWaiter(keys)
     if w == nil then
-        ngx.log(
+        logOnce(
             ngx.ERR,
-            (("intermission: cannot hold request_id=" .. requestId) .. ", passing it: ") .. tostring(err)
+            "waiter",
+            (("intermission: cannot hold request_id=" .. requestId) .. ", answering 503: ") .. tostring(err)
         )
-        return forward(r, nil)
+        counters.count(keys, "rejected")
+        return answer(r, nil, keys, "full")
     end
     local rec = {
         keys = keys,
@@ -358,17 +372,12 @@ local function holdRequest(r, keys)
     }
     remember(r, rec)
     watchAbort()
-    local ticket = release.admit(keys, keys.main)
+    rec.deadline = ngx.now() + maxHoldHere()
+    local ticket = release.admit(keys, keys.main, rec.deadline)
     if ticket == nil then
-        counters.count(keys, "rejected")
-        ngx.log(
-            ngx.WARN,
-            (((("intermission: queue full, rejected request_id=" .. requestId) .. " scope=") .. keys.scope) .. " max_held=") .. tostring(cfg.max_held)
-        )
-        return answer(r, rec, keys, "full")
+        return refuse(r, rec, keys, requestId)
     end
     counters.count(keys, "held")
-    rec.deadline = ngx.now() + maxHoldHere()
     holdAndSettle(
         r,
         rec,

@@ -5,7 +5,9 @@ local liveness = require("intermission.liveness")
 local FLUSH_EVERY = 8
 --- Seconds after which a worker's count, once it reached 0 or moved, is published.
 local PUBLISH_AFTER = 0.2
-local KEY_PREFIX = "inflight|"
+local KEY_PREFIX = "#inflight|"
+--- Workers of 0.2.0 and earlier (an old generation during a reload): "inflight|<pid>", digits only.
+local LEGACY_PATTERN = "^inflight|%d+$"
 local KEY_TTL = 3600
 local here = 0
 --- What this worker last published.
@@ -97,11 +99,11 @@ function ____exports.total()
     local sum = here
     local now = ngx.now()
     for ____, k in ipairs(zone:get_keys(0)) do
-        if k ~= key and string.sub(k, 1, prefixLength) == KEY_PREFIX then
+        if k ~= key and (string.sub(k, 1, prefixLength) == KEY_PREFIX or (string.match(k, LEGACY_PATTERN)) ~= nil) then
             local v = zone:get(k)
             if type(v) == "number" and v ~= 0 then
                 if liveness.gone(
-                    tonumber(string.sub(k, prefixLength + 1)),
+                    tonumber((string.match(k, "(%d+)$"))),
                     now
                 ) then
                     zone:delete(k)

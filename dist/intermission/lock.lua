@@ -14,7 +14,7 @@ function ____exports.lock(timeout)
     local waited = 0
     local step = 0.001
     while true do
-        local ok, err = zones.state:add(LOCK_KEY, token, EXPIRE)
+        local ok, err = zones.state:safe_add(LOCK_KEY, token, EXPIRE)
         if ok then
             return token, nil
         end

@@ -165,7 +165,7 @@ function connectProber(premature, scope, host, port)
     end
     endProber(keys, CONNECT_PREFIX)
 end
-PROBER_PREFIX = "prober|"
+PROBER_PREFIX = "#prober|"
 --- Starts waiting for readiness (called under the scope's lock, at resume).
 function ____exports.startWaiting(keys, now)
     local probe = settings.cfg.ready_probe
@@ -175,7 +175,7 @@ function ____exports.startWaiting(keys, now)
         ngx.log(ngx.ERR, (("intermission: cannot start the ready probe for scope " .. keys.scope) .. ", releasing at once: ") .. err)
     end
 end
-CONNECT_PREFIX = "connect|"
+CONNECT_PREFIX = "#connect|"
 CONNECT_FIRST = 0.05
 CONNECT_MAX = 0.5
 --- The last address of $upstream_addr ("a:1, b:2 : c:3"): host and port, or a unix path.

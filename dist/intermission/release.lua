@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, reclaimDead, reclaimExpired, windowHasRoom, grant, passOverDead, decide, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, deadScanAt, DEAD_SCAN_EVERY, unwritten, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
+local tryLock, settleLease, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, deadScanAt, DEAD_SCAN_EVERY, unwritten, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -13,6 +13,8 @@ local waiters = require("intermission.waiters")
 local ready = require("intermission.ready")
 local counters = require("intermission.counters")
 local liveness = require("intermission.liveness")
+local ____burst = require("intermission.burst")
+local logOnce = ____burst.logOnce
 function tryLock(keys)
     local ok = zones.state:safe_add(keys.lock, true, LOCK_TTL)
     return ok
@@ -155,11 +157,20 @@ function grant(keys, lane, t, paced, deadline, holder, now)
         end
     end
     local claimKey = lane.claimPrefix .. tostring(t)
-    local won, err = q:safe_add(
-        claimKey,
-        lease,
-        math.max(deadline - now, 0) + CLAIM_SLACK
-    )
+    local claimTtl = math.max(deadline - now, 0) + CLAIM_SLACK
+    local won, err = q:safe_add(claimKey, lease, claimTtl)
+    if not won and err ~= "exists" then
+        q:delete(lane.ticketPrefix .. tostring(t))
+        won, err = q:safe_add(claimKey, lease, claimTtl)
+        if not won and err ~= "exists" then
+            q:safe_add(
+                lane.ticketPrefix .. tostring(t),
+                deadline,
+                0,
+                holder
+            )
+        end
+    end
     if won then
         st:incr(keys.decided, 1)
         return true
@@ -168,26 +179,54 @@ function grant(keys, lane, t, paced, deadline, holder, now)
         settleLease(keys, lease, "unused")
     end
     if err ~= "exists" then
-        ngx.log(
+        logOnce(
             ngx.ERR,
-            (((("intermission: cannot grant ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. ": ") .. tostring(err)
+            "grant",
+            ((((((("intermission: cannot grant ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. ": ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small); the release waits"
         )
         return false
     end
     q:delete(claimKey)
     return true
 end
-function passOverDead(keys, lane, t, holderGone)
-    local claimKey = lane.claimPrefix .. tostring(t)
-    local ok, err = zones.queue:safe_add(claimKey, DEAD, CLAIM_SLACK)
-    if ok or err ~= "exists" then
-        zones.state:incr(keys.decided, 1)
-        if holderGone then
-            counters.count(keys, "aborted")
+function countPassedOver(keys)
+    local st = zones.state
+    if num(st, keys.unclaimed) > 0 then
+        local left = st:incr(keys.unclaimed, -1)
+        if left ~= nil and left >= 0 then
+            return
         end
-    else
-        zones.queue:delete(claimKey)
+        if left ~= nil then
+            st:incr(keys.unclaimed, 1)
+        end
     end
+    st:incr(keys.decided, 1)
+end
+function passOverDead(keys, lane, t, holderGone)
+    local q = zones.queue
+    local claimKey = lane.claimPrefix .. tostring(t)
+    local ok, err = q:safe_add(claimKey, DEAD, CLAIM_SLACK)
+    if not ok and err ~= "exists" then
+        q:delete(lane.ticketPrefix .. tostring(t))
+        ok, err = q:safe_add(claimKey, DEAD, CLAIM_SLACK)
+    end
+    if not ok and err == "exists" then
+        q:delete(claimKey)
+        return true
+    end
+    if not ok then
+        logOnce(
+            ngx.ERR,
+            "pass",
+            ((((((("intermission: cannot pass over ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. ": ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small); the release waits"
+        )
+        return false
+    end
+    countPassedOver(keys)
+    if holderGone then
+        counters.count(keys, "aborted")
+    end
+    return true
 end
 function decide(keys, lane, t, paced, now)
     local q = zones.queue
@@ -206,19 +245,24 @@ function decide(keys, lane, t, paced, now)
     end
     if deadline == nil then
         local seen = unwritten[lane.seq]
-        if seen == nil or seen.ticket ~= t then
-            unwritten[lane.seq] = {ticket = t, since = now}
+        if seen == nil or t < seen.ticket or t > seen.upto then
+            unwritten[lane.seq] = {
+                ticket = t,
+                since = now,
+                upto = num(zones.state, lane.seq)
+            }
             return false
         end
         if now - seen.since < GRACE then
             return false
         end
-        passOverDead(keys, lane, t, false)
-        return true
+        return passOverDead(keys, lane, t, false)
     end
     local holderGone = liveness.gone(holder, now)
     if holderGone or deadline + GRACE < now then
-        passOverDead(keys, lane, t, holderGone)
+        if not passOverDead(keys, lane, t, holderGone) then
+            return false
+        end
     elseif paced and not windowHasRoom(keys, now) or not grant(
         keys,
         lane,
@@ -420,19 +464,30 @@ deadScanAt = {}
 DEAD_SCAN_EVERY = 0.2
 unwritten = {}
 --- Gives up ticket t. "left": out of the queue, it must not go upstream. A number: it had
--- been granted that lease first. "dead": it was passed over as gone.
-local function leave(keys, lane, t)
+-- been granted that lease first. "dead": it was passed over as gone. `written`: its
+-- deadline key w|t was written (it was held), so the advancer may be granting it now.
+local function leave(keys, lane, t, written)
     local q = zones.queue
     local claimKey = lane.claimPrefix .. tostring(t)
     local ok, err = q:safe_add(claimKey, LEFT)
+    if not ok and err ~= "exists" and written then
+        q:delete(lane.ticketPrefix .. tostring(t))
+        ok, err = q:safe_add(claimKey, LEFT)
+    end
     if ok or err ~= "exists" then
-        if not ok then
-            ngx.log(
+        if ok then
+            zones.state:incr(keys.decided, 1)
+        else
+            logOnce(
                 ngx.ERR,
-                (((("intermission: cannot record that ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. " left: ") .. tostring(err)
+                "leave",
+                ((((((("intermission: cannot record that ticket " .. tostring(t)) .. " of scope ") .. keys.scope) .. " left: ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small)"
             )
+            if not written then
+                zones.state:incr(keys.unclaimed, 1)
+                zones.state:incr(keys.decided, 1)
+            end
         end
-        zones.state:incr(keys.decided, 1)
         ____exports.advance(keys)
         return "left"
     end
@@ -443,7 +498,7 @@ end
 --- log() for a request killed while held (worker shutdown): give its place back.
 function ____exports.abandon(w)
     waiters.done(w)
-    local result = leave(w.keys, w.lane, w.ticket)
+    local result = leave(w.keys, w.lane, w.ticket, true)
     if type(result) == "number" then
         ____exports.returnLease(w.keys, result, "unused")
     end
@@ -459,31 +514,63 @@ function ____exports.heldNow(keys)
         num(st, keys.main.seq) + num(st, keys.retry.seq) - decided
     )
 end
---- Takes a ticket in `lane`: from this incr on the request counts as held, and nothing is
--- left to undo if its worker dies (an unwritten ticket is passed over as dead after the
--- grace, which counts it decided). undefined: max_held were held already; the ticket is
--- left at once, as any leave ("L").
-function ____exports.admit(keys, lane)
+--- max_held are held already: a request is refused before it takes anything.
+function ____exports.atCapacity(keys)
+    if ____exports.heldNow(keys) < settings.cfg.max_held then
+        return false
+    end
+    return not leaveForDead(keys) or ____exports.heldNow(keys) >= settings.cfg.max_held
+end
+--- Gives up a ticket that was never handed to hold(): as any leave ("L").
+local function giveUp(keys, lane, t)
+    local result = leave(keys, lane, t, false)
+    if type(result) == "number" then
+        ____exports.returnLease(keys, result, "unused")
+    end
+end
+--- Takes a ticket in `lane` and writes its deadline (w|t): from the incr on the request
+-- counts as held, and nothing is left to undo if its worker dies (an unwritten ticket is
+-- passed over as dead after the grace, which counts it decided).
+-- 
+-- A refusal costs the queue nothing that outlives the request: max_held is checked before
+-- the ticket is taken, so a storm of refused requests takes no ticket, writes no claim and
+-- leaves nothing for the head to pass. Only the race after the incr (several workers past
+-- the check at once) gives a ticket up again ("L", passed over by the head later): at
+-- most one per worker and freed place. A ticket whose deadline cannot be written (the
+-- queue zone is full) is given up too: the request is answered 503, never forwarded.
+function ____exports.admit(keys, lane, deadline)
     local st = zones.state
+    if ____exports.atCapacity(keys) then
+        return nil, "held"
+    end
     local t = st:incr(lane.seq, 1)
     if t == nil then
-        return nil
+        return nil, "full"
     end
     local held = ____exports.heldNow(keys)
-    if held > settings.cfg.max_held and leaveForDead(keys) then
-        held = ____exports.heldNow(keys)
-    end
     if held > settings.cfg.max_held then
-        local result = leave(keys, lane, t)
-        if type(result) == "number" then
-            ____exports.returnLease(keys, result, "unused")
-        end
-        return nil
+        giveUp(keys, lane, t)
+        return nil, "held"
+    end
+    local written, err = zones.queue:safe_add(
+        lane.ticketPrefix .. tostring(t),
+        deadline,
+        0,
+        liveness.me()
+    )
+    if not written then
+        logOnce(
+            ngx.ERR,
+            "ticket",
+            ((((("intermission: cannot hold a request in scope " .. keys.scope) .. ": ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small); answering 503"
+        )
+        giveUp(keys, lane, t)
+        return nil, "full"
     end
     if held > num(st, keys.lastQueue) and modeOf(keys) == "paused" then
         st:safe_set(keys.lastQueue, held)
     end
-    return t
+    return t, nil
 end
 deadHeldScanAt = {}
 DEAD_HELD_SCAN_EVERY = 1
@@ -501,7 +588,7 @@ local function refusedAsLate(keys, deadline)
     local mode = modeOf(keys)
     return mode == "paused" or mode == "maintenance"
 end
---- Holds an admitted request (ticket t from admit) in a lane: "main" for a new request,
+--- Holds an admitted request (ticket t from admit, its deadline written) in a lane: "main" for a new request,
 -- "retry" for a released one whose upstream connection failed, until its ticket is
 -- granted, its deadline passes, its client goes away or the scope enters maintenance.
 -- Returns the outcome and, when released, the lease the caller returns once the response
@@ -512,12 +599,23 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
     local t = ticket
     while true do
         do
-            local written = q:safe_add(
-                lane.ticketPrefix .. tostring(t),
-                deadline,
-                0,
-                liveness.me()
-            )
+            if t ~= ticket then
+                local written, err = q:safe_add(
+                    lane.ticketPrefix .. tostring(t),
+                    deadline,
+                    0,
+                    liveness.me()
+                )
+                if not written then
+                    logOnce(
+                        ngx.ERR,
+                        "ticket",
+                        ((((("intermission: cannot hold a request in scope " .. keys.scope) .. " again: ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small); answering 503"
+                    )
+                    giveUp(keys, lane, t)
+                    return "error", 0
+                end
+            end
             local watched = waiters.track(
                 w,
                 keys,
@@ -530,10 +628,6 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                 ngx.NOTICE,
                 ((((((("intermission: hold " .. label) .. " scope=") .. keys.scope) .. " ticket=") .. tostring(t)) .. laneNote) .. " state=") .. modeOf(keys)
             )
-            if not written then
-                ____exports.abandon(w)
-                return "error", 0
-            end
             ____exports.advance(keys)
             local outcome = "timeout"
             while true do
@@ -571,7 +665,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                 end
             end
             waiters.done(w)
-            local result = leave(keys, lane, t)
+            local result = leave(keys, lane, t, true)
             if result == "left" then
                 return outcome, 0
             end
@@ -584,7 +678,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue96
+                    goto __continue111
                 end
                 return outcome, 0
             end
@@ -595,7 +689,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue96::
+        ::__continue111::
     end
 end
 waiters.setAdvance(____exports.advance)

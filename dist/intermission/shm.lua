@@ -17,11 +17,21 @@ ____exports.LOCK_KEY = "lock"
 --- Global key: how many scopes exist (bounded by max_scopes).
 ____exports.SCOPE_COUNT_KEY = "scopes"
 --- Global key, fleet mode with fleet_release_window: this node's share of the fleet's window.
-____exports.FLEET_SHARE_KEY = "fleet|share"
+____exports.FLEET_SHARE_KEY = "#fleet|share"
+--- Fleet mode: set by setup() on a cold start, requests wait for the first sync (fleet/sync.ts).
+____exports.FLEET_PENDING_KEY = "#fleet|pending"
+--- Fleet mode: the node has synced once (a reload finds it and does not wait again).
+____exports.FLEET_SYNCED_KEY = "#fleet|synced"
+--- Fleet mode: the last sync error.
+____exports.FLEET_ERROR_KEY = "#fleet|error"
 --- Counters zone: the per-scope count of requests passed unheld while another scope was stopped.
-____exports.UNHELD_PREFIX = "unheld|"
+____exports.UNHELD_PREFIX = "#unheld|"
 --- Marks a scope as known, for status and metrics.
-____exports.SCOPE_MARK_PREFIX = "scope|"
+____exports.SCOPE_MARK_PREFIX = "#scope|"
+--- 0.2.0 and earlier: the mark's prefix, which the scope named "scope" shared.
+local LEGACY_MARK_PREFIX = "scope|"
+--- 0.2.0 and earlier: the fleet's keys, and what they are called now.
+local LEGACY_FLEET_KEYS = {{"fleet|share", ____exports.FLEET_SHARE_KEY}, {"fleet|pending", ____exports.FLEET_PENDING_KEY}, {"fleet|synced", ____exports.FLEET_SYNCED_KEY}}
 ____exports.zones = {state = nil, queue = nil, counters = nil}
 --- Binds the zones named by the `dict` option; called by setup() and again per worker.
 function ____exports.bindZones(name)
@@ -67,6 +77,7 @@ local function makeKeys(scope)
         },
         stop = p .. "stop",
         decided = p .. "decided",
+        unclaimed = p .. "unclm",
         used = p .. "used",
         window = p .. "window",
         backoffUntil = p .. "boff",
@@ -111,6 +122,7 @@ local function numericKeys(keys)
         keys.retry.head,
         keys.stop,
         keys.decided,
+        keys.unclaimed,
         keys.used,
         keys.window,
         keys.backoffUntil,
@@ -123,6 +135,53 @@ local function numericKeys(keys)
         keys.lastQueue,
         keys.lastPause
     }
+end
+--- A shared-dict entry's headers: the rbtree node up to its color, and the shdict node up to its data.
+local ENTRY_HEADER = 32 + 36
+--- The longest scope name (params.validScope), the longest reason (params.ts) and mode.
+local LONGEST_SCOPE = 64
+local LONGEST_REASON = 500
+local LONGEST_MODE = #"maintenance"
+--- Node-wide keys: busy, lock, scopes, the control prefixes, the fleet's, one in-flight count per worker.
+local ZONE_RESERVE = 256 * 1024
+--- nginx's slab allocator hands out powers of two (from 8 bytes), whole 4 KiB pages above 2 KiB.
+local function slabChunk(bytes)
+    if bytes > 2048 then
+        return math.ceil(bytes / 4096) * 4096
+    end
+    local chunk = 8
+    while chunk < bytes do
+        chunk = chunk * 2
+    end
+    return chunk
+end
+local function entryBytes(key, valueBytes)
+    return slabChunk(ENTRY_HEADER + #key + valueBytes)
+end
+--- The most one scope takes of the state zone, with the longest name: its numeric keys
+-- (8-byte values), the mark, the mode, the reason, and the keys that exist only for a
+-- moment (the advance lock, the ready and connect probers'), all at once.
+function ____exports.scopeBytes()
+    local name = string.rep("x", LONGEST_SCOPE)
+    local keys = makeKeys(name)
+    local total = 0
+    for ____, k in ipairs(numericKeys(keys)) do
+        total = total + entryBytes(k, 8)
+    end
+    total = total + (entryBytes(keys.made, 1) + entryBytes(keys.mode, LONGEST_MODE) + entryBytes(keys.reason, LONGEST_REASON))
+    total = total + (entryBytes(keys.lock, 1) + entryBytes("#prober|" .. name, 1) + entryBytes("#connect|" .. name, 1))
+    return total
+end
+--- max_scopes bounds the state zone only if the zone can hold that many scopes at their
+-- largest: setup() refuses to start otherwise (the reason), instead of a scope failing
+-- with "no memory" one day. Each 4 KiB page also costs the allocator a 24-byte descriptor.
+function ____exports.stateZoneTooSmall(maxScopes, dict)
+    local needed = (maxScopes * ____exports.scopeBytes() + ZONE_RESERVE) * (1 + 24 / 4096)
+    local capacity = ____exports.zones.state:capacity()
+    if capacity >= needed then
+        return nil
+    end
+    return ((((((((("option \"max_scopes\" = " .. tostring(maxScopes)) .. " needs a state zone of ") .. tostring(math.ceil(needed / 1024))) .. " KiB (") .. tostring(____exports.scopeBytes())) .. " bytes a scope at most), but lua_shared_dict ") .. dict) .. " has ") .. tostring(math.floor(capacity / 1024))) .. " KiB: make the zone larger or max_scopes smaller"
 end
 --- Creates the scope's state on first use, within the max_scopes bound. The bound keeps
 -- the state zone from ever filling up: a scope beyond it is refused and changes nothing.
@@ -156,17 +215,64 @@ function ____exports.ensureScope(keys, maxScopes)
     end
     return true, nil
 end
+--- Keys of 0.2.0 and earlier, whose zones outlive a reload, under their names now: the
+-- scope marks "scope|<name>" (one whose scope really has state: its numeric keys were
+-- made before the mark) and the fleet's keys. The old ones are deleted, so that a scope
+-- named "scope" or "fleet" never meets them.
+local function upgradeKeys()
+    local zone = ____exports.zones.state
+    local prefixLength = #LEGACY_MARK_PREFIX
+    for ____, key in ipairs(zone:get_keys(0)) do
+        do
+            if string.sub(key, 1, prefixLength) ~= LEGACY_MARK_PREFIX then
+                goto __continue30
+            end
+            local scope = string.sub(key, prefixLength + 1)
+            local value = zone:get(key)
+            local seq = zone:get(scope .. "|seq")
+            if value == true and type(seq) == "number" and (string.match(scope, "^[%w%._:%-]+$")) ~= nil then
+                local ok, err = zone:safe_add(____exports.SCOPE_MARK_PREFIX .. scope, true)
+                if not ok and err ~= "exists" then
+                    ngx.log(
+                        ngx.ERR,
+                        (("intermission: cannot carry over scope " .. scope) .. " of an earlier version: ") .. tostring(err)
+                    )
+                    goto __continue30
+                end
+                zone:delete(key)
+            end
+        end
+        ::__continue30::
+    end
+    for ____, ____value in ipairs(LEGACY_FLEET_KEYS) do
+        local old = ____value[1]
+        local now = ____value[2]
+        do
+            local value = zone:get(old)
+            if value == nil then
+                goto __continue35
+            end
+            local ok, err = zone:safe_add(now, value)
+            if ok or err == "exists" then
+                zone:delete(old)
+            end
+        end
+        ::__continue35::
+    end
+end
 --- Scopes made by an earlier version counted their held requests in `<scope>|held` and have
 -- no `decided`; the zones outlive a reload, so setup() gives them one: the tickets issued
 -- minus those held then. Without it incr(decided) would fail and every ticket ever issued
 -- would count as held (a full queue at the next pause).
 function ____exports.upgradeScopes()
     local zone = ____exports.zones.state
+    upgradeKeys()
     for ____, scope in ipairs(____exports.knownScopes()) do
         do
             local keys = ____exports.keysFor(scope)
+            zone:safe_add(keys.unclaimed, 0)
             if (zone:get(keys.decided)) ~= nil then
-                goto __continue21
+                goto __continue40
             end
             local heldThen = ____exports.num(zone, scope .. "|held")
             zone:safe_add(
@@ -177,7 +283,7 @@ function ____exports.upgradeScopes()
                 )
             )
         end
-        ::__continue21::
+        ::__continue40::
     end
 end
 return ____exports

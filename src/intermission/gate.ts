@@ -13,6 +13,7 @@ import * as waiters from "./waiters";
 import * as counters from "./counters";
 import { unavailable } from "./respond";
 import * as replay from "./replay";
+import { logOnce } from "./burst";
 import { requestKey, startTime, lookup, remember, rememberForwarded, forget, Record } from "./record";
 
 const ngxVar = ngx.var;
@@ -83,7 +84,10 @@ function alwaysPasses(uri: string | undefined): boolean {
     // hold the requests that are to resume the others.
     if (isControl(uri)) return true;
   }
-  const pattern = ngxVar.intermission_privileged_user_agent ?? cfg.privileged_user_agent;
+  // Unset or empty here falls back to setup()'s: a variable `set` in one location reads ""
+  // in every other one (and a `map ... { default ""; }` reads "" wherever it is not set).
+  let pattern = ngxVar.intermission_privileged_user_agent;
+  if (pattern === undefined || pattern === "") pattern = cfg.privileged_user_agent;
   if (pattern !== undefined && pattern !== "") {
     const ua = ngxVar.http_user_agent;
     if (ua !== undefined) {
@@ -95,7 +99,7 @@ function alwaysPasses(uri: string | undefined): boolean {
   return false;
 }
 
-/** Seconds this location may hold a request: $intermission_max_time, else max_hold. */
+/** Seconds this location may hold a request: $intermission_max_time, else (unset, empty, not a positive number) max_hold. */
 function maxHoldHere(): number {
   const v = ngxVar.intermission_max_time;
   if (v !== undefined) {
@@ -137,15 +141,24 @@ function answer(r: number, rec: Record | undefined, keys: ScopeKeys, why: "maint
   return unavailable(why, settings.cfg.retry_after, reason);
 }
 
+/** Refused at once (max_held were held, or no room to hold it): 503 + Retry-After. */
+function refuse(r: number, rec: Record | undefined, keys: ScopeKeys, requestId: string): never {
+  counters.count(keys, "rejected");
+  logOnce(ngx.WARN, "refused", `intermission: queue full, rejected request_id=${requestId} scope=${keys.scope} max_held=${settings.cfg.max_held}`);
+  return answer(r, rec, keys, "full");
+}
+
 /** Holds the request until its turn, its max time, an abort or maintenance. */
 function holdRequest(r: number, keys: ScopeKeys): void {
-  const cfg = settings.cfg;
   const requestId = ngxVar.request_id ?? "-";
+  // Before anything is made for it: a storm of refusals costs a shared-dict read each.
+  if (release.atCapacity(keys)) return refuse(r, undefined, keys, requestId);
   const [w, err] = waiters.newWaiter(keys);
   if (w === undefined) {
-    // Fail open, as the seed did: a request we cannot hold safely goes through.
-    ngx.log(ngx.ERR, `intermission: cannot hold request_id=${requestId}, passing it: ${err}`);
-    return forward(r, undefined);
+    // Never forwarded while paused: a request that cannot be held is answered 503.
+    logOnce(ngx.ERR, "waiter", `intermission: cannot hold request_id=${requestId}, answering 503: ${err}`);
+    counters.count(keys, "rejected");
+    return answer(r, undefined, keys, "full");
   }
   // What the request looks like here, for a retry to check that it comes back the same
   // (replay.ts): read on this slow path only, once per request.
@@ -156,14 +169,10 @@ function holdRequest(r: number, keys: ScopeKeys): void {
   remember(r, rec);
   watchAbort();
 
-  const ticket = release.admit(keys, keys.main);
-  if (ticket === undefined) {
-    counters.count(keys, "rejected");
-    ngx.log(ngx.WARN, `intermission: queue full, rejected request_id=${requestId} scope=${keys.scope} max_held=${cfg.max_held}`);
-    return answer(r, rec, keys, "full");
-  }
-  counters.count(keys, "held");
   rec.deadline = ngx.now() + maxHoldHere();
+  const [ticket] = release.admit(keys, keys.main, rec.deadline);
+  if (ticket === undefined) return refuse(r, rec, keys, requestId);
+  counters.count(keys, "held");
   holdAndSettle(r, rec, keys, keys.main, ticket, w, requestId);
 }
 
@@ -182,11 +191,11 @@ function holdAndSettle(r: number, rec: Record, keys: ScopeKeys, lane: Lane, tick
   const waited = ngx.now() - started;
   counters.observeHold(keys, waited);
   ngx.log(ngx.NOTICE, `intermission: leave request_id=${requestId} scope=${keys.scope}${laneNote} waited=${string.format("%.3f", waited)}s outcome=${outcome}`);
-  return settle(r, rec, keys, outcome, lease, requestId);
+  return settle(r, rec, keys, outcome, lease);
 }
 
 /** What a hold ended in becomes what the request does next; true: it goes upstream. */
-function settle(r: number, rec: Record, keys: ScopeKeys, outcome: release.Outcome, lease: number, requestId: string): boolean {
+function settle(r: number, rec: Record, keys: ScopeKeys, outcome: release.Outcome, lease: number): boolean {
   const cfg = settings.cfg;
   if (outcome === "released") {
     counters.count(keys, "released");
@@ -205,9 +214,10 @@ function settle(r: number, rec: Record, keys: ScopeKeys, outcome: release.Outcom
     return answer(r, rec, keys, "maintenance");
   }
   if (outcome === "error") {
-    ngx.log(ngx.ERR, `intermission: cannot hold request_id=${requestId} (the queue zone is full?), passing it`);
-    forward(r, rec);
-    return true;
+    // Its ticket could not be written again (the queue zone is full; release.ts logged
+    // it): answered as a timeout would be with "reject", never forwarded while paused.
+    counters.count(keys, "timed_out");
+    return answer(r, rec, keys, "full");
   }
   counters.count(keys, "timed_out");
   if (cfg.on_timeout === "pass") {
@@ -416,7 +426,8 @@ function replayed(r: number, rec: Record): void {
     const spread = TRY_SPREAD[rec.tries ?? 1] ?? 0;
     if (spread > 0) release.backOffAtLeast(keys, (rec.deadline - ngx.now()) * spread);
   }
-  const ticket = ngx.now() < rec.deadline ? release.admit(keys, keys.retry) : undefined;
+  let ticket: number | undefined;
+  if (ngx.now() < rec.deadline) [ticket] = release.admit(keys, keys.retry, rec.deadline);
   if (ticket === undefined) {
     return refuseRetry(rec, keys, status);
   }

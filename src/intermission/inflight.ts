@@ -16,13 +16,16 @@
 // (liveness.ts, kill(pid, 0)) and drops the key of one that is gone, so its requests,
 // lost with their connections, stop counting at the next status or drain. The hour's
 // expiry is the backstop (a pid reused by another process of our user reads as alive).
+// They start with "#", which no scope name can (shm.ts): the scope "inflight" is summed by no one.
 import { zones } from "./shm";
 import * as liveness from "./liveness";
 
 const FLUSH_EVERY = 8;
 /** Seconds after which a worker's count, once it reached 0 or moved, is published. */
 const PUBLISH_AFTER = 0.2;
-const KEY_PREFIX = "inflight|";
+const KEY_PREFIX = "#inflight|";
+/** Workers of 0.2.0 and earlier (an old generation during a reload): "inflight|<pid>", digits only. */
+const LEGACY_PATTERN = "^inflight|%d+$";
 const KEY_TTL = 3600;
 
 let here = 0;
@@ -95,10 +98,10 @@ export function total(): number {
   let sum = here;
   const now = ngx.now();
   for (const k of zone.get_keys(0)) {
-    if (k !== key && string.sub(k, 1, prefixLength) === KEY_PREFIX) {
+    if (k !== key && (string.sub(k, 1, prefixLength) === KEY_PREFIX || string.match(k, LEGACY_PATTERN)[0] !== undefined)) {
       const [v] = zone.get(k);
       if (type(v) === "number" && (v as number) !== 0) {
-        if (liveness.gone(tonumber(string.sub(k, prefixLength + 1)), now)) zone.delete(k);
+        if (liveness.gone(tonumber(string.match(k, "(%d+)$")[0]), now)) zone.delete(k);
         else sum += v as number;
       }
     }

@@ -14,7 +14,8 @@ export function lock(timeout = 2): LuaMultiReturn<[string | undefined, string | 
   let waited = 0;
   let step = 0.001;
   while (true) {
-    const [ok, err] = zones.state.add(LOCK_KEY, token, EXPIRE);
+    // safe_add: the state zone never evicts (shm.ts); "no memory" is an error like any other.
+    const [ok, err] = zones.state.safe_add(LOCK_KEY, token, EXPIRE);
     if (ok) return $multi(token, undefined);
     if (err !== "exists") return $multi(undefined, `lock: ${err}`);
     if (waited >= timeout) return $multi(undefined, "lock: timeout");

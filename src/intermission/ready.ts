@@ -10,7 +10,8 @@ import { settings, ReadyProbe } from "./settings";
 import * as counters from "./counters";
 import * as waiters from "./waiters";
 
-const PROBER_PREFIX = "prober|";
+/** "#": an internal key, out of every scope's reach (see shm.ts). */
+const PROBER_PREFIX = "#prober|";
 
 /** Starts waiting for readiness (called under the scope's lock, at resume). */
 export function startWaiting(keys: ScopeKeys, now: number): void {
@@ -111,7 +112,7 @@ function prober(this: void, premature: boolean, scope: string): void {
 
 // ---- after a failed upstream connection ---------------------------------------------
 
-const CONNECT_PREFIX = "connect|";
+const CONNECT_PREFIX = "#connect|";
 const CONNECT_FIRST = 0.05;
 const CONNECT_MAX = 0.5;
 

@@ -36,6 +36,7 @@ import * as waiters from "./waiters";
 import * as ready from "./ready";
 import * as counters from "./counters";
 import * as liveness from "./liveness";
+import { logOnce } from "./burst";
 
 const LEFT = "L";
 const DEAD = "D";
@@ -194,8 +195,13 @@ function windowHasRoom(keys: ScopeKeys, now: number): boolean {
 
 // ---- the advancer ---------------------------------------------------------------------
 
-/** Per worker and lane: the first ticket seen issued but unwritten, and since when. */
-const unwritten: { [laneSeq: string]: { ticket: number; since: number } | undefined } = {};
+/**
+ * Per worker and lane: the first ticket seen issued but unwritten, since when, and the
+ * lane's tail at that moment: every ticket up to it was issued before `since`, so once
+ * GRACE has passed, each of them still unwritten is gone, without a grace of its own
+ * (a run of them, after a full zone or a crash, costs one GRACE, not one per ticket).
+ */
+const unwritten: { [laneSeq: string]: { ticket: number; since: number; upto: number } | undefined } = {};
 
 /** Grants ticket t; false when the queue zone is full (the head must not move). */
 function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline: number, holder: number, now: number): boolean {
@@ -217,14 +223,22 @@ function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline:
     }
   }
   const claimKey = lane.claimPrefix + t;
-  const [won, err] = q.safe_add(claimKey, lease, math.max(deadline - now, 0) + CLAIM_SLACK);
+  const claimTtl = math.max(deadline - now, 0) + CLAIM_SLACK;
+  let [won, err] = q.safe_add(claimKey, lease, claimTtl);
+  if (!won && err !== "exists") {
+    // The queue zone is full (of held tickets, say, right after a resume): the ticket's
+    // deadline key, deleted after every grant anyway, makes room for its claim first.
+    q.delete(lane.ticketPrefix + t);
+    [won, err] = q.safe_add(claimKey, lease, claimTtl);
+    if (!won && err !== "exists") q.safe_add(lane.ticketPrefix + t, deadline, 0, holder); // as it was
+  }
   if (won) {
     st.incr(keys.decided, 1);
     return true;
   }
   if (lease > 0) settleLease(keys, lease, "unused");
   if (err !== "exists") {
-    ngx.log(ngx.ERR, `intermission: cannot grant ticket ${t} of scope ${keys.scope}: ${err}`);
+    logOnce(ngx.ERR, "grant", `intermission: cannot grant ticket ${t} of scope ${keys.scope}: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small); the release waits`);
     return false;
   }
   q.delete(claimKey); // it left before its turn ("L"): pass it over
@@ -232,21 +246,51 @@ function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline:
 }
 
 /**
- * Claims a ticket on behalf of a request that is gone; the claimer counts it decided.
+ * Counts a ticket decided that has no claim of its own request: unless a credit says
+ * that a refused request (its ticket never written) counted itself without writing its
+ * claim (the queue zone was full), then the credit is spent instead. Which claimless
+ * ticket spends a credit does not matter: each is passed by the head once and spends or
+ * counts once, so `decided` comes out right once the head has passed them all.
+ */
+function countPassedOver(keys: ScopeKeys): void {
+  const st = zones.state;
+  if (num(st, keys.unclaimed) > 0) {
+    const [left] = st.incr(keys.unclaimed, -1);
+    if (left !== undefined && left >= 0) return;
+    if (left !== undefined) st.incr(keys.unclaimed, 1); // spent by another advancer meanwhile
+  }
+  st.incr(keys.decided, 1);
+}
+
+/**
+ * Claims a ticket on behalf of a request that is gone: the claimer counts it decided.
  * `holderGone`: its worker is known dead, so its request never ends by itself: it counts
  * as aborted (its client lost the connection with the worker), which keeps the counters'
  * identity. A ticket passed over only for its deadline may belong to a worker that
  * stalled: that request queues again and ends with an outcome of its own.
+ * False: the queue zone has no room for the "D", so the head waits here. Passing it
+ * without one would let a request that is still there (its worker stalled) leave with
+ * an "L" of its own later and count it a second time (the spin model found that).
  */
-function passOverDead(keys: ScopeKeys, lane: Lane, t: number, holderGone: boolean): void {
+function passOverDead(keys: ScopeKeys, lane: Lane, t: number, holderGone: boolean): boolean {
+  const q = zones.queue;
   const claimKey = lane.claimPrefix + t;
-  const [ok, err] = zones.queue.safe_add(claimKey, DEAD, CLAIM_SLACK);
-  if (ok || err !== "exists") {
-    zones.state.incr(keys.decided, 1);
-    if (holderGone) counters.count(keys, "aborted");
-  } else {
-    zones.queue.delete(claimKey); // it left after all
+  let [ok, err] = q.safe_add(claimKey, DEAD, CLAIM_SLACK);
+  if (!ok && err !== "exists") {
+    q.delete(lane.ticketPrefix + t); // its deadline key makes room; unwritten, it is passed later
+    [ok, err] = q.safe_add(claimKey, DEAD, CLAIM_SLACK);
   }
+  if (!ok && err === "exists") {
+    q.delete(claimKey); // it left after all, and counted itself
+    return true;
+  }
+  if (!ok) {
+    logOnce(ngx.ERR, "pass", `intermission: cannot pass over ticket ${t} of scope ${keys.scope}: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small); the release waits`);
+    return false;
+  }
+  countPassedOver(keys);
+  if (holderGone) counters.count(keys, "aborted");
+  return true;
 }
 
 /** Decides ticket t, the next after the head. False: not decidable yet, stop here. */
@@ -269,19 +313,18 @@ function decide(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, now: num
     // Issued, not yet written: its request is between two statements, or its worker
     // died right there. Wait for it, a grace period at most.
     const seen = unwritten[lane.seq];
-    if (seen === undefined || seen.ticket !== t) {
-      unwritten[lane.seq] = { ticket: t, since: now };
+    if (seen === undefined || t < seen.ticket || t > seen.upto) {
+      unwritten[lane.seq] = { ticket: t, since: now, upto: num(zones.state, lane.seq) };
       return false;
     }
     if (now - seen.since < GRACE) return false;
-    passOverDead(keys, lane, t, false);
-    return true;
+    return passOverDead(keys, lane, t, false);
   }
   // Its worker is gone (killed): pass it over now, whatever the window says; never grant
   // it a lease that nobody would give back.
   const holderGone = liveness.gone(holder as number | undefined, now);
   if (holderGone || (deadline as number) + GRACE < now) {
-    passOverDead(keys, lane, t, holderGone);
+    if (!passOverDead(keys, lane, t, holderGone)) return false;
   } else if ((paced && !windowHasRoom(keys, now)) || !grant(keys, lane, t, paced, deadline as number, holder as number, now)) {
     return false; // only a grant waits for room in the window
   }
@@ -373,15 +416,37 @@ export function advance(keys: ScopeKeys): void {
 
 /**
  * Gives up ticket t. "left": out of the queue, it must not go upstream. A number: it had
- * been granted that lease first. "dead": it was passed over as gone.
+ * been granted that lease first. "dead": it was passed over as gone. `written`: its
+ * deadline key w|t was written (it was held), so the advancer may be granting it now.
  */
-function leave(keys: ScopeKeys, lane: Lane, t: number): number | "left" | "dead" {
+function leave(keys: ScopeKeys, lane: Lane, t: number, written: boolean): number | "left" | "dead" {
   const q = zones.queue;
   const claimKey = lane.claimPrefix + t;
-  const [ok, err] = q.safe_add(claimKey, LEFT);
+  let [ok, err] = q.safe_add(claimKey, LEFT);
+  if (!ok && err !== "exists" && written) {
+    // The queue zone is full. This ticket's own deadline key makes room for its claim;
+    // without it the advancer sees the ticket as unwritten until the claim lands.
+    q.delete(lane.ticketPrefix + t);
+    [ok, err] = q.safe_add(claimKey, LEFT);
+  }
   if (ok || err !== "exists") {
-    if (!ok) ngx.log(ngx.ERR, `intermission: cannot record that ticket ${t} of scope ${keys.scope} left: ${err}`);
-    zones.state.incr(keys.decided, 1);
+    if (ok) {
+      zones.state.incr(keys.decided, 1);
+    } else {
+      logOnce(ngx.ERR, "leave", `intermission: cannot record that ticket ${t} of scope ${keys.scope} left: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small)`);
+      if (!written) {
+        // Never written, so never granted: it counts itself decided now (a refusal must
+        // not count as held) and leaves a credit, which the advancer spends when it
+        // passes a claimless ticket (countPassedOver) instead of counting it a second
+        // time. The credit goes first: a pass in between spends it.
+        zones.state.incr(keys.unclaimed, 1);
+        zones.state.incr(keys.decided, 1);
+      }
+      // Written: a grant may be landing now (this ticket's deadline was read), and only
+      // the claim's writer may count it. It stays counted held until the advancer passes
+      // it (it has no deadline key now: once the grace is over) or a grant wins it; the
+      // request is gone either way, and a lease granted to it comes back on expiry.
+    }
     advance(keys);
     return "left";
   }
@@ -393,7 +458,7 @@ function leave(keys: ScopeKeys, lane: Lane, t: number): number | "left" | "dead"
 /** log() for a request killed while held (worker shutdown): give its place back. */
 export function abandon(w: waiters.Waiter): void {
   waiters.done(w);
-  const result = leave(w.keys, w.lane, w.ticket);
+  const result = leave(w.keys, w.lane, w.ticket, true);
   if (type(result) === "number") returnLease(w.keys, result as number, "unused");
 }
 
@@ -408,27 +473,53 @@ export function heldNow(keys: ScopeKeys): number {
   return math.max(0, num(st, keys.main.seq) + num(st, keys.retry.seq) - decided);
 }
 
-/**
- * Takes a ticket in `lane`: from this incr on the request counts as held, and nothing is
- * left to undo if its worker dies (an unwritten ticket is passed over as dead after the
- * grace, which counts it decided). undefined: max_held were held already; the ticket is
- * left at once, as any leave ("L").
- */
-export function admit(keys: ScopeKeys, lane: Lane): number | undefined {
-  const st = zones.state;
-  const [t] = st.incr(lane.seq, 1);
-  if (t === undefined) return undefined;
-  let held = heldNow(keys);
+/** max_held are held already: a request is refused before it takes anything. */
+export function atCapacity(keys: ScopeKeys): boolean {
+  if (heldNow(keys) < settings.cfg.max_held) return false;
   // Full: a killed worker's held requests must not keep the survivors' out.
-  if (held > settings.cfg.max_held && leaveForDead(keys)) held = heldNow(keys);
+  return !leaveForDead(keys) || heldNow(keys) >= settings.cfg.max_held;
+}
+
+/** Why admit() refused: max_held were held, or the queue zone had no room for the ticket. */
+export type Refusal = "held" | "full";
+
+/** Gives up a ticket that was never handed to hold(): as any leave ("L"). */
+function giveUp(keys: ScopeKeys, lane: Lane, t: number): void {
+  const result = leave(keys, lane, t, false);
+  if (type(result) === "number") returnLease(keys, result as number, "unused");
+}
+
+/**
+ * Takes a ticket in `lane` and writes its deadline (w|t): from the incr on the request
+ * counts as held, and nothing is left to undo if its worker dies (an unwritten ticket is
+ * passed over as dead after the grace, which counts it decided).
+ *
+ * A refusal costs the queue nothing that outlives the request: max_held is checked before
+ * the ticket is taken, so a storm of refused requests takes no ticket, writes no claim and
+ * leaves nothing for the head to pass. Only the race after the incr (several workers past
+ * the check at once) gives a ticket up again ("L", passed over by the head later): at
+ * most one per worker and freed place. A ticket whose deadline cannot be written (the
+ * queue zone is full) is given up too: the request is answered 503, never forwarded.
+ */
+export function admit(keys: ScopeKeys, lane: Lane, deadline: number): LuaMultiReturn<[number | undefined, Refusal | undefined]> {
+  const st = zones.state;
+  if (atCapacity(keys)) return $multi(undefined, "held");
+  const [t] = st.incr(lane.seq, 1);
+  if (t === undefined) return $multi(undefined, "full");
+  const held = heldNow(keys);
   if (held > settings.cfg.max_held) {
     // Never written, so never granted: leave() wins the claim ("L") and counts it decided.
-    const result = leave(keys, lane, t);
-    if (type(result) === "number") returnLease(keys, result as number, "unused");
-    return undefined;
+    giveUp(keys, lane, t);
+    return $multi(undefined, "held");
+  }
+  const [written, err] = zones.queue.safe_add(lane.ticketPrefix + t, deadline, 0, liveness.me());
+  if (!written) {
+    logOnce(ngx.ERR, "ticket", `intermission: cannot hold a request in scope ${keys.scope}: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small); answering 503`);
+    giveUp(keys, lane, t);
+    return $multi(undefined, "full");
   }
   if (held > num(st, keys.lastQueue) && modeOf(keys) === "paused") st.safe_set(keys.lastQueue, held);
-  return t;
+  return $multi(t, undefined);
 }
 
 /** Per worker and scope: when this worker last looked for held tickets of dead workers. */
@@ -482,7 +573,7 @@ function refusedAsLate(keys: ScopeKeys, deadline: number): boolean {
 }
 
 /**
- * Holds an admitted request (ticket t from admit) in a lane: "main" for a new request,
+ * Holds an admitted request (ticket t from admit, its deadline written) in a lane: "main" for a new request,
  * "retry" for a released one whose upstream connection failed, until its ticket is
  * granted, its deadline passes, its client goes away or the scope enters maintenance.
  * Returns the outcome and, when released, the lease the caller returns once the response
@@ -493,15 +584,19 @@ export function hold(keys: ScopeKeys, lane: Lane, ticket: number, deadline: numb
   const q = zones.queue;
   let t = ticket;
   while (true) {
-    // Its worker's pid in the flags: a ticket of a worker that is gone is passed over.
-    const [written] = q.safe_add(lane.ticketPrefix + t, deadline, 0, liveness.me());
+    // admit() wrote the first ticket's deadline, with its worker's pid in the flags (a
+    // ticket of a worker that is gone is passed over); a ticket taken again is written here.
+    if (t !== ticket) {
+      const [written, err] = q.safe_add(lane.ticketPrefix + t, deadline, 0, liveness.me());
+      if (!written) {
+        logOnce(ngx.ERR, "ticket", `intermission: cannot hold a request in scope ${keys.scope} again: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small); answering 503`);
+        giveUp(keys, lane, t);
+        return $multi("error", 0);
+      }
+    }
     const watched = waiters.track(w, keys, lane, t, deadline);
     const laneNote = lane.name === "retry" ? " lane=retry" : "";
     ngx.log(ngx.NOTICE, `intermission: hold ${label} scope=${keys.scope} ticket=${t}${laneNote} state=${modeOf(keys)}`);
-    if (!written) {
-      abandon(w);
-      return $multi("error", 0);
-    }
     advance(keys);
 
     let outcome: Outcome = "timeout";
@@ -532,7 +627,7 @@ export function hold(keys: ScopeKeys, lane: Lane, ticket: number, deadline: numb
     }
 
     waiters.done(w);
-    const result = leave(keys, lane, t);
+    const result = leave(keys, lane, t, true);
     if (result === "left") return $multi(outcome, 0);
     if (result === "dead") {
       // Passed over while still here (its worker stalled): queue again if time is left.

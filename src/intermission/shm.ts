@@ -10,6 +10,14 @@
 //                    statistics, so plain incr with an initial value is fine.
 // Key names are built once per scope and per worker and then reused, so the hot path
 // never builds a string.
+//
+// Namespaces. A scope's keys are `<scope>|<suffix>`, and a scope name is 1-64 of
+// A-Z a-z 0-9 . _ : - (params.validScope), so it never holds "|" or "#". Every other key
+// either has no "|" at all ("busy", "lock", "scopes", "control_prefix": no scope key can
+// equal one) or starts with "#" ("#scope|<name>", "#inflight|<pid>", "#prober|<scope>",
+// "#fleet|..."), which no scope name can: no scope, whatever its name, reaches another
+// key, and a scan by prefix ("#scope|", "#inflight|") finds only its own family. 0.2.0
+// and earlier named those families without the "#"; upgradeScopes() moves what they left.
 
 /** One FIFO of tickets: the main queue, or the retry lane ahead of it. */
 export interface Lane {
@@ -49,6 +57,12 @@ export interface ScopeKeys {
    * held and queueing it.
    */
   decided: string;
+  /**
+   * Tickets counted in `decided` whose claim could not be written (the queue zone was
+   * full when their request left): credits the advancer spends when it passes a ticket
+   * with no claim, instead of counting that ticket decided a second time.
+   */
+  unclaimed: string;
   /** Window leases in use, the current (slow-start) window, and the back-off after a failure. */
   used: string;
   window: string;
@@ -77,11 +91,21 @@ export const LOCK_KEY = "lock";
 /** Global key: how many scopes exist (bounded by max_scopes). */
 export const SCOPE_COUNT_KEY = "scopes";
 /** Global key, fleet mode with fleet_release_window: this node's share of the fleet's window. */
-export const FLEET_SHARE_KEY = "fleet|share";
+export const FLEET_SHARE_KEY = "#fleet|share";
+/** Fleet mode: set by setup() on a cold start, requests wait for the first sync (fleet/sync.ts). */
+export const FLEET_PENDING_KEY = "#fleet|pending";
+/** Fleet mode: the node has synced once (a reload finds it and does not wait again). */
+export const FLEET_SYNCED_KEY = "#fleet|synced";
+/** Fleet mode: the last sync error. */
+export const FLEET_ERROR_KEY = "#fleet|error";
 /** Counters zone: the per-scope count of requests passed unheld while another scope was stopped. */
-export const UNHELD_PREFIX = "unheld|";
+export const UNHELD_PREFIX = "#unheld|";
 /** Marks a scope as known, for status and metrics. */
-export const SCOPE_MARK_PREFIX = "scope|";
+export const SCOPE_MARK_PREFIX = "#scope|";
+/** 0.2.0 and earlier: the mark's prefix, which the scope named "scope" shared. */
+const LEGACY_MARK_PREFIX = "scope|";
+/** 0.2.0 and earlier: the fleet's keys, and what they are called now. */
+const LEGACY_FLEET_KEYS: [string, string][] = [["fleet|share", FLEET_SHARE_KEY], ["fleet|pending", FLEET_PENDING_KEY], ["fleet|synced", FLEET_SYNCED_KEY]];
 
 export const zones: { state: NgxSharedDict; queue: NgxSharedDict; counters: NgxSharedDict } = {
   state: undefined as unknown as NgxSharedDict,
@@ -123,6 +147,7 @@ function makeKeys(scope: string): ScopeKeys {
     retry: { name: "retry", seq: `${p}rseq`, head: `${p}rhead`, ticketPrefix: `${p}rw|`, claimPrefix: `${p}rc|` },
     stop: `${p}stop`,
     decided: `${p}decided`,
+    unclaimed: `${p}unclm`,
     used: `${p}used`,
     window: `${p}window`,
     backoffUntil: `${p}boff`,
@@ -163,9 +188,59 @@ export function scopeExists(keys: ScopeKeys): boolean {
 
 /** The numeric keys every scope has from its creation on; incr() needs them to exist. */
 function numericKeys(keys: ScopeKeys): string[] {
-  return [keys.dirty, keys.main.seq, keys.main.head, keys.retry.seq, keys.retry.head, keys.stop, keys.decided,
+  return [keys.dirty, keys.main.seq, keys.main.head, keys.retry.seq, keys.retry.head, keys.stop, keys.decided, keys.unclaimed,
     keys.used, keys.window, keys.backoffUntil, keys.backoffStep, keys.leaseSeq, keys.leaseOldest, keys.since,
     keys.until, keys.readyUntil, keys.lastQueue, keys.lastPause];
+}
+
+// ---- what a scope costs the state zone ----------------------------------------------
+
+/** A shared-dict entry's headers: the rbtree node up to its color, and the shdict node up to its data. */
+const ENTRY_HEADER = 32 + 36;
+/** The longest scope name (params.validScope), the longest reason (params.ts) and mode. */
+const LONGEST_SCOPE = 64;
+const LONGEST_REASON = 500;
+const LONGEST_MODE = "maintenance".length;
+/** Node-wide keys: busy, lock, scopes, the control prefixes, the fleet's, one in-flight count per worker. */
+const ZONE_RESERVE = 256 * 1024;
+
+/** nginx's slab allocator hands out powers of two (from 8 bytes), whole 4 KiB pages above 2 KiB. */
+function slabChunk(bytes: number): number {
+  if (bytes > 2048) return math.ceil(bytes / 4096) * 4096;
+  let chunk = 8;
+  while (chunk < bytes) chunk *= 2;
+  return chunk;
+}
+
+function entryBytes(key: string, valueBytes: number): number {
+  return slabChunk(ENTRY_HEADER + key.length + valueBytes);
+}
+
+/**
+ * The most one scope takes of the state zone, with the longest name: its numeric keys
+ * (8-byte values), the mark, the mode, the reason, and the keys that exist only for a
+ * moment (the advance lock, the ready and connect probers'), all at once.
+ */
+export function scopeBytes(): number {
+  const name = string.rep("x", LONGEST_SCOPE);
+  const keys = makeKeys(name);
+  let total = 0;
+  for (const k of numericKeys(keys)) total += entryBytes(k, 8);
+  total += entryBytes(keys.made, 1) + entryBytes(keys.mode, LONGEST_MODE) + entryBytes(keys.reason, LONGEST_REASON);
+  total += entryBytes(keys.lock, 1) + entryBytes(`#prober|${name}`, 1) + entryBytes(`#connect|${name}`, 1);
+  return total;
+}
+
+/**
+ * max_scopes bounds the state zone only if the zone can hold that many scopes at their
+ * largest: setup() refuses to start otherwise (the reason), instead of a scope failing
+ * with "no memory" one day. Each 4 KiB page also costs the allocator a 24-byte descriptor.
+ */
+export function stateZoneTooSmall(maxScopes: number, dict: string): string | undefined {
+  const needed = (maxScopes * scopeBytes() + ZONE_RESERVE) * (1 + 24 / 4096);
+  const capacity = zones.state.capacity();
+  if (capacity >= needed) return undefined;
+  return `option "max_scopes" = ${maxScopes} needs a state zone of ${math.ceil(needed / 1024)} KiB (${scopeBytes()} bytes a scope at most), but lua_shared_dict ${dict} has ${math.floor(capacity / 1024)} KiB: make the zone larger or max_scopes smaller`;
 }
 
 /**
@@ -199,6 +274,37 @@ export function ensureScope(keys: ScopeKeys, maxScopes: number): LuaMultiReturn<
 }
 
 /**
+ * Keys of 0.2.0 and earlier, whose zones outlive a reload, under their names now: the
+ * scope marks "scope|<name>" (one whose scope really has state: its numeric keys were
+ * made before the mark) and the fleet's keys. The old ones are deleted, so that a scope
+ * named "scope" or "fleet" never meets them.
+ */
+function upgradeKeys(): void {
+  const zone = zones.state;
+  const prefixLength = LEGACY_MARK_PREFIX.length;
+  for (const key of zone.get_keys(0)) {
+    if (string.sub(key, 1, prefixLength) !== LEGACY_MARK_PREFIX) continue;
+    const scope = string.sub(key, prefixLength + 1);
+    const [value] = zone.get(key);
+    const [seq] = zone.get(`${scope}|seq`);
+    if (value === true && type(seq) === "number" && string.match(scope, "^[%w%._:%-]+$")[0] !== undefined) {
+      const [ok, err] = zone.safe_add(SCOPE_MARK_PREFIX + scope, true);
+      if (!ok && err !== "exists") {
+        ngx.log(ngx.ERR, `intermission: cannot carry over scope ${scope} of an earlier version: ${err}`);
+        continue; // kept under its old name, to be carried over at the next start
+      }
+      zone.delete(key);
+    }
+  }
+  for (const [old, now] of LEGACY_FLEET_KEYS) {
+    const [value] = zone.get(old);
+    if (value === undefined) continue;
+    const [ok, err] = zone.safe_add(now, value);
+    if (ok || err === "exists") zone.delete(old);
+  }
+}
+
+/**
  * Scopes made by an earlier version counted their held requests in `<scope>|held` and have
  * no `decided`; the zones outlive a reload, so setup() gives them one: the tickets issued
  * minus those held then. Without it incr(decided) would fail and every ticket ever issued
@@ -206,8 +312,10 @@ export function ensureScope(keys: ScopeKeys, maxScopes: number): LuaMultiReturn<
  */
 export function upgradeScopes(): void {
   const zone = zones.state;
+  upgradeKeys();
   for (const scope of knownScopes()) {
     const keys = keysFor(scope);
+    zone.safe_add(keys.unclaimed, 0); // 0.2.0 and earlier: no credits were ever owed
     if (zone.get(keys.decided)[0] !== undefined) continue;
     const heldThen = num(zone, `${scope}|held`);
     zone.safe_add(keys.decided, math.max(0, num(zone, keys.main.seq) + num(zone, keys.retry.seq) - heldThen));

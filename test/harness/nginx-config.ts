@@ -28,7 +28,7 @@ export interface ConfigOptions {
   mainDirectives?: string;
   /** Extra directives in the front server block. */
   serverDirectives?: string;
-  /** Extra directives at the http level (e.g. an upstream group). */
+  /** Extra directives at http level (e.g. an upstream group, the zones of another `dict`). */
   httpDirectives?: string;
   /** The hooks without setup() and without intermission.conf's shared dicts (a miswired node). */
   bare?: boolean;
@@ -133,6 +133,7 @@ http {
     lua_package_path "${LUA_PACKAGE_PATH}";
     ${opts.bare ? "" : `include ${CONF_INCLUDE};`}
     lua_shared_dict backend 32m;
+    ${opts.httpDirectives ?? ""}
 
     ${opts.bare ? "" : `init_by_lua_block        { require("intermission").setup(${setup}) }`}
     init_worker_by_lua_block { require("intermission").init_worker() }

@@ -7,6 +7,9 @@ local keysFor = ____shm.keysFor
 local knownScopes = ____shm.knownScopes
 local BUSY_KEY = ____shm.BUSY_KEY
 local FLEET_SHARE_KEY = ____shm.FLEET_SHARE_KEY
+local FLEET_PENDING_KEY = ____shm.FLEET_PENDING_KEY
+local FLEET_SYNCED_KEY = ____shm.FLEET_SYNCED_KEY
+local FLEET_ERROR_KEY = ____shm.FLEET_ERROR_KEY
 local num = ____shm.num
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
@@ -67,9 +70,9 @@ function ____exports.refreshShare()
     )
 end
 --- Set by setup() on a cold start: requests wait for the first sync (bounded).
-____exports.PENDING_KEY = "fleet|pending"
-local SYNCED_KEY = "fleet|synced"
-local ERROR_KEY = "fleet|error"
+____exports.PENDING_KEY = FLEET_PENDING_KEY
+local SYNCED_KEY = FLEET_SYNCED_KEY
+local ERROR_KEY = FLEET_ERROR_KEY
 --- A heartbeat lives this long unless refreshed: a node that stops drops out of status after it.
 ____exports.NODE_TTL_MS = 15000
 --- Seconds between checks while every scope here runs, and while one is paused or in maintenance (each x0.8-1.2).
@@ -88,9 +91,9 @@ function ____exports.markPending()
     if synced ~= nil then
         return
     end
-    local added = zone:add(____exports.PENDING_KEY, true)
+    local added = zone:safe_add(____exports.PENDING_KEY, true)
     if added then
-        zone:incr(BUSY_KEY, 1, 0)
+        zone:incr(BUSY_KEY, 1)
     end
 end
 local function clearPending()
@@ -103,7 +106,7 @@ local function clearPending()
     local still = zone:get(____exports.PENDING_KEY)
     if still ~= nil then
         zone:delete(____exports.PENDING_KEY)
-        zone:incr(BUSY_KEY, -1, 0)
+        zone:incr(BUSY_KEY, -1)
     end
     if token ~= nil then
         unlock(token)
@@ -387,7 +390,7 @@ local function session()
         sub:close()
         return syncErr
     end
-    zones.state:set(SYNCED_KEY, true)
+    zones.state:safe_set(SYNCED_KEY, true)
     zones.state:delete(ERROR_KEY)
     clearPending()
     local beat, ____, beatErr = heartbeat(false)
@@ -474,7 +477,7 @@ local function loop(premature)
             break
         end
         local err = ok and result or "sync failed: " .. tostring(result)
-        zones.state:set(ERROR_KEY, err)
+        zones.state:safe_set(ERROR_KEY, err)
         clearPending()
         ngx.update_time()
         if ngx.now() - started > BACKOFF_MAX * 2 then

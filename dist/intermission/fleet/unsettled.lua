@@ -4,7 +4,7 @@ local zones = ____shm.zones
 local ____lock = require("intermission.lock")
 local lock = ____lock.lock
 local unlock = ____lock.unlock
-local KEY = "fleet|unsettled"
+local KEY = "#fleet|unsettled"
 --- At most this many remembered (each line some 60 bytes): the newest win.
 local MAX = 16
 local function lines()

@@ -11,7 +11,7 @@
 // and retries with back-off: one connect timeout at a time, in one worker, never on a
 // request.
 import * as cjson from "cjson.safe";
-import { zones, keysFor, knownScopes, BUSY_KEY, FLEET_SHARE_KEY, num } from "../shm";
+import { zones, keysFor, knownScopes, BUSY_KEY, FLEET_SHARE_KEY, FLEET_PENDING_KEY, FLEET_SYNCED_KEY, FLEET_ERROR_KEY, num } from "../shm";
 import { settings } from "../settings";
 import { lock, unlock } from "../lock";
 import * as state from "../state";
@@ -22,9 +22,9 @@ import * as remote from "./remote";
 import * as unsettled from "./unsettled";
 
 /** Set by setup() on a cold start: requests wait for the first sync (bounded). */
-export const PENDING_KEY = "fleet|pending";
-const SYNCED_KEY = "fleet|synced";
-const ERROR_KEY = "fleet|error";
+export const PENDING_KEY = FLEET_PENDING_KEY;
+const SYNCED_KEY = FLEET_SYNCED_KEY;
+const ERROR_KEY = FLEET_ERROR_KEY;
 /** A heartbeat lives this long unless refreshed: a node that stops drops out of status after it. */
 export const NODE_TTL_MS = 15000;
 /** Seconds between checks while every scope here runs, and while one is paused or in maintenance (each x0.8-1.2). */
@@ -43,8 +43,11 @@ export function markPending(): void {
   const zone = zones.state;
   const [synced] = zone.get(SYNCED_KEY);
   if (synced !== undefined) return; // a reload: the shared dict already has the state
-  const [added] = zone.add(PENDING_KEY, true);
-  if (added) zone.incr(BUSY_KEY, 1, 0);
+  // safe_add, and incr without an init (BUSY_KEY exists from setup() on): an incr that
+  // creates its key can evict like add (lua-nginx-module's docs); one on a number in
+  // place never allocates. The state zone never evicts (shm.ts).
+  const [added] = zone.safe_add(PENDING_KEY, true);
+  if (added) zone.incr(BUSY_KEY, 1);
 }
 
 function clearPending(): void {
@@ -56,7 +59,7 @@ function clearPending(): void {
   if (still !== undefined) {
     zone.delete(PENDING_KEY);
     // Never deleted (see mode.ts): a delete could race another scope's increment.
-    zone.incr(BUSY_KEY, -1, 0);
+    zone.incr(BUSY_KEY, -1);
   }
   if (token !== undefined) unlock(token);
 }
@@ -324,7 +327,7 @@ function session(): string {
     sub.close();
     return syncErr!;
   }
-  zones.state.set(SYNCED_KEY, true);
+  zones.state.safe_set(SYNCED_KEY, true);
   zones.state.delete(ERROR_KEY);
   clearPending();
   const [beat, , beatErr] = heartbeat(false);
@@ -407,7 +410,7 @@ function loop(this: void, premature: boolean): void {
     const [ok, result] = pcall(session);
     if (ngx.worker.exiting()) break;
     const err = ok ? (result as string) : `sync failed: ${tostring(result)}`;
-    zones.state.set(ERROR_KEY, err);
+    zones.state.safe_set(ERROR_KEY, err);
     // A cold start must not wait for Redis forever: fail open after the first attempt.
     clearPending();
     // A session that ran a while has ended: a new outage (log it once) and a quick retry.

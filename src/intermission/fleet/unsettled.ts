@@ -8,7 +8,7 @@
 import { zones } from "../shm";
 import { lock, unlock } from "../lock";
 
-const KEY = "fleet|unsettled";
+const KEY = "#fleet|unsettled";
 /** At most this many remembered (each line some 60 bytes): the newest win. */
 const MAX = 16;
 
