@@ -28,6 +28,22 @@ const LOCATIONS = `
             access_by_lua_block { require("intermission").access() }
             proxy_pass http://grp;${RETRY}
         }
+        # An error_page into the proxying named location (the README's one redirect): the
+        # location that makes the first jump needs recursive_error_pages too.
+        location /ep/ {
+            access_by_lua_block { require("intermission").access() }
+            try_files /nonexistent =404;
+            error_page 404 = @ep;
+            recursive_error_pages on;
+        }
+        location /epoff/ {
+            access_by_lua_block { require("intermission").access() }
+            try_files /nonexistent =404;
+            error_page 404 = @ep;
+        }
+        location @ep {
+            proxy_pass http://127.0.0.1:8082;${RETRY}
+        }
         location @intermission_retry {
             content_by_lua_block { require("intermission").retry() }
         }`;
@@ -104,6 +120,25 @@ describe("the retry lane waits for the failed address", () => {
     assert.deepEqual((await node.arrivals()).ids, ["grp1"]);
     const lines = await node.newLogLines();
     assert.ok(lines.some((l) => /upstream 127\.0\.0\.1:8082 for scope default accepts connections again/.test(l)), lines.join("\n"));
+  });
+
+  it("an error_page into the proxying named location, recursive_error_pages on where it jumps from: retried, 200", async () => {
+    const pending = await heldInRetryLane("/ep/x?id=ep1");
+    await node.exec(["nginx", "-c", APP_CONF]);
+    const reply = await pending.reply;
+    assert.equal(reply.status, 200, reply.body);
+    assert.deepEqual((await node.arrivals()).ids, ["ep1"]);
+  });
+
+  it("the same without recursive_error_pages where it jumps from: nginx's 502, as the README says", async () => {
+    const retriedBefore = (await node.status()).counters.retried;
+    await node.control("pause", "ttl=0");
+    const pending = send(node.url("/epoff/x?id=ep2"));
+    await node.held(1);
+    await node.control("resume");
+    const reply = await pending.reply;
+    assert.equal(reply.status, 502, reply.body);
+    assert.equal((await node.status()).counters.retried, retriedBefore, "never reached the retry location");
   });
 });
 
