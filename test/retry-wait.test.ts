@@ -44,6 +44,28 @@ const LOCATIONS = `
         location @ep {
             proxy_pass http://127.0.0.1:8082;${RETRY}
         }
+        # A rewrite-phase handler that is not idempotent: it appends to a header, which the
+        # application receives as its id.
+        location /hops/ {
+            set $hops "";
+            rewrite_by_lua_block {
+                local hops = (ngx.req.get_headers()["X-Hops"] or "") .. "h"
+                ngx.req.set_header("X-Hops", hops)
+                ngx.var.hops = hops
+            }
+            access_by_lua_block { require("intermission").access() }
+            proxy_pass http://127.0.0.1:8082/hops?id=$hops;${RETRY}
+        }
+        # One rewrite ... last before access() (the README's one redirect, which
+        # intermission cannot see), into a group that never has a live server.
+        location /rw1/ {
+            rewrite ^/rw1/(.*)$ /rwdead/$1 last;
+        }
+        location /rwdead/ {
+            set $intermission_max_time 4;
+            access_by_lua_block { require("intermission").access() }
+            proxy_pass http://deadgroup;${RETRY}
+        }
         location @intermission_retry {
             content_by_lua_block { require("intermission").retry() }
         }`;
@@ -61,6 +83,9 @@ describe("the retry lane waits for the failed address", () => {
     upstream grp {
         server 127.0.0.1:8082 max_fails=0;
         server 127.0.0.1:8083 backup;
+    }
+    upstream deadgroup {
+        server 127.0.0.1:8083 down;
     }`,
       serverDirectives: `
         header_filter_by_lua_block { require("intermission").header_filter() }
@@ -139,6 +164,27 @@ describe("the retry lane waits for the failed address", () => {
     const reply = await pending.reply;
     assert.equal(reply.status, 502, reply.body);
     assert.equal((await node.status()).counters.retried, retriedBefore, "never reached the retry location");
+  });
+
+  it("the rewrite phase runs again on a retry: a handler that appends to a header appends twice (README)", async () => {
+    const pending = await heldInRetryLane("/hops/x");
+    await node.exec(["nginx", "-c", APP_CONF]);
+    const reply = await pending.reply;
+    assert.equal(reply.status, 200, reply.body);
+    assert.deepEqual((await node.arrivals()).ids, ["hh"], "the first try sent h, the retry hh");
+  });
+
+  it("a rewrite ... last before access(), the upstream never live: every try spent, then 503, never nginx's 500", async () => {
+    const retriedBefore = (await node.status()).counters.retried;
+    await node.control("pause", "ttl=0");
+    const pending = send(node.url("/rw1/x"));
+    await node.held(1);
+    await node.control("resume");
+    const reply = await pending.reply;
+    assert.equal(reply.status, 503, reply.body);
+    assert.equal((await node.status()).counters.retried - retriedBefore, 2, "both retries used");
+    const lines = await node.newLogLines();
+    assert.ok(!lines.some((l) => /redirection cycle/.test(l)), lines.join("\n"));
   });
 });
 
