@@ -1,5 +1,5 @@
 local ____exports = {}
-local watchAbort, onAbort, forward, answer, holdAndSettle, settle, leaseEnd, refuseRetry, replayed, ngxVar, TRY_SPREAD
+local watchAbort, onAbort, forward, answer, holdAndSettle, settle, leaseEnd, refuseRetry, exitError, replayed, ngxVar, TRY_SPREAD, exited
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
@@ -139,9 +139,17 @@ function refuseRetry(rec, keys, status)
     rec.state = "answered"
     counters.count(keys, "rejected")
     if settings.cfg.on_timeout == "pass" then
-        return ngx.exit(status >= 500 and status or 502)
+        return exitError(
+            requestKey(),
+            status >= 500 and status or 502
+        )
     end
     return unavailable("timeout", settings.cfg.retry_after, "")
+end
+function exitError(r, status)
+    exited.req = r
+    exited.start = startTime()
+    return ngx.exit(status)
 end
 function replayed(r, rec)
     local keys = rec.keys
@@ -488,6 +496,18 @@ local function redirectsSeen(rec, asSent)
     return before + after
 end
 TRY_SPREAD = {[2] = 0.5}
+exited = {req = 0, start = 0}
+--- nginx's reason phrases for the statuses retry() answers.
+local REASON = {[500] = "Internal Server Error", [502] = "Bad Gateway", [503] = "Service Temporarily Unavailable", [504] = "Gateway Time-out"}
+--- The error page nginx itself would send (server_tokens off), sent directly: no error_page applies.
+local function sendError(status)
+    exited.req = 0
+    local title = (tostring(status) .. " ") .. (REASON[status] or "Bad Gateway")
+    ngx.status = status
+    ngx.header["Content-Type"] = "text/html"
+    ngx.print(((("<html>\r\n<head><title>" .. title) .. "</title></head>\r\n<body>\r\n<center><h1>") .. title) .. "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+    return ngx.exit(ngx.HTTP_OK)
+end
 --- content_by_lua of the retry location (error_page 502 504 =
 -- 
 -- @intermission_retry ): a
@@ -497,11 +517,14 @@ TRY_SPREAD = {[2] = 0.5}
 -- it go once granted again (replayed). Any other request: the error as nginx made it.
 function ____exports.retry()
     local r = requestKey()
-    local seen = lookup(r)
     local status = tonumber(ngxVar.status or "") or 502
     local failed = status >= 500 and status or 502
+    if exited.req == r and exited.start == startTime() then
+        return sendError(failed)
+    end
+    local seen = lookup(r)
     if seen == nil or type(seen) == "number" or seen.state ~= "released" or not neverSent() then
-        return ngx.exit(failed)
+        return exitError(r, failed)
     end
     local rec = seen
     local keys = rec.keys
@@ -512,7 +535,7 @@ function ____exports.retry()
             ngx.WARN,
             (((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not retried: ") .. tostring(why)
         )
-        return ngx.exit(failed)
+        return exitError(r, failed)
     end
     inflight.leave()
     local lease = rec.lease

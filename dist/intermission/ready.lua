@@ -1,5 +1,5 @@
 local ____exports = {}
-local startProber, endProber, parseUrl, probeOnce, prober, connectProber, PROBER_PREFIX, CONNECT_PREFIX, CONNECT_FIRST, CONNECT_MAX
+local startProber, endProber, parseUrl, probeOnce, prober, parseAddress, accepts, connectProber, PROBER_PREFIX, CONNECT_PREFIX, CONNECT_FIRST, CONNECT_MAX, MAX_ADDRESSES
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local keysFor = ____shm.keysFor
@@ -120,48 +120,100 @@ function prober(premature, scope)
         )
     end
 end
-function connectProber(premature, scope, host, port)
+function parseAddress(one)
+    if string.sub(one, 1, 5) == "unix:" then
+        return {host = one, port = 0}
+    end
+    local v6, v6port = string.match(one, "^%[(.+)%]:(%d+)$")
+    if v6 ~= nil then
+        return {
+            host = v6,
+            port = tonumber(v6port)
+        }
+    end
+    local host, port = string.match(one, "^([^:]+):(%d+)$")
+    if host == nil then
+        return nil
+    end
+    return {
+        host = host,
+        port = tonumber(port)
+    }
+end
+--- Every address of $upstream_addr ("a:1, b:2 : c:3": a comma between the servers one
+-- try went through, backups included, " : " between the groups of internal redirects),
+-- each once, in order. A group name (no live server) is not an address.
+function ____exports.addressesOf(addr)
+    local list = {}
+    local seen = {}
+    for one in string.gmatch(addr, "[^%s,]+") do
+        if one ~= ":" and seen[one] == nil and #list < MAX_ADDRESSES then
+            seen[one] = true
+            local a = parseAddress(one)
+            if a ~= nil then
+                list[#list + 1] = a
+            end
+        end
+    end
+    return list
+end
+function accepts(a)
+    local sock = ngx.socket.tcp()
+    sock:settimeout(500)
+    local ok = unpack(
+        a.port > 0 and ({sock:connect(a.host, a.port)}) or ({sock:connect(a.host)}),
+        1,
+        1
+    )
+    if ok == nil then
+        return false
+    end
+    sock:close()
+    return true
+end
+function connectProber(_premature, scope, addr)
     local keys = keysFor(scope)
     local started = ngx.now()
-    local where = port > 0 and (host .. ":") .. tostring(port) or host
+    local addresses = ____exports.addressesOf(addr)
     local pause = CONNECT_FIRST
-    while not premature and not ngx.worker.exiting() do
-        ngx.update_time()
-        local ____until = num(zones.state, keys.readyUntil)
-        if ____until == 0 then
-            break
-        end
-        if ngx.now() >= ____until then
-            ngx.log(
-                ngx.WARN,
-                ((((("intermission: upstream " .. where) .. " for scope ") .. scope) .. " refused connections for ") .. string.format(
-                    "%.1f",
-                    ngx.now() - started
-                )) .. "s; trying the held requests anyway"
-            )
-            break
-        end
-        local sock = ngx.socket.tcp()
-        sock:settimeout(500)
-        local ok = unpack(
-            port > 0 and ({sock:connect(host, port)}) or ({sock:connect(host)}),
-            1,
-            1
-        )
-        if ok ~= nil then
-            sock:close()
+    do
+        while true do
             ngx.update_time()
-            ngx.log(
-                ngx.NOTICE,
-                ((((("intermission: upstream " .. where) .. " for scope ") .. scope) .. " accepts connections again after ") .. string.format(
-                    "%.3f",
-                    ngx.now() - started
-                )) .. "s; releasing"
-            )
-            break
+            local ____until = num(zones.state, keys.readyUntil)
+            if ____until == 0 then
+                break
+            end
+            if ngx.now() >= ____until then
+                ngx.log(
+                    ngx.WARN,
+                    ((((("intermission: upstream " .. addr) .. " for scope ") .. scope) .. " refused connections for ") .. string.format(
+                        "%.1f",
+                        ngx.now() - started
+                    )) .. "s; trying the held requests anyway"
+                )
+                break
+            end
+            local open
+            for ____, a in ipairs(addresses) do
+                if accepts(a) then
+                    open = a
+                    break
+                end
+            end
+            if open ~= nil then
+                ngx.update_time()
+                ngx.log(
+                    ngx.NOTICE,
+                    ((((("intermission: upstream " .. (open.port > 0 and (open.host .. ":") .. tostring(open.port) or open.host)) .. " for scope ") .. scope) .. " accepts connections again after ") .. string.format(
+                        "%.3f",
+                        ngx.now() - started
+                    )) .. "s; releasing"
+                )
+                break
+            end
+            ngx.sleep(pause)
+            pause = math.min(pause * 2, CONNECT_MAX)
         end
-        ngx.sleep(pause)
-        pause = math.min(pause * 2, CONNECT_MAX)
     end
     endProber(keys, CONNECT_PREFIX)
 end
@@ -178,32 +230,14 @@ end
 CONNECT_PREFIX = "#connect|"
 CONNECT_FIRST = 0.05
 CONNECT_MAX = 0.5
---- The last address of $upstream_addr ("a:1, b:2 : c:3"): host and port, or a unix path.
-local function lastAddress(addr)
-    local last = string.match(addr, "([^%s,:]+:?[^%s,]*)%s*$")
-    if last == nil then
-        return nil, nil
-    end
-    if string.sub(last, 1, 5) == "unix:" then
-        return last, nil
-    end
-    local v6, v6port = string.match(last, "^%[(.+)%]:(%d+)$")
-    if v6 ~= nil then
-        return v6, tonumber(v6port)
-    end
-    local host, port = string.match(last, "^([^:]+):(%d+)$")
-    if host == nil then
-        return nil, nil
-    end
-    return host, tonumber(port)
-end
+MAX_ADDRESSES = 16
 --- A released request's upstream connection failed: the scope's release waits (as for the
--- ready probe, readyUntil) until the address that failed accepts a TCP connection again,
--- or `until`. One timer per scope and node connects, never a request. False: the address
--- cannot be probed (the caller backs off instead).
+-- ready probe, readyUntil) until ANY address of the failed try (`$upstream_addr`: the
+-- group's primary servers and its backups) accepts a TCP connection again, or `until`.
+-- One timer per scope and node connects, never a request. False: no address can be
+-- probed (the caller backs off instead).
 function ____exports.waitForConnect(keys, addr, ____until)
-    local host, port = lastAddress(addr)
-    if host == nil then
+    if #____exports.addressesOf(addr) == 0 then
         return false
     end
     local st = zones.state
@@ -215,8 +249,7 @@ function ____exports.waitForConnect(keys, addr, ____until)
         CONNECT_PREFIX,
         ____until - ngx.now(),
         connectProber,
-        host,
-        port or 0
+        addr
     )
     if err == nil then
         return true

@@ -342,8 +342,36 @@ function refuseRetry(rec: Record, keys: ScopeKeys, status: number): never {
   // Its first hold ended "released" already, so this is a refusal, not an outcome of a hold.
   rec.state = "answered";
   counters.count(keys, "rejected");
-  if (settings.cfg.on_timeout === "pass") return ngx.exit(status >= 500 ? status : 502);
+  if (settings.cfg.on_timeout === "pass") return exitError(requestKey(), status >= 500 ? status : 502);
   return unavailable("timeout", settings.cfg.retry_after, "");
+}
+
+/**
+ * The request retry() last answered with ngx.exit(status) (its pointer and start time):
+ * if nginx sends it back to retry() by an error_page, it loops (see retry()). One pair per
+ * worker, no table: the error_page jump follows the exit before this worker runs another
+ * request's retry().
+ */
+const exited = { req: 0, start: 0 };
+
+/** The error as nginx made it: ngx.exit, so that the server's own error_page applies. */
+function exitError(r: number, status: number): never {
+  exited.req = r;
+  exited.start = startTime();
+  return ngx.exit(status);
+}
+
+/** nginx's reason phrases for the statuses retry() answers. */
+const REASON: { [status: number]: string } = { 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out" };
+
+/** The error page nginx itself would send (server_tokens off), sent directly: no error_page applies. */
+function sendError(status: number): never {
+  exited.req = 0;
+  const title = `${status} ${REASON[status] ?? "Bad Gateway"}`;
+  ngx.status = status;
+  ngx.header["Content-Type"] = "text/html";
+  ngx.print(`<html>\r\n<head><title>${title}</title></head>\r\n<body>\r\n<center><h1>${title}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n`);
+  return ngx.exit(ngx.HTTP_OK);
 }
 
 /**
@@ -355,11 +383,15 @@ function refuseRetry(rec: Record, keys: ScopeKeys, status: number): never {
  */
 export function retry(): void {
   const r = requestKey();
-  const seen = lookup(r);
   const status = tonumber(ngxVar.status ?? "") ?? 502;
   const failed = status >= 500 ? status : 502;
+  // Entered again for the same request: the retry location inherited the error_page that
+  // led to it (the wiring at server level), so an ngx.exit(502) here comes straight back
+  // and nginx would end the loop in a 500. The error goes out as nginx's own page instead.
+  if (exited.req === r && exited.start === startTime()) return sendError(failed);
+  const seen = lookup(r);
   if (seen === undefined || type(seen) === "number" || (seen as Record).state !== "released" || !neverSent()) {
-    return ngx.exit(failed); // not ours to retry: the error as nginx made it
+    return exitError(r, failed); // not ours to retry: the error as nginx made it
   }
   const rec = seen as Record;
   const keys = rec.keys;
@@ -368,7 +400,7 @@ export function retry(): void {
   if (path === undefined) {
     // Left "released": log() gives back its place in flight and its lease, as for any 502.
     ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not retried: ${why}`);
-    return ngx.exit(failed);
+    return exitError(r, failed);
   }
   // The attempt failed at the gateway: that shrinks the window and backs off.
   inflight.leave();

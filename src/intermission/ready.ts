@@ -116,55 +116,97 @@ const CONNECT_PREFIX = "#connect|";
 const CONNECT_FIRST = 0.05;
 const CONNECT_MAX = 0.5;
 
-/** The last address of $upstream_addr ("a:1, b:2 : c:3"): host and port, or a unix path. */
-function lastAddress(addr: string): LuaMultiReturn<[string | undefined, number | undefined]> {
-  const [last] = string.match(addr, "([^%s,:]+:?[^%s,]*)%s*$");
-  if (last === undefined) return $multi(undefined, undefined);
-  if (string.sub(last, 1, 5) === "unix:") return $multi(last, undefined);
-  const [v6, v6port] = string.match(last, "^%[(.+)%]:(%d+)$");
-  if (v6 !== undefined) return $multi(v6, tonumber(v6port));
-  const [host, port] = string.match(last, "^([^:]+):(%d+)$");
-  if (host === undefined) return $multi(undefined, undefined);
-  return $multi(host, tonumber(port));
+/** Addresses probed at most for one failed try (an upstream group's servers, backups included). */
+const MAX_ADDRESSES = 16;
+
+interface Address { host: string; port: number }
+
+/** One address of $upstream_addr: host and port (0 for a unix socket path), or undefined (a group name). */
+function parseAddress(one: string): Address | undefined {
+  if (string.sub(one, 1, 5) === "unix:") return { host: one, port: 0 };
+  const [v6, v6port] = string.match(one, "^%[(.+)%]:(%d+)$");
+  if (v6 !== undefined) return { host: v6, port: tonumber(v6port)! };
+  const [host, port] = string.match(one, "^([^:]+):(%d+)$");
+  if (host === undefined) return undefined;
+  return { host, port: tonumber(port)! };
+}
+
+/**
+ * Every address of $upstream_addr ("a:1, b:2 : c:3": a comma between the servers one
+ * try went through, backups included, " : " between the groups of internal redirects),
+ * each once, in order. A group name (no live server) is not an address.
+ */
+export function addressesOf(addr: string): Address[] {
+  const list: Address[] = [];
+  const seen: { [a: string]: true | undefined } = {};
+  for (const [one] of string.gmatch(addr, "[^%s,]+")) {
+    if (one !== ":" && seen[one] === undefined && list.length < MAX_ADDRESSES) {
+      seen[one] = true;
+      const a = parseAddress(one);
+      if (a !== undefined) list.push(a);
+    }
+  }
+  return list;
 }
 
 /**
  * A released request's upstream connection failed: the scope's release waits (as for the
- * ready probe, readyUntil) until the address that failed accepts a TCP connection again,
- * or `until`. One timer per scope and node connects, never a request. False: the address
- * cannot be probed (the caller backs off instead).
+ * ready probe, readyUntil) until ANY address of the failed try (`$upstream_addr`: the
+ * group's primary servers and its backups) accepts a TCP connection again, or `until`.
+ * One timer per scope and node connects, never a request. False: no address can be
+ * probed (the caller backs off instead).
  */
 export function waitForConnect(keys: ScopeKeys, addr: string, until: number): boolean {
-  const [host, port] = lastAddress(addr);
-  if (host === undefined) return false;
+  if (addressesOf(addr).length === 0) return false;
   const st = zones.state;
   if (num(st, keys.readyUntil) < until) st.safe_set(keys.readyUntil, until);
-  const err = startProber(keys, CONNECT_PREFIX, until - ngx.now(), connectProber, host, port ?? 0);
+  const err = startProber(keys, CONNECT_PREFIX, until - ngx.now(), connectProber, addr);
   if (err === undefined) return true;
   ngx.log(ngx.ERR, `intermission: cannot probe ${addr} for scope ${keys.scope}: ${err}`);
   return false;
 }
 
-function connectProber(this: void, premature: boolean, scope: string, host: string, port: number): void {
+function accepts(a: Address): boolean {
+  const sock = ngx.socket.tcp();
+  sock.settimeout(500);
+  const [ok] = a.port > 0 ? sock.connect(a.host, a.port) : sock.connect(a.host);
+  if (ok === undefined) return false;
+  sock.close();
+  return true;
+}
+
+/**
+ * Probes the failed addresses, each once a round, until one accepts or the wait ends.
+ * It goes on in a worker that is exiting (a reload, a binary upgrade): lifting the wait
+ * there would release the held requests into the port that is still closed and spend
+ * their tries at once. A running timer keeps its worker alive until it returns, and it
+ * returns by the failed request's deadline at the latest (or worker_shutdown_timeout).
+ * (`premature` is true only for a timer that had not started when its worker began to
+ * exit: it probes all the same.)
+ */
+function connectProber(this: void, _premature: boolean, scope: string, addr: string): void {
   const keys = keysFor(scope);
   const started = ngx.now();
-  const where = port > 0 ? `${host}:${port}` : host;
+  const addresses = addressesOf(addr);
   let pause = CONNECT_FIRST;
-  while (!premature && !ngx.worker.exiting()) {
+  for (;;) {
     ngx.update_time();
     const until = num(zones.state, keys.readyUntil);
     if (until === 0) break; // a pause, maintenance or a resume settled it
     if (ngx.now() >= until) {
-      ngx.log(ngx.WARN, `intermission: upstream ${where} for scope ${scope} refused connections for ${string.format("%.1f", ngx.now() - started)}s; trying the held requests anyway`);
+      ngx.log(ngx.WARN, `intermission: upstream ${addr} for scope ${scope} refused connections for ${string.format("%.1f", ngx.now() - started)}s; trying the held requests anyway`);
       break;
     }
-    const sock = ngx.socket.tcp();
-    sock.settimeout(500);
-    const [ok] = port > 0 ? sock.connect(host, port) : sock.connect(host);
-    if (ok !== undefined) {
-      sock.close();
+    let open: Address | undefined;
+    for (const a of addresses) {
+      if (accepts(a)) {
+        open = a;
+        break;
+      }
+    }
+    if (open !== undefined) {
       ngx.update_time();
-      ngx.log(ngx.NOTICE, `intermission: upstream ${where} for scope ${scope} accepts connections again after ${string.format("%.3f", ngx.now() - started)}s; releasing`);
+      ngx.log(ngx.NOTICE, `intermission: upstream ${open.port > 0 ? `${open.host}:${open.port}` : open.host} for scope ${scope} accepts connections again after ${string.format("%.3f", ngx.now() - started)}s; releasing`);
       break;
     }
     ngx.sleep(pause);
