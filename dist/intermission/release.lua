@@ -39,7 +39,7 @@ function settleLease(keys, lease, ____end)
         ____exports.noteFailure(keys)
     elseif ____end == "silent" then
         st:safe_set(keys.window, 1)
-    elseif ____end == "success" or ____end == "long" then
+    elseif (____end == "success" or ____end == "long") and num(st, keys.okAt) > 0 then
         local window = math.max(
             num(st, keys.window),
             1
@@ -78,11 +78,13 @@ function ____exports.noteFailure(keys)
 end
 function noteStarted(keys, seconds)
     local st = zones.state
-    local typical = num(st, keys.typical)
-    st:safe_set(
-        keys.typical,
-        typical > 0 and typical * 0.75 + seconds * 0.25 or math.max(seconds, 0.001)
-    )
+    if seconds ~= nil then
+        local typical = num(st, keys.typical)
+        st:safe_set(
+            keys.typical,
+            typical > 0 and typical * 0.75 + seconds * 0.25 or math.max(seconds, 0.001)
+        )
+    end
     st:safe_set(
         keys.okAt,
         ngx.now()
@@ -409,7 +411,7 @@ function ____exports.returnLease(keys, lease, ____end, started)
     if lease <= 0 then
         return
     end
-    if ____end == "success" and started ~= nil then
+    if ____end == "success" then
         noteStarted(keys, started)
     end
     if settleLease(keys, lease, ____end) then
@@ -577,7 +579,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue93
+                    goto __continue94
                 end
                 return outcome, 0
             end
@@ -588,7 +590,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue93::
+        ::__continue94::
     end
 end
 waiters.setAdvance(____exports.advance)

@@ -112,7 +112,9 @@ function settleLease(keys: ScopeKeys, lease: number, end: SettleEnd): boolean {
     noteFailure(keys);
   } else if (end === "silent") {
     st.safe_set(keys.window, 1);
-  } else if (end === "success" || end === "long") {
+  } else if ((end === "success" || end === "long") && num(st, keys.okAt) > 0) {
+    // Grows only once a response has started well since the resume (a lease of the
+    // previous release, answered before it, does not count: spin found it).
     const window = math.max(num(st, keys.window), 1);
     const limit = windowLimit();
     if (window < limit) st.safe_set(keys.window, math.min(window * 2, limit));
@@ -152,7 +154,7 @@ export function backOffAtLeast(keys: ScopeKeys, seconds: number): void {
  */
 export function returnLease(keys: ScopeKeys, lease: number, end: LeaseEnd, started?: number): void {
   if (lease <= 0) return;
-  if (end === "success" && started !== undefined) noteStarted(keys, started);
+  if (end === "success") noteStarted(keys, started);
   if (settleLease(keys, lease, end)) advance(keys);
   else if (end === "failure") noteFailure(keys);
 }
@@ -160,10 +162,12 @@ export function returnLease(keys: ScopeKeys, lease: number, end: LeaseEnd, start
 // ---- long-lived leases (issue 23) -------------------------------------------------------
 
 /** A response started well, `seconds` after its release: the upstream answers. */
-function noteStarted(keys: ScopeKeys, seconds: number): void {
+function noteStarted(keys: ScopeKeys, seconds: number | undefined): void {
   const st = zones.state;
-  const typical = num(st, keys.typical);
-  st.safe_set(keys.typical, typical > 0 ? typical * 0.75 + seconds * 0.25 : math.max(seconds, 0.001));
+  if (seconds !== undefined) {
+    const typical = num(st, keys.typical);
+    st.safe_set(keys.typical, typical > 0 ? typical * 0.75 + seconds * 0.25 : math.max(seconds, 0.001));
+  }
   st.safe_set(keys.okAt, ngx.now());
   if (num(st, keys.probes) > 0) st.safe_set(keys.probes, 0);
 }
