@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, noteStarted, longAfter, freeLongLived, reclaimExpired, windowHasRoom, grant, passOverDead, decide, resetLongLived, pending, drainLane, step, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, PROBE_AFTER, unwritten
+local tryLock, settleLease, noteStarted, longAfter, freeLongLived, reclaimExpired, windowHasRoom, grant, passOverDead, decide, resetLongLived, pending, drainLane, step, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, unwritten
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -95,9 +95,6 @@ function noteStarted(keys, seconds)
 end
 function longAfter(keys)
     local typical = num(zones.state, keys.typical)
-    if typical <= 0 then
-        return math.min(PROBE_AFTER, settings.cfg.release_lease)
-    end
     return math.min(
         math.max(typical * LONG_FACTOR, LONG_FLOOR),
         settings.cfg.release_lease
@@ -371,8 +368,7 @@ local UNWATCHED_POLL = 0.05
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 2
 LONG_FACTOR = 4
-LONG_FLOOR = 0.25
-PROBE_AFTER = 0.025
+LONG_FLOOR = 0.5
 --- Runs fn under the scope's lock, waiting for it (content and timer phases only).
 function ____exports.withScopeLock(keys, fn)
     local waited = 0
@@ -579,7 +575,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue94
+                    goto __continue93
                 end
                 return outcome, 0
             end
@@ -590,7 +586,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue94::
+        ::__continue93::
     end
 end
 waiters.setAdvance(____exports.advance)

@@ -47,11 +47,13 @@ const SETTLED_BELOW = -(2 ** 50 + 2 ** 49);
 const UNWATCHED_POLL = 0.05;
 const BACKOFF_FIRST = 0.1;
 const BACKOFF_MAX = 2;
-/** Long-lived: out LONG_FACTOR times the typical response start (at least LONG_FLOOR s). */
+/**
+ * Long-lived: out LONG_FACTOR times the typical response start, and LONG_FLOOR seconds at
+ * least (also while no response has started since the resume): release_window 1 still
+ * means one request at a time for a backend whose ordinary answers take 0.4 s.
+ */
 const LONG_FACTOR = 4;
-const LONG_FLOOR = 0.25;
-/** Before any response has started since the resume: one probe per PROBE_AFTER seconds. */
-const PROBE_AFTER = 0.025;
+const LONG_FLOOR = 0.5;
 
 export type Outcome = "released" | "timeout" | "aborted" | "maintenance" | "error";
 
@@ -175,7 +177,6 @@ function noteStarted(keys: ScopeKeys, seconds: number | undefined): void {
 /** Seconds after which a lease is long-lived: see the top of this file. */
 function longAfter(keys: ScopeKeys): number {
   const typical = num(zones.state, keys.typical);
-  if (typical <= 0) return math.min(PROBE_AFTER, settings.cfg.release_lease);
   return math.min(math.max(typical * LONG_FACTOR, LONG_FLOOR), settings.cfg.release_lease);
 }
 
