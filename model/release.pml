@@ -66,6 +66,9 @@
  * itself decided and leaves a credit `unclaimed`), the advancer's "D" (passOverDead()
  * spends a credit or counts) and a grant's claim (grant() gives its lease back unused
  * and the head stays). admit() checks max_held before it takes a ticket.
+ *   BUG_LONGLEASE  a long-lived lease is freed AND counted as a success for slow start
+ *         whether or not any response has started since its grant (a hung upstream, where
+ *         every request looks long-lived, would get a burst) : P8.
  * Switches: NOR0/NOR1/NOR2 (leave a request out), KILL (W1 may die), STALL (R2 may stall
  * GRACE before writing its ticket: it is passed over as dead and queues again), ABORT=r
  * (one client abort), KILLCO=r (the coroutine of r is killed while it sleeps: log runs
@@ -119,6 +122,8 @@
 #define SUCCESS 0
 #define FAILURE 1
 #define UNUSED  2
+#define LONG    3      /* freed as long-lived, with evidence: a success for slow start */
+#define SILENT  4      /* freed as long-lived, nothing answered since its grant: window 1 */
 
 /* a request's semaphore: not waiting, waiting, woken by post / by its timeout */
 #define S_IDLE    0
@@ -179,6 +184,16 @@ bool rgate;                  /* now < readyUntil (the ready probe has not answer
 bool lock;                   /* the scope lock (add with LOCK_TTL) */
 byte lockOwner;
 bool dirty;                  /* `dirty` was bumped since the lock holder read it */
+
+/* ---- long-lived leases (release.ts freeLongLived, noteStarted) ---- */
+bool llong[MAXL + 1];        /* l|g has been out longer than longAfter() */
+bool lev[MAXL + 1];          /* a response started well since l|g was granted (okAt > granted) */
+byte probes;                 /* `probes`: leases freed since with nothing answered (at most RW) */
+bool okat;                   /* okAt > 0: noteStarted() since the resume */
+bool okSeen;                 /* ghost: a response started well since the resume */
+#define EVID(g) if :: lease[g] == L_OUT -> lev[g] = true :: else fi
+#define NOTE_STARTED okat = true; okSeen = true; probes = 0; EVID(1); EVID(2); EVID(3); EVID(4); EVID(5)
+#define NOTE_FAILURE boff = true; window = 1; probes = RW
 
 /* ---- the queue zone ---- */
 bool wkey[2 * (MAXT + 1)];   /* w|t, the ticket's deadline */
@@ -242,11 +257,18 @@ bit stalls, killedco;
 inline settle_lease(g, endk, res) {
   if
   :: lease[g] == L_OUT ->
-     lease[g] = L_NONE; lexp[g] = false; holder[g] = 0;
+     lease[g] = L_NONE; lexp[g] = false; holder[g] = 0; llong[g] = false; lev[g] = false;
      assert(used > 0); used--;
      if
-     :: endk == FAILURE -> boff = true; window = 1            /* noteFailure() */
-     :: endk == SUCCESS && window < RW -> window = RW           /* doubles: 1 -> 2 */
+     :: endk == FAILURE -> NOTE_FAILURE                         /* noteFailure() */
+#ifdef BUG_LONGLEASE
+     :: ((endk == SUCCESS && okat) || endk == LONG) && window < RW ->   /* long-lived: a success, whatever answered */
+#else
+     :: (endk == SUCCESS || endk == LONG) && window < RW && okat ->   /* okAt > 0 */
+#endif
+        window = RW;                                            /* doubles: 1 -> 2 */
+        assert(okSeen)      /* P8: the window grows only once a response started well since the resume */
+     :: endk == SILENT -> window = 1
      :: else
      fi;
      res = true
@@ -254,14 +276,30 @@ inline settle_lease(g, endk, res) {
   fi
 }
 
-/* reclaimExpired(): leases are granted in order and all last release_lease. */
+/* freeLongLived(): with evidence (a response started well since its grant) a success for
+ * slow start; without, window 1 and one probe of at most RW (an expired one needs none);
+ * no probe left: it stays (and so do the younger ones). */
+#ifdef BUG_LONGLEASE
+#define FREE_LONG(g) settle_lease(g, LONG, res)
+#else
+#define FREE_LONG(g) \
+  if \
+  :: lev[g] -> settle_lease(g, LONG, res) \
+  :: !lev[g] && (lexp[g] || probes < RW) -> \
+     if :: !lexp[g] -> probes++; assert(probes <= RW) :: else fi; settle_lease(g, SILENT, res) \
+  :: else -> break \
+  fi
+#endif
+
+/* reclaimExpired(): leases are granted in order and all last release_lease; each is
+ * long-lived (longAfter()) before it expires. */
 inline reclaim_expired() {
   o = leaseOldest;
   do
   :: o < leaseSeq ->
      if
-     :: lease[o + 1] == L_OUT && !lexp[o + 1] -> break                   /* v > now */
-     :: lease[o + 1] == L_OUT && lexp[o + 1] -> settle_lease(o + 1, SUCCESS, res)
+     :: lease[o + 1] == L_OUT && !lexp[o + 1] && !llong[o + 1] -> break   /* now - granted < longAfter() */
+     :: lease[o + 1] == L_OUT && (lexp[o + 1] || llong[o + 1]) -> FREE_LONG(o + 1)
      :: else
      fi;
      o++
@@ -471,7 +509,12 @@ inline advance() {
 inline return_lease(g, endk) {
   if
   :: g > 0 ->
-     atomic { settle_lease(g, endk, res) }
+     if :: endk == SUCCESS -> atomic { NOTE_STARTED } :: else fi     /* noteStarted() */
+     atomic {
+       settle_lease(g, endk, res);
+       /* freed as long-lived before: its failure backs off all the same */
+       if :: !res && endk == FAILURE -> NOTE_FAILURE :: else fi
+     }
      if :: res -> res = false; advance() :: else fi
   :: else
   fi
@@ -695,7 +738,7 @@ released:
     :: e == FAILURE && l == MAIN ->              /* gate.retry(): never sent, so sent again */
        if
        :: g > 0 -> return_lease(g, FAILURE)
-       :: else -> atomic { boff = true; window = 1 }   /* noteFailure() */
+       :: else -> atomic { NOTE_FAILURE }        /* noteFailure() */
        fi;
        g = 0; e = 0;
        if
@@ -772,6 +815,8 @@ inline resume_scope() {                          /* withScopeLock(resumeLocked) 
     if
     :: STOPPED(mode) ->
        stop = seq[MAIN]; window = 1; boff = false;
+       okat = false; okSeen = false; probes = 0; /* resetLongLived() */
+       lev[1] = false; lev[2] = false; lev[3] = false; lev[4] = false; lev[5] = false;
        if
        :: head[MAIN] < seq[MAIN] || head[RETRY] < seq[RETRY] ->
           mode = DRAINING;
@@ -872,6 +917,12 @@ end:
   :: atomic { CLOCK_OK && lease[3] == L_OUT && !lexp[3] && EXPIRES(3) -> lexp[3] = true; TICK }
   :: atomic { CLOCK_OK && lease[4] == L_OUT && !lexp[4] && EXPIRES(4) -> lexp[4] = true; TICK }
   :: atomic { CLOCK_OK && lease[5] == L_OUT && !lexp[5] && EXPIRES(5) -> lexp[5] = true; TICK }
+  /* ... and become long-lived (longAfter(), shorter than release_lease) first */
+  :: atomic { CLOCK_OK && lease[1] == L_OUT && !llong[1] && EXPIRES(1) -> llong[1] = true; TICK }
+  :: atomic { CLOCK_OK && lease[2] == L_OUT && !llong[2] && EXPIRES(2) -> llong[2] = true; TICK }
+  :: atomic { CLOCK_OK && lease[3] == L_OUT && !llong[3] && EXPIRES(3) -> llong[3] = true; TICK }
+  :: atomic { CLOCK_OK && lease[4] == L_OUT && !llong[4] && EXPIRES(4) -> llong[4] = true; TICK }
+  :: atomic { CLOCK_OK && lease[5] == L_OUT && !llong[5] && EXPIRES(5) -> llong[5] = true; TICK }
   :: atomic { CLOCK_OK && boff -> boff = false; TICK }
   :: atomic { CLOCK_OK && rgate -> rgate = false; TICK }    /* the probe answers, or ready_timeout */
   /* the scope lock's TTL: only a dead holder leaves it set */

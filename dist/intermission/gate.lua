@@ -107,6 +107,7 @@ function settle(r, rec, keys, outcome, lease)
     if outcome == "released" then
         counters.count(keys, "released")
         rec.lease = lease
+        rec.released = ngx.now()
         rec.state = "released"
         inflight.enter()
         return true
@@ -211,7 +212,8 @@ function ____exports.responseStarted(rec)
         release.returnLease(
             rec.keys,
             lease,
-            leaseEnd(ngx.status)
+            leaseEnd(ngx.status),
+            ngx.now() - (rec.released or ngx.now())
         )
     end
 end

@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, deadScanAt, DEAD_SCAN_EVERY, unwritten, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
+local tryLock, settleLease, noteStarted, longAfter, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, deadScanAt, DEAD_SCAN_EVERY, unwritten, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -41,7 +41,9 @@ function settleLease(keys, lease, ____end)
     st:incr(keys.used, -1)
     if ____end == "failure" then
         ____exports.noteFailure(keys)
-    elseif ____end == "success" then
+    elseif ____end == "silent" then
+        st:safe_set(keys.window, 1)
+    elseif (____end == "success" or ____end == "long") and num(st, keys.okAt) > 0 then
         local window = math.max(
             num(st, keys.window),
             1
@@ -73,6 +75,50 @@ function ____exports.noteFailure(keys)
     st:safe_set(keys.backoffStep, step)
     st:safe_set(keys.backoffUntil, now + step)
     st:safe_set(keys.window, 1)
+    st:safe_set(
+        keys.probes,
+        ____exports.windowLimit()
+    )
+end
+function noteStarted(keys, seconds)
+    local st = zones.state
+    if seconds ~= nil then
+        local typical = num(st, keys.typical)
+        st:safe_set(
+            keys.typical,
+            typical > 0 and typical * 0.75 + seconds * 0.25 or math.max(seconds, 0.001)
+        )
+    end
+    st:safe_set(
+        keys.okAt,
+        ngx.now()
+    )
+    if num(st, keys.probes) > 0 then
+        st:safe_set(keys.probes, 0)
+    end
+end
+function longAfter(keys)
+    local typical = num(zones.state, keys.typical)
+    return math.min(
+        math.max(typical * LONG_FACTOR, LONG_FLOOR),
+        settings.cfg.release_lease
+    )
+end
+function freeLongLived(keys, g, granted, expired)
+    local st = zones.state
+    if num(st, keys.okAt) > granted then
+        settleLease(keys, g, "long")
+        return true
+    end
+    if not expired then
+        local probes = num(st, keys.probes)
+        if probes >= ____exports.windowLimit() then
+            return false
+        end
+        st:safe_set(keys.probes, probes + 1)
+    end
+    settleLease(keys, g, "silent")
+    return true
 end
 function reclaimDead(keys, now)
     local last = deadScanAt[keys.scope]
@@ -99,13 +145,17 @@ function reclaimExpired(keys, now)
     local oldest = num(st, keys.leaseOldest)
     local last = num(st, keys.leaseSeq)
     local start = oldest
+    local after = longAfter(keys)
     while oldest < last do
         local v = zones.queue:get(keys.leasePrefix .. tostring(oldest + 1))
         if v ~= nil and v >= 0 then
-            if v > now then
+            local granted = v - settings.cfg.release_lease
+            if now - granted < after then
                 break
             end
-            settleLease(keys, oldest + 1, "success")
+            if not freeLongLived(keys, oldest + 1, granted, v <= now) then
+                break
+            end
         end
         oldest = oldest + 1
     end
@@ -289,6 +339,7 @@ function ____exports.resumeLocked(keys, now)
     st:safe_set(keys.window, 1)
     st:safe_set(keys.backoffUntil, 0)
     st:safe_set(keys.backoffStep, 0)
+    resetLongLived(keys)
     st:safe_set(
         keys.lastPause,
         now - num(st, keys.since)
@@ -302,6 +353,12 @@ function ____exports.resumeLocked(keys, now)
     end
     writeMode(keys, previous, next)
     return next
+end
+function resetLongLived(keys)
+    local st = zones.state
+    st:safe_set(keys.okAt, 0)
+    st:safe_set(keys.typical, 0)
+    st:safe_set(keys.probes, 0)
 end
 function pending(keys)
     local st = zones.state
@@ -421,6 +478,8 @@ SETTLED_BELOW = -(2 ^ 50 + 2 ^ 49)
 local UNWATCHED_POLL = 0.05
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 2
+LONG_FACTOR = 4
+LONG_FLOOR = 0.5
 --- Runs fn under the scope's lock, waiting for it (content and timer phases only).
 function ____exports.withScopeLock(keys, fn)
     local waited = 0
@@ -452,12 +511,20 @@ function ____exports.backOffAtLeast(keys, seconds)
     end
 end
 --- Gives a lease back (header_filter, log, or a request that will not use it). Never yields.
-function ____exports.returnLease(keys, lease, ____end)
+-- `started`: seconds from its release to its response's start. A lease the advancer freed
+-- as long-lived still reports how its response went: a success is the evidence that the
+-- upstream answers, a gateway failure backs off as any other.
+function ____exports.returnLease(keys, lease, ____end, started)
     if lease <= 0 then
         return
     end
+    if ____end == "success" then
+        noteStarted(keys, started)
+    end
     if settleLease(keys, lease, ____end) then
         ____exports.advance(keys)
+    elseif ____end == "failure" then
+        ____exports.noteFailure(keys)
     end
 end
 deadScanAt = {}
@@ -678,7 +745,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue111
+                    goto __continue124
                 end
                 return outcome, 0
             end
@@ -689,7 +756,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue111::
+        ::__continue124::
     end
 end
 waiters.setAdvance(____exports.advance)

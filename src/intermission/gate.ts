@@ -200,6 +200,7 @@ function settle(r: number, rec: Record, keys: ScopeKeys, outcome: release.Outcom
   if (outcome === "released") {
     counters.count(keys, "released");
     rec.lease = lease;
+    rec.released = ngx.now();
     rec.state = "released";
     inflight.enter();
     return true;
@@ -473,7 +474,7 @@ export function responseStarted(rec: Record): void {
   if (rec.lease > 0) {
     const lease = rec.lease;
     rec.lease = 0;
-    release.returnLease(rec.keys, lease, leaseEnd(ngx.status));
+    release.returnLease(rec.keys, lease, leaseEnd(ngx.status), ngx.now() - (rec.released ?? ngx.now()));
   }
 }
 

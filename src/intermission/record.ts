@@ -31,6 +31,8 @@ export interface Record {
   state: RecordState;
   /** Window lease to give back when the response starts (0: none, or given back). */
   lease: number;
+  /** When it was released (ngx.now()): how long its response took to start. */
+  released?: number;
   waiter?: Waiter;
   start: number;
   /** When its hold must end ($intermission_max_time or max_hold after it arrived). */

@@ -29,6 +29,12 @@
 // it ended); a lease whose holder is gone comes back unused when the window is full,
 // neither a success nor a failure for slow start. Within a second, not at deadline +
 // GRACE or after release_lease.
+//
+// A lease out several times longer than the release's typical response start is
+// long-lived (a long poll, a stream, a slow export): it stops holding its slot, and counts
+// as a success only if a response has started well since it was granted; otherwise
+// the upstream may be hung, and the release only probes it, one request at a time, a
+// window's worth at most (see freeLongLived).
 import { ScopeKeys, Lane, zones, num, FLEET_SHARE_KEY } from "./shm";
 import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
@@ -53,6 +59,13 @@ const SETTLED_BELOW = -(2 ** 50 + 2 ** 49);
 const UNWATCHED_POLL = 0.05;
 const BACKOFF_FIRST = 0.1;
 const BACKOFF_MAX = 2;
+/**
+ * Long-lived: out LONG_FACTOR times the typical response start, and LONG_FLOOR seconds at
+ * least (also while no response has started since the resume): release_window 1 still
+ * means one request at a time for a backend whose ordinary answers take 0.4 s.
+ */
+const LONG_FACTOR = 4;
+const LONG_FLOOR = 0.5;
 
 export type Outcome = "released" | "timeout" | "aborted" | "maintenance" | "error";
 
@@ -94,7 +107,14 @@ export function windowLimit(): number {
   return math.min(cfg.release_window, share > 0 ? share : cfg.fleet_release_window);
 }
 
-function settleLease(keys: ScopeKeys, lease: number, end: LeaseEnd): boolean {
+/**
+ * How the advancer frees a long-lived lease (freeLongLived): "long" counts as a success
+ * for slow start (the upstream answers others meanwhile), "silent" does not and brings
+ * the window back to 1 (nothing has answered since the lease was granted).
+ */
+type SettleEnd = LeaseEnd | "long" | "silent";
+
+function settleLease(keys: ScopeKeys, lease: number, end: SettleEnd): boolean {
   const q = zones.queue;
   const st = zones.state;
   const leaseKey = keys.leasePrefix + lease;
@@ -104,7 +124,11 @@ function settleLease(keys: ScopeKeys, lease: number, end: LeaseEnd): boolean {
   st.incr(keys.used, -1);
   if (end === "failure") {
     noteFailure(keys);
-  } else if (end === "success") {
+  } else if (end === "silent") {
+    st.safe_set(keys.window, 1);
+  } else if ((end === "success" || end === "long") && num(st, keys.okAt) > 0) {
+    // Grows only once a response has started well since the resume (a lease of the
+    // previous release, answered before it, does not count: spin found it).
     const window = math.max(num(st, keys.window), 1);
     const limit = windowLimit();
     if (window < limit) st.safe_set(keys.window, math.min(window * 2, limit));
@@ -121,6 +145,8 @@ export function noteFailure(keys: ScopeKeys): void {
   st.safe_set(keys.backoffStep, step);
   st.safe_set(keys.backoffUntil, now + step);
   st.safe_set(keys.window, 1);
+  // No more probing past long-lived leases until a response starts well (freeLongLived).
+  st.safe_set(keys.probes, windowLimit());
 }
 
 /**
@@ -134,11 +160,67 @@ export function backOffAtLeast(keys: ScopeKeys, seconds: number): void {
   if (num(st, keys.backoffUntil) < until) st.safe_set(keys.backoffUntil, until);
 }
 
-/** Gives a lease back (header_filter, log, or a request that will not use it). Never yields. */
-export function returnLease(keys: ScopeKeys, lease: number, end: LeaseEnd): void {
+/**
+ * Gives a lease back (header_filter, log, or a request that will not use it). Never yields.
+ * `started`: seconds from its release to its response's start. A lease the advancer freed
+ * as long-lived still reports how its response went: a success is the evidence that the
+ * upstream answers, a gateway failure backs off as any other.
+ */
+export function returnLease(keys: ScopeKeys, lease: number, end: LeaseEnd, started?: number): void {
   if (lease <= 0) return;
+  if (end === "success") noteStarted(keys, started);
   if (settleLease(keys, lease, end)) advance(keys);
+  else if (end === "failure") noteFailure(keys);
 }
+
+// ---- long-lived leases (issue 23) -------------------------------------------------------
+
+/** A response started well, `seconds` after its release: the upstream answers. */
+function noteStarted(keys: ScopeKeys, seconds: number | undefined): void {
+  const st = zones.state;
+  if (seconds !== undefined) {
+    const typical = num(st, keys.typical);
+    st.safe_set(keys.typical, typical > 0 ? typical * 0.75 + seconds * 0.25 : math.max(seconds, 0.001));
+  }
+  st.safe_set(keys.okAt, ngx.now());
+  if (num(st, keys.probes) > 0) st.safe_set(keys.probes, 0);
+}
+
+/** Seconds after which a lease is long-lived: see the top of this file. */
+function longAfter(keys: ScopeKeys): number {
+  const typical = num(zones.state, keys.typical);
+  return math.min(math.max(typical * LONG_FACTOR, LONG_FLOOR), settings.cfg.release_lease);
+}
+
+/**
+ * Frees lease g, granted at `granted` and out past longAfter(). If a response has started
+ * well since it was granted, the upstream answers and this request is merely long: its
+ * slot goes to the next, and slow start grows as on a success. If none has, the upstream
+ * may be hung (it accepts and never answers, and then every request looks long-lived):
+ * the slot is freed but the window goes back to 1, so the release probes it one request
+ * at a time, and at most a window's worth of such probes until a response starts (past
+ * that, a lease waits out release_lease). False: it stays (the probes are used up).
+ */
+function freeLongLived(keys: ScopeKeys, g: number, granted: number, expired: boolean): boolean {
+  const st = zones.state;
+  if (num(st, keys.okAt) > granted) {
+    settleLease(keys, g, "long");
+    return true;
+  }
+  if (!expired) {
+    const probes = num(st, keys.probes);
+    if (probes >= windowLimit()) return false;
+    st.safe_set(keys.probes, probes + 1);
+  }
+  settleLease(keys, g, "silent");
+  return true;
+}
+
+/**
+ * Leases are granted in order and all last release_lease: the oldest expire first, and
+ * become long-lived first (freeLongLived; its evidence, a response started since the
+ * grant, can only be missing for the younger ones too).
+ */
 
 /** Per worker and scope: when this worker last looked for leases of dead holders. */
 const deadScanAt: { [scope: string]: number | undefined } = {};
@@ -171,11 +253,13 @@ function reclaimExpired(keys: ScopeKeys, now: number): void {
   let oldest = num(st, keys.leaseOldest);
   const last = num(st, keys.leaseSeq);
   const start = oldest;
+  const after = longAfter(keys);
   while (oldest < last) {
     const [v] = zones.queue.get(keys.leasePrefix + (oldest + 1));
     if (v !== undefined && (v as number) >= 0) {
-      if ((v as number) > now) break;
-      settleLease(keys, oldest + 1, "success"); // still running after the lease: not a failure
+      const granted = (v as number) - settings.cfg.release_lease;
+      if (now - granted < after) break;
+      if (!freeLongLived(keys, oldest + 1, granted, (v as number) <= now)) break;
     }
     oldest++;
   }
@@ -342,6 +426,7 @@ export function resumeLocked(keys: ScopeKeys, now: number): Mode {
   st.safe_set(keys.window, 1);
   st.safe_set(keys.backoffUntil, 0);
   st.safe_set(keys.backoffStep, 0);
+  resetLongLived(keys);
   st.safe_set(keys.lastPause, now - num(st, keys.since));
   st.safe_set(keys.since, now);
   st.safe_set(keys.until, 0);
@@ -350,6 +435,14 @@ export function resumeLocked(keys: ScopeKeys, now: number): Mode {
   if (next === "draining" && settings.cfg.ready_probe !== undefined) ready.startWaiting(keys, now);
   writeMode(keys, previous, next);
   return next;
+}
+
+/** The evidence of long-lived leases is measured afresh at each resume. */
+function resetLongLived(keys: ScopeKeys): void {
+  const st = zones.state;
+  st.safe_set(keys.okAt, 0);
+  st.safe_set(keys.typical, 0);
+  st.safe_set(keys.probes, 0);
 }
 
 function pending(keys: ScopeKeys): boolean {

@@ -71,6 +71,14 @@ export interface ScopeKeys {
   /** Lease numbers: the last issued, and the oldest that may still be outstanding. */
   leaseSeq: string;
   leaseOldest: string;
+  /**
+   * Long-lived leases (release.ts freeLongLived): when a response last started well since
+   * the resume (0: none yet), the typical time from grant to response start since the
+   * resume (0: not known yet), and the leases freed since then with no response started.
+   */
+  okAt: string;
+  typical: string;
+  probes: string;
   /** Until when the release waits for the ready probe (0: not waiting). */
   readyUntil: string;
   /** The last pause: its largest queue and how long it lasted. */
@@ -154,6 +162,9 @@ function makeKeys(scope: string): ScopeKeys {
     backoffStep: `${p}bstep`,
     leaseSeq: `${p}lseq`,
     leaseOldest: `${p}lold`,
+    okAt: `${p}okat`,
+    typical: `${p}typ`,
+    probes: `${p}probes`,
     readyUntil: `${p}ready`,
     lastQueue: `${p}lastq`,
     lastPause: `${p}lastp`,

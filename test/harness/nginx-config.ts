@@ -84,11 +84,38 @@ const BACKEND = `
                 ngx.say("failing")
             }
         }
+        location = /_backend/hang {
+            content_by_lua_block {
+                -- The app accepts connections and answers nothing for ?seconds= from now.
+                ngx.shared.backend:set("hang_until", ngx.now() + tonumber(ngx.var.arg_seconds))
+                ngx.say("hanging")
+            }
+        }
+        location = /_backend/times {
+            content_by_lua_block {
+                -- When each hung (?list=hung_at) or failed (?list=failed_at) request arrived.
+                local d = ngx.shared.backend
+                local name, out = ngx.var.arg_list, {}
+                while true do
+                    local v = d:lpop(name)
+                    if not v then break end
+                    out[#out + 1] = v
+                end
+                for _, v in ipairs(out) do d:rpush(name, v) end
+                ngx.say(require("cjson.safe").encode(out))
+            }
+        }
         location / {
             content_by_lua_block {
                 local d = ngx.shared.backend
+                local hang = d:get("hang_until") or 0
+                if hang > ngx.now() then
+                    d:rpush("hung_at", ngx.now())
+                    ngx.sleep(hang - ngx.now())
+                end
                 if (d:get("fail_until") or 0) > ngx.now() then
                     d:rpush("failed", ngx.var.arg_id or "-")
+                    d:rpush("failed_at", ngx.now())
                     return ngx.exit(503)
                 end
                 local active = d:incr("active", 1, 0)

@@ -1,0 +1,101 @@
+// Long-lived requests (long polls whose response starts late, slow exports) at the head of
+// a backlog (issue 23, item 1): each holds the ordinary requests behind it 0.5 s (the
+// long-lived floor) while nothing has answered since the resume, not release_lease (5 s):
+// one long poll ahead, the ordinary ones reach the backend within 1 s of the resume. And
+// the window keeps its protection: a backend that fails meets one request at a time,
+// spaced by the back-off; a backend that accepts and never answers (where every request
+// looks long-lived) is probed one request at a time, 0.5 s apart.
+import { describe, it, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { NginxNode } from "./harness/node.ts";
+import { get } from "./harness/http.ts";
+import { ids, sleep, holdInOrder, assertIdle } from "./harness/held.ts";
+
+/** When the backend saw each hung or failed request (seconds, its clock). */
+async function arrivalTimes(node: NginxNode, list: "hung_at" | "failed_at"): Promise<number[]> {
+  const raw = (await get(`${node.backend}/_backend/times?list=${list}`)).json();
+  return Array.isArray(raw) ? (raw as number[]) : []; // cjson encodes an empty table as {}
+}
+
+describe("long-lived requests at the head of the backlog", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start(); // default settings: release_window 64, release_lease 5
+  });
+  after(async () => node?.stop());
+  afterEach(async () => node.assertCleanLog());
+
+  // Within 1 s, plus the long-lived floor (0.5 s) for each long poll after the first.
+  for (const n of [1, 6, 20]) {
+    const within = 1000 + (n - 1) * 500;
+    it(`${n} long poll(s) ahead (headers after 40 s): the 20 ordinary requests behind reach the backend within ${within / 1000} s of the resume`, async (t) => {
+      await node.resetBackend();
+      await node.control("pause");
+      const polls = await holdInOrder(node, ids(`/?delay=40&id=n${n}poll`, n));
+      const shorts = await holdInOrder(node, ids(`/?id=n${n}short`, 20));
+      try {
+        const t0 = performance.now();
+        const answered = shorts.map((p) => p.reply.then((r) => ({ status: r.status, ms: performance.now() - t0 })));
+        await node.control("resume");
+        const results = await Promise.all(answered);
+        for (const r of results) assert.equal(r.status, 200);
+        const last = Math.max(...results.map((r) => r.ms));
+        t.diagnostic(`the last ordinary request answered ${Math.round(last)} ms after the resume`);
+        assert.ok(last < within, `the last ordinary request was answered ${Math.round(last)} ms after the resume (under ${within} ms expected)`);
+        // The long polls went upstream too (first, each 0.5 s or more before the next) and
+        // are still running there: none was refused or held back.
+        const seen = new Set((await node.arrivals()).ids);
+        for (const id of ids(`n${n}poll`, n)) assert.ok(seen.has(id), `${id} reached the backend`);
+      } finally {
+        for (const p of polls) {
+          p.reply.catch(() => undefined);
+          p.abort();
+        }
+      }
+      await assertIdle(node);
+    });
+  }
+
+  it("a failing backend (503 at once) still meets one request at a time, spaced by the back-off", async () => {
+    await node.resetBackend();
+    await node.control("pause");
+    const held = await holdInOrder(node, ids("/?id=fail", 10));
+    await get(`${node.backend}/_backend/fail?seconds=2`);
+    await node.control("resume");
+    const replies = await Promise.all(held.map((p) => p.reply));
+    const failedAt = await arrivalTimes(node, "failed_at");
+    assert.ok(failedAt.length >= 2, `the backend failed ${failedAt.length} requests`);
+    // Back-off 0.1 s, doubling: about 5 tries in the 2 s it fails, never two at once.
+    assert.ok(failedAt.length <= 6, `a failing backend met ${failedAt.length} requests in 2 s`);
+    for (let i = 1; i < failedAt.length; i++) {
+      const gap = failedAt[i] - failedAt[i - 1];
+      assert.ok(gap >= 0.09, `failure ${i + 1} came ${Math.round(gap * 1000)} ms after the one before (back-off 0.1 s at least)`);
+    }
+    assert.equal(replies.filter((r) => r.status === 503).length, failedAt.length);
+    assert.equal(replies.filter((r) => r.status === 200).length, 10 - failedAt.length);
+    await assertIdle(node);
+  });
+
+  it("a hung backend (accepts, never answers) is not flooded: probed one request at a time, 0.5 s apart", async (t) => {
+    await node.resetBackend();
+    await node.control("pause");
+    const held = ids("/?id=hung", 100).map((p) => node.send(p));
+    await node.held(100);
+    await get(`${node.backend}/_backend/hang?seconds=4`);
+    await node.control("resume");
+    await sleep(3000); // the backend hangs for 4 s; look at what met it in the first 3
+    const hungAt = await arrivalTimes(node, "hung_at");
+    t.diagnostic(`the hung backend met ${hungAt.length} requests in 3 s`);
+    assert.ok(hungAt.length >= 2, `the hung backend met ${hungAt.length} requests`);
+    assert.ok(hungAt.length <= 7, `the hung backend met ${hungAt.length} requests in 3 s (one per 0.5 s expected)`);
+    // One at a time, 0.5 s apart at the advancer (less at the backend, by scheduling).
+    for (let i = 1; i < hungAt.length; i++) {
+      const gap = hungAt[i] - hungAt[i - 1];
+      assert.ok(gap >= 0.3, `request ${i + 1} met the hung backend ${Math.round(gap * 1000)} ms after the one before`);
+    }
+    // Once it answers, everyone is released.
+    const replies = await Promise.all(held.map((p) => p.reply));
+    assert.equal(replies.filter((r) => r.status === 200).length, 100);
+    await assertIdle(node);
+  });
+});
