@@ -25,6 +25,7 @@ dependencies = {
 build = {
    type = "builtin",
    modules = {
+      ["intermission.busy"] = "dist/intermission/busy.lua",
       ["intermission.config"] = "dist/intermission/config.lua",
       ["intermission.control"] = "dist/intermission/control.lua",
       ["intermission.counters"] = "dist/intermission/counters.lua",
