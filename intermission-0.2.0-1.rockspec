@@ -26,6 +26,7 @@ build = {
    type = "builtin",
    modules = {
       ["intermission.burst"] = "dist/intermission/burst.lua",
+      ["intermission.busy"] = "dist/intermission/busy.lua",
       ["intermission.config"] = "dist/intermission/config.lua",
       ["intermission.control"] = "dist/intermission/control.lua",
       ["intermission.counters"] = "dist/intermission/counters.lua",

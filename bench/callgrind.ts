@@ -6,7 +6,7 @@ import http from "node:http";
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { PORTS, BenchNginxOptions } from "./nginx.ts";
+import { PORTS, Ports, BenchNginxOptions } from "./nginx.ts";
 
 const K1 = 500;
 const K2 = 8500;
@@ -21,13 +21,20 @@ function get(port: number, p: string, agent: http.Agent): Promise<number> {
   });
 }
 
+/** What the front servers do besides the hooks (see BenchNginxOptions), and on which ports. */
+export interface CallgrindSetup {
+  content?: BenchNginxOptions["content"];
+  ports?: Ports;
+}
+
 async function instructions(root: string, dir: string, which: "intermission" | "empty", k: number,
-  concurrency: number, render: (o: BenchNginxOptions) => string): Promise<number> {
-  const runDir = path.join(dir, `${which}-${k}-c${concurrency}`);
+  concurrency: number, render: (o: BenchNginxOptions) => string, setup: CallgrindSetup): Promise<number> {
+  const runDir = path.join(dir, `${which}-${setup.content ?? "proxy"}-${k}-c${concurrency}`);
   rmSync(runDir, { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
   const conf = path.join(runDir, "nginx.conf");
-  writeFileSync(conf, render({ root, dir: runDir, workers: 1, setup: {}, singleProcess: true, only: which }));
+  writeFileSync(conf, render({ root, dir: runDir, workers: 1, setup: {}, singleProcess: true, only: which,
+    content: setup.content, ports: setup.ports }));
   const out = path.join(runDir, "callgrind.out");
   const child = spawn("valgrind", ["--tool=callgrind", "--smc-check=all-non-file", `--callgrind-out-file=${out}`,
     "nginx", "-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
@@ -35,7 +42,7 @@ async function instructions(root: string, dir: string, which: "intermission" | "
   child.stderr.on("data", (c) => (stderr += c));
   const exited = new Promise<number>((resolve) => child.on("exit", (code) => resolve(code ?? -1)));
 
-  const port = PORTS[which];
+  const port = (setup.ports ?? PORTS)[which];
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -70,6 +77,8 @@ async function instructions(root: string, dir: string, which: "intermission" | "
 
 export interface CallgrindResult {
   concurrency: number;
+  /** The location's content: "proxy" to the backend (nginx in the same process) or "empty_gif" (in place). */
+  content: NonNullable<BenchNginxOptions["content"]>;
   instructions_per_request_empty_hooks: number;
   instructions_per_request_intermission: number;
   hook_instructions: number;
@@ -86,16 +95,18 @@ export interface CallgrindResult {
  * steps), which moves one run's figure by a few hundred instructions.
  */
 export async function callgrindPerRequest(root: string, dir: string, concurrency: number,
-  render: (o: BenchNginxOptions) => string, runs = Number(process.env.BENCH_CALLGRIND_RUNS ?? 3)): Promise<CallgrindResult> {
+  render: (o: BenchNginxOptions) => string, setup: CallgrindSetup = {},
+  runs = Number(process.env.BENCH_CALLGRIND_RUNS ?? 3)): Promise<CallgrindResult> {
   const perRequest = async (which: "intermission" | "empty") =>
-    ((await instructions(root, dir, which, K2, concurrency, render)) -
-      (await instructions(root, dir, which, K1, concurrency, render))) / (K2 - K1);
+    ((await instructions(root, dir, which, K2, concurrency, render, setup)) -
+      (await instructions(root, dir, which, K1, concurrency, render, setup))) / (K2 - K1);
   const all: { empty: number; ours: number }[] = [];
   for (let i = 0; i < runs; i++) all.push({ empty: await perRequest("empty"), ours: await perRequest("intermission") });
   const costs = all.map((r) => r.ours - r.empty).sort((a, b) => a - b);
   const median = all.find((r) => r.ours - r.empty === costs[Math.floor((costs.length - 1) / 2)])!;
   return {
     concurrency,
+    content: setup.content ?? "proxy",
     instructions_per_request_empty_hooks: Math.round(median.empty),
     instructions_per_request_intermission: Math.round(median.ours),
     hook_instructions: Math.round(median.ours - median.empty),

@@ -24,6 +24,14 @@ export interface BenchNginxOptions {
   singleProcess?: boolean;
   /** Only this front server (for callgrind runs). */
   only?: "intermission" | "empty";
+  /**
+   * The front servers' content: "proxy" (default) passes to the recording backend;
+   * "empty_gif" answers 200 in place with nginx's own content handler, so that the
+   * hooks' cost is measured against nginx's per-request work alone (callgrind's second
+   * pair of rows). Not `return 200`: that answers in the rewrite phase, before the
+   * access hook runs, so it would measure log() alone.
+   */
+  content?: "proxy" | "empty_gif";
   ports?: Ports;
 }
 
@@ -42,7 +50,7 @@ export function benchConfig(o: BenchNginxOptions): string {
         listen 127.0.0.1:${ports[name]} backlog=16384;
         location / {
             ${hooks}
-            ${PROXY}
+            ${o.content === "empty_gif" ? "empty_gif;" : PROXY}
         }
         location /_intermission/ {
             content_by_lua_block { require("intermission").control() }

@@ -86,15 +86,22 @@ const count = (n: number, what: string) => `${int(n)} ${what}${n === 1 ? "" : "s
 
 function hotBlock(r: Results): string {
   const h = r.hot_path;
-  const cg = (c: number) => h.callgrind.find((x: any) => x.concurrency === c);
+  // Results from before the in-place rows have no `content`: they are all proxied.
+  const cg = (c: number, content = "proxy") => h.callgrind.find((x: any) => x.concurrency === c && (x.content ?? "proxy") === content);
   const one = (x: any) => `+${int(x.hook_instructions)} instructions per request (${num(x.cost_pct)}%` +
     `${x.runs > 1 ? `; runs ${int(x.hook_instructions_min)} to ${int(x.hook_instructions_max)}` : ""})`;
   const c16 = cg(16);
   const c1 = cg(1);
+  const g16 = cg(16, "empty_gif");
+  const g1 = cg(1, "empty_gif");
   const median = (n: number, what: string) => (n > 1 ? `the median of ${count(n, what)}` : `one ${what}`);
   return [
     `${measuredAt(r, "hot")}; under callgrind, ${median(c16.runs, "run")} each: **${one(c16)}** with 16 concurrent ` +
       `keep-alive connections, and **${one(c1)}** with one connection sending one request at a time. ` +
+      (g1 !== undefined && g16 !== undefined
+        ? `Answered in place by nginx (\`empty_gif\`, so the denominator is nginx's own per-request work alone): ` +
+          `**${one(g16)}** with 16 connections, **${one(g1)}** with one. `
+        : "") +
       `wrk (32 connections, ${median(h.wrk_rounds, "interleaved round")} of ${h.wrk_seconds} s): ` +
       `${int(h.wrk_intermission_rps)} requests per second through intermission, ${int(h.wrk_empty_rps)} with empty hooks.`,
   ].join("\n");

@@ -11,6 +11,9 @@ local upgradeScopes = ____shm.upgradeScopes
 local stateZoneTooSmall = ____shm.stateZoneTooSmall
 local gate = require("intermission.gate")
 local inflight = require("intermission.inflight")
+local ____busy = require("intermission.busy")
+local bindBusy = ____busy.bindBusy
+local allRunning = ____busy.allRunning
 local ____fleetmode = require("intermission.fleetmode")
 local fleet = ____fleetmode.fleet
 local loadFleet = ____fleetmode.loadFleet
@@ -68,6 +71,7 @@ function ____exports.setup(options)
         persist.restore()
     end
     stateZone = zones.state
+    bindBusy(zones.state)
     if cfg.store == "redis" then
         fleet.sync.node.id = nodeId()
         fleet.sync.markPending()
@@ -89,6 +93,7 @@ function ____exports.init_worker()
     zones.state:safe_add(BUSY_KEY, 0)
     upgradeScopes()
     stateZone = zones.state
+    bindBusy(zones.state)
     inflight.init()
     if settings.cfg.store == "redis" and fleet.sync ~= nil then
         fleet.sync.start()
@@ -115,7 +120,7 @@ function ____exports.access()
         return
     end
     local r, start = requestKeyAndStart()
-    if (zone:get(BUSY_KEY)) == 0 and recordIfNew(r, start) then
+    if allRunning() and recordIfNew(r, start) then
         return enter()
     end
     local ok, err = pcall(slow)

@@ -12,6 +12,7 @@ import { settings } from "./intermission/settings";
 import { bindZones, zones, BUSY_KEY, upgradeScopes, stateZoneTooSmall } from "./intermission/shm";
 import * as gate from "./intermission/gate";
 import * as inflight from "./intermission/inflight";
+import { bindBusy, allRunning } from "./intermission/busy";
 import { fleet, loadFleet } from "./intermission/fleetmode";
 import * as record from "./intermission/record";
 import { Record } from "./intermission/record";
@@ -40,6 +41,7 @@ export function setup(options?: unknown): void {
   // New zones (a start or a binary upgrade; a reload keeps them): the pauses in force.
   if (fresh) persist.restore();
   stateZone = zones.state;
+  bindBusy(zones.state);
   if (cfg.store === "redis") {
     fleet.sync!.node.id = nodeId();
     fleet.sync!.markPending();
@@ -71,6 +73,7 @@ export function init_worker(): void {
   zones.state.safe_add(BUSY_KEY, 0);
   upgradeScopes();
   stateZone = zones.state;
+  bindBusy(zones.state);
   inflight.init();
   if (settings.cfg.store === "redis" && fleet.sync !== undefined) fleet.sync.start();
 }
@@ -100,7 +103,7 @@ export function access(): void {
   const zone = stateZone;
   if (zone === undefined) return; // no zones: nothing to hold with (init_worker said why)
   const [r, start] = requestKeyAndStart();
-  if (zone.get(BUSY_KEY)[0] === 0 && recordIfNew(r, start)) return enter();
+  if (allRunning() && recordIfNew(r, start)) return enter();
   const [ok, err] = pcall(slow);
   if (!ok) ngx.log(ngx.ERR, `intermission: access failed, request passed: ${tostring(err)}`);
 }

@@ -86,10 +86,12 @@ const slots = cnew(ctype("struct { double req; double start; }[?]"), BUCKETS * W
 /**
  * The request's bucket's first slot. Request structs sit at the start of their 4 KB
  * pools, so their addresses differ in the higher bits: /16 keeps those, and pools
- * 4 KB + 16 apart (257 units, odd) step through every bucket.
+ * 4 KB + 16 apart (257 units, odd) step through every bucket. Bits 4 to 13 of the
+ * address, taken with bit operations (LuaJIT's bit library, on the low 32 bits): the
+ * same bucket as floor(key / 16) % BUCKETS, without two floating-point floors.
  */
 function bucket(key: number): number {
-  return (math.floor(key / 16) % BUCKETS) * WAYS;
+  return ((key >>> 4) & (BUCKETS - 1)) * WAYS;
 }
 
 /** The slot holding `key`, or -1. */
