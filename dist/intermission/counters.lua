@@ -8,6 +8,10 @@ local UNHELD_PREFIX = ____shm.UNHELD_PREFIX
 -- retried: second holds of released requests whose upstream connection failed.
 -- rejected: refused at once, never held (queue full, maintenance).
 -- passed: the part of timed_out that on_timeout = "pass" forwarded.
+-- Unplanned outages (outage.ts), outside the balance: outages started; outage_held, the
+-- holds an outage caused (a never-held request whose connection failed, counted in
+-- retried, or a new one held while it lasts, counted in held); fail_fast, the part of
+-- rejected answered at once because an outage outlasted outage_hold.
 ____exports.COUNTER_NAMES = {
     "held",
     "released",
@@ -17,7 +21,10 @@ ____exports.COUNTER_NAMES = {
     "rejected",
     "passed",
     "retried",
-    "probe_failures"
+    "probe_failures",
+    "outages",
+    "outage_held",
+    "fail_fast"
 }
 --- Upper bounds (seconds) of the hold-duration histogram buckets; +Inf is implied.
 ____exports.HOLD_BUCKETS = {

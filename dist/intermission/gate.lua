@@ -1,5 +1,5 @@
 local ____exports = {}
-local watchAbort, onAbort, forward, answer, holdAndSettle, settle, leaseEnd, refuseRetry, replayed, ngxVar, TRY_SPREAD
+local maxHoldHere, watchAbort, onAbort, forward, answer, holdAndSettle, settle, leaseEnd, refuseRetry, holdNeverHeld, replayed, ngxVar, TRY_SPREAD
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
@@ -16,6 +16,7 @@ local counters = require("intermission.counters")
 local ____respond = require("intermission.respond")
 local unavailable = ____respond.unavailable
 local replay = require("intermission.replay")
+local outage = require("intermission.outage")
 local ____record = require("intermission.record")
 local requestKey = ____record.requestKey
 local startTime = ____record.startTime
@@ -23,6 +24,28 @@ local lookup = ____record.lookup
 local remember = ____record.remember
 local rememberForwarded = ____record.rememberForwarded
 local forget = ____record.forget
+--- $intermission_scope, else the seed's $app_name, else "default".
+function ____exports.scopeOf()
+    local scope = ngxVar.intermission_scope
+    if scope ~= nil and scope ~= "" then
+        return scope
+    end
+    local app = ngxVar.app_name
+    if app ~= nil and app ~= "" then
+        return app
+    end
+    return ____exports.DEFAULT_SCOPE
+end
+function maxHoldHere()
+    local v = ngxVar.intermission_max_time
+    if v ~= nil then
+        local n = tonumber(v)
+        if n ~= nil and n > 0 then
+            return n
+        end
+    end
+    return settings.cfg.max_hold
+end
 function watchAbort()
     local abortOk, abortErr = ngx.on_abort(onAbort)
     if abortOk == nil and abortErr ~= "duplicate call" then
@@ -143,6 +166,58 @@ function refuseRetry(rec, keys, status)
     end
     return unavailable("timeout", settings.cfg.retry_after, "")
 end
+function holdNeverHeld(r, start, status)
+    local failed = status >= 500 and status or 502
+    local keys = keysFor(____exports.scopeOf())
+    local requestId = ngxVar.request_id or "-"
+    local uri = ngxVar.uri or ""
+    local args = ngxVar.args or ""
+    local addr = ngxVar.upstream_addr
+    local path, rawArgs, why = replay.target(uri, args)
+    if path == nil then
+        ngx.log(
+            ngx.WARN,
+            (((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not held through the outage: ") .. tostring(why)
+        )
+        return ngx.exit(failed)
+    end
+    if not outage.probeable(addr) then
+        ngx.log(ngx.WARN, ((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not held through the outage: upstream address ") .. (addr or "-")) .. " cannot be probed")
+        return ngx.exit(failed)
+    end
+    ngx.update_time()
+    local deadline = start + math.min(
+        settings.cfg.outage_hold,
+        maxHoldHere()
+    )
+    if ngx.now() >= deadline then
+        return ngx.exit(failed)
+    end
+    local mode = outage.enter(keys, addr)
+    if mode == nil then
+        return ngx.exit(failed)
+    end
+    inflight.leave()
+    if mode ~= "outage" then
+        release.noteFailure(keys)
+    end
+    local rec = {
+        keys = keys,
+        state = "retrying",
+        lease = 0,
+        start = start,
+        deadline = deadline,
+        tries = 1,
+        requestId = requestId,
+        uri = uri,
+        args = args,
+        internal = true,
+        failStatus = status
+    }
+    remember(r, rec)
+    counters.count(keys, "outage_held")
+    return ngx.exec(path, rawArgs)
+end
 function replayed(r, rec)
     local keys = rec.keys
     local requestId = rec.requestId or "-"
@@ -230,18 +305,6 @@ ____exports.DEFAULT_SCOPE = "default"
 local CONTROL_PREFIX_KEY = "control_prefix"
 --- Control locations remembered at most (a config has one or two).
 local MAX_CONTROL_PREFIXES = 16
---- $intermission_scope, else the seed's $app_name, else "default".
-function ____exports.scopeOf()
-    local scope = ngxVar.intermission_scope
-    if scope ~= nil and scope ~= "" then
-        return scope
-    end
-    local app = ngxVar.app_name
-    if app ~= nil and app ~= "" then
-        return app
-    end
-    return ____exports.DEFAULT_SCOPE
-end
 --- The control locations' path prefixes, newline-separated ("\n/a/\n/b/\n", the newest
 -- last), or undefined before the first control request.
 local function controlPrefixes()
@@ -321,19 +384,9 @@ local function alwaysPasses(uri)
     end
     return false
 end
---- Seconds this location may hold a request: $intermission_max_time, else max_hold.
-local function maxHoldHere()
-    local v = ngxVar.intermission_max_time
-    if v ~= nil then
-        local n = tonumber(v)
-        if n ~= nil and n > 0 then
-            return n
-        end
-    end
-    return settings.cfg.max_hold
-end
---- Holds the request until its turn, its max time, an abort or maintenance.
-local function holdRequest(r, keys)
+--- Holds the request until its turn, its max time, an abort or maintenance. `bound`: at
+-- most this many seconds (an outage's outage_hold), else the location's max time.
+local function holdRequest(r, keys, bound)
     local cfg = settings.cfg
     local requestId = ngxVar.request_id or "-"
     local w, err = waiters.newWaiter(keys)
@@ -368,7 +421,13 @@ local function holdRequest(r, keys)
         return answer(r, rec, keys, "full")
     end
     counters.count(keys, "held")
-    rec.deadline = ngx.now() + maxHoldHere()
+    if bound ~= nil then
+        counters.count(keys, "outage_held")
+    end
+    rec.deadline = ngx.now() + math.min(
+        maxHoldHere(),
+        bound or math.huge
+    )
     holdAndSettle(
         r,
         rec,
@@ -424,7 +483,7 @@ function ____exports.gate()
     if mode == "running" and keys.scope ~= ____exports.DEFAULT_SCOPE then
         local nodeKeys = keysFor(____exports.DEFAULT_SCOPE)
         local nodeMode = state.settle(nodeKeys)
-        if nodeMode ~= "running" then
+        if nodeMode ~= "running" and nodeMode ~= "outage" then
             keys = nodeKeys
             mode = nodeMode
         end
@@ -442,6 +501,15 @@ function ____exports.gate()
     if mode == "maintenance" then
         counters.count(keys, "rejected")
         return answer(r, nil, keys, "maintenance")
+    end
+    if mode == "outage" then
+        outage.ensureProber(keys)
+        if outage.failingFast(keys) then
+            counters.count(keys, "rejected")
+            counters.count(keys, "fail_fast")
+            return answer(r, nil, keys, "timeout")
+        end
+        return holdRequest(r, keys, settings.cfg.outage_hold)
     end
     return holdRequest(r, keys)
 end
@@ -491,6 +559,9 @@ function ____exports.retry()
     local seen = lookup(r)
     local status = tonumber(ngxVar.status or "") or 502
     local failed = status >= 500 and status or 502
+    if type(seen) == "number" and settings.cfg.outage_hold > 0 and neverSent() then
+        return holdNeverHeld(r, seen, status)
+    end
     if seen == nil or type(seen) == "number" or seen.state ~= "released" or not neverSent() then
         return ngx.exit(failed)
     end

@@ -5,7 +5,13 @@ local state = require("intermission.state")
 local release = require("intermission.release")
 local counters = require("intermission.counters")
 local inflight = require("intermission.inflight")
-local STATES = {"running", "paused", "maintenance", "draining"}
+local STATES = {
+    "running",
+    "paused",
+    "maintenance",
+    "draining",
+    "outage"
+}
 local function label(value)
     local escaped = string.gsub(value, "[\\\"\n]", {["\\"] = "\\\\", ["\""] = "\\\"", ["\n"] = "\\n"})
     return escaped

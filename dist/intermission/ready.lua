@@ -179,7 +179,7 @@ CONNECT_PREFIX = "connect|"
 CONNECT_FIRST = 0.05
 CONNECT_MAX = 0.5
 --- The last address of $upstream_addr ("a:1, b:2 : c:3"): host and port, or a unix path.
-local function lastAddress(addr)
+function ____exports.lastAddress(addr)
     local last = string.match(addr, "([^%s,:]+:?[^%s,]*)%s*$")
     if last == nil then
         return nil, nil
@@ -202,7 +202,7 @@ end
 -- or `until`. One timer per scope and node connects, never a request. False: the address
 -- cannot be probed (the caller backs off instead).
 function ____exports.waitForConnect(keys, addr, ____until)
-    local host, port = lastAddress(addr)
+    local host, port = ____exports.lastAddress(addr)
     if host == nil then
         return false
     end

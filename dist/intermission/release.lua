@@ -111,7 +111,7 @@ function grant(keys, lane, t, paced, deadline, now)
     local st = zones.state
     local q = zones.queue
     local mode = modeOf(keys)
-    if mode == "paused" or mode == "maintenance" then
+    if mode == "paused" or mode == "maintenance" or mode == "outage" then
         return false
     end
     local lease = 0
@@ -255,6 +255,9 @@ function step(keys)
     local st = zones.state
     local now = ngx.now()
     local mode = modeOf(keys)
+    if mode == "outage" then
+        return
+    end
     if mode == "paused" or mode == "maintenance" then
         local ____until = num(st, keys["until"])
         if ____until == 0 or now < ____until then
@@ -425,7 +428,7 @@ local function refusedAsLate(keys, deadline)
         return false
     end
     local mode = modeOf(keys)
-    return mode == "paused" or mode == "maintenance"
+    return mode == "paused" or mode == "maintenance" or mode == "outage"
 end
 --- Holds an admitted request (ticket t from admit) in a lane: "main" for a new request,
 -- "retry" for a released one whose upstream connection failed, until its ticket is
@@ -508,7 +511,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue80
+                    goto __continue81
                 end
                 return outcome, 0
             end
@@ -519,7 +522,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue80::
+        ::__continue81::
     end
 end
 waiters.setAdvance(____exports.advance)

@@ -74,6 +74,7 @@ local function makeKeys(scope)
         leaseSeq = p .. "lseq",
         leaseOldest = p .. "lold",
         readyUntil = p .. "ready",
+        outageAddr = p .. "oaddr",
         lastQueue = p .. "lastq",
         lastPause = p .. "lastp",
         leasePrefix = p .. "l|",

@@ -3,15 +3,20 @@
 // statistics can ever push the release state out of the state zone.
 import { ScopeKeys, zones, num, UNHELD_PREFIX } from "./shm";
 
-export type CounterName = "held" | "released" | "timed_out" | "aborted" | "maintenance" | "rejected" | "passed" | "retried" | "probe_failures";
+export type CounterName = "held" | "released" | "timed_out" | "aborted" | "maintenance" | "rejected" | "passed" | "retried" | "probe_failures"
+  | "outages" | "outage_held" | "fail_fast";
 /**
  * Every hold ends in exactly one outcome, as in Vitess's buffer:
  *   held + retried = released + timed_out + aborted + maintenance + (held now)
  * retried: second holds of released requests whose upstream connection failed.
  * rejected: refused at once, never held (queue full, maintenance).
  * passed: the part of timed_out that on_timeout = "pass" forwarded.
+ * Unplanned outages (outage.ts), outside the balance: outages started; outage_held, the
+ * holds an outage caused (a never-held request whose connection failed, counted in
+ * retried, or a new one held while it lasts, counted in held); fail_fast, the part of
+ * rejected answered at once because an outage outlasted outage_hold.
  */
-export const COUNTER_NAMES: CounterName[] = ["held", "released", "timed_out", "aborted", "maintenance", "rejected", "passed", "retried", "probe_failures"];
+export const COUNTER_NAMES: CounterName[] = ["held", "released", "timed_out", "aborted", "maintenance", "rejected", "passed", "retried", "probe_failures", "outages", "outage_held", "fail_fast"];
 
 /** Upper bounds (seconds) of the hold-duration histogram buckets; +Inf is implied. */
 export const HOLD_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];

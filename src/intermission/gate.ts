@@ -13,6 +13,7 @@ import * as waiters from "./waiters";
 import * as counters from "./counters";
 import { unavailable } from "./respond";
 import * as replay from "./replay";
+import * as outage from "./outage";
 import { requestKey, startTime, lookup, remember, rememberForwarded, forget, Record } from "./record";
 
 const ngxVar = ngx.var;
@@ -137,8 +138,11 @@ function answer(r: number, rec: Record | undefined, keys: ScopeKeys, why: "maint
   return unavailable(why, settings.cfg.retry_after, reason);
 }
 
-/** Holds the request until its turn, its max time, an abort or maintenance. */
-function holdRequest(r: number, keys: ScopeKeys): void {
+/**
+ * Holds the request until its turn, its max time, an abort or maintenance. `bound`: at
+ * most this many seconds (an outage's outage_hold), else the location's max time.
+ */
+function holdRequest(r: number, keys: ScopeKeys, bound?: number): void {
   const cfg = settings.cfg;
   const requestId = ngxVar.request_id ?? "-";
   const [w, err] = waiters.newWaiter(keys);
@@ -163,7 +167,8 @@ function holdRequest(r: number, keys: ScopeKeys): void {
     return answer(r, rec, keys, "full");
   }
   counters.count(keys, "held");
-  rec.deadline = ngx.now() + maxHoldHere();
+  if (bound !== undefined) counters.count(keys, "outage_held");
+  rec.deadline = ngx.now() + math.min(maxHoldHere(), bound ?? math.huge);
   holdAndSettle(r, rec, keys, keys.main, ticket, w, requestId);
 }
 
@@ -256,7 +261,8 @@ export function gate(): void {
   if (mode === "running" && keys.scope !== DEFAULT_SCOPE) {
     const nodeKeys = keysFor(DEFAULT_SCOPE);
     const nodeMode = state.settle(nodeKeys);
-    if (nodeMode !== "running") {
+    // An outage of default is its own upstream's, not the whole node's: other scopes run.
+    if (nodeMode !== "running" && nodeMode !== "outage") {
       keys = nodeKeys;
       mode = nodeMode;
     }
@@ -273,6 +279,17 @@ export function gate(): void {
   if (mode === "maintenance") {
     counters.count(keys, "rejected");
     return answer(r, undefined, keys, "maintenance");
+  }
+  if (mode === "outage") {
+    // Held without trying the upstream (no herd of connects); the prober decides. A
+    // prober lost with its worker is started again by the next request.
+    outage.ensureProber(keys);
+    if (outage.failingFast(keys)) {
+      counters.count(keys, "rejected");
+      counters.count(keys, "fail_fast");
+      return answer(r, undefined, keys, "timeout");
+    }
+    return holdRequest(r, keys, settings.cfg.outage_hold);
   }
   return holdRequest(r, keys);
 }
@@ -348,6 +365,9 @@ export function retry(): void {
   const seen = lookup(r);
   const status = tonumber(ngxVar.status ?? "") ?? 502;
   const failed = status >= 500 ? status : 502;
+  if (type(seen) === "number" && settings.cfg.outage_hold > 0 && neverSent()) {
+    return holdNeverHeld(r, seen as number, status);
+  }
   if (seen === undefined || type(seen) === "number" || (seen as Record).state !== "released" || !neverSent()) {
     return ngx.exit(failed); // not ours to retry: the error as nginx made it
   }
@@ -380,6 +400,52 @@ export function retry(): void {
   rec.failedAddr = ngxVar.upstream_addr;
   rec.failStatus = status;
   return ngx.exec(path, args);
+}
+
+/**
+ * retry() of a request the hot path forwarded (never held) whose upstream connection
+ * failed before a byte was sent, with outage_hold on: its scope on this node enters the
+ * outage (outage.ts), and it is sent back to where it started and held in the retry lane,
+ * as a released request that failed is. It has no capture from a first hold, so what a
+ * replay must match is read here: $uri and $args in this named location are those of the
+ * location that failed (an error_page to a named location keeps them), which is also
+ * where access() forwarded it (nothing after the access phase changes them). The same
+ * fidelity rules as any retry (replay.target): a request that cannot be sent again
+ * exactly, or whose body is not held whole, gets the 502 nginx made.
+ */
+function holdNeverHeld(r: number, start: number, status: number): void {
+  const failed = status >= 500 ? status : 502;
+  const keys = keysFor(scopeOf());
+  const requestId = ngxVar.request_id ?? "-";
+  const uri = ngxVar.uri ?? "";
+  const args = ngxVar.args ?? "";
+  const addr = ngxVar.upstream_addr;
+  const [path, rawArgs, why] = replay.target(uri, args);
+  if (path === undefined) {
+    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not held through the outage: ${why}`);
+    return ngx.exit(failed);
+  }
+  if (!outage.probeable(addr)) {
+    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not held through the outage: upstream address ${addr ?? "-"} cannot be probed`);
+    return ngx.exit(failed);
+  }
+  ngx.update_time();
+  // Its wait counts from its arrival: min(outage_hold, max hold) at most.
+  const deadline = start + math.min(settings.cfg.outage_hold, maxHoldHere());
+  if (ngx.now() >= deadline) return ngx.exit(failed);
+  const mode = outage.enter(keys, addr!);
+  if (mode === undefined) return ngx.exit(failed);
+  // From here it is no longer in flight (it failed); access() holds it again.
+  inflight.leave();
+  if (mode !== "outage") release.noteFailure(keys); // a pause or release in progress: as any failed try
+  const rec: Record = {
+    keys, state: "retrying", lease: 0, start, deadline, tries: 1, requestId, uri, args,
+    // As if redirected once on its way (the README's bound): the retry budget is the same.
+    internal: true, failStatus: status,
+  };
+  remember(r, rec);
+  counters.count(keys, "outage_held");
+  return ngx.exec(path, rawArgs);
 }
 
 /**

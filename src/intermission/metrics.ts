@@ -5,7 +5,7 @@ import * as release from "./release";
 import * as counters from "./counters";
 import * as inflight from "./inflight";
 
-const STATES: state.Mode[] = ["running", "paused", "maintenance", "draining"];
+const STATES: state.Mode[] = ["running", "paused", "maintenance", "draining", "outage"];
 
 function label(value: string): string {
   const [escaped] = string.gsub(value, '[\\"\n]', { "\\": "\\\\", '"': '\\"', "\n": "\\n" });

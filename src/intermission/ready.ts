@@ -116,7 +116,7 @@ const CONNECT_FIRST = 0.05;
 const CONNECT_MAX = 0.5;
 
 /** The last address of $upstream_addr ("a:1, b:2 : c:3"): host and port, or a unix path. */
-function lastAddress(addr: string): LuaMultiReturn<[string | undefined, number | undefined]> {
+export function lastAddress(addr: string): LuaMultiReturn<[string | undefined, number | undefined]> {
   const [last] = string.match(addr, "([^%s,:]+:?[^%s,]*)%s*$");
   if (last === undefined) return $multi(undefined, undefined);
   if (string.sub(last, 1, 5) === "unix:") return $multi(last, undefined);

@@ -59,6 +59,8 @@ export interface ScopeKeys {
   leaseOldest: string;
   /** Until when the release waits for the ready probe (0: not waiting). */
   readyUntil: string;
+  /** outage: the upstream address whose connection failed ($upstream_addr), probed by outage.ts. */
+  outageAddr: string;
   /** The last pause: its largest queue and how long it lasted. */
   lastQueue: string;
   lastPause: string;
@@ -130,6 +132,7 @@ function makeKeys(scope: string): ScopeKeys {
     leaseSeq: `${p}lseq`,
     leaseOldest: `${p}lold`,
     readyUntil: `${p}ready`,
+    outageAddr: `${p}oaddr`,
     lastQueue: `${p}lastq`,
     lastPause: `${p}lastp`,
     leasePrefix: `${p}l|`,
