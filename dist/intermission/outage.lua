@@ -85,6 +85,7 @@ function prober(premature, scope)
             finish(keys, addr)
             break
         end
+        counters.count(keys, "probe_failures")
         ngx.sleep(pause)
         pause = math.min(pause * 2, MAX)
     end

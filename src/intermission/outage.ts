@@ -134,6 +134,7 @@ function prober(this: void, premature: boolean, scope: string): void {
       finish(keys, addr as string);
       break;
     }
+    counters.count(keys, "probe_failures");
     ngx.sleep(pause);
     pause = math.min(pause * 2, MAX);
   }
