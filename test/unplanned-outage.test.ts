@@ -44,6 +44,33 @@ http {
                 ngx.say("the application's own 502")
             }
         }
+        # "Not applied": the first ?fails= arrivals of an id answer X-Accel-Redirect to the
+        # retry location (the README's middleware does it when it has no database connection).
+        location /app/notapplied {
+            content_by_lua_block {
+                ngx.req.read_body()
+                local d = ngx.shared.rec
+                local id = ngx.var.arg_id or "-"
+                local n = d:incr("c" .. id, 1, 0)
+                if n <= tonumber(ngx.var.arg_fails or "0") then
+                    ngx.header["X-Accel-Redirect"] = "@intermission_retry"
+                    ngx.say("not applied")
+                    return
+                end
+                local body = ngx.req.get_body_data() or ""
+                d:incr("n", 1, 0)
+                d:set("b" .. id, ngx.req.get_method() .. " " .. #body .. " " .. ngx.md5(body))
+                ngx.say("applied on arrival ", n)
+            }
+        }
+        # The application's ordinary error page: passes unchanged.
+        location /app/error500 {
+            content_by_lua_block {
+                ngx.header["X-App"] = "own page"
+                ngx.status = 500
+                ngx.say("the application's own 500 page")
+            }
+        }
         location / {
             # Every request applied, across restarts (the shared dict starts afresh).
             access_log /tmp/outage-app-applied.log ids;
@@ -293,5 +320,28 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
     assert.deepEqual(await app.rec("small"), { total: 2, count: 1, body: `${small.length} ${md5(small)}` });
     assert.deepEqual((await app.rec("big")).body, `${big.length} ${md5(big)}`);
     assert.equal((await app.rec("big")).count, 1);
+  });
+
+  it("\"not applied\" (X-Accel-Redirect: @intermission_retry) is held and sent again, method and body kept; the app's own 500 page passes unchanged", async () => {
+    await app.reset();
+    const before = (await on.status("app")).counters;
+    const body = "order=42&qty=1";
+    const r = await send(on.url("/app/notapplied?id=na1&fails=1"), { method: "POST", body, headers: { "Content-Type": "application/x-www-form-urlencoded" } }).reply;
+    assert.equal(r.status, 200, r.body);
+    assert.match(r.body, /applied on arrival 2/);
+    const md5 = createHash("md5").update(body).digest("hex");
+    assert.deepEqual(await app.rec("na1"), { total: 1, count: 2, body: `POST ${body.length} ${md5}` });
+    const after = (await on.status("app")).counters;
+    assert.equal(after.retried - before.retried, 1, "held once more");
+    assert.equal(after.outages, before.outages, "not an outage: the application is up");
+    // Never applicable: every try is spent, then on_timeout's 503.
+    const never = await get(on.url("/app/notapplied?id=na2&fails=100"));
+    assert.equal(never.status, 503, never.body);
+    assert.equal((await app.rec("na2")).count, 3, "sent three times (two retries), no more");
+    // The application's ordinary 500 passes as it is.
+    const own = await get(on.url("/app/error500"));
+    assert.equal(own.status, 500);
+    assert.equal(own.body, "the application's own 500 page\n");
+    assert.equal(own.headers["x-app"], "own page");
   });
 });

@@ -1,5 +1,5 @@
 local ____exports = {}
-local maxHoldHere, watchAbort, onAbort, forward, answer, holdAndSettle, settle, leaseEnd, refuseRetry, holdNeverHeld, replayed, ngxVar, TRY_SPREAD
+local maxHoldHere, watchAbort, onAbort, forward, answer, holdAndSettle, settle, leaseEnd, refuseRetry, holdNeverHeld, replayed, ngxVar, TRY_SPREAD, NOT_APPLIED_SPREAD
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
@@ -166,7 +166,7 @@ function refuseRetry(rec, keys, status)
     end
     return unavailable("timeout", settings.cfg.retry_after, "")
 end
-function holdNeverHeld(r, start, status)
+function holdNeverHeld(r, start, status, declined)
     local failed = status >= 500 and status or 502
     local keys = keysFor(____exports.scopeOf())
     local requestId = ngxVar.request_id or "-"
@@ -181,7 +181,7 @@ function holdNeverHeld(r, start, status)
         )
         return ngx.exit(failed)
     end
-    if not outage.probeable(addr) then
+    if not declined and not outage.probeable(addr) then
         ngx.log(ngx.WARN, ((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not held through the outage: upstream address ") .. (addr or "-")) .. " cannot be probed")
         return ngx.exit(failed)
     end
@@ -193,12 +193,12 @@ function holdNeverHeld(r, start, status)
     if ngx.now() >= deadline then
         return ngx.exit(failed)
     end
-    local mode = outage.enter(keys, addr)
+    local mode = declined and state.modeOf(keys) or outage.enter(keys, addr)
     if mode == nil then
         return ngx.exit(failed)
     end
     inflight.leave()
-    if mode ~= "outage" then
+    if mode ~= "outage" and not declined then
         release.noteFailure(keys)
     end
     local rec = {
@@ -212,7 +212,8 @@ function holdNeverHeld(r, start, status)
         uri = uri,
         args = args,
         internal = true,
-        failStatus = status
+        failStatus = status,
+        notApplied = declined
     }
     remember(r, rec)
     counters.count(keys, "outage_held")
@@ -243,7 +244,19 @@ function replayed(r, rec)
     end
     watchAbort()
     local addr = rec.failedAddr
-    if ngx.now() < rec.deadline and (addr == nil or not ready.waitForConnect(keys, addr, rec.deadline)) then
+    if rec.notApplied == true and ngx.now() < rec.deadline then
+        if settings.cfg.ready_probe ~= nil and not ready.waiting(keys) then
+            ready.startWaiting(
+                keys,
+                ngx.now()
+            )
+        else
+            release.backOffAtLeast(
+                keys,
+                (rec.deadline - ngx.now()) * (NOT_APPLIED_SPREAD[rec.tries or 1] or 0.5)
+            )
+        end
+    elseif ngx.now() < rec.deadline and (addr == nil or not ready.waitForConnect(keys, addr, rec.deadline)) then
         local spread = TRY_SPREAD[rec.tries or 1] or 0
         if spread > 0 then
             release.backOffAtLeast(
@@ -252,13 +265,13 @@ function replayed(r, rec)
             )
         end
     end
-    local ____temp_0
+    local ____temp_1
     if ngx.now() < rec.deadline then
-        ____temp_0 = release.admit(keys, keys.retry)
+        ____temp_1 = release.admit(keys, keys.retry)
     else
-        ____temp_0 = nil
+        ____temp_1 = nil
     end
-    local ticket = ____temp_0
+    local ticket = ____temp_1
     if ticket == nil then
         return refuseRetry(rec, keys, status)
     end
@@ -547,6 +560,16 @@ local function redirectsSeen(rec, asSent)
     return before + after
 end
 TRY_SPREAD = {[2] = 0.5}
+NOT_APPLIED_SPREAD = {[1] = 0.25, [2] = 0.5}
+--- Where the application's "not applied" answer points: the retry location (README).
+local RETRY_LOCATION = "@intermission_retry"
+--- The application said "I did not apply this request, send it again": an
+-- X-Accel-Redirect to the retry location. nginx honours it (a named location keeps the
+-- method and the buffered body, and discards the response's body), so the request is
+-- here with bytes sent, but by the application's word as if it had never seen it.
+local function notApplied()
+    return ngxVar.upstream_http_x_accel_redirect == RETRY_LOCATION
+end
 --- content_by_lua of the retry location (error_page 502 504 =
 -- 
 -- @intermission_retry ): a
@@ -559,10 +582,11 @@ function ____exports.retry()
     local seen = lookup(r)
     local status = tonumber(ngxVar.status or "") or 502
     local failed = status >= 500 and status or 502
-    if type(seen) == "number" and settings.cfg.outage_hold > 0 and neverSent() then
-        return holdNeverHeld(r, seen, status)
+    local declined = notApplied()
+    if type(seen) == "number" and settings.cfg.outage_hold > 0 and (declined or neverSent()) then
+        return holdNeverHeld(r, seen, status, declined)
     end
-    if seen == nil or type(seen) == "number" or seen.state ~= "released" or not neverSent() then
+    if seen == nil or type(seen) == "number" or seen.state ~= "released" or not (declined or neverSent()) then
         return ngx.exit(failed)
     end
     local rec = seen
@@ -602,7 +626,14 @@ function ____exports.retry()
         return refuseRetry(rec, keys, status)
     end
     rec.state = "retrying"
-    rec.failedAddr = ngxVar.upstream_addr
+    local ____declined_0
+    if declined then
+        ____declined_0 = nil
+    else
+        ____declined_0 = ngxVar.upstream_addr
+    end
+    rec.failedAddr = ____declined_0
+    rec.notApplied = declined
     rec.failStatus = status
     return ngx.exec(path, args)
 end

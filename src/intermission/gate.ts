@@ -343,6 +343,21 @@ function redirectsSeen(rec: Record, asSent: boolean): number {
 
 /** Without an address to probe: share of the time left that retry k waits (the first, only the back-off). */
 const TRY_SPREAD: { [tries: number]: number } = { 2: 0.5 };
+/** After "not applied" (the port is open, the application is not ready): share of the time left that retry k waits. */
+const NOT_APPLIED_SPREAD: { [tries: number]: number } = { 1: 0.25, 2: 0.5 };
+
+/** Where the application's "not applied" answer points: the retry location (README). */
+const RETRY_LOCATION = "@intermission_retry";
+
+/**
+ * The application said "I did not apply this request, send it again": an
+ * X-Accel-Redirect to the retry location. nginx honours it (a named location keeps the
+ * method and the buffered body, and discards the response's body), so the request is
+ * here with bytes sent, but by the application's word as if it had never seen it.
+ */
+function notApplied(): boolean {
+  return ngxVar.upstream_http_x_accel_redirect === RETRY_LOCATION;
+}
 
 /** A retry refused (tries or time used up, or the queue full): on_timeout says what the client gets. */
 function refuseRetry(rec: Record, keys: ScopeKeys, status: number): never {
@@ -365,10 +380,11 @@ export function retry(): void {
   const seen = lookup(r);
   const status = tonumber(ngxVar.status ?? "") ?? 502;
   const failed = status >= 500 ? status : 502;
-  if (type(seen) === "number" && settings.cfg.outage_hold > 0 && neverSent()) {
-    return holdNeverHeld(r, seen as number, status);
+  const declined = notApplied();
+  if (type(seen) === "number" && settings.cfg.outage_hold > 0 && (declined || neverSent())) {
+    return holdNeverHeld(r, seen as number, status, declined);
   }
-  if (seen === undefined || type(seen) === "number" || (seen as Record).state !== "released" || !neverSent()) {
+  if (seen === undefined || type(seen) === "number" || (seen as Record).state !== "released" || !(declined || neverSent())) {
     return ngx.exit(failed); // not ours to retry: the error as nginx made it
   }
   const rec = seen as Record;
@@ -397,7 +413,8 @@ export function retry(): void {
   }
   if (ngx.now() >= rec.deadline) return refuseRetry(rec, keys, status);
   rec.state = "retrying";
-  rec.failedAddr = ngxVar.upstream_addr;
+  rec.failedAddr = declined ? undefined : ngxVar.upstream_addr;
+  rec.notApplied = declined;
   rec.failStatus = status;
   return ngx.exec(path, args);
 }
@@ -413,7 +430,7 @@ export function retry(): void {
  * fidelity rules as any retry (replay.target): a request that cannot be sent again
  * exactly, or whose body is not held whole, gets the 502 nginx made.
  */
-function holdNeverHeld(r: number, start: number, status: number): void {
+function holdNeverHeld(r: number, start: number, status: number, declined: boolean): void {
   const failed = status >= 500 ? status : 502;
   const keys = keysFor(scopeOf());
   const requestId = ngxVar.request_id ?? "-";
@@ -425,7 +442,7 @@ function holdNeverHeld(r: number, start: number, status: number): void {
     ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not held through the outage: ${why}`);
     return ngx.exit(failed);
   }
-  if (!outage.probeable(addr)) {
+  if (!declined && !outage.probeable(addr)) {
     ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not held through the outage: upstream address ${addr ?? "-"} cannot be probed`);
     return ngx.exit(failed);
   }
@@ -433,15 +450,17 @@ function holdNeverHeld(r: number, start: number, status: number): void {
   // Its wait counts from its arrival: min(outage_hold, max hold) at most.
   const deadline = start + math.min(settings.cfg.outage_hold, maxHoldHere());
   if (ngx.now() >= deadline) return ngx.exit(failed);
-  const mode = outage.enter(keys, addr!);
+  // "Not applied": the application is up but not ready (its database, say): no outage
+  // (its port accepts), the retry waits instead (replayed).
+  const mode = declined ? state.modeOf(keys) : outage.enter(keys, addr!);
   if (mode === undefined) return ngx.exit(failed);
   // From here it is no longer in flight (it failed); access() holds it again.
   inflight.leave();
-  if (mode !== "outage") release.noteFailure(keys); // a pause or release in progress: as any failed try
+  if (mode !== "outage" && !declined) release.noteFailure(keys); // a pause or release in progress: as any failed try
   const rec: Record = {
     keys, state: "retrying", lease: 0, start, deadline, tries: 1, requestId, uri, args,
     // As if redirected once on its way (the README's bound): the retry budget is the same.
-    internal: true, failStatus: status,
+    internal: true, failStatus: status, notApplied: declined,
   };
   remember(r, rec);
   counters.count(keys, "outage_held");
@@ -478,7 +497,12 @@ function replayed(r: number, rec: Record): void {
   // that is still closed. The whole release waits with it: the queue keeps its order.
   // An address that cannot be probed: later tries wait a share of the time left instead.
   const addr = rec.failedAddr;
-  if (ngx.now() < rec.deadline && (addr === undefined || !ready.waitForConnect(keys, addr, rec.deadline))) {
+  if (rec.notApplied === true && ngx.now() < rec.deadline) {
+    // The application is up but said it could not apply it: wait for the ready probe if
+    // there is one, else a share of the time left, before it goes again.
+    if (settings.cfg.ready_probe !== undefined && !ready.waiting(keys)) ready.startWaiting(keys, ngx.now());
+    else release.backOffAtLeast(keys, (rec.deadline - ngx.now()) * (NOT_APPLIED_SPREAD[rec.tries ?? 1] ?? 0.5));
+  } else if (ngx.now() < rec.deadline && (addr === undefined || !ready.waitForConnect(keys, addr, rec.deadline))) {
     const spread = TRY_SPREAD[rec.tries ?? 1] ?? 0;
     if (spread > 0) release.backOffAtLeast(keys, (rec.deadline - ngx.now()) * spread);
   }
