@@ -105,6 +105,18 @@ const LOCATIONS = `
             error_page 502 504 = @intermission_retry;
             recursive_error_pages on;
         }
+        # The body streamed to the upstream as it arrives: not held whole, never re-sent.
+        location /nobuf/ {
+            set $intermission_scope app;
+            access_by_lua_block { require("intermission").access() }
+            client_max_body_size 20m;
+            proxy_request_buffering off;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://127.0.0.1:8082;
+            error_page 502 504 = @intermission_retry;
+            recursive_error_pages on;
+        }
         location @intermission_retry {
             content_by_lua_block { require("intermission").retry() }
         }`;
@@ -343,5 +355,44 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
     assert.equal(own.status, 500);
     assert.equal(own.body, "the application's own 500 page\n");
     assert.equal(own.headers["x-app"], "own page");
+  });
+
+  it("a body streamed to the upstream (proxy_request_buffering off) is not held nor sent again: 502, and no outage", async () => {
+    await app.stop();
+    await on.newLogLines();
+    const body = createHash("sha256").update("nobuf").digest("hex").repeat(300_000 / 64);
+    const r = await send(on.url("/nobuf/upload?id=nb"), { method: "POST", body, headers: { "Content-Type": "application/octet-stream" } }).reply;
+    assert.equal(r.status, 502);
+    const s = await on.status("app");
+    assert.equal(s.state, "running");
+    const lines = await on.newLogLines();
+    assert.ok(lines.some((l) => /not held through the outage: .*(body was streamed|body bytes are held) \(proxy_request_buffering off\)/.test(l)), `the log says why:\n${lines.filter((l) => /intermission/.test(l)).join("\n")}`);
+    await app.start();
+    assert.equal((await app.rec("nb")).count, 0, "never sent again");
+  });
+
+  it("an operator's pause during an outage makes it an ordinary pause: held until resume, then released", async () => {
+    await app.reset();
+    await app.stop();
+    const first = send(on.url("/app/p?id=p0"));
+    await waitFor("the outage", async () => (await on.status("app")).state === "outage");
+    const second = send(on.url("/app/p?id=p1"));
+    await waitFor("2 held", async () => (await on.status("app")).held === 2);
+    const paused = await on.control("pause", "scope=app&ttl=0");
+    assert.equal(paused.status, 200, paused.body);
+    assert.equal((await on.status("app")).state, "paused");
+    await app.start();
+    // The outage's prober no longer decides: still held past its longest interval (0.5 s),
+    // for the operator's resume. (The requests keep their outage bound, 3 s from arrival.)
+    const probes = (await on.status("app")).counters.probe_failures;
+    await new Promise((r) => setTimeout(r, 700));
+    assert.equal((await on.status("app")).held, 2);
+    assert.equal((await on.status("app")).counters.probe_failures, probes);
+    const resumed = await on.control("resume", "scope=app");
+    assert.equal(resumed.status, 200, resumed.body);
+    const replies = await Promise.all([first.reply, second.reply]);
+    assert.deepEqual(replies.map((x) => x.status), [200, 200]);
+    assert.equal((await app.rec("p0")).count, 1);
+    assert.equal((await app.rec("p1")).count, 1);
   });
 });
