@@ -105,6 +105,16 @@ const LOCATIONS = `
             error_page 502 504 = @intermission_retry;
             recursive_error_pages on;
         }
+        # A site that serves its own error pages for the upstream's errors: the application's
+        # own 502 reaches the retry location too, with bytes sent.
+        location /intercept/ {
+            set $intermission_scope app;
+            access_by_lua_block { require("intermission").access() }
+            proxy_intercept_errors on;
+            proxy_pass http://127.0.0.1:8082/app/;
+            error_page 502 504 = @intermission_retry;
+            recursive_error_pages on;
+        }
         # The body streamed to the upstream as it arrives: not held whole, never re-sent.
         location /nobuf/ {
             set $intermission_scope app;
@@ -314,6 +324,15 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
     assert.equal(after.state, "running");
     assert.equal(after.counters.outages, before.outages);
     assert.equal(after.counters.retried, before.retried);
+    // Even where nginx intercepts it (proxy_intercept_errors): bytes were sent, so the
+    // retry location answers the 502 and sends nothing again.
+    const caught = await get(on.url("/intercept/bad502?id=bad2"));
+    assert.equal(caught.status, 502);
+    assert.equal((await app.rec("bad2")).count, 1, "sent once");
+    const later = await on.status("app");
+    assert.equal(later.state, "running");
+    assert.equal(later.counters.outages, before.outages);
+    assert.equal(later.counters.retried, before.retried);
   });
 
   it("1 KB and 10 MB POST bodies (the latter in nginx's temp file) are sent again intact", async () => {
