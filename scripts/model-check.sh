@@ -83,6 +83,10 @@ check leases-two   pass ltl:leases $TWO
 check bug1         fail safety -DBUG1 -DNOR1 -DNOR2 -DCTL=1
 check bug8         fail safety -DBUG8 -DNOR1 -DNOR2 -DCTL=1
 check bug-heldleak fail safety -DBUG_HELDLEAK -DNOR0 -DNOR1 -DKILL -DCTL=4
+# Unplanned outages (outage.ts): entered from running, ended by the prober's finish or an
+# operator's pause and resume; re-injected: the release step granting during an outage.
+check outage-one  pass safety $ONE -DOUTAGE -DCTL=5
+check bug-outage  fail safety -DOUTAGE -DBUG_OUTAGE -DNOR1 -DNOR2 -DCTL=5
 # The fleet's control write (model/fleet-write.pml), a second, small model: a safety run
 # each, the fixed protocol and its two bugs put back (see model/README.md).
 fleet_write() {
