@@ -266,6 +266,13 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
     const log = await on.errorLog();
     assert.match(log, /audit action=outage-start scope=app upstream=127\.0\.0\.1:8082/, "the outage's start in the audit log");
     assert.match(log, /audit action=outage-end scope=app .*seconds=/, "the outage's end in the audit log");
+    // Metrics: the outage counted, its duration observed.
+    const metrics = (await on.get("/_intermission/metrics?scope=app")).body;
+    assert.match(metrics, /intermission_state\{scope="app",state="outage"\} 0/);
+    assert.match(metrics, /intermission_requests_total\{scope="app",outcome="outages"\} [1-9]/);
+    const outages = Number(/intermission_outage_duration_seconds_count\{scope="app"\} (\d+)/.exec(metrics)?.[1]);
+    assert.equal(outages, s.counters.outages, metrics.split("\n").filter((l) => /outage/.test(l)).join("\n"));
+    assert.ok(Number(/intermission_outage_duration_seconds_sum\{scope="app"\} ([\d.]+)/.exec(metrics)?.[1]) >= 1, "the outages lasted a second or more");
     console.log(`# failed requests (of which in flight at the stop): ${JSON.stringify(failures)}`);
   });
 

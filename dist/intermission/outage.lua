@@ -49,7 +49,7 @@ function finish(keys, where)
             local now = ngx.now()
             local lasted = now - num(zones.state, k.since)
             release.resumeLocked(k, now)
-            counters.add(k, "outage_seconds", lasted)
+            counters.observeOutage(k, lasted)
             ngx.log(
                 ngx.NOTICE,
                 (((("intermission: audit action=outage-end scope=" .. k.scope) .. " upstream=") .. where) .. " seconds=") .. string.format("%.3f", lasted)

@@ -40,27 +40,37 @@ export function read(keys: ScopeKeys, name: CounterName): number {
 
 /** Records one hold that ended after `seconds`, whatever its outcome. */
 export function observeHold(keys: ScopeKeys, seconds: number): void {
+  observe(keys, "", seconds);
+}
+
+/** Records one unplanned outage that lasted `seconds` (outage.ts). */
+export function observeOutage(keys: ScopeKeys, seconds: number): void {
+  observe(keys, "outage_", seconds);
+}
+
+/** One observation in the histogram named by `kind` ("": holds; "outage_": outages), same buckets. */
+function observe(keys: ScopeKeys, kind: string, seconds: number): void {
   const zone = zones.counters;
   for (let i = 0; i < HOLD_BUCKETS.length; i++) {
     if (seconds <= HOLD_BUCKETS[i]) {
-      zone.incr(`${keys.counterPrefix}bucket|${i}`, 1, 0);
+      zone.incr(`${keys.counterPrefix}${kind}bucket|${i}`, 1, 0);
       break;
     }
   }
-  zone.incr(`${keys.counterPrefix}hold_count`, 1, 0);
-  zone.incr(`${keys.counterPrefix}hold_sum`, seconds, 0);
+  zone.incr(`${keys.counterPrefix}${kind}hold_count`, 1, 0);
+  zone.incr(`${keys.counterPrefix}${kind}hold_sum`, seconds, 0);
 }
 
 /** Cumulative bucket counts (Prometheus style), the total count and the sum. */
-export function holdHistogram(keys: ScopeKeys): LuaMultiReturn<[number[], number, number]> {
+export function holdHistogram(keys: ScopeKeys, kind = ""): LuaMultiReturn<[number[], number, number]> {
   const zone = zones.counters;
   const cumulative: number[] = [];
   let running = 0;
   for (let i = 0; i < HOLD_BUCKETS.length; i++) {
-    running += num(zone, `${keys.counterPrefix}bucket|${i}`);
+    running += num(zone, `${keys.counterPrefix}${kind}bucket|${i}`);
     cumulative.push(running);
   }
-  return $multi(cumulative, num(zone, `${keys.counterPrefix}hold_count`), num(zone, `${keys.counterPrefix}hold_sum`));
+  return $multi(cumulative, num(zone, `${keys.counterPrefix}${kind}hold_count`), num(zone, `${keys.counterPrefix}${kind}hold_sum`));
 }
 
 /**
