@@ -41,6 +41,7 @@ build = {
       ["intermission.lock"] = "dist/intermission/lock.lua",
       ["intermission.metrics"] = "dist/intermission/metrics.lua",
       ["intermission.mode"] = "dist/intermission/mode.lua",
+      ["intermission.outage"] = "dist/intermission/outage.lua",
       ["intermission.params"] = "dist/intermission/params.lua",
       ["intermission.persist"] = "dist/intermission/persist.lua",
       ["intermission.ready"] = "dist/intermission/ready.lua",

@@ -103,7 +103,21 @@
 #define PAUSED   1
 #define MAINT    2
 #define DRAINING 3
+#ifdef OUTAGE
+/* An unplanned outage (outage.ts): held like a pause, nothing granted, ended by the
+ * prober (outage.finish: resumeLocked only while still in outage) or taken over by an
+ * operator's pause. BUG_OUTAGE: the release step does not count it as stopped. */
+#define OUTAGE_M 4
+#define STOPPED(m) ((m) == PAUSED || (m) == MAINT || (m) == OUTAGE_M)
+#ifdef BUG_OUTAGE
+#define STEP_STOPPED(m) ((m) == PAUSED || (m) == MAINT)
+#else
+#define STEP_STOPPED(m) STOPPED(m)
+#endif
+#else
 #define STOPPED(m) ((m) == PAUSED || (m) == MAINT)
+#define STEP_STOPPED(m) STOPPED(m)
+#endif
 
 /* claim values c|t: absent, "L", "D", or a lease number g (stored as 3 + g; g = 0: unpaced) */
 #define NONE 0
@@ -149,7 +163,11 @@
 #define A_GRANT 3      /* grant() */
 
 /* ---- the state zone ---- */
+#ifdef OUTAGE
+byte mode = OUTAGE_M;        /* the first requests came during an unplanned outage */
+#else
 byte mode = PAUSED;          /* the scope was paused before the first request came */
+#endif
 byte seq[2], head[2];
 byte stop, used, leaseSeq, leaseOldest;
 byte window = 1;
@@ -367,7 +385,7 @@ inline window_has_room(room) {
 
 inline step_body() {
   do
-  :: STOPPED(m) || h >= s -> break
+  :: STEP_STOPPED(m) || h >= s -> break
   :: else ->
      atomic {                                    /* A */
        k = IX(ln, h + 1);
@@ -393,7 +411,7 @@ inline step_body() {
                 room = true;
                 if :: paced -> window_has_room(room) :: else fi;
                 if
-                :: !room || STOPPED(mode) -> act = A_STOP         /* grant() re-reads the mode */
+                :: !room || STEP_STOPPED(mode) -> act = A_STOP    /* grant() re-reads the mode */
                 :: else ->
                    act = A_GRANT;
                    if
@@ -441,7 +459,7 @@ inline step_body() {
           :: claim[k] == NONE ->
              claim[k] = GRANT(g); won[k]++;
              assert(won[k] == 1);                /* P1: a ticket is decided once */
-             assert(!STOPPED(mode));             /* P5a: no grant while paused/maintenance */
+             assert(!STOPPED(mode));             /* P5a: no grant while paused/maintenance/outage */
              holder[g] = (g > 0 -> issuer[k] : 0);
              COUNT_DECIDED
           :: else ->                             /* it left first ("L"): give the lease back, pass it over */
@@ -849,6 +867,14 @@ active proctype Controller() {
   stop_scope(PAUSED);
 #elif CTL == 4                                   /* resume only */
   skip;
+#elif CTL == 5                                   /* OUTAGE: the resume above is the prober's finish */
+  atomic { !lock -> if :: mode == RUNNING -> mode = OUTAGE_M; UNFRESH :: else fi }  /* outage.enter(): from running only */
+  advance();
+  if
+  :: stop_scope(PAUSED)                          /* an operator's pause takes the outage over */
+  :: skip
+  fi;
+  resume_scope();                                /* the prober's finish, or the operator's resume */
 #else
   if
   :: stop_scope(PAUSED)                          /* repause */

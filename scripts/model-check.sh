@@ -176,5 +176,9 @@ bug bug-fullcount -DBUG_FULLCOUNT '((((seq[0]+seq[1])-decided)+unclaimed)==undec
 # Long-lived leases (issue 23): freed and counted a success with nothing answered since
 # the resume, the window grows into a hung upstream (P8).
 bug bug-longlease -DBUG_LONGLEASE 'okSeen' safety -DNOR1 -DNOR2 -DCTL=4
+# Unplanned outages (outage.ts): entered from running, ended by the prober's finish or an
+# operator's pause and resume; re-injected: the release step granting during an outage.
+check outage-one  pass safety $ONE -DOUTAGE -DCTL=5
+bug bug-outage -DBUG_OUTAGE '!((((mode==1)||(mode==2))||(mode==4)))' safety -DOUTAGE -DNOR1 -DNOR2 -DCTL=5
 say "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

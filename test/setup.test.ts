@@ -40,6 +40,7 @@ describe("setup() options", () => {
     ["unknown redis option", { store: "redis", redis: { hots: "x" } }, /unknown redis option "hots"/],
     ["zero max_scopes", { max_scopes: 0 }, /option "max_scopes" must be an integer from 1/],
     ["zero release_lease", { release_lease: 0 }, /option "release_lease" must be a number from 0\.01/],
+    ["negative outage_hold", { outage_hold: -1 }, /option "outage_hold" must be a number from 0 to 86400, got -1/],
     ["a 2xx failure status", { failure_statuses: [200] }, /option "failure_statuses" must be a list of HTTP statuses from 500 to 599/],
     ["a ready_probe that is not http", { ready_probe: { url: "ftp://x/" } }, /ready_probe option "url" must be like/],
     ["an unknown ready_probe option", { ready_probe: { url: "http://127.0.0.1:1/", every: 1 } }, /unknown ready_probe option "every"/],
@@ -80,7 +81,7 @@ describe("setup() options", () => {
       max_hold: 10, on_timeout: "pass", pause_ttl: 0, max_held: 500, release_window: 16,
       health_check_paths: ["/up", "/healthz"], privileged_user_agent: "^Pingdom", control_token: "0123456789abcdef",
       legacy_endpoints: true, retry_after: 30, poll_interval: 0.005, state_file: "/tmp/intermission.state",
-      max_scopes: 50, release_lease: 2, failure_statuses: [502, 504],
+      max_scopes: 50, release_lease: 2, failure_statuses: [502, 504], outage_hold: 5,
       ready_probe: { url: "http://127.0.0.1:3000/up", successes: 2, interval: 0.5, timeout: 20 },
       fleet_release_window: 100,
     });

@@ -15,7 +15,8 @@ function ____exports.defaults()
         max_scopes = 1000,
         release_lease = 5,
         failure_statuses = {[502] = true, [503] = true, [504] = true},
-        poll_interval = 0.002
+        poll_interval = 0.002,
+        outage_hold = 10
     }
 end
 local KNOWN_OPTIONS = {
@@ -38,7 +39,8 @@ local KNOWN_OPTIONS = {
     failure_statuses = true,
     ready_probe = true,
     fleet_release_window = true,
-    state_file = true
+    state_file = true,
+    outage_hold = true
 }
 local KNOWN_REDIS_OPTIONS = {
     host = true,
@@ -520,6 +522,18 @@ function ____exports.parse(input)
         end
         cfg.fleet_release_window = fleetWindow
     end
+    local outageHold, e16 = numberOption(
+        raw,
+        "outage_hold",
+        cfg.outage_hold,
+        0,
+        86400,
+        false
+    )
+    if e16 ~= nil then
+        return nil, e16
+    end
+    cfg.outage_hold = outageHold
     if raw.failure_statuses ~= nil then
         local statuses, e13 = statusSet(raw.failure_statuses)
         if e13 ~= nil then

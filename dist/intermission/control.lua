@@ -10,6 +10,7 @@ local settings = ____settings.settings
 local state = require("intermission.state")
 local release = require("intermission.release")
 local ready = require("intermission.ready")
+local outage = require("intermission.outage")
 local counters = require("intermission.counters")
 local params = require("intermission.params")
 local ____respond = require("intermission.respond")
@@ -96,6 +97,7 @@ local function describe(keys)
         state = shown(snap.mode),
         node_state = keys.scope == NODE_SCOPE and shown(snap.mode) or shown(state.modeOf(keysFor(NODE_SCOPE))),
         draining = snap.mode == "draining",
+        outage = snap.mode == "outage" and outage.describe(keys) or nil,
         held = release.heldNow(keys),
         queued = release.queued(keys),
         release = release.progress(keys),

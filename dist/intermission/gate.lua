@@ -1,5 +1,5 @@
 local ____exports = {}
-local watchAbort, onAbort, forward, answer, holdAndSettle, settle, leaseEnd, refuseRetry, exitError, replayed, ngxVar, TRY_SPREAD, exited
+local maxHoldHere, watchAbort, onAbort, forward, answer, holdAndSettle, settle, leaseEnd, refuseRetry, exitError, holdNeverHeld, replayed, ngxVar, TRY_SPREAD, NOT_APPLIED_SPREAD, exited
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
@@ -18,6 +18,7 @@ local unavailable = ____respond.unavailable
 local replay = require("intermission.replay")
 local ____burst = require("intermission.burst")
 local logOnce = ____burst.logOnce
+local outage = require("intermission.outage")
 local ____record = require("intermission.record")
 local requestKey = ____record.requestKey
 local startTime = ____record.startTime
@@ -25,6 +26,28 @@ local lookup = ____record.lookup
 local remember = ____record.remember
 local rememberForwarded = ____record.rememberForwarded
 local forget = ____record.forget
+--- $intermission_scope, else the seed's $app_name, else "default".
+function ____exports.scopeOf()
+    local scope = ngxVar.intermission_scope
+    if scope ~= nil and scope ~= "" then
+        return scope
+    end
+    local app = ngxVar.app_name
+    if app ~= nil and app ~= "" then
+        return app
+    end
+    return ____exports.DEFAULT_SCOPE
+end
+function maxHoldHere()
+    local v = ngxVar.intermission_max_time
+    if v ~= nil then
+        local n = tonumber(v)
+        if n ~= nil and n > 0 then
+            return n
+        end
+    end
+    return settings.cfg.max_hold
+end
 function watchAbort()
     local abortOk, abortErr = ngx.on_abort(onAbort)
     if abortOk == nil and abortErr ~= "duplicate call" then
@@ -152,6 +175,59 @@ function exitError(r, status)
     exited.start = startTime()
     return ngx.exit(status)
 end
+function holdNeverHeld(r, start, status, declined)
+    local failed = status >= 500 and status or 502
+    local keys = keysFor(____exports.scopeOf())
+    local requestId = ngxVar.request_id or "-"
+    local uri = ngxVar.uri or ""
+    local args = ngxVar.args or ""
+    local addr = ngxVar.upstream_addr
+    local path, rawArgs, why = replay.target(uri, args)
+    if path == nil then
+        ngx.log(
+            ngx.WARN,
+            (((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not held through the outage: ") .. tostring(why)
+        )
+        return exitError(r, failed)
+    end
+    if not declined and not outage.probeable(addr) then
+        ngx.log(ngx.WARN, ((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not held through the outage: upstream address ") .. (addr or "-")) .. " cannot be probed")
+        return exitError(r, failed)
+    end
+    ngx.update_time()
+    local deadline = start + math.min(
+        settings.cfg.outage_hold,
+        maxHoldHere()
+    )
+    if ngx.now() >= deadline then
+        return exitError(r, failed)
+    end
+    local mode = declined and state.modeOf(keys) or outage.enter(keys, addr)
+    if mode == nil then
+        return exitError(r, failed)
+    end
+    inflight.leave()
+    if mode ~= "outage" and not declined then
+        release.noteFailure(keys)
+    end
+    local rec = {
+        keys = keys,
+        state = "retrying",
+        lease = 0,
+        start = start,
+        deadline = deadline,
+        tries = 1,
+        requestId = requestId,
+        uri = uri,
+        args = args,
+        internal = true,
+        failStatus = status,
+        notApplied = declined
+    }
+    remember(r, rec)
+    counters.count(keys, "outage_held")
+    return ngx.exec(path, rawArgs)
+end
 function replayed(r, rec)
     local keys = rec.keys
     local requestId = rec.requestId or "-"
@@ -177,7 +253,19 @@ function replayed(r, rec)
     end
     watchAbort()
     local addr = rec.failedAddr
-    if ngx.now() < rec.deadline and (addr == nil or not ready.waitForConnect(keys, addr, rec.deadline)) then
+    if rec.notApplied == true and ngx.now() < rec.deadline then
+        if settings.cfg.ready_probe ~= nil and not ready.waiting(keys) then
+            ready.startWaiting(
+                keys,
+                ngx.now()
+            )
+        else
+            release.backOffAtLeast(
+                keys,
+                (rec.deadline - ngx.now()) * (NOT_APPLIED_SPREAD[rec.tries or 1] or 0.5)
+            )
+        end
+    elseif ngx.now() < rec.deadline and (addr == nil or not ready.waitForConnect(keys, addr, rec.deadline)) then
         local spread = TRY_SPREAD[rec.tries or 1] or 0
         if spread > 0 then
             release.backOffAtLeast(
@@ -237,18 +325,6 @@ ____exports.DEFAULT_SCOPE = "default"
 local CONTROL_PREFIX_KEY = "control_prefix"
 --- Control locations remembered at most (a config has one or two).
 local MAX_CONTROL_PREFIXES = 16
---- $intermission_scope, else the seed's $app_name, else "default".
-function ____exports.scopeOf()
-    local scope = ngxVar.intermission_scope
-    if scope ~= nil and scope ~= "" then
-        return scope
-    end
-    local app = ngxVar.app_name
-    if app ~= nil and app ~= "" then
-        return app
-    end
-    return ____exports.DEFAULT_SCOPE
-end
 --- The control locations' path prefixes, newline-separated ("\n/a/\n/b/\n", the newest
 -- last), or undefined before the first control request.
 local function controlPrefixes()
@@ -331,17 +407,6 @@ local function alwaysPasses(uri)
     end
     return false
 end
---- Seconds this location may hold a request: $intermission_max_time, else (unset, empty, not a positive number) max_hold.
-local function maxHoldHere()
-    local v = ngxVar.intermission_max_time
-    if v ~= nil then
-        local n = tonumber(v)
-        if n ~= nil and n > 0 then
-            return n
-        end
-    end
-    return settings.cfg.max_hold
-end
 --- Refused at once (max_held were held, or no room to hold it): 503 + Retry-After.
 local function refuse(r, rec, keys, requestId)
     counters.count(keys, "rejected")
@@ -352,8 +417,9 @@ local function refuse(r, rec, keys, requestId)
     )
     return answer(r, rec, keys, "full")
 end
---- Holds the request until its turn, its max time, an abort or maintenance.
-local function holdRequest(r, keys)
+--- Holds the request until its turn, its max time, an abort or maintenance. `bound`: at
+-- most this many seconds (an outage's outage_hold), else the location's max time.
+local function holdRequest(r, keys, bound)
     local requestId = ngxVar.request_id or "-"
     if release.atCapacity(keys) then
         return refuse(r, nil, keys, requestId)
@@ -382,12 +448,18 @@ local function holdRequest(r, keys)
     }
     remember(r, rec)
     watchAbort()
-    rec.deadline = ngx.now() + maxHoldHere()
+    rec.deadline = ngx.now() + math.min(
+        maxHoldHere(),
+        bound or math.huge
+    )
     local ticket = release.admit(keys, keys.main, rec.deadline)
     if ticket == nil then
         return refuse(r, rec, keys, requestId)
     end
     counters.count(keys, "held")
+    if bound ~= nil then
+        counters.count(keys, "outage_held")
+    end
     holdAndSettle(
         r,
         rec,
@@ -443,7 +515,7 @@ function ____exports.gate()
     if mode == "running" and keys.scope ~= ____exports.DEFAULT_SCOPE then
         local nodeKeys = keysFor(____exports.DEFAULT_SCOPE)
         local nodeMode = state.settle(nodeKeys)
-        if nodeMode ~= "running" then
+        if nodeMode ~= "running" and nodeMode ~= "outage" then
             keys = nodeKeys
             mode = nodeMode
         end
@@ -461,6 +533,15 @@ function ____exports.gate()
     if mode == "maintenance" then
         counters.count(keys, "rejected")
         return answer(r, nil, keys, "maintenance")
+    end
+    if mode == "outage" then
+        outage.ensureProber(keys)
+        if outage.failingFast(keys) then
+            counters.count(keys, "rejected")
+            counters.count(keys, "fail_fast")
+            return answer(r, nil, keys, "timeout")
+        end
+        return holdRequest(r, keys, settings.cfg.outage_hold)
     end
     return holdRequest(r, keys)
 end
@@ -498,6 +579,16 @@ local function redirectsSeen(rec, asSent)
     return before + after
 end
 TRY_SPREAD = {[2] = 0.5}
+NOT_APPLIED_SPREAD = {[1] = 0.25, [2] = 0.5}
+--- Where the application's "not applied" answer points: the retry location (README).
+local RETRY_LOCATION = "@intermission_retry"
+--- The application said "I did not apply this request, send it again": an
+-- X-Accel-Redirect to the retry location. nginx honours it (a named location keeps the
+-- method and the buffered body, and discards the response's body), so the request is
+-- here with bytes sent, but by the application's word as if it had never seen it.
+local function notApplied()
+    return ngxVar.upstream_http_x_accel_redirect == RETRY_LOCATION
+end
 exited = {req = 0, start = 0}
 --- nginx's reason phrases for the statuses retry() answers.
 local REASON = {[500] = "Internal Server Error", [502] = "Bad Gateway", [503] = "Service Temporarily Unavailable", [504] = "Gateway Time-out"}
@@ -525,7 +616,11 @@ function ____exports.retry()
         return sendError(failed)
     end
     local seen = lookup(r)
-    if seen == nil or type(seen) == "number" or seen.state ~= "released" or not neverSent() then
+    local declined = notApplied()
+    if type(seen) == "number" and settings.cfg.outage_hold > 0 and (declined or neverSent()) then
+        return holdNeverHeld(r, seen, status, declined)
+    end
+    if seen == nil or type(seen) == "number" or seen.state ~= "released" or not (declined or neverSent()) then
         return exitError(r, failed)
     end
     local rec = seen
@@ -565,7 +660,14 @@ function ____exports.retry()
         return refuseRetry(rec, keys, status)
     end
     rec.state = "retrying"
-    rec.failedAddr = ngxVar.upstream_addr
+    local ____declined_0
+    if declined then
+        ____declined_0 = nil
+    else
+        ____declined_0 = ngxVar.upstream_addr
+    end
+    rec.failedAddr = ____declined_0
+    rec.notApplied = declined
     rec.failStatus = status
     return ngx.exec(path, args)
 end

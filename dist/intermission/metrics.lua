@@ -5,7 +5,13 @@ local state = require("intermission.state")
 local release = require("intermission.release")
 local counters = require("intermission.counters")
 local inflight = require("intermission.inflight")
-local STATES = {"running", "paused", "maintenance", "draining"}
+local STATES = {
+    "running",
+    "paused",
+    "maintenance",
+    "draining",
+    "outage"
+}
 local function label(value)
     local escaped = string.gsub(value, "[\\\"\n]", {["\\"] = "\\\\", ["\""] = "\\\"", ["\n"] = "\\n"})
     return escaped
@@ -77,6 +83,24 @@ function ____exports.renderMetrics(scopes, current)
         lines[#lines + 1] = (("intermission_hold_duration_seconds_bucket{scope=\"" .. l) .. "\",le=\"+Inf\"} ") .. tostring(total)
         lines[#lines + 1] = (("intermission_hold_duration_seconds_sum{scope=\"" .. l) .. "\"} ") .. tostring(sum)
         lines[#lines + 1] = (("intermission_hold_duration_seconds_count{scope=\"" .. l) .. "\"} ") .. tostring(total)
+    end
+    family("intermission_outage_duration_seconds", "histogram", "How long unplanned outages lasted (from the first failed connection to the prober's first accepted one).")
+    for ____, s in ipairs(scopes) do
+        local buckets, total, sum = counters.holdHistogram(
+            keysFor(s),
+            "outage_"
+        )
+        local l = label(s)
+        do
+            local i = 0
+            while i < #counters.HOLD_BUCKETS do
+                lines[#lines + 1] = (((("intermission_outage_duration_seconds_bucket{scope=\"" .. l) .. "\",le=\"") .. tostring(counters.HOLD_BUCKETS[i + 1])) .. "\"} ") .. tostring(buckets[i + 1])
+                i = i + 1
+            end
+        end
+        lines[#lines + 1] = (("intermission_outage_duration_seconds_bucket{scope=\"" .. l) .. "\",le=\"+Inf\"} ") .. tostring(total)
+        lines[#lines + 1] = (("intermission_outage_duration_seconds_sum{scope=\"" .. l) .. "\"} ") .. tostring(sum)
+        lines[#lines + 1] = (("intermission_outage_duration_seconds_count{scope=\"" .. l) .. "\"} ") .. tostring(total)
     end
     return table.concat(lines, "\n") .. "\n"
 end

@@ -231,6 +231,15 @@ CONNECT_PREFIX = "#connect|"
 CONNECT_FIRST = 0.05
 CONNECT_MAX = 0.5
 MAX_ADDRESSES = 16
+--- The last address of $upstream_addr (the outage prober's): host and port (undefined for a unix socket path).
+function ____exports.lastAddress(addr)
+    local list = ____exports.addressesOf(addr)
+    local last = list[#list]
+    if last == nil then
+        return nil, nil
+    end
+    return last.host, last.port > 0 and last.port or nil
+end
 --- A released request's upstream connection failed: the scope's release waits (as for the
 -- ready probe, readyUntil) until ANY address of the failed try (`$upstream_addr`: the
 -- group's primary servers and its backups) accepts a TCP connection again, or `until`.

@@ -189,7 +189,7 @@ function grant(keys, lane, t, paced, deadline, holder, now)
     local st = zones.state
     local q = zones.queue
     local mode = modeOf(keys)
-    if mode == "paused" or mode == "maintenance" then
+    if mode == "paused" or mode == "maintenance" or mode == "outage" then
         return false
     end
     local lease = 0
@@ -389,6 +389,9 @@ function step(keys)
     local st = zones.state
     local now = ngx.now()
     local mode = modeOf(keys)
+    if mode == "outage" then
+        return
+    end
     if mode == "paused" or mode == "maintenance" then
         local ____until = num(st, keys["until"])
         if ____until == 0 or now < ____until then
@@ -653,7 +656,7 @@ local function refusedAsLate(keys, deadline)
         return false
     end
     local mode = modeOf(keys)
-    return mode == "paused" or mode == "maintenance"
+    return mode == "paused" or mode == "maintenance" or mode == "outage"
 end
 --- Holds an admitted request (ticket t from admit, its deadline written) in a lane: "main" for a new request,
 -- "retry" for a released one whose upstream connection failed, until its ticket is
@@ -745,7 +748,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue124
+                    goto __continue125
                 end
                 return outcome, 0
             end
@@ -756,7 +759,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue124::
+        ::__continue125::
     end
 end
 waiters.setAdvance(____exports.advance)

@@ -88,6 +88,7 @@ local function makeKeys(scope)
         typical = p .. "typ",
         probes = p .. "probes",
         readyUntil = p .. "ready",
+        outageAddr = p .. "oaddr",
         lastQueue = p .. "lastq",
         lastPause = p .. "lastp",
         leasePrefix = p .. "l|",

@@ -53,6 +53,8 @@ export interface Config {
   fleet_release_window?: number;
   /** Upstream statuses that count as a gateway failure during a release (a set). */
   failure_statuses: { [status: number]: true };
+  /** Seconds a request may be held through an unplanned outage (outage.ts); 0 = off. */
+  outage_hold: number;
   /** How often a worker with held requests looks for changes made by other workers. */
   poll_interval: number;
   /**
@@ -79,6 +81,7 @@ export function defaults(): Config {
     release_lease: 5,
     failure_statuses: { 502: true, 503: true, 504: true },
     poll_interval: 0.002,
+    outage_hold: 10,
   };
 }
 
@@ -88,6 +91,7 @@ const KNOWN_OPTIONS: { [name: string]: true } = {
   control_token: true, legacy_endpoints: true, retry_after: true, poll_interval: true,
   max_scopes: true, release_lease: true, failure_statuses: true, ready_probe: true, fleet_release_window: true,
   state_file: true,
+  outage_hold: true,
 };
 
 const KNOWN_REDIS_OPTIONS: { [name: string]: true } = {
@@ -338,6 +342,10 @@ export function parse(input: unknown): LuaMultiReturn<[Config | undefined, strin
     if (cfg.store !== "redis") return $multi(undefined, `option "fleet_release_window" needs store = "redis"`);
     cfg.fleet_release_window = fleetWindow;
   }
+
+  const [outageHold, e16] = numberOption(raw, "outage_hold", cfg.outage_hold, 0, 86400, false);
+  if (e16 !== undefined) return $multi(undefined, e16);
+  cfg.outage_hold = outageHold!;
 
   if (raw.failure_statuses !== undefined) {
     const [statuses, e13] = statusSet(raw.failure_statuses);

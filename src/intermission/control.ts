@@ -5,6 +5,7 @@ import { settings } from "./settings";
 import * as state from "./state";
 import * as release from "./release";
 import * as ready from "./ready";
+import * as outage from "./outage";
 import * as counters from "./counters";
 import * as params from "./params";
 import { json, jsonError } from "./respond";
@@ -71,6 +72,9 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
     // What the whole node (default) is in: while this scope runs, that is what its requests get.
     node_state: keys.scope === NODE_SCOPE ? shown(snap.mode) : shown(state.modeOf(keysFor(NODE_SCOPE))),
     draining: snap.mode === "draining",
+    // An unplanned outage (outage.ts): the address that failed, for how long, and whether
+    // new requests are answered at once (it outlasted outage_hold).
+    outage: snap.mode === "outage" ? outage.describe(keys) : undefined,
     held: release.heldNow(keys),
     queued: release.queued(keys),
     release: release.progress(keys),

@@ -14,6 +14,7 @@ import * as counters from "./counters";
 import { unavailable } from "./respond";
 import * as replay from "./replay";
 import { logOnce } from "./burst";
+import * as outage from "./outage";
 import { requestKey, startTime, lookup, remember, rememberForwarded, forget, Record } from "./record";
 
 const ngxVar = ngx.var;
@@ -148,8 +149,11 @@ function refuse(r: number, rec: Record | undefined, keys: ScopeKeys, requestId: 
   return answer(r, rec, keys, "full");
 }
 
-/** Holds the request until its turn, its max time, an abort or maintenance. */
-function holdRequest(r: number, keys: ScopeKeys): void {
+/**
+ * Holds the request until its turn, its max time, an abort or maintenance. `bound`: at
+ * most this many seconds (an outage's outage_hold), else the location's max time.
+ */
+function holdRequest(r: number, keys: ScopeKeys, bound?: number): void {
   const requestId = ngxVar.request_id ?? "-";
   // Before anything is made for it: a storm of refusals costs a shared-dict read each.
   if (release.atCapacity(keys)) return refuse(r, undefined, keys, requestId);
@@ -169,10 +173,11 @@ function holdRequest(r: number, keys: ScopeKeys): void {
   remember(r, rec);
   watchAbort();
 
-  rec.deadline = ngx.now() + maxHoldHere();
+  rec.deadline = ngx.now() + math.min(maxHoldHere(), bound ?? math.huge);
   const [ticket] = release.admit(keys, keys.main, rec.deadline);
   if (ticket === undefined) return refuse(r, rec, keys, requestId);
   counters.count(keys, "held");
+  if (bound !== undefined) counters.count(keys, "outage_held");
   holdAndSettle(r, rec, keys, keys.main, ticket, w, requestId);
 }
 
@@ -267,7 +272,8 @@ export function gate(): void {
   if (mode === "running" && keys.scope !== DEFAULT_SCOPE) {
     const nodeKeys = keysFor(DEFAULT_SCOPE);
     const nodeMode = state.settle(nodeKeys);
-    if (nodeMode !== "running") {
+    // An outage of default is its own upstream's, not the whole node's: other scopes run.
+    if (nodeMode !== "running" && nodeMode !== "outage") {
       keys = nodeKeys;
       mode = nodeMode;
     }
@@ -284,6 +290,17 @@ export function gate(): void {
   if (mode === "maintenance") {
     counters.count(keys, "rejected");
     return answer(r, undefined, keys, "maintenance");
+  }
+  if (mode === "outage") {
+    // Held without trying the upstream (no herd of connects); the prober decides. A
+    // prober lost with its worker is started again by the next request.
+    outage.ensureProber(keys);
+    if (outage.failingFast(keys)) {
+      counters.count(keys, "rejected");
+      counters.count(keys, "fail_fast");
+      return answer(r, undefined, keys, "timeout");
+    }
+    return holdRequest(r, keys, settings.cfg.outage_hold);
   }
   return holdRequest(r, keys);
 }
@@ -337,6 +354,21 @@ function redirectsSeen(rec: Record, asSent: boolean): number {
 
 /** Without an address to probe: share of the time left that retry k waits (the first, only the back-off). */
 const TRY_SPREAD: { [tries: number]: number } = { 2: 0.5 };
+/** After "not applied" (the port is open, the application is not ready): share of the time left that retry k waits. */
+const NOT_APPLIED_SPREAD: { [tries: number]: number } = { 1: 0.25, 2: 0.5 };
+
+/** Where the application's "not applied" answer points: the retry location (README). */
+const RETRY_LOCATION = "@intermission_retry";
+
+/**
+ * The application said "I did not apply this request, send it again": an
+ * X-Accel-Redirect to the retry location. nginx honours it (a named location keeps the
+ * method and the buffered body, and discards the response's body), so the request is
+ * here with bytes sent, but by the application's word as if it had never seen it.
+ */
+function notApplied(): boolean {
+  return ngxVar.upstream_http_x_accel_redirect === RETRY_LOCATION;
+}
 
 /** A retry refused (tries or time used up, or the queue full): on_timeout says what the client gets. */
 function refuseRetry(rec: Record, keys: ScopeKeys, status: number): never {
@@ -391,7 +423,11 @@ export function retry(): void {
   // and nginx would end the loop in a 500. The error goes out as nginx's own page instead.
   if (exited.req === r && exited.start === startTime()) return sendError(failed);
   const seen = lookup(r);
-  if (seen === undefined || type(seen) === "number" || (seen as Record).state !== "released" || !neverSent()) {
+  const declined = notApplied();
+  if (type(seen) === "number" && settings.cfg.outage_hold > 0 && (declined || neverSent())) {
+    return holdNeverHeld(r, seen as number, status, declined);
+  }
+  if (seen === undefined || type(seen) === "number" || (seen as Record).state !== "released" || !(declined || neverSent())) {
     return exitError(r, failed); // not ours to retry: the error as nginx made it
   }
   const rec = seen as Record;
@@ -420,9 +456,58 @@ export function retry(): void {
   }
   if (ngx.now() >= rec.deadline) return refuseRetry(rec, keys, status);
   rec.state = "retrying";
-  rec.failedAddr = ngxVar.upstream_addr;
+  rec.failedAddr = declined ? undefined : ngxVar.upstream_addr;
+  rec.notApplied = declined;
   rec.failStatus = status;
   return ngx.exec(path, args);
+}
+
+/**
+ * retry() of a request the hot path forwarded (never held) whose upstream connection
+ * failed before a byte was sent, with outage_hold on: its scope on this node enters the
+ * outage (outage.ts), and it is sent back to where it started and held in the retry lane,
+ * as a released request that failed is. It has no capture from a first hold, so what a
+ * replay must match is read here: $uri and $args in this named location are those of the
+ * location that failed (an error_page to a named location keeps them), which is also
+ * where access() forwarded it (nothing after the access phase changes them). The same
+ * fidelity rules as any retry (replay.target): a request that cannot be sent again
+ * exactly, or whose body is not held whole, gets the 502 nginx made.
+ */
+function holdNeverHeld(r: number, start: number, status: number, declined: boolean): void {
+  const failed = status >= 500 ? status : 502;
+  const keys = keysFor(scopeOf());
+  const requestId = ngxVar.request_id ?? "-";
+  const uri = ngxVar.uri ?? "";
+  const args = ngxVar.args ?? "";
+  const addr = ngxVar.upstream_addr;
+  const [path, rawArgs, why] = replay.target(uri, args);
+  if (path === undefined) {
+    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not held through the outage: ${why}`);
+    return exitError(r, failed);
+  }
+  if (!declined && !outage.probeable(addr)) {
+    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not held through the outage: upstream address ${addr ?? "-"} cannot be probed`);
+    return exitError(r, failed);
+  }
+  ngx.update_time();
+  // Its wait counts from its arrival: min(outage_hold, max hold) at most.
+  const deadline = start + math.min(settings.cfg.outage_hold, maxHoldHere());
+  if (ngx.now() >= deadline) return exitError(r, failed);
+  // "Not applied": the application is up but not ready (its database, say): no outage
+  // (its port accepts), the retry waits instead (replayed).
+  const mode = declined ? state.modeOf(keys) : outage.enter(keys, addr!);
+  if (mode === undefined) return exitError(r, failed);
+  // From here it is no longer in flight (it failed); access() holds it again.
+  inflight.leave();
+  if (mode !== "outage" && !declined) release.noteFailure(keys); // a pause or release in progress: as any failed try
+  const rec: Record = {
+    keys, state: "retrying", lease: 0, start, deadline, tries: 1, requestId, uri, args,
+    // As if redirected once on its way (the README's bound): the retry budget is the same.
+    internal: true, failStatus: status, notApplied: declined,
+  };
+  remember(r, rec);
+  counters.count(keys, "outage_held");
+  return ngx.exec(path, rawArgs);
 }
 
 /**
@@ -455,7 +540,12 @@ function replayed(r: number, rec: Record): void {
   // that is still closed. The whole release waits with it: the queue keeps its order.
   // An address that cannot be probed: later tries wait a share of the time left instead.
   const addr = rec.failedAddr;
-  if (ngx.now() < rec.deadline && (addr === undefined || !ready.waitForConnect(keys, addr, rec.deadline))) {
+  if (rec.notApplied === true && ngx.now() < rec.deadline) {
+    // The application is up but said it could not apply it: wait for the ready probe if
+    // there is one, else a share of the time left, before it goes again.
+    if (settings.cfg.ready_probe !== undefined && !ready.waiting(keys)) ready.startWaiting(keys, ngx.now());
+    else release.backOffAtLeast(keys, (rec.deadline - ngx.now()) * (NOT_APPLIED_SPREAD[rec.tries ?? 1] ?? 0.5));
+  } else if (ngx.now() < rec.deadline && (addr === undefined || !ready.waitForConnect(keys, addr, rec.deadline))) {
     const spread = TRY_SPREAD[rec.tries ?? 1] ?? 0;
     if (spread > 0) release.backOffAtLeast(keys, (rec.deadline - ngx.now()) * spread);
   }

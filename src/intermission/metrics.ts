@@ -5,7 +5,7 @@ import * as release from "./release";
 import * as counters from "./counters";
 import * as inflight from "./inflight";
 
-const STATES: state.Mode[] = ["running", "paused", "maintenance", "draining"];
+const STATES: state.Mode[] = ["running", "paused", "maintenance", "draining", "outage"];
 
 function label(value: string): string {
   const [escaped] = string.gsub(value, '[\\"\n]', { "\\": "\\\\", '"': '\\"', "\n": "\\n" });
@@ -56,6 +56,17 @@ export function renderMetrics(scopes: string[], current: string): string {
     lines.push(`intermission_hold_duration_seconds_bucket{scope="${l}",le="+Inf"} ${total}`);
     lines.push(`intermission_hold_duration_seconds_sum{scope="${l}"} ${sum}`);
     lines.push(`intermission_hold_duration_seconds_count{scope="${l}"} ${total}`);
+  }
+  family("intermission_outage_duration_seconds", "histogram", "How long unplanned outages lasted (from the first failed connection to the prober's first accepted one).");
+  for (const s of scopes) {
+    const [buckets, total, sum] = counters.holdHistogram(keysFor(s), "outage_");
+    const l = label(s);
+    for (let i = 0; i < counters.HOLD_BUCKETS.length; i++) {
+      lines.push(`intermission_outage_duration_seconds_bucket{scope="${l}",le="${counters.HOLD_BUCKETS[i]}"} ${buckets[i]}`);
+    }
+    lines.push(`intermission_outage_duration_seconds_bucket{scope="${l}",le="+Inf"} ${total}`);
+    lines.push(`intermission_outage_duration_seconds_sum{scope="${l}"} ${sum}`);
+    lines.push(`intermission_outage_duration_seconds_count{scope="${l}"} ${total}`);
   }
   return table.concat(lines, "\n") + "\n";
 }

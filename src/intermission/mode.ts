@@ -2,12 +2,14 @@
 //
 //   running --pause--> paused --resume--> draining --(backlog granted)--> running
 //   any --maintenance--> maintenance --resume--> draining | running
+//   running --upstream connection failed (outage.ts)--> outage --address accepts--> draining | running
+//   outage --pause--> paused (an operator's pause takes it over; resume releases as usual)
 //
 // Every write happens under the scope's lock (release.ts), so two transitions of one
 // scope never race and BUSY_KEY counts each scope that is not running exactly once.
 import { ScopeKeys, zones, BUSY_KEY } from "./shm";
 
-export type Mode = "running" | "paused" | "maintenance" | "draining";
+export type Mode = "running" | "paused" | "maintenance" | "draining" | "outage";
 
 export function modeOf(keys: ScopeKeys): Mode {
   const [m] = zones.state.get(keys.mode);

@@ -149,6 +149,14 @@ export function addressesOf(addr: string): Address[] {
   return list;
 }
 
+/** The last address of $upstream_addr (the outage prober's): host and port (undefined for a unix socket path). */
+export function lastAddress(addr: string): LuaMultiReturn<[string | undefined, number | undefined]> {
+  const list = addressesOf(addr);
+  const last = list[list.length - 1];
+  if (last === undefined) return $multi(undefined, undefined);
+  return $multi(last.host, last.port > 0 ? last.port : undefined);
+}
+
 /**
  * A released request's upstream connection failed: the scope's release waits (as for the
  * ready probe, readyUntil) until ANY address of the failed try (`$upstream_addr`: the

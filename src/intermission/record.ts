@@ -48,6 +48,8 @@ export interface Record {
   internal?: boolean;
   /** retrying: the address whose connection failed ($upstream_addr), and the status nginx made of it. */
   failedAddr?: string;
+  /** The application answered "not applied" (X-Accel-Redirect to the retry location): its port is open, so no connect probe. */
+  notApplied?: boolean;
   failStatus?: number;
 }
 

@@ -294,7 +294,7 @@ function grant(keys: ScopeKeys, lane: Lane, t: number, paced: boolean, deadline:
   // Looked at again right before the grant: an advancer stalled past its lock's expiry
   // must not grant into a pause that another one saw begin.
   const mode = modeOf(keys);
-  if (mode === "paused" || mode === "maintenance") return false;
+  if (mode === "paused" || mode === "maintenance" || mode === "outage") return false;
   let lease = 0;
   if (paced) {
     // The lease exists before the claim names it, so its holder can always return it.
@@ -473,6 +473,8 @@ function step(keys: ScopeKeys): void {
   const st = zones.state;
   const now = ngx.now();
   let mode = modeOf(keys);
+  // An unplanned outage grants nothing: its prober ends it (outage.ts) as a resume does.
+  if (mode === "outage") return;
   if (mode === "paused" || mode === "maintenance") {
     const until = num(st, keys.until);
     if (until === 0 || now < until) return;
@@ -662,7 +664,7 @@ function refusedAsLate(keys: ScopeKeys, deadline: number): boolean {
   ngx.update_time();
   if (ngx.now() < deadline) return false;
   const mode = modeOf(keys);
-  return mode === "paused" || mode === "maintenance";
+  return mode === "paused" || mode === "maintenance" || mode === "outage";
 }
 
 /**

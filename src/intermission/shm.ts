@@ -81,6 +81,8 @@ export interface ScopeKeys {
   probes: string;
   /** Until when the release waits for the ready probe (0: not waiting). */
   readyUntil: string;
+  /** outage: the upstream address whose connection failed ($upstream_addr), probed by outage.ts. */
+  outageAddr: string;
   /** The last pause: its largest queue and how long it lasted. */
   lastQueue: string;
   lastPause: string;
@@ -166,6 +168,7 @@ function makeKeys(scope: string): ScopeKeys {
     typical: `${p}typ`,
     probes: `${p}probes`,
     readyUntil: `${p}ready`,
+    outageAddr: `${p}oaddr`,
     lastQueue: `${p}lastq`,
     lastPause: `${p}lastp`,
     leasePrefix: `${p}l|`,
