@@ -134,3 +134,129 @@ describe("binary upgrade mid-pause in fleet mode (store = redis)", () => {
     await node.assertCleanLog();
   });
 });
+
+/** The default state file (Debian's client body temp path), as the old and new masters use it. */
+const STATE = "/var/lib/nginx/body/intermission.state";
+
+/** Tracks whether a held request has been answered yet. */
+function watched(p: PendingRequest): { settled: () => boolean; reply: PendingRequest["reply"] } {
+  let done = false;
+  p.reply.then(() => (done = true), () => (done = true));
+  return { settled: () => done, reply: p.reply };
+}
+
+/** nginx stopped and started again in the same container (new shared dicts: the file is all that is left). */
+async function restart(node: NginxNode): Promise<void> {
+  await sh(node, `nginx -c ${CONF} -s stop; while [ -e /run/nginx.pid ]; do sleep 0.05; done; /usr/sbin/nginx -c ${CONF}`);
+  await waitFor("nginx answering again", async () => (await fetch(node.url("/_intermission/status")).catch(() => undefined))?.status === 200);
+}
+
+describe("binary upgrade: a refresh and a maintenance through the new master reach the old workers", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await startDaemon({ setup: { max_hold: 60, pause_ttl: 0 } });
+  });
+  after(async () => node?.container.stop({ timeout: 2 }));
+
+  it("the old workers keep holding past their original until, then answer 503 for the maintenance; nothing reaches the backend", async () => {
+    await node.resetBackend();
+    const paused = await node.control("pause", "ttl=6&reason=first");
+    assert.equal(paused.status, 200, paused.body);
+    const until = paused.json().until as number;
+    const old = (await holdInOrder(node, ["/?id=o1", "/?id=o2", "/?id=o3"])).map(watched);
+    const oldMaster = await upgrade(node);
+    await waitFor("the new master paused", async () => (await node.status()).state === "paused", 5000);
+
+    const refreshed = await node.control("pause", "ttl=60&reason=longer");
+    assert.equal(refreshed.status, 200, refreshed.body);
+    assert.equal(refreshed.json().already, true);
+    // Past the until the old workers were given: they must go on holding.
+    await sleep(Math.max(0, (until + 2) * 1000 - Date.now()));
+    assert.deepEqual(old.map((o) => o.settled()), [false, false, false], "the old workers' held requests were answered at their stale until");
+    assert.deepEqual((await node.arrivals()).ids, [], "nothing may reach the backend while the pause goes on");
+
+    const maint = await node.control("maintenance", "reason=swap");
+    assert.equal(maint.status, 200, maint.body);
+    const t0 = performance.now();
+    for (const [i, o] of old.entries()) {
+      const r = await o.reply;
+      assert.equal(r.status, 503, `request o${i + 1}: ${r.status} ${r.body}`);
+    }
+    console.log(`[figure] the old workers answered 503 ${Math.round(performance.now() - t0)} ms after the maintenance`);
+    assert.deepEqual((await node.arrivals()).ids, []);
+    const log = await node.errorLog();
+    assert.match(log, /audit action=adopt scope=default reason=state-file was=paused mode=paused/);
+    assert.match(log, /audit action=adopt scope=default reason=state-file was=paused mode=maintenance/);
+    assert.doesNotMatch(log, /auto-resume/);
+    assert.equal((await node.control("resume")).status, 200);
+    await waitFor("the old master exited", async () => /^(Z|)$/.test(await sh(node, `awk '{print $3}' /proc/${oldMaster}/stat 2>/dev/null || true`)), 10_000);
+    await node.assertCleanLog();
+  });
+});
+
+describe("the state file when it cannot be written, and when it is corrupt", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await startDaemon({ setup: { max_hold: 5, pause_ttl: 0 } });
+  });
+  after(async () => node?.container.stop({ timeout: 2 }));
+
+  it("a resume while the directory is read-only still empties the file: a restart does not bring the pause back", async () => {
+    assert.equal((await node.control("pause", "ttl=120&reason=swap")).status, 200);
+    await sh(node, `chmod 555 /var/lib/nginx/body`);
+    try {
+      const resumed = await node.control("resume");
+      assert.equal(resumed.status, 200, resumed.body);
+      assert.equal(resumed.json().state_file_error, undefined, resumed.body);
+      assert.doesNotMatch(await sh(node, `cat ${STATE}`), /"scopes"/);
+      await restart(node);
+      assert.equal((await node.status()).state, "running");
+      assert.equal((await node.get("/?id=after")).status, 200);
+    } finally {
+      await sh(node, `chmod 755 /var/lib/nginx/body`);
+    }
+    await node.assertCleanLog();
+  });
+
+  it("a file that can be neither rewritten nor removed: the answer and the log say a restart would restore it", async () => {
+    assert.equal((await node.control("pause", "ttl=120&reason=swap")).status, 200);
+    await sh(node, `chmod 444 ${STATE}; chmod 555 /var/lib/nginx/body`);
+    try {
+      const resumed = await node.control("resume");
+      assert.equal(resumed.status, 200, resumed.body);
+      assert.match(resumed.json().state_file_error ?? "", /nor remove it.*would restore/, resumed.body);
+    } finally {
+      await sh(node, `chmod 755 /var/lib/nginx/body; chmod 644 ${STATE}; rm -f ${STATE}`);
+    }
+    await node.assertCleanLog([/cannot write the pause state to .*nor remove it: .*would restore the pauses it still lists/]);
+  });
+
+  it("a corrupt file: nginx starts, only what the control API could have made is restored, status answers JSON", async () => {
+    const fut = Math.floor(Date.now() / 1000) + 300;
+    const entry = (scope: string, extra: string) => `{"scope":"${scope}","mode":"paused","since":${fut - 400},"until":${fut},"reason":"r"${extra}}`;
+    const file = `{"written":${fut - 300},"scopes":[` + [
+      `{"scope":"default","mode":"paused","since":${fut - 400},"until":1e999,"reason":"inf"}`,
+      entry("../../etc x", ""),
+      `{"scope":"long","mode":"paused","since":${fut - 400},"until":${fut},"reason":"'"$R"'"}`,
+      `{"scope":"far","mode":"paused","since":${fut - 400},"until":${fut + 8 * 86400},"reason":"far"}`,
+      `{"scope":"ahead","mode":"paused","since":${fut + 100},"until":${fut},"reason":"ahead"}`,
+      entry("ok", ""),
+    ].join(",") + "]}";
+    await sh(node, `R=$(head -c 100000 /dev/zero | tr '\\0' a); printf '%s' '${file}' > ${STATE}`);
+    assert.ok(Number(await sh(node, `wc -c < ${STATE}`)) > 100_000);
+    await restart(node);
+    const d = await node.get("/_intermission/status");
+    assert.equal(d.status, 200, d.body);
+    assert.equal(d.json().state, "running", d.body);
+    for (const scope of ["long", "far", "ahead"]) assert.equal((await node.status(scope)).state, "running", scope);
+    const ok = await node.status("ok");
+    assert.equal(ok.state, "paused");
+    assert.equal(ok.until, fut);
+    assert.equal((await node.get("/?id=x")).status, 200);
+    const log = await node.errorLog();
+    assert.doesNotMatch(log, /action=restore scope=(default|\.\.|long|far|ahead)/);
+    assert.equal(log.match(/skipped the paused of a scope/g)?.length, 5, log);
+    assert.equal((await node.control("resume", "scope=ok")).status, 200);
+    await node.assertCleanLog();
+  });
+});

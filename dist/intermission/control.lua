@@ -279,6 +279,9 @@ local function mutate(action, keys, p)
     if action == "resume" then
         body.released = heldBefore
     end
+    if change.stateFileError ~= nil then
+        body.state_file_error = change.stateFileError
+    end
     if action == "pause" and p.drain ~= nil then
         local drained, remaining = drain(p.drain, version)
         body.drained = drained

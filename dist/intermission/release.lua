@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, noteStarted, longAfter, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, deadScanAt, DEAD_SCAN_EVERY, unwritten, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
+local tryLock, settleLease, noteStarted, longAfter, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, deadScanAt, DEAD_SCAN_EVERY, unwritten, expiryCheck, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -397,6 +397,9 @@ function step(keys)
         if ____until == 0 or now < ____until then
             return
         end
+        if expiryCheck.fn ~= nil and expiryCheck.fn(keys, now) then
+            return
+        end
         ngx.log(ngx.NOTICE, (("intermission: audit action=auto-resume scope=" .. keys.scope) .. " reason=ttl-expired was=") .. mode)
         mode = ____exports.resumeLocked(keys, now)
     end
@@ -533,6 +536,10 @@ end
 deadScanAt = {}
 DEAD_SCAN_EVERY = 0.2
 unwritten = {}
+expiryCheck = {}
+function ____exports.setExpiryCheck(fn)
+    expiryCheck.fn = fn
+end
 --- Gives up ticket t. "left": out of the queue, it must not go upstream. A number: it had
 -- been granted that lease first. "dead": it was passed over as gone. `written`: its
 -- deadline key w|t was written (it was held), so the advancer may be granting it now.
@@ -748,7 +755,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue125
+                    goto __continue127
                 end
                 return outcome, 0
             end
@@ -759,7 +766,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue125::
+        ::__continue127::
     end
 end
 waiters.setAdvance(____exports.advance)

@@ -36,7 +36,10 @@ local function transition(keys, fn)
     local change, lockErr = release.withScopeLock(keys, fn)
     if change ~= nil then
         notify(keys)
-        persist.save()
+        local fileErr = persist.save()
+        if fileErr ~= nil then
+            change.stateFileError = fileErr
+        end
     end
     return change, lockErr
 end

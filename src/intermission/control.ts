@@ -197,6 +197,8 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
   body.previous = change.previous === "draining" ? "running" : change.previous;
   body.already = change.already;
   if (action === "resume") body.released = heldBefore;
+  // The change is in force; only its copy for a restart or binary upgrade failed (persist.ts).
+  if (change.stateFileError !== undefined) body.state_file_error = change.stateFileError;
   if (action === "pause" && p.drain !== undefined) {
     const [drained, remaining] = drain(p.drain, version);
     body.drained = drained;

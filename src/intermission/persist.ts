@@ -17,7 +17,16 @@
 //     reads the file every FILE_LOOK_EVERY: a scope paused here that the file, written
 //     after this pause began, no longer lists was resumed through the other master, so
 //     it resumes here too and its held requests are released. In fleet mode this is how
-//     the old workers, whose sync stops as they exit, hear the fleet's resume.
+//     the old workers, whose sync stops as they exit, hear the fleet's resume. A scope the
+//     file lists with a later until (a refresh) or in maintenance where it is paused here
+//     takes that on (with the file's reason): only ever later or stricter, so a file
+//     that lags a change made in this nginx (written a moment after the zone) never undoes
+//     it. A pause whose until passes here asks the file first (expiryCheck): an old
+//     worker never auto-resumes on its stale until while the file says the pause goes on;
+//   - a failed write removes the file (a file that lists a resumed pause would bring it
+//     back at the next start): the control answer says so in state_file_error;
+//   - what is restored or taken on is only what the control API could have made
+//     (validEntry): valid scope names, finite times, a reason of at most MAX_REASON bytes.
 // The default path is nginx's compiled-in client body temp directory (Debian:
 // /var/lib/nginx/body; OpenResty: <prefix>/client_body_temp): nginx creates it at start,
 // owned by the worker user, so the workers can write there. setup({ state_file = ... })
@@ -28,6 +37,7 @@ import { settings } from "./settings";
 import { modeOf, writeMode } from "./mode";
 import * as release from "./release";
 import * as waiters from "./waiters";
+import { validScope, MAX_TTL, MAX_REASON } from "./params";
 
 /** How often a worker that holds requests reads the file. */
 const FILE_LOOK_EVERY = 0.5;
@@ -73,12 +83,23 @@ function path(): string | undefined {
   return resolved;
 }
 
-let complained = false;
+/** Writes `text` to `file` in place (not atomic): the fallback when no temporary file can be made next to it. */
+function writeInPlace(file: string, text: string): string | undefined {
+  const [f, openErr] = io.open(file, "w");
+  if (f === undefined) return tostring(openErr);
+  const [wrote, writeErr] = f.write(text, "\n");
+  f.close();
+  return wrote === undefined ? tostring(writeErr) : undefined;
+}
 
-/** Rewrites the file from the state zone. Control path only. */
-export function save(): void {
+/**
+ * Rewrites the file from the state zone. Control path only. Returns what went wrong, if
+ * anything, for the control answer (state_file_error): a file that cannot be rewritten is
+ * removed, since what it lists is no longer true and the next start would restore it.
+ */
+export function save(): string | undefined {
   const file = path();
-  if (file === undefined) return;
+  if (file === undefined) return undefined;
   ngx.update_time();
   const scopes: Entry[] = [];
   for (const scope of knownScopes()) {
@@ -89,12 +110,13 @@ export function save(): void {
       scopes.push({ scope, mode, since: num(zones.state, keys.since), until: num(zones.state, keys.until), reason: type(reason) === "string" ? (reason as string) : "" });
     }
   }
-  const [text] = cjson.encode({ written: ngx.now(), scopes: scopes.length > 0 ? scopes : undefined });
+  const [encoded] = cjson.encode({ written: ngx.now(), scopes: scopes.length > 0 ? scopes : undefined });
+  const text = encoded ?? "{}";
   const tmp = `${file}.${ngx.worker.pid()}.tmp`;
   const [f, openErr] = io.open(tmp, "w");
   let err: string | undefined = f === undefined ? tostring(openErr) : undefined;
   if (f !== undefined) {
-    const [wrote, writeErr] = f.write(text ?? "{}", "\n");
+    const [wrote, writeErr] = f.write(text, "\n");
     f.close();
     if (wrote === undefined) err = writeErr;
     else {
@@ -103,16 +125,30 @@ export function save(): void {
     }
     if (err !== undefined) os.remove(tmp);
   }
-  if (err !== undefined) {
-    // Once per worker: the pause itself is in force; only an upgrade would lose it.
-    if (!complained) ngx.log(ngx.ERR, `intermission: cannot keep the pause state in ${file} (a binary upgrade would end a pause; set setup({ state_file = ... }) to a path the workers can write, or false): ${err}`);
-    complained = true;
-  } else {
-    complained = false;
+  // No temporary file (the directory is not writable): the file itself may still be.
+  if (err !== undefined && writeInPlace(file, text) === undefined) err = undefined;
+  if (err === undefined) return undefined;
+  const [removed, removeErr] = os.remove(file);
+  if (removed !== undefined || string.find(tostring(removeErr), "No such file", 1, true)[0] !== undefined) {
+    ngx.log(ngx.ERR, `intermission: cannot write the pause state to ${file}: ${err}; removed it, so a restart or binary upgrade now restores no pause (set setup({ state_file = ... }) to a path the workers can write, or false)`);
+    return `cannot write ${file} (${err}); removed it: a restart or binary upgrade restores no pause`;
   }
+  ngx.log(ngx.ERR, `intermission: cannot write the pause state to ${file}: ${err}; nor remove it: ${tostring(removeErr)}; a restart or binary upgrade would restore the pauses it still lists`);
+  return `cannot write ${file} (${err}) nor remove it (${tostring(removeErr)}): a restart or binary upgrade would restore what it lists`;
 }
 
-function load(file: string): Saved | undefined {
+/** Why an entry is not one the control API could have made, or undefined if it is. */
+function invalid(e: Entry, now: number): string | undefined {
+  if (!validScope(e.scope)) return "not a valid scope name";
+  // x !== x: NaN; math.huge: 1e999 decodes to infinity.
+  if (e.until !== e.until || e.until < 0 || e.until > now + MAX_TTL + CLOCK_MARGIN) return `until ${e.until} is not within the longest ttl (${MAX_TTL} s) from now`;
+  if (e.since !== e.since || e.since <= 0 || e.since > now + CLOCK_MARGIN) return `since ${e.since} is not a time up to now`;
+  if (e.reason.length > MAX_REASON) return `reason longer than ${MAX_REASON} bytes`;
+  return undefined;
+}
+
+/** The file's valid entries. `report`: log a notice for each entry skipped (setup only, not the watcher's every look). */
+function load(file: string, report = false): Saved | undefined {
   const [f] = io.open(file, "r");
   if (f === undefined) return undefined;
   const text = f.read("*a");
@@ -127,7 +163,12 @@ function load(file: string): Saved | undefined {
     for (const e of d.scopes as Entry[]) {
       if (type(e) === "table" && type(e.scope) === "string" && (e.mode === "paused" || e.mode === "maintenance")
         && type(e.since) === "number" && type(e.until) === "number") {
-        scopes.push({ scope: e.scope, mode: e.mode, since: e.since, until: e.until, reason: type(e.reason) === "string" ? e.reason : "" });
+        const entry: Entry = { scope: e.scope, mode: e.mode, since: e.since, until: e.until, reason: type(e.reason) === "string" ? e.reason : "" };
+        const why = invalid(entry, ngx.now());
+        if (why === undefined) scopes.push(entry);
+        else if (report) ngx.log(ngx.NOTICE, `intermission: state file ${file}: skipped the ${e.mode} of a scope: ${why}`);
+      } else if (report) {
+        ngx.log(ngx.NOTICE, `intermission: state file ${file}: skipped an entry that is not a pause or maintenance`);
       }
     }
   }
@@ -141,7 +182,7 @@ function load(file: string): Saved | undefined {
 export function restore(): void {
   const file = path();
   if (file === undefined || settings.cfg.store === "redis") return;
-  const saved = load(file);
+  const saved = load(file, true);
   if (saved === undefined) return;
   const now = ngx.now();
   for (const e of saved.scopes) {
@@ -163,10 +204,63 @@ export function restore(): void {
 
 let lookedAt = 0;
 
+/** The file's entry for a scope, if the file was written well after this pause began. */
+function newerEntry(saved: Saved, keys: ScopeKeys): Entry | undefined | false {
+  if (saved.written < num(zones.state, keys.since) + CLOCK_MARGIN) return false;
+  for (const e of saved.scopes) if (e.scope === keys.scope) return e;
+  return undefined;
+}
+
+/**
+ * Takes on what the file says of a scope stopped here, if it is later or stricter: a
+ * later until (0, no expiry, is latest), maintenance where it is paused; with them the
+ * file's reason. Never earlier or milder: a file a moment behind a change made in this
+ * nginx must not undo it. Caller holds the scope's lock. Returns what changed, if anything.
+ */
+function adoptLocked(keys: ScopeKeys, e: Entry): string | undefined {
+  const st = zones.state;
+  const mode = modeOf(keys);
+  if (mode !== "paused" && mode !== "maintenance") return undefined;
+  const until = num(st, keys.until);
+  const later = until !== 0 && (e.until === 0 || e.until > until);
+  const stricter = mode === "paused" && e.mode === "maintenance";
+  if (!later && !stricter) return undefined;
+  if (later) st.safe_set(keys.until, e.until);
+  st.safe_set(keys.reason, e.reason);
+  if (stricter) writeMode(keys, mode, "maintenance");
+  return `was=${mode} mode=${modeOf(keys)} until=${num(st, keys.until)}`;
+}
+
+function adopted(keys: ScopeKeys, what: string, saved: Saved): void {
+  ngx.log(ngx.NOTICE, `intermission: audit action=adopt scope=${keys.scope} reason=state-file ${what} written=${saved.written}`);
+}
+
+/**
+ * release.ts, under the scope's lock, when a pause's until has passed: true if the file
+ * (written after this pause began) carries it on, which this worker then takes on. So an
+ * old worker never resumes on its stale until after a refresh through the new master. One
+ * read of a small file per expiry, never on the hot path of a running node.
+ */
+function carriedOn(this: void, keys: ScopeKeys, now: number): boolean {
+  const file = path();
+  if (file === undefined) return false;
+  const [ok, saved] = pcall(load, file);
+  if (!ok || saved === undefined) return false;
+  const e = newerEntry(saved, keys);
+  if (e === undefined || e === false) return false;
+  const what = adoptLocked(keys, e);
+  if (what === undefined) return false;
+  adopted(keys, what, saved);
+  waiters.poke();
+  const until = num(zones.state, keys.until);
+  return until === 0 || now < until;
+}
+
 /**
  * The watcher, while this worker holds requests: a scope stopped here that the file,
  * written well after its pause began, no longer lists was resumed through another
- * master (a binary upgrade): resume it here too.
+ * master (a binary upgrade): resume it here too. One it lists later or stricter (a
+ * refresh, a maintenance through the other master) is taken on (adoptLocked).
  */
 function lookOutside(this: void, scopes: ScopeKeys[]): void {
   const file = path();
@@ -179,10 +273,16 @@ function lookOutside(this: void, scopes: ScopeKeys[]): void {
   for (const keys of scopes) {
     const mode = modeOf(keys);
     if (mode !== "paused" && mode !== "maintenance") continue;
-    if (saved.written < num(zones.state, keys.since) + CLOCK_MARGIN) continue;
-    let listed = false;
-    for (const e of saved.scopes) if (e.scope === keys.scope) listed = true;
-    if (listed) continue;
+    const e = newerEntry(saved, keys);
+    if (e === false) continue;
+    if (e !== undefined) {
+      const [what] = release.withScopeLock(keys, (k) => adoptLocked(k, e) ?? "");
+      if (what !== undefined && what !== "") {
+        adopted(keys, what, saved);
+        waiters.poke();
+      }
+      continue;
+    }
     const [next] = release.withScopeLock(keys, (k) => release.resumeLocked(k, ngx.now()));
     if (next !== undefined) {
       ngx.log(ngx.NOTICE, `intermission: audit action=resume scope=${keys.scope} reason=state-file was=${mode} written=${saved.written}`);
@@ -192,3 +292,4 @@ function lookOutside(this: void, scopes: ScopeKeys[]): void {
 }
 
 waiters.setLookOutside(lookOutside);
+release.setExpiryCheck(carriedOn);

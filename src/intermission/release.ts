@@ -468,6 +468,13 @@ function drainLane(keys: ScopeKeys, lane: Lane, stop: number, now: number): bool
   return finished;
 }
 
+/** persist.ts, injected to keep the modules acyclic: whether the state file carries an expired pause on. */
+const expiryCheck: { fn?: (this: void, keys: ScopeKeys, now: number) => boolean } = {};
+
+export function setExpiryCheck(fn: (this: void, keys: ScopeKeys, now: number) => boolean): void {
+  expiryCheck.fn = fn;
+}
+
 /** Caller holds the lock: grants what may go now, in ticket order. */
 function step(keys: ScopeKeys): void {
   const st = zones.state;
@@ -478,6 +485,8 @@ function step(keys: ScopeKeys): void {
   if (mode === "paused" || mode === "maintenance") {
     const until = num(st, keys.until);
     if (until === 0 || now < until) return;
+    // A refresh through another master (binary upgrade) is in the state file: persist.ts.
+    if (expiryCheck.fn !== undefined && expiryCheck.fn(keys, now)) return;
     ngx.log(ngx.NOTICE, `intermission: audit action=auto-resume scope=${keys.scope} reason=ttl-expired was=${mode}`);
     mode = resumeLocked(keys, now);
   }

@@ -26,6 +26,8 @@ export interface Change {
   /** The scope was already in the requested state; only TTL/reason were refreshed. */
   already: boolean;
   snapshot: Snapshot;
+  /** The state file could not be rewritten (persist.save): what happened to it. */
+  stateFileError?: string;
 }
 
 
@@ -57,7 +59,8 @@ function transition(keys: ScopeKeys, fn: (this: void, keys: ScopeKeys) => Change
   if (change !== undefined) {
     notify(keys);
     // The pauses in force outlive the shared dicts (a binary upgrade): persist.ts.
-    persist.save();
+    const fileErr = persist.save();
+    if (fileErr !== undefined) change.stateFileError = fileErr;
   }
   return $multi(change, lockErr);
 }
