@@ -20,9 +20,13 @@ local MAX_REASON = ____params.MAX_REASON
 --- How often a worker that holds requests reads the file.
 local FILE_LOOK_EVERY = 0.5
 --- A pause counts as resumed elsewhere only if the file was written this long after it
--- began: workers' cached clocks differ by milliseconds, and a file written just before a
--- pause made in this nginx must never end it.
-local CLOCK_MARGIN = 1
+-- began: a file written just before a pause made in this nginx (another worker's save that
+-- read the zone before the pause and renamed after it) must never end it. Both stamps come
+-- from this host's clock; `since` is the pausing worker's cached time, at most the length
+-- of one event-loop turn behind, and `written` is read fresh before the zone is read: a
+-- tenth of a second covers that, and a resume made sooner than that after its pause is
+-- the only change not passed on.
+local CLOCK_MARGIN = 0.1
 --- The file named by nginx's build: <client body temp path>/intermission.state.
 function ____exports.defaultPath()
     local ok, configure = pcall(function() return ngx.config.nginx_configure() end)
