@@ -77,7 +77,7 @@ describe("npm package", () => {
     assert.equal(run(["--version"]).stdout, `${pkg.version}\n`);
     const status = run(["--url", node.url("/_intermission"), "status"]);
     assert.equal(status.status, 0, status.stderr);
-    assert.match(status.stdout, /^node\s+state\s+held/);
+    assert.match(status.stdout, /^node\s+scope\s+state\s+held/);
     assert.match(status.stdout, /running/);
     await node.assertCleanLog();
   });

@@ -169,7 +169,6 @@ http {
         server 127.0.0.1:8081;
         keepalive 256;
     }
-    ${opts.httpDirectives ?? ""}
 
     server {
         listen 8080 backlog=4096;
