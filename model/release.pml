@@ -90,7 +90,7 @@
 #define MAXHELD 9
 #endif
 #ifndef CTL
-#define CTL 5
+#define CTL 5      /* every controller sequence (the #else below); 6 is the OUTAGE sequence */
 #endif
 
 #define WORKER(r) ((r) == 2 -> 1 : 0)
@@ -867,7 +867,7 @@ active proctype Controller() {
   stop_scope(PAUSED);
 #elif CTL == 4                                   /* resume only */
   skip;
-#elif CTL == 5                                   /* OUTAGE: the resume above is the prober's finish */
+#elif CTL == 6                                   /* OUTAGE: the resume above is the prober's finish */
   atomic { !lock -> if :: mode == RUNNING -> mode = OUTAGE_M; UNFRESH :: else fi }  /* outage.enter(): from running only */
   advance();
   if

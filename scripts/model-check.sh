@@ -143,7 +143,7 @@ bug bug1         -DBUG1        'won[k]==1'        safety -DNOR1 -DNOR2 -DCTL=1
 #   BUG8: P6, a granted waiter still asleep when its deadline passes.
 bug bug8         -DBUG8        '!(grantedAsleep)' safety -DNOR1 -DNOR2 -DCTL=1
 #   BUG_HELDLEAK: P4, held one too high at the end.
-bug bug-heldleak -DBUG_HELDLEAK 'held==undecided' safety -DNOR0 -DNOR1 -DKILL -DCTL=4
+bug bug-heldleak -DBUG_HELDLEAK '(held+unclaimed)==undecided' safety -DNOR0 -DNOR1 -DKILL -DCTL=4
 # The fleet's control write (model/fleet-write.pml), a second, small model (see
 # model/README.md): the fixed protocol, and its two bugs put back.
 #   BUG_UNCERTAIN: a read timeout taken for "not written" (0.2.0): a "not applied" answer
@@ -178,7 +178,7 @@ bug bug-fullcount -DBUG_FULLCOUNT '((((seq[0]+seq[1])-decided)+unclaimed)==undec
 bug bug-longlease -DBUG_LONGLEASE 'okSeen' safety -DNOR1 -DNOR2 -DCTL=4
 # Unplanned outages (outage.ts): entered from running, ended by the prober's finish or an
 # operator's pause and resume; re-injected: the release step granting during an outage.
-check outage-one  pass safety $ONE -DOUTAGE -DCTL=5
-bug bug-outage -DBUG_OUTAGE '!((((mode==1)||(mode==2))||(mode==4)))' safety -DOUTAGE -DNOR1 -DNOR2 -DCTL=5
+check outage-one  pass safety $ONE -DOUTAGE -DCTL=6
+bug bug-outage -DBUG_OUTAGE '!((((mode==1)||(mode==2))||(mode==4)))' safety -DOUTAGE -DNOR1 -DNOR2 -DCTL=6
 say "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
