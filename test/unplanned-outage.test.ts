@@ -233,6 +233,31 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
     await off.assertCleanLog([REQUEST_CONNECT, RESET]);
   });
 
+  // First in this node's life: "not applied" must hold a request of a scope that was never
+  // stopped (its queue keys are made on the way), not answer it 503 at once.
+  it("\"not applied\" (X-Accel-Redirect: @intermission_retry), in a scope never stopped before, is held and sent again, method and body kept; the app's own 500 page passes unchanged", async () => {
+    await app.reset();
+    const before = (await on.status("app")).counters;
+    const body = "order=42&qty=1";
+    const r = await send(on.url("/app/notapplied?id=na1&fails=1"), { method: "POST", body, headers: { "Content-Type": "application/x-www-form-urlencoded" } }).reply;
+    assert.equal(r.status, 200, r.body);
+    assert.match(r.body, /applied on arrival 2/);
+    const md5 = createHash("md5").update(body).digest("hex");
+    assert.deepEqual(await app.rec("na1"), { total: 1, count: 2, body: `POST ${body.length} ${md5}` });
+    const after = (await on.status("app")).counters;
+    assert.equal(after.retried - before.retried, 1, "held once more");
+    assert.equal(after.outages, before.outages, "not an outage: the application is up");
+    // Never applicable: every try is spent, then on_timeout's 503.
+    const never = await get(on.url("/app/notapplied?id=na2&fails=100"));
+    assert.equal(never.status, 503, never.body);
+    assert.equal((await app.rec("na2")).count, 3, "sent three times (two retries), no more");
+    // The application's ordinary 500 passes as it is.
+    const own = await get(on.url("/app/error500"));
+    assert.equal(own.status, 500);
+    assert.equal(own.body, "the application's own 500 page\n");
+    assert.equal(own.headers["x-app"], "own page");
+  });
+
   it("the application restarts under client loops: 0 failed with outage_hold but those in flight at the stop, every 200 applied once; 502s without it", async () => {
     const failures: Record<string, { failed: number; resets: number }> = {};
     for (const [node, a, label] of [[on, app, "on"], [off, offApp, "off"]] as const) {
@@ -358,29 +383,6 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
     assert.deepEqual(await app.rec("small"), { total: 2, count: 1, body: `${small.length} ${md5(small)}` });
     assert.deepEqual((await app.rec("big")).body, `${big.length} ${md5(big)}`);
     assert.equal((await app.rec("big")).count, 1);
-  });
-
-  it("\"not applied\" (X-Accel-Redirect: @intermission_retry) is held and sent again, method and body kept; the app's own 500 page passes unchanged", async () => {
-    await app.reset();
-    const before = (await on.status("app")).counters;
-    const body = "order=42&qty=1";
-    const r = await send(on.url("/app/notapplied?id=na1&fails=1"), { method: "POST", body, headers: { "Content-Type": "application/x-www-form-urlencoded" } }).reply;
-    assert.equal(r.status, 200, r.body);
-    assert.match(r.body, /applied on arrival 2/);
-    const md5 = createHash("md5").update(body).digest("hex");
-    assert.deepEqual(await app.rec("na1"), { total: 1, count: 2, body: `POST ${body.length} ${md5}` });
-    const after = (await on.status("app")).counters;
-    assert.equal(after.retried - before.retried, 1, "held once more");
-    assert.equal(after.outages, before.outages, "not an outage: the application is up");
-    // Never applicable: every try is spent, then on_timeout's 503.
-    const never = await get(on.url("/app/notapplied?id=na2&fails=100"));
-    assert.equal(never.status, 503, never.body);
-    assert.equal((await app.rec("na2")).count, 3, "sent three times (two retries), no more");
-    // The application's ordinary 500 passes as it is.
-    const own = await get(on.url("/app/error500"));
-    assert.equal(own.status, 500);
-    assert.equal(own.body, "the application's own 500 page\n");
-    assert.equal(own.headers["x-app"], "own page");
   });
 
   it("a body streamed to the upstream (proxy_request_buffering off) is not held nor sent again: 502, and no outage", async () => {

@@ -3,6 +3,7 @@ local maxHoldHere, watchAbort, onAbort, forward, answer, holdAndSettle, settle, 
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
+local ensureScope = ____shm.ensureScope
 local inflight = require("intermission.inflight")
 local ____fleetmode = require("intermission.fleetmode")
 local fleet = ____fleetmode.fleet
@@ -202,6 +203,16 @@ function holdNeverHeld(r, start, status, declined)
     if ngx.now() >= deadline then
         return exitError(r, failed)
     end
+    if declined then
+        local made, scopeErr = ensureScope(keys, settings.cfg.max_scopes)
+        if not made then
+            ngx.log(
+                ngx.WARN,
+                (((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not retried: ") .. tostring(scopeErr)
+            )
+            return exitError(r, failed)
+        end
+    end
     local mode = declined and state.modeOf(keys) or outage.enter(keys, addr)
     if mode == nil then
         return exitError(r, failed)
@@ -225,7 +236,9 @@ function holdNeverHeld(r, start, status, declined)
         notApplied = declined
     }
     remember(r, rec)
-    counters.count(keys, "outage_held")
+    if not declined then
+        counters.count(keys, "outage_held")
+    end
     return ngx.exec(path, rawArgs)
 end
 function replayed(r, rec)
