@@ -33,7 +33,7 @@ model_pid=$!
 bash scripts/images.sh
 # Every test file would run images.sh again (ensureImages): they were just built.
 export INTERMISSION_IMAGES_READY=1
-echo "[test] running the suite ($(elapsed) so far; on 2 cores it takes about 11 minutes)"
+echo "[test] running the suite ($(elapsed) so far; on 2 cores it takes about 17 minutes)"
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(test/*.test.ts)
 suite=0
