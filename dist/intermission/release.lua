@@ -605,6 +605,27 @@ local function giveUp(keys, lane, t)
         ____exports.returnLease(keys, result, "unused")
     end
 end
+--- Writes ticket t's deadline (w|t), its worker's pid in the flags (a ticket of a worker
+-- that is gone is passed over). False: the queue zone is full; the ticket is given up
+-- ("L") and the request is to be answered 503, never forwarded.
+local function writeTicket(keys, lane, t, deadline, again)
+    local written, err = zones.queue:safe_add(
+        lane.ticketPrefix .. tostring(t),
+        deadline,
+        0,
+        liveness.me()
+    )
+    if written then
+        return true
+    end
+    logOnce(
+        ngx.ERR,
+        "ticket",
+        (((((("intermission: cannot hold a request in scope " .. keys.scope) .. again) .. ": ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small); answering 503"
+    )
+    giveUp(keys, lane, t)
+    return false
+end
 --- Takes a ticket in `lane` and writes its deadline (w|t): from the incr on the request
 -- counts as held, and nothing is left to undo if its worker dies (an unwritten ticket is
 -- passed over as dead after the grace, which counts it decided).
@@ -629,19 +650,13 @@ function ____exports.admit(keys, lane, deadline)
         giveUp(keys, lane, t)
         return nil, "held"
     end
-    local written, err = zones.queue:safe_add(
-        lane.ticketPrefix .. tostring(t),
+    if not writeTicket(
+        keys,
+        lane,
+        t,
         deadline,
-        0,
-        liveness.me()
-    )
-    if not written then
-        logOnce(
-            ngx.ERR,
-            "ticket",
-            ((((("intermission: cannot hold a request in scope " .. keys.scope) .. ": ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small); answering 503"
-        )
-        giveUp(keys, lane, t)
+        ""
+    ) then
         return nil, "full"
     end
     if held > num(st, keys.lastQueue) and modeOf(keys) == "paused" then
@@ -676,22 +691,14 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
     local t = ticket
     while true do
         do
-            if t ~= ticket then
-                local written, err = q:safe_add(
-                    lane.ticketPrefix .. tostring(t),
-                    deadline,
-                    0,
-                    liveness.me()
-                )
-                if not written then
-                    logOnce(
-                        ngx.ERR,
-                        "ticket",
-                        ((((("intermission: cannot hold a request in scope " .. keys.scope) .. " again: ") .. tostring(err)) .. " (the queue zone is full: lua_shared_dict ") .. settings.cfg.dict) .. "_queue is too small); answering 503"
-                    )
-                    giveUp(keys, lane, t)
-                    return "error", 0
-                end
+            if t ~= ticket and not writeTicket(
+                keys,
+                lane,
+                t,
+                deadline,
+                " again"
+            ) then
+                return "error", 0
             end
             local watched = waiters.track(
                 w,
@@ -755,7 +762,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue127
+                    goto __continue129
                 end
                 return outcome, 0
             end
@@ -766,7 +773,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue127::
+        ::__continue129::
     end
 end
 waiters.setAdvance(____exports.advance)

@@ -594,6 +594,19 @@ function giveUp(keys: ScopeKeys, lane: Lane, t: number): void {
 }
 
 /**
+ * Writes ticket t's deadline (w|t), its worker's pid in the flags (a ticket of a worker
+ * that is gone is passed over). False: the queue zone is full; the ticket is given up
+ * ("L") and the request is to be answered 503, never forwarded.
+ */
+function writeTicket(keys: ScopeKeys, lane: Lane, t: number, deadline: number, again: string): boolean {
+  const [written, err] = zones.queue.safe_add(lane.ticketPrefix + t, deadline, 0, liveness.me());
+  if (written) return true;
+  logOnce(ngx.ERR, "ticket", `intermission: cannot hold a request in scope ${keys.scope}${again}: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small); answering 503`);
+  giveUp(keys, lane, t);
+  return false;
+}
+
+/**
  * Takes a ticket in `lane` and writes its deadline (w|t): from the incr on the request
  * counts as held, and nothing is left to undo if its worker dies (an unwritten ticket is
  * passed over as dead after the grace, which counts it decided).
@@ -616,12 +629,7 @@ export function admit(keys: ScopeKeys, lane: Lane, deadline: number): LuaMultiRe
     giveUp(keys, lane, t);
     return $multi(undefined, "held");
   }
-  const [written, err] = zones.queue.safe_add(lane.ticketPrefix + t, deadline, 0, liveness.me());
-  if (!written) {
-    logOnce(ngx.ERR, "ticket", `intermission: cannot hold a request in scope ${keys.scope}: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small); answering 503`);
-    giveUp(keys, lane, t);
-    return $multi(undefined, "full");
-  }
+  if (!writeTicket(keys, lane, t, deadline, "")) return $multi(undefined, "full");
   if (held > num(st, keys.lastQueue) && modeOf(keys) === "paused") st.safe_set(keys.lastQueue, held);
   return $multi(t, undefined);
 }
@@ -690,14 +698,7 @@ export function hold(keys: ScopeKeys, lane: Lane, ticket: number, deadline: numb
   while (true) {
     // admit() wrote the first ticket's deadline, with its worker's pid in the flags (a
     // ticket of a worker that is gone is passed over); a ticket taken again is written here.
-    if (t !== ticket) {
-      const [written, err] = q.safe_add(lane.ticketPrefix + t, deadline, 0, liveness.me());
-      if (!written) {
-        logOnce(ngx.ERR, "ticket", `intermission: cannot hold a request in scope ${keys.scope} again: ${err} (the queue zone is full: lua_shared_dict ${settings.cfg.dict}_queue is too small); answering 503`);
-        giveUp(keys, lane, t);
-        return $multi("error", 0);
-      }
-    }
+    if (t !== ticket && !writeTicket(keys, lane, t, deadline, " again")) return $multi("error", 0);
     const watched = waiters.track(w, keys, lane, t, deadline);
     const laneNote = lane.name === "retry" ? " lane=retry" : "";
     ngx.log(ngx.NOTICE, `intermission: hold ${label} scope=${keys.scope} ticket=${t}${laneNote} state=${modeOf(keys)}`);
