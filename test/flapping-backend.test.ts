@@ -5,21 +5,17 @@ import crypto from "node:crypto";
 import { NginxNode } from "./harness/node.ts";
 import { PendingRequest, get, send, waitFor } from "./harness/http.ts";
 import { sleep, assertIdle } from "./harness/held.ts";
+import { TestApp, READ_BODY_LUA } from "./harness/app.ts";
 
 /** The app to restart: on :8082, answers each request with the md5 and length of its body, records ids. */
-const APP_CONF = "/etc/intermission/app.conf";
-const APP = `
-include /etc/nginx/modules-enabled/*.conf;
-worker_processes 1;
-pid /run/app.pid;
-error_log /var/log/nginx/app-error.log warn;
-events {}
-http {
-    access_log off;
-    lua_shared_dict app 1m;
-    client_max_body_size 10m;
-    server {
-        listen 127.0.0.1:8082;
+const app = new TestApp({
+  name: "app",
+  listen: "127.0.0.1:8082",
+  dict: "app 1m",
+  logLevel: "warn",
+  http: `
+    client_max_body_size 10m;`,
+  server: `
         location = /_ids {
             content_by_lua_block {
                 local out = {}
@@ -29,21 +25,14 @@ http {
             }
         }
         location / {
-            content_by_lua_block {
-                ngx.req.read_body()
-                local body = ngx.req.get_body_data()
-                if not body then
-                    local f = ngx.req.get_body_file()
-                    if f then local h = io.open(f, "rb"); body = h:read("*a"); h:close() end
-                end
-                body = body or ""
+            content_by_lua_block {${READ_BODY_LUA}
                 ngx.shared.app:rpush("ids", ngx.var.arg_id or "-")
                 ngx.log(ngx.WARN, "APPID=", ngx.var.arg_id or "-", "=")
                 ngx.say(ngx.md5(body), " ", #body)
             }
-        }
-    }
-}`;
+        }`,
+});
+const APP_CONF = app.confPath;
 
 const FLAKY = `
         location /app/ {
@@ -87,7 +76,7 @@ describe("break: POST bodies released into a port that is not listening yet", ()
       workers: 2,
       setup: { release_window: 2, max_hold: 20 },
       extraLocations: FLAKY,
-      files: [{ content: APP, target: APP_CONF }],
+      files: [app.file()],
     });
   });
   after(async () => node?.stop());
@@ -172,7 +161,7 @@ describe("break: POST bodies released into a port that is not listening yet", ()
 describe("break: error_page into a named location with access(), paused again meanwhile", () => {
   let node: NginxNode;
   before(async () => {
-    node = await NginxNode.start({ workers: 2, setup: { release_window: 1, max_hold: 10 }, extraLocations: FLAKY, files: [{ content: APP, target: APP_CONF }] });
+    node = await NginxNode.start({ workers: 2, setup: { release_window: 1, max_hold: 10 }, extraLocations: FLAKY, files: [app.file()] });
   });
   after(async () => node?.stop());
   afterEach(async () => node.assertCleanLog());

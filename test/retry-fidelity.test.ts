@@ -18,21 +18,14 @@ import net from "node:net";
 import { createHash } from "node:crypto";
 import { NginxNode } from "./harness/node.ts";
 import { get, waitFor } from "./harness/http.ts";
+import { TestApp, READ_BODY_LUA } from "./harness/app.ts";
 
-const APP_CONF = "/etc/intermission/recorder.conf";
 /** The application on :8082: records each arrival's request line and headers as received, and its body. */
-const APP = `
-include /etc/nginx/modules-enabled/*.conf;
-worker_processes 1;
-pid /run/recorder.pid;
-error_log /var/log/nginx/recorder-error.log notice;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path /tmp/recorder-body;
-    lua_shared_dict rec 16m;
-    server {
-        listen 8082;
+const app = new TestApp({
+  name: "recorder",
+  listen: "8082",
+  dict: "rec 16m",
+  server: `
         client_max_body_size 10m;
         location = /_rec {
             content_by_lua_block {
@@ -44,23 +37,15 @@ http {
         }
         location = /_rec_reset { content_by_lua_block { ngx.shared.rec:flush_all() ngx.say("reset") } }
         location / {
-            content_by_lua_block {
-                ngx.req.read_body()
-                local body = ngx.req.get_body_data()
-                if not body then
-                    local f = ngx.req.get_body_file()
-                    if f then local h = io.open(f, "rb"); body = h:read("*a"); h:close() end
-                end
-                body = body or ""
+            content_by_lua_block {${READ_BODY_LUA}
                 local d = ngx.shared.rec
                 local n = d:incr("n", 1, 0)
                 d:set("h" .. n, ngx.req.raw_header())
                 d:set("b" .. n, #body .. " " .. ngx.md5(body))
                 ngx.say("app ", ngx.req.get_method(), " ", #body)
             }
-        }
-    }
-}`;
+        }`,
+});
 
 const RETRY = `
             error_page 502 504 = @intermission_retry;
@@ -215,19 +200,8 @@ describe(`retry fidelity, hooks ${hooks === "location" ? "in the locations" : "a
   let node: NginxNode;
   let host: string;
   let port: number;
-  let appUp = false;
-  const listening = async () => (await node.exec(["sh", "-c", "cat /proc/net/tcp | grep -ci ':1F92 .* 0A ' || true"])).trim() !== "0";
-  const startApp = async () => {
-    await node.exec(["nginx", "-c", APP_CONF]);
-    appUp = true;
-    await waitFor("the application listening", listening);
-  };
-  const stopApp = async () => {
-    if (!appUp) return;
-    await node.exec(["nginx", "-c", APP_CONF, "-s", "stop"]);
-    appUp = false;
-    await waitFor("the application gone", async () => !(await listening()));
-  };
+  const startApp = () => app.start(node);
+  const stopApp = () => app.stop(node);
   const arrivals = async (): Promise<{ head: string; body: string }[]> => {
     const r = await get(node.url("/_rec"));
     assert.equal(r.status, 200, r.body);
@@ -239,7 +213,7 @@ describe(`retry fidelity, hooks ${hooks === "location" ? "in the locations" : "a
     node = await NginxNode.start({
       workers: 2,
       setup: { max_hold: 30, release_window: 2 },
-      files: [{ content: APP, target: APP_CONF }],
+      files: [app.file()],
       httpDirectives: `
     upstream deadgroup {
         server 127.0.0.1:8083 down;

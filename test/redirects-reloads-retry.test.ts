@@ -12,6 +12,7 @@ import http from "node:http";
 import { NginxNode } from "./harness/node.ts";
 import { Reply, get, waitFor } from "./harness/http.ts";
 import { ids, sleep, holdInOrder, assertIdle } from "./harness/held.ts";
+import { TestApp, READ_BODY_LUA } from "./harness/app.ts";
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -792,19 +793,11 @@ for (const window of [1, 2]) {
 // ---------------------------------------------------------------------------------------
 // (f) the retry lane, with an application that refuses connections after the resume
 
-const APP_CONF = "/etc/intermission/app2.conf";
-const APP = `
-include /etc/nginx/modules-enabled/*.conf;
-worker_processes 1;
-pid /run/app2.pid;
-error_log /var/log/nginx/app2-error.log notice;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path /tmp/app2-body;
-    lua_shared_dict app2 4m;
-    server {
-        listen 8082;
+const app = new TestApp({
+  name: "app2",
+  listen: "8082",
+  dict: "app2 4m",
+  server: `
         location = /app2-arrivals {
             content_by_lua_block {
                 local d = ngx.shared.app2
@@ -815,37 +808,19 @@ http {
         }
         location / {
             client_max_body_size 10m;
-            content_by_lua_block {
-                ngx.req.read_body()
-                local body = ngx.req.get_body_data()
-                if not body then
-                    local f = ngx.req.get_body_file()
-                    if f then local h = io.open(f, "rb"); body = h:read("*a"); h:close() end
-                end
-                body = body or ""
+            content_by_lua_block {${READ_BODY_LUA}
                 local d = ngx.shared.app2
                 local n = d:incr("n", 1, 0)
                 d:set("a" .. n, ngx.var.arg_id or "-")
                 ngx.say("app2 ", ngx.var.arg_id or "-", " ", ngx.req.get_method(), " ", #body, " ", ngx.md5(body))
             }
-        }
-    }
-}`;
+        }`,
+});
 
 describe("round2 (f): retry lane, the application refuses connections right after the resume", () => {
   let node: NginxNode;
-  let appUp = false;
-  const startApp = async () => {
-    await node.exec(["nginx", "-c", APP_CONF]);
-    appUp = true;
-    await waitFor("app2 listening", async () => (await node.exec(["sh", "-c", "cat /proc/net/tcp | grep -ci ':1F92 .* 0A ' || true"])).trim() !== "0");
-  };
-  const stopApp = async () => {
-    if (!appUp) return;
-    await node.exec(["nginx", "-c", APP_CONF, "-s", "stop"]);
-    appUp = false;
-    await waitFor("app2 gone", async () => (await node.exec(["sh", "-c", "cat /proc/net/tcp | grep -ci ':1F92 .* 0A ' || true"])).trim() === "0");
-  };
+  const startApp = () => app.start(node);
+  const stopApp = () => app.stop(node);
 
   before(async () => {
     node = await NginxNode.start({
@@ -853,7 +828,7 @@ describe("round2 (f): retry lane, the application refuses connections right afte
       // outage_hold off: this suite is about released requests; a never-held request held
       // through an unplanned outage (the default) is unplanned-outage.test.ts's.
       setup: { max_hold: 30, release_window: 1, outage_hold: 0 },
-      files: [{ content: APP, target: APP_CONF }],
+      files: [app.file()],
       // The README's wiring: log and header_filter at server level, access in the location.
       serverDirectives: `
         header_filter_by_lua_block { require("intermission").header_filter() }
