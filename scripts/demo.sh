@@ -45,6 +45,7 @@ The demo stack is left running (five containers: docker-compose ps), so you can 
   node bin/intermission.js status                        # the CLI (control API on loopback)
   curl localhost:8080/control                            # the seed's toggle: pause / resume
   curl 'localhost:8090/write?id=hello'                   # a write to PostgreSQL, through intermission
+  curl 'localhost:8092/write?id=hello'                   # the same through plain nginx
   docker-compose down                                    # stop it (the images stay: docker image ls)
 TXT
 if [ "$dockerd_was_up" -eq 0 ] && [ -s /var/run/docker.pid ]; then

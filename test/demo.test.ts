@@ -63,7 +63,9 @@ describe("the demo", () => {
     assert.equal((output.match(/restart-app: spawned \d+/g) ?? []).length, 2, "the application was restarted twice");
     const loads = [...output.matchAll(/load: (\d+) ok, (\d+) failed, slowest (\d+) ms/g)];
     assert.equal(loads.length, 5);
-    assert.ok(Number(loads[4][1]) > 100, `traffic flowed through the unplanned restart: ${loads[4][1]}`);
+    // A loaded machine (CI, 2 cores) has seen 57 in the 4 s around the restart: the
+    // verdict is the point, this only says that traffic flowed.
+    assert.ok(Number(loads[4][1]) >= 20, `traffic flowed through the unplanned restart: ${loads[4][1]}`);
     // Held through the outage: the application boots in about a second (APP_BOOT_MS).
     assert.ok(Number(loads[4][3]) >= 800, `some requests were held through the restart (slowest ${loads[4][3]} ms)`);
   });
