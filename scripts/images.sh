@@ -4,7 +4,8 @@
 # installed by LuaRocks (<name>-luarocks), intermission-redis (redis:7 when a registry
 # answers, else built from Debian), and for the real-database tests and the demo
 # intermission-postgres (PostgreSQL 15) and intermission-app (the application and the
-# floating endpoint), both from Debian's packages. Docker's layer cache makes a second
+# floating endpoint), both from Debian's packages, and intermission-rack (a Rack
+# application on Debian's Ruby, for the tests only). Docker's layer cache makes a second
 # run take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,4 +70,9 @@ if [ ! -d "$app/node_modules" ] || [ "$app/package-lock.json" -nt "$app/node_mod
   npm ci --prefix "$app" --omit=dev --no-audit --no-fund --loglevel=error
 fi
 build intermission-app:latest -f test/docker/app.Dockerfile "$app"
+# A Rack application (Debian's Ruby) for the "not applied" middleware's test. Only the
+# tests use it: `images.sh --no-luarocks` (the demo) skips it.
+if [ "${1:-}" != "--no-luarocks" ]; then
+  build intermission-rack:latest -f test/docker/rack.Dockerfile test/docker
+fi
 say "ready"

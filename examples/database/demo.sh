@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # The real-database part of `npm run demo`: 8 clients write to PostgreSQL through the
 # demo application while the database restarts (pg_ctl restart -m fast), twice: once
-# on its own, once inside `intermission run`. Expects the demo stack (docker-compose:
-# postgres, app, intermission-db on 127.0.0.1:8090).
+# on its own, once inside `intermission run` (a planned outage). Then an unplanned one:
+# the application is restarted (systemctl restart-style: stopped, started, not listening
+# yet when the restart returns) and nobody pauses, twice: through plain nginx (what
+# outage_hold = 0 gives) and through intermission (outage_hold at its default, 10 s).
+# Expects the demo stack (docker-compose: postgres, app, intermission-db on
+# 127.0.0.1:8090 and plain nginx on 127.0.0.1:8092). The last two lines are the
+# verdicts (scripts/demo.sh prints them at the very end).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 FRONT="${FRONT:-http://127.0.0.1:8090}"
+PLAIN="${PLAIN:-http://127.0.0.1:8092}"
 : "${PRIMARY:?PRIMARY names the postgres container}"
-export PRIMARY
+: "${APP:?APP names the application container}"
+export PRIMARY APP
 out=$(mktemp /tmp/intermission-db-load.XXXXXX)   # each load's report; removed on exit
 trap 'rm -f "$out"' EXIT
 
@@ -17,9 +24,11 @@ for _ in $(seq 1 100); do
 done
 curl -fsS -o /dev/null "$FRONT/write?id=demo-warmup" || { echo "[db-demo] the application does not answer at $FRONT"; exit 1; }
 
-# One restart under load; $@ is how the restart is run. Prints the load line, sets $failed.
+# One restart under load through $url (default: the intermission front); $@ is how the
+# restart is run. Prints the load line, sets $failed.
+url=$FRONT
 restart_under_load() {
-  node examples/load.mjs "$FRONT/write?id={id}" 8 600 > "$out" &
+  node examples/load.mjs "$url/write?id={id}" 8 600 > "$out" &
   local load=$!
   sleep 2   # traffic flowing before the restart
   "$@"
@@ -42,6 +51,20 @@ restart_under_load node bin/intermission.js --url "$FRONT/_intermission" run --r
   bash examples/database/restart-primary.sh
 with=$failed
 
+# Unplanned: nobody pauses. The application takes about a second to boot (APP_BOOT_MS).
+echo
+echo "unplanned: the application restarted, nobody pausing, through plain nginx (outage_hold = 0)"
+url=$PLAIN
+restart_under_load bash examples/database/restart-app.sh
+unplanned_without=$failed
+
+echo
+echo "unplanned: the application restarted, nobody pausing, through intermission (outage_hold = 10 s, the default)"
+url=$FRONT
+restart_under_load bash examples/database/restart-app.sh
+unplanned_with=$failed
+
 echo
 echo "without intermission: $without failed requests; with intermission: $with"
-[ "$with" -eq 0 ]
+echo "unplanned app restart, nobody pausing: without outage_hold: $unplanned_without failed requests; with outage_hold: $unplanned_with"
+[ "$with" -eq 0 ] && [ "$unplanned_with" -eq 0 ]

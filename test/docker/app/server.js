@@ -3,9 +3,10 @@
 //   GET /write?id=ID   insert a row carrying ID, read the row count; 200 {"id","count"},
 //                      500 {"error"} on any database error
 //   GET /healthz       200 once this process listens (it does not touch the database)
-// PGHOST/PGPORT name the floating endpoint in front of the primary; APP_BOOT_MS delays
-// listening (see below). SIGTERM stops gracefully: no new connections, in-flight
-// requests finish, then the process exits.
+// PGHOST/PGPORT name the floating endpoint in front of the primary; PORT (3000) and HOST
+// (every address) say where it listens; APP_BOOT_MS delays listening (see below).
+// SIGTERM stops gracefully: no new connections, in-flight requests finish, then the
+// process exits.
 "use strict";
 const http = require("node:http");
 const { Pool } = require("pg");
@@ -63,7 +64,7 @@ server.keepAliveTimeout = 65_000;
 // between a restart script returning and the new process listening is as real as it
 // is in production, not a coin toss.
 setTimeout(() => {
-  server.listen(Number(process.env.PORT ?? 3000), () => console.log(`app: pid ${process.pid} listening`));
+  server.listen(Number(process.env.PORT ?? 3000), process.env.HOST || undefined, () => console.log(`app: pid ${process.pid} listening`));
 }, Number(process.env.APP_BOOT_MS ?? 0));
 
 process.on("SIGTERM", () => {
