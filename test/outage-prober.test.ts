@@ -1,12 +1,14 @@
 // The outage's prober (README "Unplanned outages", src/intermission/outage.ts) outlives
 // the worker that started it: held requests are released when the application comes back
-// even if that worker was killed (kill -9) or exits in a reload, with no new request to
-// start another one; and it probes every address of the failed try (an upstream group's
+// even if that worker was killed (kill -9) or exits in a reload or a binary upgrade, with
+// no new request to start another one; an exiting worker stops probing once nothing is held; and it probes every address of the failed try (an upstream group's
 // servers), not the last only. Real nginx, 2 workers, applications as nginx processes of
 // their own in the container (they stop and start as the tests say).
-import { describe, it, beforeEach, afterEach } from "node:test";
+import { describe, it, after, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { NginxNode } from "./harness/node.ts";
+import { GenericContainer, Wait } from "testcontainers";
+import { NginxNode, ensureImages, IMAGE } from "./harness/node.ts";
+import { nginxConfig } from "./harness/nginx-config.ts";
 import { get, send, waitFor, PendingRequest, Reply } from "./harness/http.ts";
 
 /** An application on 127.0.0.1:PORT that answers "app PORT" and records each ?id= it got. */
@@ -154,6 +156,15 @@ async function repliesAfter(held: Held[], t0: number): Promise<{ id: string; rep
   }));
 }
 
+const NODE = {
+  workers: 2,
+  setup: { max_hold: 30, outage_hold: OUTAGE_HOLD, retry_after: 7 },
+  httpDirectives: HTTP,
+  serverDirectives: SERVER_HOOKS,
+  extraLocations: LOCATIONS,
+};
+const APP_FILES = [SINGLE, FIRST, SECOND].map((p) => ({ content: appConf(p), target: `/etc/intermission/app-${p}.conf` }));
+
 describe("the outage prober outlives its worker and probes every address (2 workers)", () => {
   let node: NginxNode;
   let single: App;
@@ -162,14 +173,7 @@ describe("the outage prober outlives its worker and probes every address (2 work
 
   // A fresh nginx per test: a killed or reloaded worker must not be what the next test measures.
   beforeEach(async () => {
-    node = await NginxNode.start({
-      workers: 2,
-      setup: { max_hold: 30, outage_hold: OUTAGE_HOLD, retry_after: 7 },
-      files: [SINGLE, FIRST, SECOND].map((p) => ({ content: appConf(p), target: `/etc/intermission/app-${p}.conf` })),
-      httpDirectives: HTTP,
-      serverDirectives: SERVER_HOOKS,
-      extraLocations: LOCATIONS,
-    });
+    node = await NginxNode.start({ ...NODE, files: APP_FILES });
     single = new App(node, SINGLE);
     first = new App(node, FIRST);
     second = new App(node, SECOND);
@@ -284,5 +288,53 @@ describe("the outage prober outlives its worker and probes every address (2 work
     assert.equal(s.counters.retried, 0);
     // nginx did try the closed server (and went on to the live one).
     assert.match(await node.errorLog(), new RegExp(`connect\\(\\) failed .*upstream: "http://127\\.0\\.0\\.1:${SECOND}/half/h`));
+  });
+});
+
+/** nginx daemonised (the upgrade needs a master that is not the container's PID 1), as in binary-upgrade.test.ts. */
+async function startDaemon(): Promise<NginxNode> {
+  ensureImages();
+  const conf = "/etc/intermission/nginx.conf";
+  const container = await new GenericContainer(IMAGE)
+    .withCopyContentToContainer([{ content: nginxConfig(NODE), target: conf }, ...APP_FILES])
+    .withCommand(["sh", "-c", `/usr/sbin/nginx -c ${conf} && exec sleep infinity`])
+    .withExposedPorts(8080, 8081)
+    .withWaitStrategy(Wait.forHttp("/_backend/arrivals", 8081).forStatusCode(200))
+    .withStartupTimeout(30_000)
+    .start();
+  const host = container.getHost();
+  return new NginxNode(container, `http://${host}:${container.getMappedPort(8080)}`, `http://${host}:${container.getMappedPort(8081)}`);
+}
+
+describe("the outage prober through a binary upgrade (USR2 + QUIT, 2 workers)", () => {
+  let node: NginxNode;
+  after(async () => node?.container.stop({ timeout: 2 }));
+
+  it("the old master's workers, exiting, go on probing their own zones' outage: their held requests are released when the application returns", async () => {
+    node = await startDaemon();
+    const single = new App(node, SINGLE);
+    await single.start();
+    await single.stop();
+    const held: Held[] = [await startOutage(node, "app", "/app/u")];
+    for (let i = 1; i <= 3; i++) held.push(await holdOne(node, "app", "/app/u", `u${i}`));
+    const sh = async (cmd: string) => (await node.exec(["sh", "-c", cmd])).trim();
+    const old = Number(await sh("cat /run/nginx.pid"));
+    const started = (await node.errorLog()).match(/start worker process/g)?.length ?? 0;
+    await sh(`kill -USR2 ${old}`);
+    await waitFor("the new master and its 2 workers", async () => ((await node.errorLog()).match(/start worker process/g)?.length ?? 0) >= started + 2);
+    const quitting = (await node.errorLog()).match(/gracefully shutting down/g)?.length ?? 0;
+    await sh(`kill -QUIT ${old}`);
+    await waitFor("the old workers shutting down", async () => ((await node.errorLog()).match(/gracefully shutting down/g)?.length ?? 0) >= quitting + 2);
+    // The new master's zones are new: it knows no outage, and no request comes.
+    const t0 = performance.now();
+    await single.start();
+    const replies = await repliesAfter(held, t0);
+    for (const r of replies) assert.equal(r.reply.status, 200, `${r.id}: ${r.reply.status} ${r.reply.body}`);
+    const slowest = Math.max(...replies.map((r) => r.ms));
+    console.log(`[figure] binary upgrade: ${held.length} held requests of the old master's workers answered 200 within ${slowest} ms of starting the application`);
+    assert.ok(slowest < 1500, `released ${slowest} ms after the application was started`);
+    await waitFor("the old master exited", async () => /^(Z|)$/.test(await sh(`awk '{print $3}' /proc/${old}/stat 2>/dev/null || true`)), 5000);
+    assert.equal((await get(node.url("/app/u?id=new"))).status, 200);
+    await node.assertCleanLog([REQUEST_CONNECT]);
   });
 });
