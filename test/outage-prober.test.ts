@@ -148,13 +148,22 @@ async function startOutage(node: NginxNode, scope: string, path: string): Promis
   return first;
 }
 
-/** Replies of held requests, each with the ms from `t0` (the application's start) to its answer. */
-async function repliesAfter(held: Held[], t0: number): Promise<{ id: string; reply: Reply; ms: number }[]> {
-  return Promise.all(held.map(async (h) => {
-    const reply = await h.pending.reply;
-    return { id: h.id, reply, ms: Math.round(performance.now() - t0) };
-  }));
+/**
+ * Starts the application and waits for the held requests' replies. `ms`: from the moment
+ * the test saw the port listening to the reply (negative: answered before the test saw
+ * it); `startMs`: how long the start took to be seen (docker exec, the machine's load).
+ */
+async function backAndReplies(app: App, held: Held[]): Promise<{ replies: { id: string; reply: Reply; ms: number }[]; slowest: number; startMs: number }> {
+  const t0 = performance.now();
+  const pending = held.map(async (h) => ({ id: h.id, reply: await h.pending.reply, at: performance.now() }));
+  await app.start();
+  const t1 = performance.now();
+  const replies = (await Promise.all(pending)).map((r) => ({ id: r.id, reply: r.reply, ms: Math.round(r.at - t1) }));
+  return { replies, slowest: Math.max(...replies.map((r) => r.ms)), startMs: Math.round(t1 - t0) };
 }
+
+/** As unplanned-outage.test.ts: the site flows within a second of the application's return (the prober's interval is 0.5 s). */
+const FLOWS_WITHIN = 1000;
 
 const NODE = {
   workers: 2,
@@ -198,13 +207,10 @@ describe("the outage prober outlives its worker and probes every address (2 work
 
     await node.exec(["sh", "-c", `kill -9 ${victim}`]);
     await waitFor(`worker ${victim} reaped`, async () => new RegExp(`worker process ${victim} exited on signal 9`).test(await node.errorLog()));
-    const t0 = performance.now();
-    await single.start();
-    const replies = await repliesAfter(survivors, t0);
+    const { replies, slowest, startMs } = await backAndReplies(single, survivors);
     for (const r of replies) assert.equal(r.reply.status, 200, `${r.id}: ${r.reply.status} ${r.reply.body}`);
-    const slowest = Math.max(...replies.map((r) => r.ms));
-    console.log(`[figure] kill -9: ${survivors.length} held requests of the surviving worker answered 200 within ${slowest} ms of starting the application (outage_hold ${OUTAGE_HOLD} s)`);
-    assert.ok(slowest < 1500, `released ${slowest} ms after the application was started`);
+    console.log(`[figure] kill -9: ${survivors.length} held requests of the surviving worker answered 200 ${startMs + slowest} ms after starting the application (seen listening at ${startMs} ms) (outage_hold ${OUTAGE_HOLD} s)`);
+    assert.ok(slowest < FLOWS_WITHIN, `released ${slowest} ms after the application was listening`);
     assert.match(await node.errorLog(), new RegExp(`outage prober of scope app taken over from worker ${victim} \\(gone\\)`));
     const applied = await single.applied();
     for (const h of survivors) assert.ok(applied.includes(h.id), `${h.id} applied`);
@@ -222,13 +228,10 @@ describe("the outage prober outlives its worker and probes every address (2 work
     await node.reload();
     await waitFor("the old workers shutting down", async () => (await node.shuttingDownWorkers()) === 2);
     await waitFor("the new workers up", async () => ((await node.errorLog()).match(/start worker process/g)?.length ?? 0) >= 4);
-    const t0 = performance.now();
-    await single.start();
-    const replies = await repliesAfter(held, t0);
+    const { replies, slowest, startMs } = await backAndReplies(single, held);
     for (const r of replies) assert.equal(r.reply.status, 200, `${r.id}: ${r.reply.status} ${r.reply.body}`);
-    const slowest = Math.max(...replies.map((r) => r.ms));
-    console.log(`[figure] reload: ${held.length} held requests of the old workers answered 200 within ${slowest} ms of starting the application`);
-    assert.ok(slowest < 1500, `released ${slowest} ms after the application was started`);
+    console.log(`[figure] reload: ${held.length} held requests of the old workers answered 200 ${startMs + slowest} ms after starting the application (seen listening at ${startMs} ms)`);
+    assert.ok(slowest < FLOWS_WITHIN, `released ${slowest} ms after the application was listening`);
     await waitFor("the old workers gone", async () => (await node.shuttingDownWorkers()) === 0, 5000);
     const s = await node.status("app");
     assert.equal(s.state, "running");
@@ -242,8 +245,7 @@ describe("the outage prober outlives its worker and probes every address (2 work
     const since = performance.now();
     await node.reload();
     await waitFor("the old workers shutting down", async () => (await node.shuttingDownWorkers()) === 2);
-    const replies = await repliesAfter(held, since);
-    for (const r of replies) assert.equal(r.reply.status, 503, `${r.id}: ${r.reply.status}`);
+    for (const h of held) assert.equal((await h.pending.reply).status, 503, h.id);
     // Their prober stops with nothing held: graceful shutdown is not held up by the outage.
     await waitFor("the old workers gone", async () => (await node.shuttingDownWorkers()) === 0, 3000);
     const gone = Math.round(performance.now() - since);
@@ -262,13 +264,10 @@ describe("the outage prober outlives its worker and probes every address (2 work
     const s = await node.status("pair");
     assert.equal(s.outage.upstream, `127.0.0.1:${FIRST}, 127.0.0.1:${SECOND}`, "status names the failed try's addresses");
     for (let i = 1; i <= 3; i++) held.push(await holdOne(node, "pair", "/pair/p", `p${i}`));
-    const t0 = performance.now();
-    await first.start(); // the first address, not the last
-    const replies = await repliesAfter(held, t0);
+    const { replies, slowest, startMs } = await backAndReplies(first, held); // the first address, not the last
     for (const r of replies) assert.equal(r.reply.status, 200, `${r.id}: ${r.reply.status} ${r.reply.body}`);
-    const slowest = Math.max(...replies.map((r) => r.ms));
-    console.log(`[figure] group of two, the first server back: ${held.length} held requests answered 200 within ${slowest} ms`);
-    assert.ok(slowest < 1500, `released ${slowest} ms after the first server came back`);
+    console.log(`[figure] group of two, the first server back: ${held.length} held requests answered 200 ${startMs + slowest} ms after starting it (seen listening at ${startMs} ms)`);
+    assert.ok(slowest < FLOWS_WITHIN, `released ${slowest} ms after the first server was listening`);
     assert.match(await node.errorLog(), new RegExp(`audit action=outage-end scope=pair upstream=127\\.0\\.0\\.1:${FIRST}, 127\\.0\\.0\\.1:${SECOND} `));
     assertBalanced(await node.status("pair"));
   });
@@ -326,13 +325,10 @@ describe("the outage prober through a binary upgrade (USR2 + QUIT, 2 workers)", 
     await sh(`kill -QUIT ${old}`);
     await waitFor("the old workers shutting down", async () => ((await node.errorLog()).match(/gracefully shutting down/g)?.length ?? 0) >= quitting + 2);
     // The new master's zones are new: it knows no outage, and no request comes.
-    const t0 = performance.now();
-    await single.start();
-    const replies = await repliesAfter(held, t0);
+    const { replies, slowest, startMs } = await backAndReplies(single, held);
     for (const r of replies) assert.equal(r.reply.status, 200, `${r.id}: ${r.reply.status} ${r.reply.body}`);
-    const slowest = Math.max(...replies.map((r) => r.ms));
-    console.log(`[figure] binary upgrade: ${held.length} held requests of the old master's workers answered 200 within ${slowest} ms of starting the application`);
-    assert.ok(slowest < 1500, `released ${slowest} ms after the application was started`);
+    console.log(`[figure] binary upgrade: ${held.length} held requests of the old master's workers answered 200 ${startMs + slowest} ms after starting the application (seen listening at ${startMs} ms)`);
+    assert.ok(slowest < FLOWS_WITHIN, `released ${slowest} ms after the application was listening`);
     await waitFor("the old master exited", async () => /^(Z|)$/.test(await sh(`awk '{print $3}' /proc/${old}/stat 2>/dev/null || true`)), 5000);
     assert.equal((await get(node.url("/app/u?id=new"))).status, 200);
     await node.assertCleanLog([REQUEST_CONNECT]);
