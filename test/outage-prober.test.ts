@@ -142,6 +142,15 @@ async function outageWorker(node: NginxNode, scope: string): Promise<number> {
   });
 }
 
+/**
+ * After a reload: the new workers are up, and an old one still holds (an old worker that
+ * holds nothing may be gone already).
+ */
+async function reloaded(node: NginxNode): Promise<void> {
+  await waitFor("the new workers up", async () => ((await node.errorLog()).match(/start worker process/g)?.length ?? 0) >= 4);
+  await waitFor("an old worker shutting down", async () => (await node.shuttingDownWorkers()) >= 1);
+}
+
 async function startOutage(node: NginxNode, scope: string, path: string): Promise<Held> {
   const first = await holdOne(node, scope, path, "first");
   await waitFor("the outage", async () => (await node.status(scope)).state === "outage");
@@ -226,8 +235,7 @@ describe("the outage prober outlives its worker and probes every address (2 work
     const held: Held[] = [await startOutage(node, "app", "/app/r")];
     for (let i = 1; i <= 5; i++) held.push(await holdOne(node, "app", "/app/r", `r${i}`));
     await node.reload();
-    await waitFor("the old workers shutting down", async () => (await node.shuttingDownWorkers()) === 2);
-    await waitFor("the new workers up", async () => ((await node.errorLog()).match(/start worker process/g)?.length ?? 0) >= 4);
+    await reloaded(node);
     const { replies, slowest, startMs } = await backAndReplies(single, held);
     for (const r of replies) assert.equal(r.reply.status, 200, `${r.id}: ${r.reply.status} ${r.reply.body}`);
     console.log(`[figure] reload: ${held.length} held requests of the old workers answered 200 ${startMs + slowest} ms after starting the application (seen listening at ${startMs} ms)`);
@@ -244,7 +252,7 @@ describe("the outage prober outlives its worker and probes every address (2 work
     for (let i = 1; i <= 3; i++) held.push(await holdOne(node, "app", "/app/d", `d${i}`));
     const since = performance.now();
     await node.reload();
-    await waitFor("the old workers shutting down", async () => (await node.shuttingDownWorkers()) === 2);
+    await reloaded(node);
     for (const h of held) assert.equal((await h.pending.reply).status, 503, h.id);
     // Their prober stops with nothing held: graceful shutdown is not held up by the outage.
     await waitFor("the old workers gone", async () => (await node.shuttingDownWorkers()) === 0, 3000);
