@@ -1,5 +1,5 @@
 local ____exports = {}
-local proberKey, finish, prober, PROBER_LEASE, FIRST, MAX, CONNECT_TIMEOUT
+local proberKey, claimed, keepProbingWhileExiting, finish, prober, PROBER_LEASE, LIVE, EXITING, FIRST, MAX, CONNECT_TIMEOUT
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -14,30 +14,89 @@ local release = require("intermission.release")
 local ready = require("intermission.ready")
 local counters = require("intermission.counters")
 local waiters = require("intermission.waiters")
+local liveness = require("intermission.liveness")
 function proberKey(keys)
     return keys.scope .. "|oprober"
 end
---- Starts the scope's prober unless one runs on this node (a shared-dict add; the prober
--- refreshes it). Called at entry and by every request that meets the outage, so that a
--- prober lost with its worker is replaced.
+--- Starts the scope's prober unless one runs on this node. Called at entry, by every
+-- request that meets the outage and by the watcher of every worker holding requests of
+-- the scope. The claim is a shared-dict add; a claim whose worker is gone (kill -9) or
+-- exiting is taken over at once, by one worker only (an add of a takeover key named after
+-- the holder's pid). An exiting worker starts nothing (it cannot start timers): its own
+-- running prober, or a live worker's, covers the scope.
 function ____exports.ensureProber(keys)
-    local mine = zones.state:safe_add(
-        proberKey(keys),
-        true,
-        PROBER_LEASE
-    )
-    if not mine then
+    if ngx.worker.exiting() then
         return
+    end
+    local st = zones.state
+    local key = proberKey(keys)
+    local held, holder = st:get(key)
+    if held ~= nil then
+        local pid = holder
+        if held ~= EXITING and not liveness.gone(
+            pid,
+            ngx.now()
+        ) then
+            return
+        end
+        if pid == liveness.me() then
+            return
+        end
+        local taker = st:safe_add(
+            (key .. "|") .. tostring(pid or 0),
+            true,
+            PROBER_LEASE
+        )
+        if not taker then
+            return
+        end
+        local set = st:safe_set(
+            key,
+            LIVE,
+            PROBER_LEASE,
+            liveness.me()
+        )
+        if not set then
+            return
+        end
+        ngx.log(
+            ngx.NOTICE,
+            ((((("intermission: outage prober of scope " .. keys.scope) .. " taken over from worker ") .. tostring(pid or 0)) .. " (") .. (held == EXITING and "exiting" or "gone")) .. ")"
+        )
+    else
+        local mine = st:safe_add(
+            key,
+            LIVE,
+            PROBER_LEASE,
+            liveness.me()
+        )
+        if not mine then
+            return
+        end
     end
     local ok, err = ngx.timer.at(0, prober, keys.scope)
     if ok then
         return
     end
-    zones.state:delete(proberKey(keys))
+    st:delete(key)
+    if ngx.worker.exiting() then
+        return
+    end
     ngx.log(
         ngx.ERR,
         (("intermission: cannot start the outage prober of scope " .. keys.scope) .. ": ") .. tostring(err)
     )
+end
+function claimed(keys)
+    local held, holder = zones.state:get(proberKey(keys))
+    return held ~= nil and holder == liveness.me()
+end
+function keepProbingWhileExiting(keys)
+    if release.heldNow(keys) <= 0 then
+        return false
+    end
+    local since = num(zones.state, keys.since)
+    return ngx.now() < since + settings.cfg.outage_hold + settings.cfg.max_hold
 end
 function finish(keys, where)
     release.withScopeLock(
@@ -58,40 +117,55 @@ function finish(keys, where)
     )
     waiters.poke()
 end
-function prober(premature, scope)
+function prober(_premature, scope)
     local keys = keysFor(scope)
     local addr = zones.state:get(keys.outageAddr)
-    local host, port = ready.lastAddress(type(addr) == "string" and addr or "")
+    local where = type(addr) == "string" and addr or ""
+    local addresses = ready.addressesOf(where)
     local pause = FIRST
-    while host ~= nil and not premature and not ngx.worker.exiting() do
+    local mine = true
+    while #addresses > 0 do
+        ngx.update_time()
         if modeOf(keys) ~= "outage" then
+            break
+        end
+        if not claimed(keys) then
+            mine = false
+            break
+        end
+        local exiting = ngx.worker.exiting()
+        if exiting and not keepProbingWhileExiting(keys) then
             break
         end
         zones.state:safe_set(
             proberKey(keys),
-            true,
-            PROBER_LEASE
+            exiting and EXITING or LIVE,
+            PROBER_LEASE,
+            liveness.me()
         )
-        local sock = ngx.socket.tcp()
-        sock:settimeout(CONNECT_TIMEOUT)
-        local ok = unpack(
-            port ~= nil and ({sock:connect(host, port)}) or ({sock:connect(host)}),
-            1,
-            1
-        )
-        if ok ~= nil then
-            sock:close()
+        local open = false
+        for ____, a in ipairs(addresses) do
+            if ready.accepts(a, CONNECT_TIMEOUT) then
+                open = true
+                break
+            end
+        end
+        if open then
             ngx.update_time()
-            finish(keys, addr)
+            finish(keys, where)
             break
         end
         counters.count(keys, "probe_failures")
         ngx.sleep(pause)
         pause = math.min(pause * 2, MAX)
     end
-    zones.state:delete(proberKey(keys))
+    if mine and claimed(keys) then
+        zones.state:delete(proberKey(keys))
+    end
 end
 PROBER_LEASE = 5
+LIVE = 1
+EXITING = 2
 FIRST = 0.05
 MAX = 0.5
 CONNECT_TIMEOUT = 500
@@ -100,8 +174,7 @@ function ____exports.probeable(addr)
     if addr == nil or addr == "" then
         return false
     end
-    local host = ready.lastAddress(addr)
-    return host ~= nil
+    return #ready.addressesOf(addr) > 0
 end
 --- Enters the outage (from running only; any other mode is left as it is: a pause or
 -- maintenance already holds or answers, a release in progress has its own retry lane).
@@ -171,4 +244,5 @@ function ____exports.describe(keys)
         fail_fast = ____exports.failingFast(keys)
     }
 end
+waiters.setProbe(____exports.ensureProber)
 return ____exports

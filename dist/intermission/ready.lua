@@ -1,5 +1,5 @@
 local ____exports = {}
-local startProber, endProber, parseUrl, probeOnce, prober, parseAddress, accepts, connectProber, PROBER_PREFIX, CONNECT_PREFIX, CONNECT_FIRST, CONNECT_MAX, MAX_ADDRESSES
+local startProber, endProber, parseUrl, probeOnce, prober, parseAddress, connectProber, PROBER_PREFIX, CONNECT_PREFIX, CONNECT_FIRST, CONNECT_MAX, MAX_ADDRESSES
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local keysFor = ____shm.keysFor
@@ -157,9 +157,13 @@ function ____exports.addressesOf(addr)
     end
     return list
 end
-function accepts(a)
+--- Whether the address accepts a TCP connection within timeoutMs (closed at once).
+function ____exports.accepts(a, timeoutMs)
+    if timeoutMs == nil then
+        timeoutMs = 500
+    end
     local sock = ngx.socket.tcp()
-    sock:settimeout(500)
+    sock:settimeout(timeoutMs)
     local ok = unpack(
         a.port > 0 and ({sock:connect(a.host, a.port)}) or ({sock:connect(a.host)}),
         1,
@@ -195,7 +199,7 @@ function connectProber(_premature, scope, addr)
             end
             local open
             for ____, a in ipairs(addresses) do
-                if accepts(a) then
+                if ____exports.accepts(a) then
                     open = a
                     break
                 end
@@ -231,15 +235,6 @@ CONNECT_PREFIX = "#connect|"
 CONNECT_FIRST = 0.05
 CONNECT_MAX = 0.5
 MAX_ADDRESSES = 16
---- The last address of $upstream_addr (the outage prober's): host and port (undefined for a unix socket path).
-function ____exports.lastAddress(addr)
-    local list = ____exports.addressesOf(addr)
-    local last = list[#list]
-    if last == nil then
-        return nil, nil
-    end
-    return last.host, last.port > 0 and last.port or nil
-end
 --- A released request's upstream connection failed: the scope's release waits (as for the
 -- ready probe, readyUntil) until ANY address of the failed try (`$upstream_addr`: the
 -- group's primary servers and its backups) accepts a TCP connection again, or `until`.

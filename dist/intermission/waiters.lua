@@ -28,6 +28,7 @@ watch = {
     sema = nil,
     lastSweep = 0,
     advance = nil,
+    probe = nil,
     lookOutside = nil,
     lastOutside = 0
 }
@@ -35,6 +36,11 @@ watch = {
 local OUTSIDE_EVERY = 0.5
 function ____exports.setAdvance(fn)
     watch.advance = fn
+end
+--- outage.ensureProber: a scope in outage whose requests this worker holds has a prober on
+-- this node, even when no new request comes (its prober's worker was killed, or exits).
+function ____exports.setProbe(fn)
+    watch.probe = fn
 end
 function ____exports.setLookOutside(fn)
     watch.lookOutside = fn
@@ -97,7 +103,11 @@ function ____exports.wake(w)
 end
 local function pumpScope(id, q)
     watch.advance(q.keys)
-    if modeOf(q.keys) == "maintenance" then
+    local mode = modeOf(q.keys)
+    if mode == "outage" and watch.probe ~= nil then
+        watch.probe(q.keys)
+    end
+    if mode == "maintenance" then
         do
             local i = q.first
             while i <= q.last do

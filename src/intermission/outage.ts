@@ -19,13 +19,17 @@ import * as release from "./release";
 import * as ready from "./ready";
 import * as counters from "./counters";
 import * as waiters from "./waiters";
+import * as liveness from "./liveness";
 
 /** State-zone key of the scope's prober claim (in the scope's own key space). */
 function proberKey(keys: ScopeKeys): string {
   return `${keys.scope}|oprober`;
 }
-/** Seconds the prober's claim lives without a refresh: a prober that died is replaced after this. */
+/** Seconds the prober's claim lives without a refresh (a claim whose pid reads alive but runs no prober: a reused pid). */
 const PROBER_LEASE = 5;
+/** The claim's value: a prober in a live worker, or in one that is exiting (a live worker takes it over). */
+const LIVE = 1;
+const EXITING = 2;
 /** Pauses between connect attempts: 50 ms doubling to 500 ms (about two a second). */
 const FIRST = 0.05;
 const MAX = 0.5;
@@ -35,8 +39,7 @@ const CONNECT_TIMEOUT = 500;
 /** Whether `addr` ($upstream_addr) names an address the prober can connect to. */
 export function probeable(addr: string | undefined): boolean {
   if (addr === undefined || addr === "") return false;
-  const [host] = ready.lastAddress(addr);
-  return host !== undefined;
+  return ready.addressesOf(addr).length > 0;
 }
 
 /**
@@ -90,20 +93,58 @@ export function describe(keys: ScopeKeys): { upstream: string; seconds: number; 
 }
 
 /**
- * Starts the scope's prober unless one runs on this node (a shared-dict add; the prober
- * refreshes it). Called at entry and by every request that meets the outage, so that a
- * prober lost with its worker is replaced.
+ * Starts the scope's prober unless one runs on this node. Called at entry, by every
+ * request that meets the outage and by the watcher of every worker holding requests of
+ * the scope. The claim is a shared-dict add; a claim whose worker is gone (kill -9) or
+ * exiting is taken over at once, by one worker only (an add of a takeover key named after
+ * the holder's pid). An exiting worker starts nothing (it cannot start timers): its own
+ * running prober, or a live worker's, covers the scope.
  */
 export function ensureProber(keys: ScopeKeys): void {
-  const [mine] = zones.state.safe_add(proberKey(keys), true, PROBER_LEASE);
-  if (!mine) return;
+  if (ngx.worker.exiting()) return;
+  const st = zones.state;
+  const key = proberKey(keys);
+  const [held, holder] = st.get(key);
+  if (held !== undefined) {
+    const pid = holder as number | undefined;
+    if (held !== EXITING && !liveness.gone(pid, ngx.now())) return;
+    if (pid === liveness.me()) return;
+    // One taker per holder: the others see the add fail.
+    const [taker] = st.safe_add(`${key}|${pid ?? 0}`, true, PROBER_LEASE);
+    if (!taker) return;
+    const [set] = st.safe_set(key, LIVE, PROBER_LEASE, liveness.me());
+    if (!set) return;
+    ngx.log(ngx.NOTICE, `intermission: outage prober of scope ${keys.scope} taken over from worker ${pid ?? 0} (${held === EXITING ? "exiting" : "gone"})`);
+  } else {
+    const [mine] = st.safe_add(key, LIVE, PROBER_LEASE, liveness.me());
+    if (!mine) return;
+  }
   const [ok, err] = ngx.timer.at(0, prober, keys.scope);
   if (ok) return;
-  zones.state.delete(proberKey(keys));
+  st.delete(key);
+  // Exiting since the test above: its running prober or a live worker covers the scope.
+  if (ngx.worker.exiting()) return;
   ngx.log(ngx.ERR, `intermission: cannot start the outage prober of scope ${keys.scope}: ${err}`);
 }
 
-/** The address accepts connections: the outage ends as a resume does. */
+/** Whether this worker still holds the scope's prober claim. */
+function claimed(keys: ScopeKeys): boolean {
+  const [held, holder] = zones.state.get(proberKey(keys));
+  return held !== undefined && holder === liveness.me();
+}
+
+/**
+ * Whether an exiting worker's prober goes on: while requests of the scope are held on
+ * this node (in this worker or another exiting one; a live worker's watcher takes the
+ * claim over), and at most until the last request the outage held could still be held.
+ */
+function keepProbingWhileExiting(keys: ScopeKeys): boolean {
+  if (release.heldNow(keys) <= 0) return false;
+  const since = num(zones.state, keys.since);
+  return ngx.now() < since + settings.cfg.outage_hold + settings.cfg.max_hold;
+}
+
+/** An address of the failed try accepts connections: the outage ends as a resume does. */
 function finish(keys: ScopeKeys, where: string): void {
   release.withScopeLock(keys, (k) => {
     if (modeOf(k) !== "outage") return;
@@ -116,27 +157,48 @@ function finish(keys: ScopeKeys, where: string): void {
   waiters.poke();
 }
 
-function prober(this: void, premature: boolean, scope: string): void {
+/**
+ * Connects to every address of the failed try, each once a round, until one accepts (the
+ * outage ends), the outage is settled otherwise, another worker took the claim over, or
+ * this worker is exiting with nothing left to probe for (keepProbingWhileExiting).
+ * (`premature` is true only for a timer that had not started when its worker began to
+ * exit: it probes all the same.)
+ */
+function prober(this: void, _premature: boolean, scope: string): void {
   const keys = keysFor(scope);
   const [addr] = zones.state.get(keys.outageAddr);
-  const [host, port] = ready.lastAddress(type(addr) === "string" ? (addr as string) : "");
+  const where = type(addr) === "string" ? (addr as string) : "";
+  const addresses = ready.addressesOf(where);
   let pause = FIRST;
-  while (host !== undefined && !premature && !ngx.worker.exiting()) {
+  let mine = true;
+  while (addresses.length > 0) {
+    ngx.update_time();
     // A pause, maintenance or resume took the outage over: nothing left to probe for.
     if (modeOf(keys) !== "outage") break;
-    zones.state.safe_set(proberKey(keys), true, PROBER_LEASE);
-    const sock = ngx.socket.tcp();
-    sock.settimeout(CONNECT_TIMEOUT);
-    const [ok] = port !== undefined ? sock.connect(host, port) : sock.connect(host);
-    if (ok !== undefined) {
-      sock.close();
+    if (!claimed(keys)) {
+      mine = false; // taken over: the claim is another worker's now
+      break;
+    }
+    const exiting = ngx.worker.exiting();
+    if (exiting && !keepProbingWhileExiting(keys)) break;
+    zones.state.safe_set(proberKey(keys), exiting ? EXITING : LIVE, PROBER_LEASE, liveness.me());
+    let open = false;
+    for (const a of addresses) {
+      if (ready.accepts(a, CONNECT_TIMEOUT)) {
+        open = true;
+        break;
+      }
+    }
+    if (open) {
       ngx.update_time();
-      finish(keys, addr as string);
+      finish(keys, where);
       break;
     }
     counters.count(keys, "probe_failures");
     ngx.sleep(pause);
     pause = math.min(pause * 2, MAX);
   }
-  zones.state.delete(proberKey(keys));
+  if (mine && claimed(keys)) zones.state.delete(proberKey(keys));
 }
+
+waiters.setProbe(ensureProber);

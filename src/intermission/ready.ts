@@ -119,7 +119,7 @@ const CONNECT_MAX = 0.5;
 /** Addresses probed at most for one failed try (an upstream group's servers, backups included). */
 const MAX_ADDRESSES = 16;
 
-interface Address { host: string; port: number }
+export interface Address { host: string; port: number }
 
 /** One address of $upstream_addr: host and port (0 for a unix socket path), or undefined (a group name). */
 function parseAddress(one: string): Address | undefined {
@@ -149,14 +149,6 @@ export function addressesOf(addr: string): Address[] {
   return list;
 }
 
-/** The last address of $upstream_addr (the outage prober's): host and port (undefined for a unix socket path). */
-export function lastAddress(addr: string): LuaMultiReturn<[string | undefined, number | undefined]> {
-  const list = addressesOf(addr);
-  const last = list[list.length - 1];
-  if (last === undefined) return $multi(undefined, undefined);
-  return $multi(last.host, last.port > 0 ? last.port : undefined);
-}
-
 /**
  * A released request's upstream connection failed: the scope's release waits (as for the
  * ready probe, readyUntil) until ANY address of the failed try (`$upstream_addr`: the
@@ -174,9 +166,10 @@ export function waitForConnect(keys: ScopeKeys, addr: string, until: number): bo
   return false;
 }
 
-function accepts(a: Address): boolean {
+/** Whether the address accepts a TCP connection within timeoutMs (closed at once). */
+export function accepts(a: Address, timeoutMs = 500): boolean {
   const sock = ngx.socket.tcp();
-  sock.settimeout(500);
+  sock.settimeout(timeoutMs);
   const [ok] = a.port > 0 ? sock.connect(a.host, a.port) : sock.connect(a.host);
   if (ok === undefined) return false;
   sock.close();

@@ -6,8 +6,9 @@
 // transition in this worker: a resume, a maintenance, a pause that expires); otherwise it
 // looks every poll_interval for what other workers changed in the shared dict. It
 // advances each scope it holds (that is also how an unattended pause expires on time),
-// then posts the waiters whose tickets the head has passed (granted or not, whatever the
-// mode: a grant is never left sleeping) and, in maintenance, every waiter of the scope.
+// makes sure that a scope in outage has its prober on this node (outage.ts), then posts
+// the waiters whose tickets the head has passed (granted or not, whatever the mode: a
+// grant is never left sleeping) and, in maintenance, every waiter of the scope.
 //
 // A worker that is its nginx's only one, with every scope it holds for paused, has no
 // other worker to look for: nothing moves the head of a paused scope but a transition,
@@ -56,6 +57,8 @@ const watch = {
   lastSweep: 0,
   /** release.advance, injected to keep the modules acyclic. */
   advance: undefined as ((this: void, keys: ScopeKeys) => void) | undefined,
+  /** outage.ensureProber, injected to keep the modules acyclic. */
+  probe: undefined as ((this: void, keys: ScopeKeys) => void) | undefined,
   /** persist.ts: resumes scopes resumed through another master (binary upgrade). */
   lookOutside: undefined as ((this: void, scopes: ScopeKeys[]) => void) | undefined,
   lastOutside: 0,
@@ -66,6 +69,14 @@ const OUTSIDE_EVERY = 0.5;
 
 export function setAdvance(fn: (this: void, keys: ScopeKeys) => void): void {
   watch.advance = fn;
+}
+
+/**
+ * outage.ensureProber: a scope in outage whose requests this worker holds has a prober on
+ * this node, even when no new request comes (its prober's worker was killed, or exits).
+ */
+export function setProbe(fn: (this: void, keys: ScopeKeys) => void): void {
+  watch.probe = fn;
 }
 
 export function setLookOutside(fn: (this: void, scopes: ScopeKeys[]) => void): void {
@@ -114,7 +125,9 @@ export function wake(w: Waiter): void {
 
 function pumpScope(id: string, q: LocalQueue): void {
   watch.advance!(q.keys);
-  if (modeOf(q.keys) === "maintenance") {
+  const mode = modeOf(q.keys);
+  if (mode === "outage" && watch.probe !== undefined) watch.probe(q.keys);
+  if (mode === "maintenance") {
     for (let i = q.first; i <= q.last; i++) {
       const w = q.items[i];
       if (w !== undefined && !w.done) post(w);
