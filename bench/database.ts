@@ -159,6 +159,7 @@ export interface UnplannedRun {
   client_timeouts: number;
   p50_ms: number;
   p99_ms: number;
+  slowest_ms: number;
   /** The same percentiles of the requests that ended before the outage began (this run's baseline). */
   before_p50_ms: number;
   before_p99_ms: number;
@@ -196,6 +197,7 @@ function unplannedRun(r: RunResult, path: string): UnplannedRun {
     client_timeouts: r.load.timeouts,
     p50_ms: r.load.p50Ms,
     p99_ms: r.load.p99Ms,
+    slowest_ms: r.load.slowestMs,
     before_p50_ms: pct(before, 50),
     before_p99_ms: pct(before, 99),
     rows: r.rows.rows,
