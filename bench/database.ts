@@ -6,7 +6,7 @@
 import path from "node:path";
 import { DatabaseStack } from "../test/harness/database.ts";
 import { Sample } from "../test/harness/load.ts";
-import { RunResult, runScenario, SCENARIOS, ScenarioName } from "../test/harness/scenarios.ts";
+import { RunResult, runScenario, SCENARIOS, ScenarioName, Through } from "../test/harness/scenarios.ts";
 import { plotSwitchover } from "./plot.ts";
 
 const SECONDS = Number(process.env.BENCH_DB_SECONDS ?? 30);
@@ -23,7 +23,7 @@ export interface TimelinePoint {
 export interface DatabaseRow {
   scenario: ScenarioName;
   title: string;
-  through: "intermission" | "plain";
+  through: Through;
   variant: string;
   requests: number;
   ok: number;
@@ -139,4 +139,102 @@ export async function plotDatabase(root: string): Promise<void> {
   const dir = path.join(root, "bench/results");
   await plotSwitchover(path.join(dir, "database.json"), path.join(dir, "switchover.svg"));
   console.log("plot: bench/results/switchover.svg");
+}
+
+// The "unplanned" section (BENCH_ONLY=unplanned): the outages of
+// test/unplanned-database.test.ts, nobody pausing, each without and with the option:
+// U1 and U2 through intermission with outage_hold = 0 and with its default (10 s); U3
+// through intermission, the application's route without and with the "not applied"
+// middleware. BENCH_UNPLANNED_SECONDS of load (20 by default), the outage a third in.
+const UNPLANNED_SECONDS = Number(process.env.BENCH_UNPLANNED_SECONDS ?? 20);
+const UNPLANNED_LEAD_IN = Math.min(10, UNPLANNED_SECONDS / 3);
+
+export interface UnplannedRun {
+  through: Through;
+  path: string;
+  requests: number;
+  ok: number;
+  failed: number;
+  failed_by: Record<string, number>;
+  client_timeouts: number;
+  p50_ms: number;
+  p99_ms: number;
+  slowest_ms: number;
+  /** The same percentiles of the requests that ended before the outage began (this run's baseline). */
+  before_p50_ms: number;
+  before_p99_ms: number;
+  rows: number;
+  duplicated: number;
+  /** U2: requests in flight when the application was killed. */
+  in_flight_at_kill?: number;
+  not_done?: string;
+}
+
+export interface UnplannedRow {
+  scenario: ScenarioName;
+  title: string;
+  /** What "without" and "with" mean for this outage. */
+  without_means: string;
+  with_means: string;
+  without: UnplannedRun;
+  with: UnplannedRun;
+}
+
+function pct(ms: number[], p: number): number {
+  const s = [...ms].sort((a, b) => a - b);
+  return s.length ? Math.round(s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]) : 0;
+}
+
+function unplannedRun(r: RunResult, path: string): UnplannedRun {
+  const before = r.samples.filter((x) => x.end < r.maintenance.startMs).map((x) => x.end - x.start);
+  return {
+    through: r.through,
+    path,
+    requests: r.load.requests,
+    ok: r.load.ok,
+    failed: r.load.failed,
+    failed_by: { ...r.load.failedByStatus, ...r.load.errors },
+    client_timeouts: r.load.timeouts,
+    p50_ms: r.load.p50Ms,
+    p99_ms: r.load.p99Ms,
+    slowest_ms: r.load.slowestMs,
+    before_p50_ms: pct(before, 50),
+    before_p99_ms: pct(before, 99),
+    rows: r.rows.rows,
+    duplicated: r.rows.duplicates,
+    ...(r.kill ? { in_flight_at_kill: r.samples.filter((x) => x.start < r.kill!.toMs && x.end > r.kill!.fromMs).length } : {}),
+    ...(r.happened ? { not_done: r.happened } : {}),
+  };
+}
+
+export async function unplannedScenarios(): Promise<{ seconds: number; lead_in: number; runs: UnplannedRow[] }> {
+  const stack = await DatabaseStack.start({ nohold: true });
+  const rows: UnplannedRow[] = [];
+  const plan: [ScenarioName, string, [Through, string], string, [Through, string]][] = [
+    ["U1", "outage_hold = 0", ["nohold", "/write"], "outage_hold = 10 (default)", ["intermission", "/write"]],
+    ["U2", "outage_hold = 0", ["nohold", "/write"], "outage_hold = 10 (default)", ["intermission", "/write"]],
+    ["U3", "the application's 500", ["intermission", "/write"], "\"not applied\" middleware", ["intermission", "/write-na"]],
+  ];
+  try {
+    for (const [name, withoutMeans, [wt, wp], withMeans, [it, ip]] of plan) {
+      const one = async (through: Through, p: string) => {
+        process.stdout.write(`  unplanned ${name} ${through} ${p} (${UNPLANNED_SECONDS} s of load) ... `);
+        const r = await runScenario(stack, SCENARIOS[name], { through, seconds: UNPLANNED_SECONDS, leadIn: UNPLANNED_LEAD_IN, path: p });
+        console.log(`${r.load.failed} failed`);
+        return unplannedRun(r, p);
+      };
+      const without = await one(wt, wp);
+      const withIt = await one(it, ip);
+      rows.push({ scenario: name, title: SCENARIOS[name].title, without_means: withoutMeans, with_means: withMeans, without, with: withIt });
+    }
+  } finally {
+    await stack.stop();
+  }
+  console.log("\nunplanned outages (nobody pausing; ~300 req/s from 16 connections):");
+  for (const r of rows) {
+    console.log(`  ${r.scenario}: failed ${r.without.failed} (${r.without_means}) -> ${r.with.failed} (${r.with_means}); ` +
+      `p50/p99 ${r.with.p50_ms}/${r.with.p99_ms} ms against ${r.with.before_p50_ms}/${r.with.before_p99_ms} ms before the outage` +
+      `${r.with.in_flight_at_kill !== undefined ? `; ${r.with.in_flight_at_kill} in flight at the kill` : ""}`);
+  }
+  return { seconds: UNPLANNED_SECONDS, lead_in: UNPLANNED_LEAD_IN, runs: rows };
 }

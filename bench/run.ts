@@ -14,13 +14,16 @@
 //   fleet     N one-worker nodes on one Redis: pause and resume propagation, Redis's load.
 //   database  the four real-PostgreSQL maintenances of test/database.test.ts, longer,
 //             with and without intermission (in containers; see bench/database.ts).
+//   unplanned the unplanned outages of test/unplanned-database.test.ts (nobody pausing),
+//             longer, without and with outage_hold / the "not applied" middleware.
 //
 // Knobs (environment): BENCH_ONLY=release,hot,... runs some sections (each keeps its own
 // file, the others' stay as they were); BENCH_SAVE=0 saves nothing and leaves the README
 // alone; BENCH_SIZES, BENCH_WINDOW (release); BENCH_WRK_ROUNDS, BENCH_WRK_SECONDS,
 // BENCH_CALLGRIND_RUNS (hot); BENCH_FLEET_SIZES, BENCH_FLEET_ROUNDS,
-// BENCH_FLEET_RATE_SECONDS (fleet); BENCH_DB_SECONDS (database). A results file keeps the
-// values it was measured with, and the README's tables say them.
+// BENCH_FLEET_RATE_SECONDS (fleet); BENCH_DB_SECONDS (database); BENCH_UNPLANNED_SECONDS
+// (unplanned). A results file keeps the values it was measured with, and the README's
+// tables say them.
 import http from "node:http";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync, rmSync, cpSync, readFileSync } from "node:fs";
@@ -30,7 +33,7 @@ import { fileURLToPath } from "node:url";
 import { BenchNginx, PlainNginx, PORTS, benchConfig, fleetNodeConfig, fleetBackendConfig, FLEET_PORT_BASE } from "./nginx.ts";
 import { callgrindPerRequest, CallgrindResult } from "./callgrind.ts";
 import { plotRelease } from "./plot.ts";
-import { databaseScenarios, plotDatabase } from "./database.ts";
+import { databaseScenarios, plotDatabase, unplannedScenarios } from "./database.ts";
 import { commitOf, describeMachine, machine, provenance } from "./provenance.ts";
 import { writeReadmeTables } from "./tables.ts";
 
@@ -635,6 +638,7 @@ const SECTIONS: { [name: string]: () => Promise<{ [k: string]: unknown }> } = {
     return { rounds: FLEET_ROUNDS, rate_seconds: FLEET_RATE_SECONDS, fleet };
   },
   database: async () => ({ ...(await databaseScenarios()) }),
+  unplanned: async () => ({ ...(await unplannedScenarios()) }),
 };
 
 async function main(): Promise<void> {

@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { describeMachine, Provenance } from "./provenance.ts";
 
 /** The blocks, each made from one results file, bench/results/<name>.json. */
-export const BLOCKS = ["release", "hot", "fleet", "database"] as const;
+export const BLOCKS = ["release", "hot", "fleet", "database", "unplanned"] as const;
 export type BlockName = (typeof BLOCKS)[number];
 
 type Results = Provenance & { section: string; seconds: number; [k: string]: any };
@@ -172,11 +172,46 @@ function databaseBlock(r: Results): string {
   ].join("\n");
 }
 
+const UNPLANNED_LABEL: { [s: string]: string } = {
+  U1: "U1 the app restarted `systemctl`-style",
+  U2: "U2 the app SIGKILLed, restarted 1 s later",
+  U3: "U3 `pg_ctl restart -m fast`",
+};
+
+function unplannedBlock(r: Results): string {
+  const runs: any[] = r.runs;
+  const signed = (v: number) => `${v >= 0 ? "+" : "−"}${int(Math.abs(v))}`;
+  const failed = (x: any, means: string) => {
+    const by = Object.keys(x.failed_by).length > 0 ? ` (${Object.entries(x.failed_by).map(([k, v]) => `${k}: ${int(v as number)}`).join(", ")})` : "";
+    return `**${int(x.failed)}** of ${int(x.requests)}${by}, ${means}${x.not_done ? " (not done)" : ""}`;
+  };
+  const rows = runs.map((x) => [
+    UNPLANNED_LABEL[x.scenario] ?? x.scenario,
+    failed(x.without, x.without_means),
+    `${failed(x.with, x.with_means)}${x.with.in_flight_at_kill !== undefined ? `; ${int(x.with.in_flight_at_kill)} in flight at the kill` : ""}`,
+    `${signed(x.with.p50_ms - x.with.before_p50_ms)} / ${signed(x.with.p99_ms - x.with.before_p99_ms)} ms`,
+    x.with.slowest_ms === undefined ? "-" : `${num(x.with.slowest_ms / 1000, 1)} s`,
+    x.with.duplicated ? `${int(x.with.rows)} (${x.with.duplicated} twice)`
+      : `${int(x.with.rows)} = ${int(x.with.ok)}${x.with.rows > x.with.ok ? ` + ${int(x.with.rows - x.with.ok)} the killed app committed, answered 502` : ""}`,
+  ]);
+  const rates = runs.flatMap((x) => [x.without, x.with]).map((x) => x.requests / r.seconds);
+  return [
+    `${measuredAt(r, "unplanned")}; nobody pausing, ${r.seconds} s of load per run, the outage ${num(r.lead_in, 1)} s in; ` +
+      `the generator asked for 300 requests per second and got ${int(Math.min(...rates))} to ${int(Math.max(...rates))}. ` +
+      "Added latency: the run's p50 / p99 with the option, less those of its own requests that ended before the outage " +
+      "(on a busy machine that difference is within its noise; the slowest request is the one held longest):",
+    "",
+    table(["outage", "failed without", "failed with", "added latency p50 / p99", "slowest with", "rows with (= 200s)"],
+      ["l", "l", "l", "r", "r", "l"], rows),
+  ].join("\n");
+}
+
 const RENDER: { [b in BlockName]: (r: Results) => string } = {
   release: releaseBlock,
   hot: hotBlock,
   fleet: fleetBlock,
   database: databaseBlock,
+  unplanned: unplannedBlock,
 };
 
 /** Each block's text, from the results files under root. */

@@ -7,27 +7,35 @@
 //   node examples/not-applied.mjs     # listens on :3000, with a fake pool that fails at first
 import http from "node:http";
 
-/** The error a pool gives when it cannot connect (pg: ECONNREFUSED, "Connection terminated", ...). */
+/**
+ * What a handler throws when its database connection was lost before it committed
+ * anything (the database rolled the transaction back): nothing was applied either.
+ */
 export class NoConnection extends Error {}
 
 /**
  * Wraps a handler `(req, res, db) => Promise<void>`: `getConnection()` runs before the
- * handler, so a failure there means the request did nothing, and is answered "not applied".
- * Errors after it (the handler's own) are the application's: they pass as they are.
+ * handler, so a failure there means the request did nothing, and is answered "not applied";
+ * so is a `NoConnection` the handler throws before it sent anything. Its other errors are
+ * the application's: they pass as they are.
  */
 export function notApplied(getConnection, handler) {
   return async (req, res) => {
+    const notApplied = (err) => {
+      if (res.headersSent) return res.destroy(err);
+      res.writeHead(200, { "X-Accel-Redirect": "@intermission_retry" }); // nginx keeps method and body
+      res.end();
+    };
     let db;
     try {
       db = await getConnection();
     } catch (err) {
-      if (res.headersSent) return res.destroy(err);
-      res.writeHead(200, { "X-Accel-Redirect": "@intermission_retry" }); // nginx keeps method and body
-      return res.end();
+      return notApplied(err);
     }
     try {
       await handler(req, res, db);
     } catch (err) {
+      if (err instanceof NoConnection) return notApplied(err);
       if (!res.headersSent) res.writeHead(500, { "Content-Type": "text/plain" });
       res.end("internal error\n");
     } finally {

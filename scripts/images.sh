@@ -69,7 +69,10 @@ if [ ! -d "$app/node_modules" ] || [ "$app/package-lock.json" -nt "$app/node_mod
   say "npm ci in $app (its one dependency, pg; quiet, a few seconds)"
   npm ci --prefix "$app" --omit=dev --no-audit --no-fund --loglevel=error
 fi
-build intermission-app:latest -f test/docker/app.Dockerfile "$app"
+# Its /write-na route runs the README's "not applied" middleware: the shipped file itself,
+# copied beside it (not a second copy in git: test/docker/app/not-applied.mjs is ignored).
+cp examples/not-applied.mjs "$app/not-applied.mjs"
+build "${INTERMISSION_APP_IMAGE:-intermission-app:latest}" -f test/docker/app.Dockerfile "$app"
 # A Rack application (Debian's Ruby) for the "not applied" middleware's test. Only the
 # tests use it: `images.sh --no-luarocks` (the demo) skips it.
 if [ "${1:-}" != "--no-luarocks" ]; then

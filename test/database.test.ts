@@ -7,33 +7,12 @@
 import { describe, it, before, after, TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { DatabaseStack } from "./harness/database.ts";
-import { describeRun, RunResult, runScenario, Scenario, SCENARIOS } from "./harness/scenarios.ts";
+import { common, describeRun, RunResult, runScenario, Scenario, SCENARIOS } from "./harness/scenarios.ts";
 
 const SECONDS = 10;
 const LEAD_IN = 3;
 /** A held request waits for the maintenance, then for its release: not much longer. */
 const RELEASE_MARGIN_MS = 3000;
-
-/** What must hold for every run: the maintenance happened, and no write was lost or doubled. */
-function common(r: RunResult): string[] {
-  const p: string[] = [];
-  if (r.maintenance.exitCode !== 0) {
-    p.push(`the maintenance exited ${r.maintenance.exitCode}:\n${r.maintenance.output.trim().split("\n").slice(0, 3).join("\n")}`);
-  }
-  if (r.happened) p.push(r.happened);
-  // The maintenance happened under load: requests before it, during it and after it.
-  const { startMs, endMs } = r.maintenance;
-  const before = r.samples.filter((x) => x.start < startMs).length;
-  const during = r.samples.filter((x) => x.start < endMs && x.end > startMs).length;
-  const after = r.samples.filter((x) => x.start > endMs).length;
-  if (!before || !during || !after) p.push(`no load around the maintenance: ${before} before, ${during} during, ${after} after`);
-  if (r.rows.lost) p.push(`${r.rows.lost} request(s) answered 200 have no row (lost writes)`);
-  if (r.rows.duplicates) p.push(`${r.rows.duplicates} id(s) written more than once`);
-  if (r.rows.unacknowledged) p.push(`${r.rows.unacknowledged} row(s) for requests not answered 200`);
-  if (r.rows.rows !== r.load.ok) p.push(`${r.rows.rows} rows for ${r.load.ok} requests answered 200`);
-  if (r.load.mismatched) p.push(`${r.load.mismatched} answer(s) carried another request's id`);
-  return p;
-}
 
 function report(t: TestContext, r: RunResult, problems: string[]): void {
   t.diagnostic(describeRun(r));

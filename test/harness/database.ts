@@ -2,6 +2,7 @@
 //
 //   load (this process) -> front: intermission (nginx/nginx.conf, rewired to the app)
 //                       -> plain: the same nginx without the intermission hooks
+//                       -> nohold (optional): intermission with outage_hold = 0
 //   front, plain -> app (HTTP, pg pool of 10) -> endpoint (TCP proxy, the "VIP")
 //   endpoint -> primary (PostgreSQL 15)  ~~streaming~~> replica (pg_basebackup -R)
 //
@@ -19,7 +20,8 @@ import { waitFor } from "./http.ts";
 
 const run = promisify(execFile);
 export const POSTGRES_IMAGE = "intermission-postgres:latest";
-export const APP_IMAGE = "intermission-app:latest";
+/** INTERMISSION_APP_IMAGE: another tag (scripts/images.sh builds the same name). */
+export const APP_IMAGE = process.env.INTERMISSION_APP_IMAGE ?? "intermission-app:latest";
 const CONF = "/etc/intermission/nginx.conf";
 
 /** Replaces `from` (which must occur exactly once) in `text`, or says the sample changed. */
@@ -35,12 +37,16 @@ function replaceOnce(text: string, from: string | RegExp, to: string, what: stri
  * allows the Docker network's gateway (the CLI on this machine reaches the container
  * through a published port, so nginx sees the gateway's address, not loopback).
  * With hooks = false, the access/log hooks are removed: the same nginx without intermission.
+ * outageHold, if given, is set in setup() (the sample leaves the default, 10 s).
  */
-export function frontConfig(upstream: string, gateway: string, hooks: boolean): string {
+export function frontConfig(upstream: string, gateway: string, hooks: boolean, outageHold?: number): string {
   let conf = readFileSync(path.join(ROOT, "nginx/nginx.conf"), "utf8");
   conf = replaceOnce(conf, /(upstream backend \{\s*server )127\.0\.0\.1:8081;/, `$1${upstream};`, "upstream backend server");
   conf = replaceOnce(conf, "error_log /var/log/nginx/intermission-error.log notice;", "error_log /var/log/nginx/error.log notice;", "error_log");
   conf = replaceOnce(conf, /(location \/_intermission\/ \{\s*allow 127\.0\.0\.1;)/, `$1\n            allow ${gateway};`, "control location");
+  if (outageHold !== undefined) {
+    conf = replaceOnce(conf, /(\n([ \t]*)pause_ttl = 120,\n)/, `$1$2outage_hold = ${outageHold},\n`, "pause_ttl in setup()");
+  }
   if (!hooks) {
     const hook = /^[ \t]*(access|log)_by_lua_block[ \t]*\{[ \t]*require\("intermission"\)\.(access|log)\(\)[ \t]*\}[ \t]*\n/gm;
     assert.equal(conf.match(hook)?.length, 2, "nginx/nginx.conf changed shape: expected one access and one log hook");
@@ -64,6 +70,8 @@ export class DatabaseStack {
   front!: NginxNode;
   /** The same nginx without the hooks (its error.log is checked too). */
   plain!: NginxNode;
+  /** Intermission with outage_hold = 0 (started with `{ nohold: true }` only). */
+  nohold?: NginxNode;
 
   private constructor(
     readonly network: StartedNetwork,
@@ -75,7 +83,8 @@ export class DatabaseStack {
     [this.primary, this.replica] = pg;
   }
 
-  static async start(): Promise<DatabaseStack> {
+  /** nohold: also start the front with outage_hold = 0 (test/unplanned-database.test.ts). */
+  static async start(opts: { nohold?: boolean } = {}): Promise<DatabaseStack> {
     ensureImages();
     const network = await newNetwork();
     // Names resolve on the network; unique per process so worktrees never collide.
@@ -94,15 +103,17 @@ export class DatabaseStack {
         .withWaitStrategy(Wait.forLogMessage(/endpoint: ->/)).start();
       started.push(endpoint);
       const app = await new GenericContainer(APP_IMAGE).withName(`${prefix}-app`).withNetwork(network)
-        // Boots in about a second, as real applications do (M3 restarts it).
-        .withEnvironment({ PGHOST: `${prefix}-endpoint`, PGPORT: "5432", APP_BOOT_MS: "1000" })
+        // Boots in about a second, as real applications do (M3 restarts it); after a crash
+        // (U2 kills it) its supervisor starts it again a second later.
+        .withEnvironment({ PGHOST: `${prefix}-endpoint`, PGPORT: "5432", APP_BOOT_MS: "1000", APP_RESTART_DELAY_MS: "1000" })
         .withExposedPorts(3000).withWaitStrategy(Wait.forHttp("/healthz", 3000)).start();
       started.push(app);
       const stack = new DatabaseStack(network, prefix, [a, b], endpoint, app);
       const gateway = (await run("docker", ["network", "inspect", network.getName(), "-f", "{{(index .IPAM.Config 0).Gateway}}"])).stdout.trim();
-      const front = async (hooks: boolean) => new GenericContainer(IMAGE).withName(`${prefix}-${hooks ? "front" : "plain"}`)
+      const front = async (hooks: boolean, outageHold?: number) => new GenericContainer(IMAGE)
+        .withName(`${prefix}-${outageHold === 0 ? "nohold" : hooks ? "front" : "plain"}`)
         .withNetwork(network)
-        .withCopyContentToContainer([{ content: frontConfig(`${prefix}-app:3000`, gateway, hooks), target: CONF }])
+        .withCopyContentToContainer([{ content: frontConfig(`${prefix}-app:3000`, gateway, hooks, outageHold), target: CONF }])
         .withCommand(["nginx", "-c", CONF, "-g", "daemon off;"])
         .withExposedPorts(8080).withWaitStrategy(Wait.forHttp("/healthz", 8080)).withStartupTimeout(30_000).start();
       const f = await front(true);
@@ -111,6 +122,11 @@ export class DatabaseStack {
       started.push(p);
       stack.front = new NginxNode(f, `http://127.0.0.1:${f.getMappedPort(8080)}`, "");
       stack.plain = new NginxNode(p, `http://127.0.0.1:${p.getMappedPort(8080)}`, "");
+      if (opts.nohold) {
+        const n = await front(true, 0);
+        started.push(n);
+        stack.nohold = new NginxNode(n, `http://127.0.0.1:${n.getMappedPort(8080)}`, "");
+      }
       await stack.waitStreaming();
       return stack;
     } catch (e) {
@@ -205,7 +221,7 @@ export class DatabaseStack {
 
   /** Every container of the stack is stopped, by id, and the network removed. */
   async stop(): Promise<void> {
-    await Promise.all([this.front?.container, this.plain?.container, this.app, this.endpoint, ...this.pg]
+    await Promise.all([this.front?.container, this.plain?.container, this.nohold?.container, this.app, this.endpoint, ...this.pg]
       .filter((c): c is StartedTestContainer => c !== undefined)
       .map((c) => c.stop({ timeout: 2 }).catch(() => undefined)));
     await this.network.stop().catch(() => undefined);

@@ -24,6 +24,8 @@ export interface LoadOptions {
   timeoutMs?: number;
   /** Prefix of every request id, so a run's rows can be told apart. */
   prefix: string;
+  /** The application's route, /write by default. */
+  path?: string;
 }
 
 export interface LoadSummary {
@@ -109,7 +111,7 @@ export class Load {
         this.samples.push({ id, start, end: this.now(), status, ...(error ? { error } : {}) });
         resolve();
       };
-      const req = http.get(`${this.base}/write?id=${encodeURIComponent(id)}`, { agent }, (res) => {
+      const req = http.get(`${this.base}${this.opts.path ?? "/write"}?id=${encodeURIComponent(id)}`, { agent }, (res) => {
         let body = "";
         res.setEncoding("utf8");
         res.on("data", (chunk) => (body += chunk));

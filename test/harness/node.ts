@@ -26,7 +26,7 @@ export function ensureImages(): void {
 }
 
 /** Lines that fail a test unless the test says it expects them. */
-const ALARMING = /\[(error|crit|alert|emerg)\]|runtime error|_G write guard/;
+export const ALARMING = /\[(error|crit|alert|emerg)\]|runtime error|_G write guard/;
 
 export interface NodeOptions extends ConfigOptions {
   network?: StartedNetwork;
