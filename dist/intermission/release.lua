@@ -4,6 +4,11 @@ local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
 local FLEET_SHARE_KEY = ____shm.FLEET_SHARE_KEY
+local scopeExists = ____shm.scopeExists
+local ____reclaim = require("intermission.reclaim")
+local createLocked = ____reclaim.createLocked
+local reclaimLocked = ____reclaim.reclaimLocked
+local SEAL = ____reclaim.SEAL
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local ____mode = require("intermission.mode")
@@ -64,6 +69,9 @@ end
 --- A failure of a request that held no lease (it went outside the window): back off all the same.
 function ____exports.noteFailure(keys)
     local st = zones.state
+    if not scopeExists(keys) then
+        return
+    end
     local now = ngx.now()
     local step = math.min(
         math.max(
@@ -82,6 +90,9 @@ function ____exports.noteFailure(keys)
 end
 function noteStarted(keys, seconds)
     local st = zones.state
+    if not scopeExists(keys) then
+        return
+    end
     if seconds ~= nil then
         local typical = num(st, keys.typical)
         st:safe_set(
@@ -340,7 +351,7 @@ function ____exports.resumeLocked(keys, now)
     st:safe_set(keys.backoffUntil, 0)
     st:safe_set(keys.backoffStep, 0)
     resetLongLived(keys)
-    st:safe_set(
+    zones.counters:set(
         keys.lastPause,
         now - num(st, keys.since)
     )
@@ -417,6 +428,9 @@ function step(keys)
     )
     if mode == "draining" and done then
         writeMode(keys, "draining", "running")
+    end
+    if done and (mode == "running" or mode == "draining") then
+        reclaimLocked(keys, now)
     end
 end
 --- Grants whatever may go now. Never yields: safe in every phase.
@@ -511,6 +525,9 @@ end
 -- queue keep their order, everyone behind it waits with it.
 function ____exports.backOffAtLeast(keys, seconds)
     local st = zones.state
+    if not scopeExists(keys) then
+        return
+    end
     local ____until = ngx.now() + seconds
     if num(st, keys.backoffUntil) < ____until then
         st:safe_set(keys.backoffUntil, ____until)
@@ -626,6 +643,61 @@ local function writeTicket(keys, lane, t, deadline, again)
     giveUp(keys, lane, t)
     return false
 end
+--- How long a ticket taker waits at most for a reclaim that sealed its lane (reclaim.ts) to end.
+local SEALED_WAIT = LOCK_TTL
+--- Takes ticket t = incr(seq) in `lane`, whatever a reclaim of the scope (reclaim.ts) is
+-- doing: a sealed lane (t <= 0) is waited out: its ticket stands once the seal is undone
+-- in the same incarnation (t + SEAL); if the scope is gone (or was never made), it is
+-- made again and the ticket taken under its lock, where no reclaim runs. Access phase
+-- only (it may sleep, for a moment). Undefined: no ticket (max_scopes met, the lock, the
+-- zone full); the caller logs nothing more than its refusal.
+local function takeTicket(keys, lane)
+    local st = zones.state
+    local mark = st:get(keys.made)
+    if mark ~= nil then
+        local t = st:incr(lane.seq, 1)
+        if t ~= nil and t > 0 then
+            return t
+        end
+        if t ~= nil then
+            local waited = 0
+            while waited < SEALED_WAIT do
+                local v = st:get(lane.seq)
+                if v == nil then
+                    break
+                end
+                if v > 0 then
+                    if (st:get(keys.made)) == mark then
+                        return t + SEAL
+                    end
+                    break
+                end
+                ngx.sleep(0.001)
+                waited = waited + 0.001
+            end
+        end
+    end
+    local taken, err = ____exports.withScopeLock(
+        keys,
+        function(k)
+            local made, why = createLocked(k, settings.cfg.max_scopes)
+            if not made then
+                return why
+            end
+            local n, incrErr = zones.state:incr(lane.seq, 1)
+            return n or "cannot take a ticket: " .. tostring(incrErr)
+        end
+    )
+    if type(taken) == "number" then
+        return taken
+    end
+    logOnce(
+        ngx.WARN,
+        "ticket-scope",
+        ((("intermission: cannot hold a request in scope " .. keys.scope) .. ": ") .. tostring(taken or err)) .. "; answering 503"
+    )
+    return nil
+end
 --- Takes a ticket in `lane` and writes its deadline (w|t): from the incr on the request
 -- counts as held, and nothing is left to undo if its worker dies (an unwritten ticket is
 -- passed over as dead after the grace, which counts it decided).
@@ -637,11 +709,10 @@ end
 -- most one per worker and freed place. A ticket whose deadline cannot be written (the
 -- queue zone is full) is given up too: the request is answered 503, never forwarded.
 function ____exports.admit(keys, lane, deadline)
-    local st = zones.state
     if ____exports.atCapacity(keys) then
         return nil, "held"
     end
-    local t = st:incr(lane.seq, 1)
+    local t = takeTicket(keys, lane)
     if t == nil then
         return nil, "full"
     end
@@ -659,8 +730,8 @@ function ____exports.admit(keys, lane, deadline)
     ) then
         return nil, "full"
     end
-    if held > num(st, keys.lastQueue) and modeOf(keys) == "paused" then
-        st:safe_set(keys.lastQueue, held)
+    if held > num(zones.counters, keys.lastQueue) and modeOf(keys) == "paused" then
+        zones.counters:set(keys.lastQueue, held)
     end
     return t, nil
 end
@@ -686,7 +757,6 @@ end
 -- Returns the outcome and, when released, the lease the caller returns once the response
 -- starts. `label` names it in the log.
 function ____exports.hold(keys, lane, ticket, deadline, w, label)
-    local st = zones.state
     local q = zones.queue
     local t = ticket
     while true do
@@ -757,12 +827,12 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                 q:delete(lane.ticketPrefix .. tostring(t))
                 ngx.update_time()
                 if outcome == "timeout" and ngx.now() < deadline then
-                    local next = st:incr(lane.seq, 1)
+                    local next = takeTicket(keys, lane)
                     if next == nil then
                         return "error", 0
                     end
                     t = next
-                    goto __continue129
+                    goto __continue144
                 end
                 return outcome, 0
             end
@@ -773,7 +843,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue129::
+        ::__continue144::
     end
 end
 waiters.setAdvance(____exports.advance)
