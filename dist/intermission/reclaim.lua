@@ -14,28 +14,28 @@ local proberKeys = ____shm.proberKeys
 function idle(keys, now)
     local st = zones.state
     if (st:get(keys.mode)) ~= nil then
-        return false
+        return nil, 0
     end
     local mainSeq = num(st, keys.main.seq)
     local retrySeq = num(st, keys.retry.seq)
     if mainSeq ~= num(st, keys.main.head) or retrySeq ~= num(st, keys.retry.head) then
-        return false
+        return nil, 0
     end
     if num(st, keys.decided) < mainSeq + retrySeq then
-        return false
+        return nil, 0
     end
     if num(st, keys.unclaimed) ~= 0 or num(st, keys.used) ~= 0 then
-        return false
+        return nil, 0
     end
     if num(st, keys.backoffUntil) > now or num(st, keys.readyUntil) > now then
-        return false
+        return nil, 0
     end
     for ____, k in ipairs(proberKeys(keys)) do
         if (st:get(k)) ~= nil then
-            return false
+            return nil, 0
         end
     end
-    return true
+    return mainSeq, retrySeq
 end
 function seal(key, seen)
     local st = zones.state
@@ -56,11 +56,10 @@ function ____exports.reclaimLocked(keys, now)
     if (st:get(keys.made)) == nil then
         return false
     end
-    if not idle(keys, now) then
+    local mainSeq, retrySeq = idle(keys, now)
+    if mainSeq == nil then
         return false
     end
-    local mainSeq = num(st, keys.main.seq)
-    local retrySeq = num(st, keys.retry.seq)
     if not seal(keys.main.seq, mainSeq) then
         return false
     end

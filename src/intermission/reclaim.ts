@@ -36,19 +36,24 @@ const LOCK_TTL = 1;
 /** How often at most a worker sweeps every scope for idle ones when the bound is met. */
 const SWEEP_EVERY = 1;
 
-/** Whether the scope's state can go now. Caller holds the scope's lock. */
-function idle(keys: ScopeKeys, now: number): boolean {
+/**
+ * Whether the scope's state can go now: the tickets issued in each lane as the check
+ * read them (the seal compares with exactly these: a seq read again could include a
+ * ticket taken after the check, and the seal would then hide it: model/reclaim.pml,
+ * BUG_RESEEN), or undefined. Caller holds the scope's lock.
+ */
+function idle(keys: ScopeKeys, now: number): LuaMultiReturn<[number | undefined, number]> {
   const st = zones.state;
-  if (st.get(keys.mode)[0] !== undefined) return false;
+  if (st.get(keys.mode)[0] !== undefined) return $multi(undefined, 0);
   const mainSeq = num(st, keys.main.seq);
   const retrySeq = num(st, keys.retry.seq);
-  if (mainSeq !== num(st, keys.main.head) || retrySeq !== num(st, keys.retry.head)) return false;
+  if (mainSeq !== num(st, keys.main.head) || retrySeq !== num(st, keys.retry.head)) return $multi(undefined, 0);
   // Read after the tickets: a leave() between its claim and its count shows here.
-  if (num(st, keys.decided) < mainSeq + retrySeq) return false;
-  if (num(st, keys.unclaimed) !== 0 || num(st, keys.used) !== 0) return false;
-  if (num(st, keys.backoffUntil) > now || num(st, keys.readyUntil) > now) return false;
-  for (const k of proberKeys(keys)) if (st.get(k)[0] !== undefined) return false;
-  return true;
+  if (num(st, keys.decided) < mainSeq + retrySeq) return $multi(undefined, 0);
+  if (num(st, keys.unclaimed) !== 0 || num(st, keys.used) !== 0) return $multi(undefined, 0);
+  if (num(st, keys.backoffUntil) > now || num(st, keys.readyUntil) > now) return $multi(undefined, 0);
+  for (const k of proberKeys(keys)) if (st.get(k)[0] !== undefined) return $multi(undefined, 0);
+  return $multi(mainSeq, retrySeq);
 }
 
 /** Seals a lane's ticket sequence found at `seen`. False: a ticket was taken meanwhile (undone). */
@@ -68,9 +73,8 @@ function seal(key: string, seen: number): boolean {
 export function reclaimLocked(keys: ScopeKeys, now: number): boolean {
   const st = zones.state;
   if (st.get(keys.made)[0] === undefined) return false;
-  if (!idle(keys, now)) return false;
-  const mainSeq = num(st, keys.main.seq);
-  const retrySeq = num(st, keys.retry.seq);
+  const [mainSeq, retrySeq] = idle(keys, now);
+  if (mainSeq === undefined) return false;
   if (!seal(keys.main.seq, mainSeq)) return false;
   if (!seal(keys.retry.seq, retrySeq)) {
     st.incr(keys.main.seq, SEAL);
