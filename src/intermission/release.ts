@@ -35,6 +35,12 @@
 // as a success only if a response has started well since it was granted; otherwise
 // the upstream may be hung, and the release only probes it, one request at a time, a
 // window's worth at most (see freeLongLived).
+//
+// A scope that runs again with every ticket decided and no lease out is idle, and step()
+// reclaims its state (reclaim.ts; its own model, model/reclaim.pml: release.pml's
+// protocol runs within one incarnation of a scope). The one write here that takes no
+// lock, a ticket's incr, goes through takeTicket(), which waits out a reclaim's seal or
+// makes the scope again under its lock.
 import { ScopeKeys, Lane, zones, num, FLEET_SHARE_KEY, scopeExists } from "./shm";
 import { createLocked, reclaimLocked, SEAL } from "./reclaim";
 import { settings } from "./settings";
