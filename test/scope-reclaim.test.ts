@@ -7,7 +7,7 @@
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
-import { assertIdle } from "./harness/held.ts";
+import { assertIdle, sleep } from "./harness/held.ts";
 import { waitFor } from "./harness/http.ts";
 
 const SCOPES = 5000;
@@ -111,5 +111,45 @@ describe("idle scopes are reclaimed: max_scopes bounds the live ones", () => {
     await assertIdle(node, "holder");
     // Every passing scope was reclaimed once its request was done.
     await waitFor("passing scopes reclaimed", async () => !/scope="passing-/.test((await node.control("metrics")).body));
+  });
+});
+
+describe("a scope that turns idle with nobody looking is reclaimed when a new scope meets max_scopes", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start({
+      setup: { max_scopes: 3 },
+      extraLocations: `
+        location /scoped/ {
+            set $intermission_scope $arg_scope;
+            access_by_lua_block { require("intermission").access() }
+            log_by_lua_block    { require("intermission").log() }
+            proxy_pass http://backend;
+        }`,
+    });
+  });
+  after(async () => node?.stop());
+  afterEach(async () => node.assertCleanLog());
+
+  it("the last released request fails at the gateway: its back-off keeps the scope until the sweep at the bound", { timeout: 60_000 }, async () => {
+    // Released, it fails (502): its lease comes back as a failure and starts a back-off,
+    // so the scope is not idle when its release ends, and nothing looks at it again.
+    assert.equal((await node.control("pause", "scope=tomb")).status, 200);
+    const failing = node.send("/scoped/?scope=tomb&id=t1&status=502");
+    await node.held(1, "tomb");
+    assert.equal((await node.control("resume", "scope=tomb")).status, 200);
+    assert.equal((await failing.reply).status, 502);
+    await sleep(300); // the back-off (0.1 s after a first failure) runs out: time that must pass
+    assert.equal((await node.control("pause", "scope=a")).status, 200);
+    assert.equal((await node.control("pause", "scope=b")).status, 200);
+    // tomb, a and b have state: a fourth is within the bound only once tomb is swept.
+    const c = await node.control("pause", "scope=c");
+    assert.equal(c.status, 200, c.body);
+    const d = await node.control("pause", "scope=d");
+    assert.equal(d.status, 409, "a, b and c are live: the bound holds");
+    assert.match(d.json().error, /max_scopes = 3/);
+    for (const s of ["a", "b", "c"]) assert.equal((await node.control("resume", `scope=${s}`)).status, 200);
+    assert.equal((await node.control("pause", "scope=d")).status, 200);
+    assert.equal((await node.control("resume", "scope=d")).status, 200);
   });
 });

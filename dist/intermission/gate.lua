@@ -642,7 +642,7 @@ function ____exports.retry()
     if lease > 0 then
         release.returnLease(keys, lease, "failure")
     else
-        release.noteFailure(keys)
+        release.noteFailure(keys, true)
     end
     ngx.update_time()
     local tries = (rec.tries or 0) + 1

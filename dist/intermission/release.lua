@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, noteStarted, longAfter, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, deadScanAt, DEAD_SCAN_EVERY, unwritten, expiryCheck, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
+local tryLock, settleLease, withState, failed, noteStarted, longAfter, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, deadScanAt, DEAD_SCAN_EVERY, unwritten, expiryCheck, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -23,6 +23,26 @@ local logOnce = ____burst.logOnce
 function tryLock(keys)
     local ok = zones.state:safe_add(keys.lock, true, LOCK_TTL)
     return ok
+end
+--- Runs fn under the scope's lock, waiting for it (content and timer phases only).
+function ____exports.withScopeLock(keys, fn)
+    local waited = 0
+    local pause = 0.001
+    while not tryLock(keys) do
+        if waited >= 2 then
+            return nil, ("scope " .. keys.scope) .. " is locked"
+        end
+        ngx.sleep(pause)
+        waited = waited + pause
+        pause = math.min(pause * 2, 0.01)
+    end
+    local ok, result = pcall(fn, keys)
+    zones.state:delete(keys.lock)
+    if not ok then
+        return nil, tostring(result)
+    end
+    ____exports.advance(keys)
+    return result, nil
 end
 --- The largest window now: release_window, or in a fleet with fleet_release_window this
 -- node's share of it (computed from the live heartbeats at each resume).
@@ -66,12 +86,43 @@ function settleLease(keys, lease, ____end)
     end
     return true
 end
---- A failure of a request that held no lease (it went outside the window): back off all the same.
-function ____exports.noteFailure(keys)
-    local st = zones.state
-    if not scopeExists(keys) then
+function withState(keys, write)
+    if scopeExists(keys) then
+        write(keys)
         return
     end
+    local ____, err = ____exports.withScopeLock(
+        keys,
+        function(k)
+            local made, why = createLocked(k, settings.cfg.max_scopes)
+            if not made then
+                error(why, 0)
+            end
+            write(k)
+            return true
+        end
+    )
+    if err ~= nil then
+        logOnce(ngx.WARN, "state", (("intermission: no back-off for scope " .. keys.scope) .. ": ") .. err)
+    end
+end
+--- A failure of a request that held no lease (it went outside the window): back off all
+-- the same. A scope with no state (reclaim.ts) is made for it if `canWait` (content
+-- phase: a retry follows), else left alone (nothing to slow, no orphan keys).
+function ____exports.noteFailure(keys, canWait)
+    if canWait == nil then
+        canWait = false
+    end
+    if not scopeExists(keys) then
+        if canWait then
+            withState(keys, failed)
+        end
+        return
+    end
+    failed(keys)
+end
+function failed(keys)
+    local st = zones.state
     local now = ngx.now()
     local step = math.min(
         math.max(
@@ -500,38 +551,19 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 2
 LONG_FACTOR = 4
 LONG_FLOOR = 0.5
---- Runs fn under the scope's lock, waiting for it (content and timer phases only).
-function ____exports.withScopeLock(keys, fn)
-    local waited = 0
-    local pause = 0.001
-    while not tryLock(keys) do
-        if waited >= 2 then
-            return nil, ("scope " .. keys.scope) .. " is locked"
-        end
-        ngx.sleep(pause)
-        waited = waited + pause
-        pause = math.min(pause * 2, 0.01)
-    end
-    local ok, result = pcall(fn, keys)
-    zones.state:delete(keys.lock)
-    if not ok then
-        return nil, tostring(result)
-    end
-    ____exports.advance(keys)
-    return result, nil
-end
 --- Stops grants for `seconds` at least (more if the back-off already says so): a request
 -- that failed at the upstream again spaces its next try, and, as the retry lane and the
 -- queue keep their order, everyone behind it waits with it.
 function ____exports.backOffAtLeast(keys, seconds)
-    local st = zones.state
-    if not scopeExists(keys) then
-        return
-    end
     local ____until = ngx.now() + seconds
-    if num(st, keys.backoffUntil) < ____until then
-        st:safe_set(keys.backoffUntil, ____until)
-    end
+    withState(
+        keys,
+        function(k)
+            if num(zones.state, k.backoffUntil) < ____until then
+                zones.state:safe_set(k.backoffUntil, ____until)
+            end
+        end
+    )
 end
 --- Gives a lease back (header_filter, log, or a request that will not use it). Never yields.
 -- `started`: seconds from its release to its response's start. A lease the advancer freed
@@ -832,7 +864,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue144
+                    goto __continue151
                 end
                 return outcome, 0
             end
@@ -843,7 +875,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue144::
+        ::__continue151::
     end
 end
 waiters.setAdvance(____exports.advance)

@@ -444,7 +444,7 @@ export function retry(): void {
   const lease = rec.lease;
   rec.lease = 0;
   if (lease > 0) release.returnLease(keys, lease, "failure");
-  else release.noteFailure(keys);
+  else release.noteFailure(keys, true); // its scope may have been reclaimed since its release: made again
   ngx.update_time();
   const tries = (rec.tries ?? 0) + 1;
   rec.tries = tries;

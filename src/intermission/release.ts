@@ -144,11 +144,41 @@ function settleLease(keys: ScopeKeys, lease: number, end: SettleEnd): boolean {
   return true;
 }
 
-/** A failure of a request that held no lease (it went outside the window): back off all the same. */
-export function noteFailure(keys: ScopeKeys): void {
+/**
+ * Runs `write` on the scope's state; a scope with none (reclaimed, or never stopped on
+ * this node) is made first, under its lock, and `write` runs there: what it writes (a
+ * back-off, a wait) keeps the scope from being reclaimed before the request's ticket
+ * comes. Content and access phases only (the lock may be waited for).
+ */
+function withState(keys: ScopeKeys, write: (this: void, keys: ScopeKeys) => void): void {
+  if (scopeExists(keys)) {
+    write(keys);
+    return;
+  }
+  const [, err] = withScopeLock(keys, (k) => {
+    const [made, why] = createLocked(k, settings.cfg.max_scopes);
+    if (!made) error(why!, 0);
+    write(k);
+    return true;
+  });
+  if (err !== undefined) logOnce(ngx.WARN, "state", `intermission: no back-off for scope ${keys.scope}: ${err}`);
+}
+
+/**
+ * A failure of a request that held no lease (it went outside the window): back off all
+ * the same. A scope with no state (reclaim.ts) is made for it if `canWait` (content
+ * phase: a retry follows), else left alone (nothing to slow, no orphan keys).
+ */
+export function noteFailure(keys: ScopeKeys, canWait = false): void {
+  if (!scopeExists(keys)) {
+    if (canWait) withState(keys, failed);
+    return;
+  }
+  failed(keys);
+}
+
+function failed(this: void, keys: ScopeKeys): void {
   const st = zones.state;
-  // A scope reclaimed meanwhile (reclaim.ts) has no release to slow: make no orphan keys.
-  if (!scopeExists(keys)) return;
   const now = ngx.now();
   const step = math.min(math.max(num(st, keys.backoffStep) * 2, BACKOFF_FIRST), BACKOFF_MAX);
   st.safe_set(keys.backoffStep, step);
@@ -164,11 +194,10 @@ export function noteFailure(keys: ScopeKeys): void {
  * queue keep their order, everyone behind it waits with it.
  */
 export function backOffAtLeast(keys: ScopeKeys, seconds: number): void {
-  const st = zones.state;
-  if (!scopeExists(keys)) return; // reclaimed (reclaim.ts): its next ticket makes it again
-
   const until = ngx.now() + seconds;
-  if (num(st, keys.backoffUntil) < until) st.safe_set(keys.backoffUntil, until);
+  withState(keys, (k) => {
+    if (num(zones.state, k.backoffUntil) < until) zones.state.safe_set(k.backoffUntil, until);
+  });
 }
 
 /**
