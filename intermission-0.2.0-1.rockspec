@@ -45,6 +45,7 @@ build = {
       ["intermission.params"] = "dist/intermission/params.lua",
       ["intermission.persist"] = "dist/intermission/persist.lua",
       ["intermission.ready"] = "dist/intermission/ready.lua",
+      ["intermission.reclaim"] = "dist/intermission/reclaim.lua",
       ["intermission.record"] = "dist/intermission/record.lua",
       ["intermission.release"] = "dist/intermission/release.lua",
       ["intermission.replay"] = "dist/intermission/replay.lua",

@@ -7,6 +7,7 @@ local ____shm = require("intermission.shm")
 local bindZones = ____shm.bindZones
 local zones = ____shm.zones
 local BUSY_KEY = ____shm.BUSY_KEY
+local SEQ_BASE_KEY = ____shm.SEQ_BASE_KEY
 local upgradeScopes = ____shm.upgradeScopes
 local stateZoneTooSmall = ____shm.stateZoneTooSmall
 local gate = require("intermission.gate")
@@ -66,6 +67,7 @@ function ____exports.setup(options)
     settings.cfg = cfg
     settings.ready = true
     local fresh = zones.state:safe_add(BUSY_KEY, 0)
+    zones.state:safe_add(SEQ_BASE_KEY, 0)
     upgradeScopes()
     if fresh then
         persist.restore()

@@ -2,7 +2,8 @@
 # Checks the spin model of the release protocol (model/release.pml): every property on
 # the fixed protocol must hold over the WHOLE state space, and each re-injected past bug
 # (BUG1, BUG8, BUG_HELDLEAK, BUG_FULLFWD, BUG_FULLCOUNT, BUG_DEADGRANT,
-# BUG_DEADLEASE, and the fleet write's BUG_UNCERTAIN, BUG_NOFENCE) must give a counterexample ON ITS OWN PROPERTY, while the
+# BUG_DEADLEASE, the fleet write's BUG_UNCERTAIN, BUG_NOFENCE, and the reclaim's BUG_NOSEAL,
+# BUG_NOBASE, BUG_NOMARK, BUG_RESEEN) must give a counterexample ON ITS OWN PROPERTY, while the
 # same configuration without the bug's switch (its control) passes. Prints states, depth
 # and time per check, and "model: N passed, M failed". The configurations are listed in
 # model/README.md.
@@ -180,5 +181,15 @@ bug bug-longlease -DBUG_LONGLEASE 'okSeen' safety -DNOR1 -DNOR2 -DCTL=4
 # operator's pause and resume; re-injected: the release step granting during an outage.
 check outage-one  pass safety $ONE -DOUTAGE -DCTL=6
 bug bug-outage -DBUG_OUTAGE '!((((mode==1)||(mode==2))||(mode==4)))' safety -DOUTAGE -DNOR1 -DNOR2 -DCTL=6
+# Reclaiming an idle scope (issue 23 item 3, model/reclaim.pml, a third small model): two
+# ticket takers against the advancer's and a sweep's reclaims. Put back: no seal (a ticket
+# taken after the idle check is deleted with the scope), no base (a ticket number issued
+# again), no mark comparison (a sealed ticket taken for one of the scope made again), the
+# seal compared with seq read again (found by this model in the first draft).
+PML=reclaim.pml check reclaim pass safety
+PML=reclaim.pml bug reclaim-noseal -DBUG_NOSEAL '((myinc==inc)&&seqx)' safety
+PML=reclaim.pml check reclaim-nobase 'fail:!(issued[t])' safety -DBUG_NOBASE
+PML=reclaim.pml check reclaim-nomark 'fail:((myinc==inc)&&seqx)' safety -DBUG_NOMARK
+PML=reclaim.pml check reclaim-reseen 'fail:(undecided==0)' safety -DBUG_RESEEN
 say "model: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -9,7 +9,7 @@
 //   content_by_lua_block       { require("intermission").control() }   -- control API
 import * as config from "./intermission/config";
 import { settings } from "./intermission/settings";
-import { bindZones, zones, BUSY_KEY, upgradeScopes, stateZoneTooSmall } from "./intermission/shm";
+import { bindZones, zones, BUSY_KEY, SEQ_BASE_KEY, upgradeScopes, stateZoneTooSmall } from "./intermission/shm";
 import * as gate from "./intermission/gate";
 import * as inflight from "./intermission/inflight";
 import { bindBusy, allRunning } from "./intermission/busy";
@@ -37,6 +37,7 @@ export function setup(options?: unknown): void {
   settings.ready = true;
   // Present from the start and never deleted: the hot path reads it as a number.
   const [fresh] = zones.state.safe_add(BUSY_KEY, 0);
+  zones.state.safe_add(SEQ_BASE_KEY, 0); // never deleted: reclaim.ts
   upgradeScopes();
   // New zones (a start or a binary upgrade; a reload keeps them): the pauses in force.
   if (fresh) persist.restore();

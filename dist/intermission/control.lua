@@ -4,7 +4,10 @@ local keysFor = ____shm.keysFor
 local zones = ____shm.zones
 local num = ____shm.num
 local knownScopes = ____shm.knownScopes
-local ensureScope = ____shm.ensureScope
+local scopeExists = ____shm.scopeExists
+local SCOPE_COUNT_KEY = ____shm.SCOPE_COUNT_KEY
+local ____reclaim = require("intermission.reclaim")
+local sweep = ____reclaim.sweep
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local state = require("intermission.state")
@@ -103,8 +106,8 @@ local function describe(keys)
         release = release.progress(keys),
         waiting_ready = ready.waiting(keys),
         last_pause = {
-            seconds = num(zones.state, keys.lastPause),
-            queue = num(zones.state, keys.lastQueue)
+            seconds = num(zones.counters, keys.lastPause),
+            queue = num(zones.counters, keys.lastQueue)
         },
         ready_wait_seconds = counters.total(keys, "ready_wait_seconds"),
         in_flight = inflight.total(),
@@ -168,17 +171,31 @@ local function drain(seconds, version)
         ngx.sleep(0.01)
     end
 end
+local function tooManyScopes()
+    return ("too many scopes: this node keeps at most max_scopes = " .. tostring(settings.cfg.max_scopes)) .. " scopes that are stopped, holding or releasing (idle ones are reclaimed)"
+end
+--- Whether the scope has state, or a new one fits under max_scopes (sweeping idle scopes at the bound).
+local function roomFor(keys)
+    if scopeExists(keys) then
+        return true
+    end
+    local max = settings.cfg.max_scopes
+    if num(zones.state, SCOPE_COUNT_KEY) < max then
+        return true
+    end
+    sweep()
+    return num(zones.state, SCOPE_COUNT_KEY) < max
+end
 local function mutate(action, keys, p)
     local cfg = settings.cfg
     local reason = p.reason or ""
     local heldBefore = release.heldNow(keys)
     local ttl = action == "pause" and (p.ttl or cfg.pause_ttl) or (action == "maintenance" and (p.ttl or 0) or 0)
     if action ~= "resume" then
-        local made, scopeErr = ensureScope(keys, cfg.max_scopes)
-        if not made then
+        if not roomFor(keys) then
             return jsonError(
                 409,
-                (action .. " not applied: ") .. tostring(scopeErr),
+                (action .. " not applied: ") .. tooManyScopes(),
                 "scope"
             )
         end
@@ -250,6 +267,9 @@ local function mutate(action, keys, p)
         result = {state.resume(keys)}
     end
     local change, err = unpack(result, 1, 2)
+    if change == nil and err ~= nil and (string.find(err, "too many scopes", 1, true)) ~= nil then
+        return jsonError(409, (action .. " not applied: ") .. err, "scope")
+    end
     if action == "resume" and cfg.store == "redis" then
         fleet.sync.refreshShare()
     end

@@ -3,7 +3,6 @@ local maxHoldHere, watchAbort, onAbort, forward, answer, holdAndSettle, settle, 
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
-local ensureScope = ____shm.ensureScope
 local inflight = require("intermission.inflight")
 local ____fleetmode = require("intermission.fleetmode")
 local fleet = ____fleetmode.fleet
@@ -202,16 +201,6 @@ function holdNeverHeld(r, start, status, declined)
     )
     if ngx.now() >= deadline then
         return exitError(r, failed)
-    end
-    if declined then
-        local made, scopeErr = ensureScope(keys, settings.cfg.max_scopes)
-        if not made then
-            ngx.log(
-                ngx.WARN,
-                (((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not retried: ") .. tostring(scopeErr)
-            )
-            return exitError(r, failed)
-        end
     end
     local mode = declined and state.modeOf(keys) or outage.enter(keys, addr)
     if mode == nil then
@@ -653,7 +642,7 @@ function ____exports.retry()
     if lease > 0 then
         release.returnLease(keys, lease, "failure")
     else
-        release.noteFailure(keys)
+        release.noteFailure(keys, true)
     end
     ngx.update_time()
     local tries = (rec.tries or 0) + 1

@@ -4,7 +4,8 @@ local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
 local keysFor = ____shm.keysFor
-local ensureScope = ____shm.ensureScope
+local ____reclaim = require("intermission.reclaim")
+local createLocked = ____reclaim.createLocked
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local ____mode = require("intermission.mode")
@@ -161,6 +162,7 @@ function prober(_premature, scope)
     end
     if mine and claimed(keys) then
         zones.state:delete(proberKey(keys))
+        release.advance(keys)
     end
 end
 PROBER_LEASE = 5
@@ -180,17 +182,13 @@ end
 -- maintenance already holds or answers, a release in progress has its own retry lane).
 -- Returns the mode now, or undefined when the scope cannot be had (max_scopes, lock).
 function ____exports.enter(keys, addr)
-    local made, err = ensureScope(keys, settings.cfg.max_scopes)
-    if not made then
-        ngx.log(
-            ngx.WARN,
-            (("intermission: no outage hold for scope " .. keys.scope) .. ": ") .. tostring(err)
-        )
-        return nil
-    end
     local mode, lockErr = release.withScopeLock(
         keys,
         function(k)
+            local made, err = createLocked(k, settings.cfg.max_scopes)
+            if not made then
+                error(err, 0)
+            end
             local m = modeOf(k)
             if m ~= "running" then
                 return m

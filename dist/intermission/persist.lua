@@ -5,7 +5,8 @@ local zones = ____shm.zones
 local num = ____shm.num
 local keysFor = ____shm.keysFor
 local knownScopes = ____shm.knownScopes
-local ensureScope = ____shm.ensureScope
+local ____reclaim = require("intermission.reclaim")
+local createLocked = ____reclaim.createLocked
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local ____mode = require("intermission.mode")
@@ -216,7 +217,7 @@ function ____exports.restore()
                 goto __continue45
             end
             local keys = keysFor(e.scope)
-            local made, err = ensureScope(keys, settings.cfg.max_scopes)
+            local made, err = createLocked(keys, settings.cfg.max_scopes)
             if not made then
                 ngx.log(
                     ngx.ERR,

@@ -1,9 +1,14 @@
 local ____exports = {}
-local tryLock, settleLease, noteStarted, longAfter, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, deadScanAt, DEAD_SCAN_EVERY, unwritten, expiryCheck, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
+local tryLock, settleLease, withState, failed, noteStarted, longAfter, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, deadScanAt, DEAD_SCAN_EVERY, unwritten, expiryCheck, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
 local FLEET_SHARE_KEY = ____shm.FLEET_SHARE_KEY
+local scopeExists = ____shm.scopeExists
+local ____reclaim = require("intermission.reclaim")
+local createLocked = ____reclaim.createLocked
+local reclaimLocked = ____reclaim.reclaimLocked
+local SEAL = ____reclaim.SEAL
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local ____mode = require("intermission.mode")
@@ -18,6 +23,26 @@ local logOnce = ____burst.logOnce
 function tryLock(keys)
     local ok = zones.state:safe_add(keys.lock, true, LOCK_TTL)
     return ok
+end
+--- Runs fn under the scope's lock, waiting for it (content and timer phases only).
+function ____exports.withScopeLock(keys, fn)
+    local waited = 0
+    local pause = 0.001
+    while not tryLock(keys) do
+        if waited >= 2 then
+            return nil, ("scope " .. keys.scope) .. " is locked"
+        end
+        ngx.sleep(pause)
+        waited = waited + pause
+        pause = math.min(pause * 2, 0.01)
+    end
+    local ok, result = pcall(fn, keys)
+    zones.state:delete(keys.lock)
+    if not ok then
+        return nil, tostring(result)
+    end
+    ____exports.advance(keys)
+    return result, nil
 end
 --- The largest window now: release_window, or in a fleet with fleet_release_window this
 -- node's share of it (computed from the live heartbeats at each resume).
@@ -61,8 +86,42 @@ function settleLease(keys, lease, ____end)
     end
     return true
 end
---- A failure of a request that held no lease (it went outside the window): back off all the same.
-function ____exports.noteFailure(keys)
+function withState(keys, write)
+    if scopeExists(keys) then
+        write(keys)
+        return
+    end
+    local ____, err = ____exports.withScopeLock(
+        keys,
+        function(k)
+            local made, why = createLocked(k, settings.cfg.max_scopes)
+            if not made then
+                error(why, 0)
+            end
+            write(k)
+            return true
+        end
+    )
+    if err ~= nil then
+        logOnce(ngx.WARN, "state", (("intermission: no back-off for scope " .. keys.scope) .. ": ") .. err)
+    end
+end
+--- A failure of a request that held no lease (it went outside the window): back off all
+-- the same. A scope with no state (reclaim.ts) is made for it if `canWait` (content
+-- phase: a retry follows), else left alone (nothing to slow, no orphan keys).
+function ____exports.noteFailure(keys, canWait)
+    if canWait == nil then
+        canWait = false
+    end
+    if not scopeExists(keys) then
+        if canWait then
+            withState(keys, failed)
+        end
+        return
+    end
+    failed(keys)
+end
+function failed(keys)
     local st = zones.state
     local now = ngx.now()
     local step = math.min(
@@ -82,6 +141,9 @@ function ____exports.noteFailure(keys)
 end
 function noteStarted(keys, seconds)
     local st = zones.state
+    if not scopeExists(keys) then
+        return
+    end
     if seconds ~= nil then
         local typical = num(st, keys.typical)
         st:safe_set(
@@ -340,7 +402,7 @@ function ____exports.resumeLocked(keys, now)
     st:safe_set(keys.backoffUntil, 0)
     st:safe_set(keys.backoffStep, 0)
     resetLongLived(keys)
-    st:safe_set(
+    zones.counters:set(
         keys.lastPause,
         now - num(st, keys.since)
     )
@@ -418,6 +480,9 @@ function step(keys)
     if mode == "draining" and done then
         writeMode(keys, "draining", "running")
     end
+    if done and (mode == "running" or mode == "draining") then
+        reclaimLocked(keys, now)
+    end
 end
 --- Grants whatever may go now. Never yields: safe in every phase.
 function ____exports.advance(keys)
@@ -486,35 +551,19 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 2
 LONG_FACTOR = 4
 LONG_FLOOR = 0.5
---- Runs fn under the scope's lock, waiting for it (content and timer phases only).
-function ____exports.withScopeLock(keys, fn)
-    local waited = 0
-    local pause = 0.001
-    while not tryLock(keys) do
-        if waited >= 2 then
-            return nil, ("scope " .. keys.scope) .. " is locked"
-        end
-        ngx.sleep(pause)
-        waited = waited + pause
-        pause = math.min(pause * 2, 0.01)
-    end
-    local ok, result = pcall(fn, keys)
-    zones.state:delete(keys.lock)
-    if not ok then
-        return nil, tostring(result)
-    end
-    ____exports.advance(keys)
-    return result, nil
-end
 --- Stops grants for `seconds` at least (more if the back-off already says so): a request
 -- that failed at the upstream again spaces its next try, and, as the retry lane and the
 -- queue keep their order, everyone behind it waits with it.
 function ____exports.backOffAtLeast(keys, seconds)
-    local st = zones.state
     local ____until = ngx.now() + seconds
-    if num(st, keys.backoffUntil) < ____until then
-        st:safe_set(keys.backoffUntil, ____until)
-    end
+    withState(
+        keys,
+        function(k)
+            if num(zones.state, k.backoffUntil) < ____until then
+                zones.state:safe_set(k.backoffUntil, ____until)
+            end
+        end
+    )
 end
 --- Gives a lease back (header_filter, log, or a request that will not use it). Never yields.
 -- `started`: seconds from its release to its response's start. A lease the advancer freed
@@ -626,6 +675,61 @@ local function writeTicket(keys, lane, t, deadline, again)
     giveUp(keys, lane, t)
     return false
 end
+--- How long a ticket taker waits at most for a reclaim that sealed its lane (reclaim.ts) to end.
+local SEALED_WAIT = LOCK_TTL
+--- Takes ticket t = incr(seq) in `lane`, whatever a reclaim of the scope (reclaim.ts) is
+-- doing: a sealed lane (t <= 0) is waited out: its ticket stands once the seal is undone
+-- in the same incarnation (t + SEAL); if the scope is gone (or was never made), it is
+-- made again and the ticket taken under its lock, where no reclaim runs. Access phase
+-- only (it may sleep, for a moment). Undefined: no ticket (max_scopes met, the lock, the
+-- zone full); the caller logs nothing more than its refusal.
+local function takeTicket(keys, lane)
+    local st = zones.state
+    local mark = st:get(keys.made)
+    if mark ~= nil then
+        local t = st:incr(lane.seq, 1)
+        if t ~= nil and t > 0 then
+            return t
+        end
+        if t ~= nil then
+            local waited = 0
+            while waited < SEALED_WAIT do
+                local v = st:get(lane.seq)
+                if v == nil then
+                    break
+                end
+                if v > 0 then
+                    if (st:get(keys.made)) == mark then
+                        return t + SEAL
+                    end
+                    break
+                end
+                ngx.sleep(0.001)
+                waited = waited + 0.001
+            end
+        end
+    end
+    local taken, err = ____exports.withScopeLock(
+        keys,
+        function(k)
+            local made, why = createLocked(k, settings.cfg.max_scopes)
+            if not made then
+                return why
+            end
+            local n, incrErr = zones.state:incr(lane.seq, 1)
+            return n or "cannot take a ticket: " .. tostring(incrErr)
+        end
+    )
+    if type(taken) == "number" then
+        return taken
+    end
+    logOnce(
+        ngx.WARN,
+        "ticket-scope",
+        ((("intermission: cannot hold a request in scope " .. keys.scope) .. ": ") .. tostring(taken or err)) .. "; answering 503"
+    )
+    return nil
+end
 --- Takes a ticket in `lane` and writes its deadline (w|t): from the incr on the request
 -- counts as held, and nothing is left to undo if its worker dies (an unwritten ticket is
 -- passed over as dead after the grace, which counts it decided).
@@ -637,11 +741,10 @@ end
 -- most one per worker and freed place. A ticket whose deadline cannot be written (the
 -- queue zone is full) is given up too: the request is answered 503, never forwarded.
 function ____exports.admit(keys, lane, deadline)
-    local st = zones.state
     if ____exports.atCapacity(keys) then
         return nil, "held"
     end
-    local t = st:incr(lane.seq, 1)
+    local t = takeTicket(keys, lane)
     if t == nil then
         return nil, "full"
     end
@@ -659,8 +762,8 @@ function ____exports.admit(keys, lane, deadline)
     ) then
         return nil, "full"
     end
-    if held > num(st, keys.lastQueue) and modeOf(keys) == "paused" then
-        st:safe_set(keys.lastQueue, held)
+    if held > num(zones.counters, keys.lastQueue) and modeOf(keys) == "paused" then
+        zones.counters:set(keys.lastQueue, held)
     end
     return t, nil
 end
@@ -686,7 +789,6 @@ end
 -- Returns the outcome and, when released, the lease the caller returns once the response
 -- starts. `label` names it in the log.
 function ____exports.hold(keys, lane, ticket, deadline, w, label)
-    local st = zones.state
     local q = zones.queue
     local t = ticket
     while true do
@@ -757,12 +859,12 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                 q:delete(lane.ticketPrefix .. tostring(t))
                 ngx.update_time()
                 if outcome == "timeout" and ngx.now() < deadline then
-                    local next = st:incr(lane.seq, 1)
+                    local next = takeTicket(keys, lane)
                     if next == nil then
                         return "error", 0
                     end
                     t = next
-                    goto __continue129
+                    goto __continue151
                 end
                 return outcome, 0
             end
@@ -773,7 +875,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue129::
+        ::__continue151::
     end
 end
 waiters.setAdvance(____exports.advance)

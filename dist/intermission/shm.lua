@@ -16,6 +16,10 @@ ____exports.BUSY_KEY = "busy"
 ____exports.LOCK_KEY = "lock"
 --- Global key: how many scopes exist (bounded by max_scopes).
 ____exports.SCOPE_COUNT_KEY = "scopes"
+--- Global key, never deleted: every ticket and lease number a reclaimed scope ever issued
+-- is below it (reclaim.ts). A scope made again starts its sequences here, so a ticket
+-- number is never issued twice while a claim of the earlier one may still be read.
+____exports.SEQ_BASE_KEY = "#seqbase"
 --- Global key, fleet mode with fleet_release_window: this node's share of the fleet's window.
 ____exports.FLEET_SHARE_KEY = "#fleet|share"
 --- Fleet mode: set by setup() on a cold start, requests wait for the first sync (fleet/sync.ts).
@@ -112,33 +116,63 @@ function ____exports.num(zone, key)
     local v = zone:get(key)
     return type(v) == "number" and v or 0
 end
---- Whether the scope has been created on this node (it has state).
+--- Whether the scope has state on this node (it was made, and not reclaimed since).
 function ____exports.scopeExists(keys)
     return (____exports.zones.state:get(keys.made)) ~= nil
 end
---- The numeric keys every scope has from its creation on; incr() needs them to exist.
-local function numericKeys(keys)
+--- The ticket and lease sequences, and what counts against them: a scope starts them all
+-- at the node's SEQ_BASE_KEY (decided at twice it: both lanes).
+function ____exports.sequenceKeys(keys)
     return {
-        keys.dirty,
         keys.main.seq,
         keys.main.head,
         keys.retry.seq,
         keys.retry.head,
         keys.stop,
-        keys.decided,
+        keys.leaseSeq,
+        keys.leaseOldest
+    }
+end
+--- The other numeric keys every scope has from its creation on (0 then); incr() needs them to exist.
+function ____exports.plainNumericKeys(keys)
+    return {
+        keys.dirty,
         keys.unclaimed,
         keys.used,
         keys.window,
         keys.backoffUntil,
         keys.backoffStep,
-        keys.leaseSeq,
-        keys.leaseOldest,
         keys.since,
         keys["until"],
-        keys.readyUntil,
-        keys.lastQueue,
-        keys.lastPause
+        keys.readyUntil
     }
+end
+local function numericKeys(keys)
+    local all = ____exports.sequenceKeys(keys)
+    all[#all + 1] = keys.decided
+    for ____, k in ipairs(____exports.plainNumericKeys(keys)) do
+        all[#all + 1] = k
+    end
+    return all
+end
+--- Every key of the scope's in the state zone but its mark and its lock (reclaim.ts deletes them).
+function ____exports.stateKeys(keys)
+    local all = numericKeys(keys)
+    for ____, k in ipairs({
+        keys.mode,
+        keys.reason,
+        keys.okAt,
+        keys.typical,
+        keys.probes,
+        keys.outageAddr
+    }) do
+        all[#all + 1] = k
+    end
+    return all
+end
+--- The probers' claims of the scope (ready.ts, outage.ts): while one is there, a timer works for the scope.
+function ____exports.proberKeys(keys)
+    return {"#prober|" .. keys.scope, "#connect|" .. keys.scope, keys.scope .. "|oprober"}
 end
 --- A shared-dict entry's headers: the rbtree node up to its color, and the shdict node up to its data.
 local ENTRY_HEADER = 32 + 36
@@ -187,38 +221,6 @@ function ____exports.stateZoneTooSmall(maxScopes, dict)
     end
     return ((((((((("option \"max_scopes\" = " .. tostring(maxScopes)) .. " needs a state zone of ") .. tostring(math.ceil(needed / 1024))) .. " KiB (") .. tostring(____exports.scopeBytes())) .. " bytes a scope at most), but lua_shared_dict ") .. dict) .. " has ") .. tostring(math.floor(capacity / 1024))) .. " KiB: make the zone larger or max_scopes smaller"
 end
---- Creates the scope's state on first use, within the max_scopes bound. The bound keeps
--- the state zone from ever filling up: a scope beyond it is refused and changes nothing.
-function ____exports.ensureScope(keys, maxScopes)
-    local zone = ____exports.zones.state
-    if (zone:get(keys.made)) ~= nil then
-        return true, nil
-    end
-    zone:safe_add(____exports.SCOPE_COUNT_KEY, 0)
-    local count, err = zone:incr(____exports.SCOPE_COUNT_KEY, 1)
-    if count == nil then
-        return false, "cannot count scopes: " .. tostring(err)
-    end
-    if count > maxScopes then
-        zone:incr(____exports.SCOPE_COUNT_KEY, -1)
-        return false, "too many scopes: this node keeps at most max_scopes = " .. tostring(maxScopes)
-    end
-    for ____, k in ipairs(numericKeys(keys)) do
-        local ok, addErr = zone:safe_add(k, 0)
-        if not ok and addErr ~= "exists" then
-            zone:incr(____exports.SCOPE_COUNT_KEY, -1)
-            return false, (("cannot create scope " .. keys.scope) .. ": ") .. tostring(addErr)
-        end
-    end
-    local added, markErr = zone:safe_add(keys.made, true)
-    if not added then
-        zone:incr(____exports.SCOPE_COUNT_KEY, -1)
-        if markErr ~= "exists" then
-            return false, (("cannot create scope " .. keys.scope) .. ": ") .. tostring(markErr)
-        end
-    end
-    return true, nil
-end
 --- Keys of 0.2.0 and earlier, whose zones outlive a reload, under their names now: the
 -- scope marks "scope|<name>" (one whose scope really has state: its numeric keys were
 -- made before the mark) and the fleet's keys. The old ones are deleted, so that a scope
@@ -229,7 +231,7 @@ local function upgradeKeys()
     for ____, key in ipairs(zone:get_keys(0)) do
         do
             if string.sub(key, 1, prefixLength) ~= LEGACY_MARK_PREFIX then
-                goto __continue30
+                goto __continue29
             end
             local scope = string.sub(key, prefixLength + 1)
             local value = zone:get(key)
@@ -241,12 +243,12 @@ local function upgradeKeys()
                         ngx.ERR,
                         (("intermission: cannot carry over scope " .. scope) .. " of an earlier version: ") .. tostring(err)
                     )
-                    goto __continue30
+                    goto __continue29
                 end
                 zone:delete(key)
             end
         end
-        ::__continue30::
+        ::__continue29::
     end
     for ____, ____value in ipairs(LEGACY_FLEET_KEYS) do
         local old = ____value[1]
@@ -254,14 +256,14 @@ local function upgradeKeys()
         do
             local value = zone:get(old)
             if value == nil then
-                goto __continue35
+                goto __continue34
             end
             local ok, err = zone:safe_add(now, value)
             if ok or err == "exists" then
                 zone:delete(old)
             end
         end
-        ::__continue35::
+        ::__continue34::
     end
 end
 --- Scopes made by an earlier version counted their held requests in `<scope>|held` and have
@@ -276,7 +278,7 @@ function ____exports.upgradeScopes()
             local keys = ____exports.keysFor(scope)
             zone:safe_add(keys.unclaimed, 0)
             if (zone:get(keys.decided)) ~= nil then
-                goto __continue40
+                goto __continue39
             end
             local heldThen = ____exports.num(zone, scope .. "|held")
             zone:safe_add(
@@ -287,7 +289,7 @@ function ____exports.upgradeScopes()
                 )
             )
         end
-        ::__continue40::
+        ::__continue39::
     end
 end
 return ____exports

@@ -1,9 +1,11 @@
 local ____exports = {}
+local running
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
-local ensureScope = ____shm.ensureScope
 local scopeExists = ____shm.scopeExists
+local ____reclaim = require("intermission.reclaim")
+local createLocked = ____reclaim.createLocked
 local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local ____mode = require("intermission.mode")
@@ -12,6 +14,10 @@ local writeMode = ____mode.writeMode
 local release = require("intermission.release")
 local waiters = require("intermission.waiters")
 local persist = require("intermission.persist")
+function running()
+    local snap = {mode = "running", since = 0, ["until"] = 0, reason = ""}
+    return {previous = "running", mode = "running", already = true, snapshot = snap}
+end
 ____exports.modeOf = modeOf
 function ____exports.snapshot(keys)
     local zone = zones.state
@@ -28,12 +34,23 @@ end
 local function notify(_keys)
     waiters.poke()
 end
-local function transition(keys, fn)
-    local made, err = ensureScope(keys, settings.cfg.max_scopes)
-    if not made then
-        return nil, err
-    end
-    local change, lockErr = release.withScopeLock(keys, fn)
+--- Runs fn under the scope's lock. `create`: the scope's state is made there first if it
+-- has none (max_scopes applies; reclaim.ts makes and reclaims only under the lock);
+-- otherwise a scope with no state (never made, or reclaimed) is running and fn is not run.
+local function transition(keys, create, fn)
+    local change, lockErr = release.withScopeLock(
+        keys,
+        function(k)
+            if not create then
+                return scopeExists(k) and fn(k) or running()
+            end
+            local made, err = createLocked(k, settings.cfg.max_scopes)
+            if not made then
+                error(err, 0)
+            end
+            return fn(k)
+        end
+    )
     if change ~= nil then
         notify(keys)
         local fileErr = persist.save()
@@ -48,6 +65,7 @@ end
 local function stop(keys, mode, ttl, reason)
     return transition(
         keys,
+        true,
         function(k)
             local zone = zones.state
             local previous = modeOf(k)
@@ -76,11 +94,11 @@ end
 --- Release held requests in arrival order; also ends maintenance.
 function ____exports.resume(keys)
     if not scopeExists(keys) then
-        local snap = {mode = "running", since = 0, ["until"] = 0, reason = ""}
-        return {previous = "running", mode = "running", already = true, snapshot = snap}, nil
+        return running(), nil
     end
     return transition(
         keys,
+        false,
         function(k)
             local previous = modeOf(k)
             local mode = release.resumeLocked(

@@ -119,7 +119,8 @@ local function pumpScope(id, q)
             end
         end
     end
-    local head = num(zones.state, q.lane.head)
+    local h = zones.state:get(q.lane.head)
+    local head = type(h) == "number" and h or math.huge
     while q.first <= q.last do
         local w = q.items[q.first + 1]
         local listed = q.tickets[q.first + 1]

@@ -1,6 +1,7 @@
 // The control API: content_by_lua in a location of the user's (e.g. /_intermission/).
 // The last path segment selects the action. Every answer is JSON (metrics aside).
-import { keysFor, ScopeKeys, zones, num, knownScopes, ensureScope } from "./shm";
+import { keysFor, ScopeKeys, zones, num, knownScopes, scopeExists, SCOPE_COUNT_KEY } from "./shm";
+import { sweep } from "./reclaim";
 import { settings } from "./settings";
 import * as state from "./state";
 import * as release from "./release";
@@ -79,7 +80,7 @@ function describe(keys: ScopeKeys): { [k: string]: unknown } {
     queued: release.queued(keys),
     release: release.progress(keys),
     waiting_ready: ready.waiting(keys),
-    last_pause: { seconds: num(zones.state, keys.lastPause), queue: num(zones.state, keys.lastQueue) },
+    last_pause: { seconds: num(zones.counters, keys.lastPause), queue: num(zones.counters, keys.lastQueue) },
     ready_wait_seconds: counters.total(keys, "ready_wait_seconds"),
     in_flight: inflight.total(),
     since: snap.since > 0 ? snap.since : undefined,
@@ -130,6 +131,19 @@ function drain(seconds: number, version: number): LuaMultiReturn<[boolean, numbe
   }
 }
 
+function tooManyScopes(): string {
+  return `too many scopes: this node keeps at most max_scopes = ${settings.cfg.max_scopes} scopes that are stopped, holding or releasing (idle ones are reclaimed)`;
+}
+
+/** Whether the scope has state, or a new one fits under max_scopes (sweeping idle scopes at the bound). */
+function roomFor(keys: ScopeKeys): boolean {
+  if (scopeExists(keys)) return true;
+  const max = settings.cfg.max_scopes;
+  if (num(zones.state, SCOPE_COUNT_KEY) < max) return true;
+  sweep();
+  return num(zones.state, SCOPE_COUNT_KEY) < max;
+}
+
 function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: params.ControlParams): never {
   const cfg = settings.cfg;
   const reason = p.reason ?? "";
@@ -137,9 +151,9 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
   // A pause expires after pause_ttl unless told otherwise; maintenance lasts until resumed.
   const ttl = action === "pause" ? (p.ttl ?? cfg.pause_ttl) : action === "maintenance" ? (p.ttl ?? 0) : 0;
   if (action !== "resume") {
-    // Within the scope bound, or nothing changes anywhere (the fleet included).
-    const [made, scopeErr] = ensureScope(keys, cfg.max_scopes);
-    if (!made) return jsonError(409, `${action} not applied: ${scopeErr}`, "scope");
+    // Within the scope bound, or nothing changes anywhere (the fleet included). The state
+    // is made under the scope's lock by the transition (reclaim.ts); this only looks.
+    if (!roomFor(keys)) return jsonError(409, `${action} not applied: ${tooManyScopes()}`, "scope");
   }
   let version = 0;
   if (cfg.store === "redis") {
@@ -181,6 +195,10 @@ function mutate(action: "pause" | "resume" | "maintenance", keys: ScopeKeys, p: 
   else if (action === "maintenance") result = state.maintenance(keys, ttl, reason);
   else result = state.resume(keys);
   const [change, err] = result;
+  if (change === undefined && err !== undefined && string.find(err, "too many scopes", 1, true)[0] !== undefined) {
+    // Met the bound between the look above and the transition (a race with another new scope).
+    return jsonError(409, `${action} not applied: ${err}`, "scope");
+  }
   // After the resume, whose first grant takes a window of 1 whatever the share.
   if (action === "resume" && cfg.store === "redis") fleet.sync!.refreshShare();
   if (change === undefined) {

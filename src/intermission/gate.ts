@@ -2,7 +2,7 @@
 // request that access() has seen before (an internal redirect). It decides whether the
 // request passes, is answered 503, or is held (release.hold), and keeps the request's
 // Record so that header_filter() and log() give back exactly what it took.
-import { keysFor, zones, ScopeKeys, Lane, ensureScope } from "./shm";
+import { keysFor, zones, ScopeKeys, Lane } from "./shm";
 import * as inflight from "./inflight";
 import { fleet } from "./fleetmode";
 import { settings } from "./settings";
@@ -444,7 +444,7 @@ export function retry(): void {
   const lease = rec.lease;
   rec.lease = 0;
   if (lease > 0) release.returnLease(keys, lease, "failure");
-  else release.noteFailure(keys);
+  else release.noteFailure(keys, true); // its scope may have been reclaimed since its release: made again
   ngx.update_time();
   const tries = (rec.tries ?? 0) + 1;
   rec.tries = tries;
@@ -494,16 +494,8 @@ function holdNeverHeld(r: number, start: number, status: number, declined: boole
   const deadline = start + math.min(settings.cfg.outage_hold, maxHoldHere());
   if (ngx.now() >= deadline) return exitError(r, failed);
   // "Not applied": the application is up but not ready (its database, say): no outage
-  // (its port accepts), the retry waits instead (replayed).
-  // Its scope may never have been stopped on this node: its queue's keys exist only once
-  // the scope is made (the release's incr never creates a key, so that nothing evicts).
-  if (declined) {
-    const [made, scopeErr] = ensureScope(keys, settings.cfg.max_scopes);
-    if (!made) {
-      ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not retried: ${scopeErr}`);
-      return exitError(r, failed);
-    }
-  }
+  // (its port accepts), the retry waits instead (replayed). Its scope may have no state
+  // on this node (never stopped, or reclaimed): its ticket makes it (release.takeTicket).
   const mode = declined ? state.modeOf(keys) : outage.enter(keys, addr!);
   if (mode === undefined) return exitError(r, failed);
   // From here it is no longer in flight (it failed); access() holds it again.

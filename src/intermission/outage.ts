@@ -12,7 +12,8 @@
 //
 // Bounds: a request waits min(outage_hold, max_hold); once an outage is older than
 // outage_hold, new requests get 503 + Retry-After at once (failingFast) until it ends.
-import { ScopeKeys, zones, num, keysFor, ensureScope } from "./shm";
+import { ScopeKeys, zones, num, keysFor } from "./shm";
+import { createLocked } from "./reclaim";
 import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
 import * as release from "./release";
@@ -48,12 +49,10 @@ export function probeable(addr: string | undefined): boolean {
  * Returns the mode now, or undefined when the scope cannot be had (max_scopes, lock).
  */
 export function enter(keys: ScopeKeys, addr: string): Mode | undefined {
-  const [made, err] = ensureScope(keys, settings.cfg.max_scopes);
-  if (!made) {
-    ngx.log(ngx.WARN, `intermission: no outage hold for scope ${keys.scope}: ${err}`);
-    return undefined;
-  }
   const [mode, lockErr] = release.withScopeLock(keys, (k) => {
+    // Made here, under the lock (reclaim.ts), if it has no state.
+    const [made, err] = createLocked(k, settings.cfg.max_scopes);
+    if (!made) error(err!, 0);
     const m = modeOf(k);
     if (m !== "running") return m;
     const zone = zones.state;
@@ -198,7 +197,11 @@ function prober(this: void, _premature: boolean, scope: string): void {
     ngx.sleep(pause);
     pause = math.min(pause * 2, MAX);
   }
-  if (mine && claimed(keys)) zones.state.delete(proberKey(keys));
+  if (mine && claimed(keys)) {
+    zones.state.delete(proberKey(keys));
+    // Its claim kept the scope from being reclaimed (reclaim.ts): look again now it is gone.
+    release.advance(keys);
+  }
 }
 
 waiters.setProbe(ensureProber);

@@ -32,7 +32,8 @@
 // owned by the worker user, so the workers can write there. setup({ state_file = ... })
 // names another; false turns it off.
 import * as cjson from "cjson.safe";
-import { ScopeKeys, zones, num, keysFor, knownScopes, ensureScope } from "./shm";
+import { ScopeKeys, zones, num, keysFor, knownScopes } from "./shm";
+import { createLocked } from "./reclaim";
 import { settings } from "./settings";
 import { modeOf, writeMode } from "./mode";
 import * as release from "./release";
@@ -192,7 +193,8 @@ export function restore(): void {
   for (const e of saved.scopes) {
     if (e.until !== 0 && e.until <= now) continue;
     const keys = keysFor(e.scope);
-    const [made, err] = ensureScope(keys, settings.cfg.max_scopes);
+    // In the master before any worker exists: no lock is needed to make it.
+    const [made, err] = createLocked(keys, settings.cfg.max_scopes);
     if (!made) {
       ngx.log(ngx.ERR, `intermission: cannot restore the ${e.mode} of scope ${e.scope} from ${file}: ${err}`);
       continue;

@@ -35,7 +35,14 @@
 // as a success only if a response has started well since it was granted; otherwise
 // the upstream may be hung, and the release only probes it, one request at a time, a
 // window's worth at most (see freeLongLived).
-import { ScopeKeys, Lane, zones, num, FLEET_SHARE_KEY } from "./shm";
+//
+// A scope that runs again with every ticket decided and no lease out is idle, and step()
+// reclaims its state (reclaim.ts; its own model, model/reclaim.pml: release.pml's
+// protocol runs within one incarnation of a scope). The one write here that takes no
+// lock, a ticket's incr, goes through takeTicket(), which waits out a reclaim's seal or
+// makes the scope again under its lock.
+import { ScopeKeys, Lane, zones, num, FLEET_SHARE_KEY, scopeExists } from "./shm";
+import { createLocked, reclaimLocked, SEAL } from "./reclaim";
 import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
 import * as waiters from "./waiters";
@@ -137,8 +144,40 @@ function settleLease(keys: ScopeKeys, lease: number, end: SettleEnd): boolean {
   return true;
 }
 
-/** A failure of a request that held no lease (it went outside the window): back off all the same. */
-export function noteFailure(keys: ScopeKeys): void {
+/**
+ * Runs `write` on the scope's state; a scope with none (reclaimed, or never stopped on
+ * this node) is made first, under its lock, and `write` runs there: what it writes (a
+ * back-off, a wait) keeps the scope from being reclaimed before the request's ticket
+ * comes. Content and access phases only (the lock may be waited for).
+ */
+function withState(keys: ScopeKeys, write: (this: void, keys: ScopeKeys) => void): void {
+  if (scopeExists(keys)) {
+    write(keys);
+    return;
+  }
+  const [, err] = withScopeLock(keys, (k) => {
+    const [made, why] = createLocked(k, settings.cfg.max_scopes);
+    if (!made) error(why!, 0);
+    write(k);
+    return true;
+  });
+  if (err !== undefined) logOnce(ngx.WARN, "state", `intermission: no back-off for scope ${keys.scope}: ${err}`);
+}
+
+/**
+ * A failure of a request that held no lease (it went outside the window): back off all
+ * the same. A scope with no state (reclaim.ts) is made for it if `canWait` (content
+ * phase: a retry follows), else left alone (nothing to slow, no orphan keys).
+ */
+export function noteFailure(keys: ScopeKeys, canWait = false): void {
+  if (!scopeExists(keys)) {
+    if (canWait) withState(keys, failed);
+    return;
+  }
+  failed(keys);
+}
+
+function failed(this: void, keys: ScopeKeys): void {
   const st = zones.state;
   const now = ngx.now();
   const step = math.min(math.max(num(st, keys.backoffStep) * 2, BACKOFF_FIRST), BACKOFF_MAX);
@@ -155,9 +194,10 @@ export function noteFailure(keys: ScopeKeys): void {
  * queue keep their order, everyone behind it waits with it.
  */
 export function backOffAtLeast(keys: ScopeKeys, seconds: number): void {
-  const st = zones.state;
   const until = ngx.now() + seconds;
-  if (num(st, keys.backoffUntil) < until) st.safe_set(keys.backoffUntil, until);
+  withState(keys, (k) => {
+    if (num(zones.state, k.backoffUntil) < until) zones.state.safe_set(k.backoffUntil, until);
+  });
 }
 
 /**
@@ -178,6 +218,7 @@ export function returnLease(keys: ScopeKeys, lease: number, end: LeaseEnd, start
 /** A response started well, `seconds` after its release: the upstream answers. */
 function noteStarted(keys: ScopeKeys, seconds: number | undefined): void {
   const st = zones.state;
+  if (!scopeExists(keys)) return; // reclaimed (reclaim.ts): its evidence went with it
   if (seconds !== undefined) {
     const typical = num(st, keys.typical);
     st.safe_set(keys.typical, typical > 0 ? typical * 0.75 + seconds * 0.25 : math.max(seconds, 0.001));
@@ -427,7 +468,7 @@ export function resumeLocked(keys: ScopeKeys, now: number): Mode {
   st.safe_set(keys.backoffUntil, 0);
   st.safe_set(keys.backoffStep, 0);
   resetLongLived(keys);
-  st.safe_set(keys.lastPause, now - num(st, keys.since));
+  zones.counters.set(keys.lastPause, now - num(st, keys.since));
   st.safe_set(keys.since, now);
   st.safe_set(keys.until, 0);
   st.safe_set(keys.reason, "");
@@ -498,6 +539,8 @@ function step(keys: ScopeKeys): void {
   const done = drainLane(keys, keys.main, num(st, keys.stop), now);
   // The backlog is granted, and so is everything that queued behind it: run again.
   if (mode === "draining" && done) writeMode(keys, "draining", "running");
+  // Running with nothing held, queued or leased: its state goes (reclaim.ts).
+  if (done && (mode === "running" || mode === "draining")) reclaimLocked(keys, now);
 }
 
 /** Grants whatever may go now. Never yields: safe in every phase. */
@@ -606,6 +649,50 @@ function writeTicket(keys: ScopeKeys, lane: Lane, t: number, deadline: number, a
   return false;
 }
 
+/** How long a ticket taker waits at most for a reclaim that sealed its lane (reclaim.ts) to end. */
+const SEALED_WAIT = LOCK_TTL;
+
+/**
+ * Takes ticket t = incr(seq) in `lane`, whatever a reclaim of the scope (reclaim.ts) is
+ * doing: a sealed lane (t <= 0) is waited out: its ticket stands once the seal is undone
+ * in the same incarnation (t + SEAL); if the scope is gone (or was never made), it is
+ * made again and the ticket taken under its lock, where no reclaim runs. Access phase
+ * only (it may sleep, for a moment). Undefined: no ticket (max_scopes met, the lock, the
+ * zone full); the caller logs nothing more than its refusal.
+ */
+function takeTicket(keys: ScopeKeys, lane: Lane): number | undefined {
+  const st = zones.state;
+  const [mark] = st.get(keys.made);
+  if (mark !== undefined) {
+    const [t] = st.incr(lane.seq, 1);
+    if (t !== undefined && t > 0) return t;
+    if (t !== undefined) {
+      // Sealed by a reclaim that holds the lock now and does not yield: a moment.
+      let waited = 0;
+      while (waited < SEALED_WAIT) {
+        const [v] = st.get(lane.seq);
+        if (v === undefined) break; // reclaimed: the ticket is void
+        if ((v as number) > 0) {
+          // Unsealed: the ticket stands if the scope is the one it was taken in.
+          if (st.get(keys.made)[0] === mark) return t + SEAL;
+          break;
+        }
+        ngx.sleep(0.001);
+        waited += 0.001;
+      }
+    }
+  }
+  const [taken, err] = withScopeLock(keys, (k) => {
+    const [made, why] = createLocked(k, settings.cfg.max_scopes);
+    if (!made) return why!;
+    const [n, incrErr] = zones.state.incr(lane.seq, 1);
+    return n ?? `cannot take a ticket: ${incrErr}`;
+  });
+  if (type(taken) === "number") return taken as number;
+  logOnce(ngx.WARN, "ticket-scope", `intermission: cannot hold a request in scope ${keys.scope}: ${tostring(taken ?? err)}; answering 503`);
+  return undefined;
+}
+
 /**
  * Takes a ticket in `lane` and writes its deadline (w|t): from the incr on the request
  * counts as held, and nothing is left to undo if its worker dies (an unwritten ticket is
@@ -619,9 +706,8 @@ function writeTicket(keys: ScopeKeys, lane: Lane, t: number, deadline: number, a
  * queue zone is full) is given up too: the request is answered 503, never forwarded.
  */
 export function admit(keys: ScopeKeys, lane: Lane, deadline: number): LuaMultiReturn<[number | undefined, Refusal | undefined]> {
-  const st = zones.state;
   if (atCapacity(keys)) return $multi(undefined, "held");
-  const [t] = st.incr(lane.seq, 1);
+  const t = takeTicket(keys, lane);
   if (t === undefined) return $multi(undefined, "full");
   const held = heldNow(keys);
   if (held > settings.cfg.max_held) {
@@ -630,7 +716,7 @@ export function admit(keys: ScopeKeys, lane: Lane, deadline: number): LuaMultiRe
     return $multi(undefined, "held");
   }
   if (!writeTicket(keys, lane, t, deadline, "")) return $multi(undefined, "full");
-  if (held > num(st, keys.lastQueue) && modeOf(keys) === "paused") st.safe_set(keys.lastQueue, held);
+  if (held > num(zones.counters, keys.lastQueue) && modeOf(keys) === "paused") zones.counters.set(keys.lastQueue, held);
   return $multi(t, undefined);
 }
 
@@ -692,7 +778,6 @@ function refusedAsLate(keys: ScopeKeys, deadline: number): boolean {
  * starts. `label` names it in the log.
  */
 export function hold(keys: ScopeKeys, lane: Lane, ticket: number, deadline: number, w: waiters.Waiter, label: string): LuaMultiReturn<[Outcome, number]> {
-  const st = zones.state;
   const q = zones.queue;
   let t = ticket;
   while (true) {
@@ -740,7 +825,7 @@ export function hold(keys: ScopeKeys, lane: Lane, ticket: number, deadline: numb
       q.delete(lane.ticketPrefix + t); // written after the advancer had passed it
       ngx.update_time();
       if (outcome === "timeout" && ngx.now() < deadline) {
-        const [next] = st.incr(lane.seq, 1);
+        const next = takeTicket(keys, lane);
         if (next === undefined) return $multi("error", 0);
         t = next;
         continue;

@@ -83,7 +83,10 @@ export interface ScopeKeys {
   readyUntil: string;
   /** outage: the upstream address whose connection failed ($upstream_addr), probed by outage.ts. */
   outageAddr: string;
-  /** The last pause: its largest queue and how long it lasted. */
+  /**
+   * Counters zone (statistics, kept when the scope's state is reclaimed): the largest
+   * queue of a pause and how long the last pause lasted.
+   */
   lastQueue: string;
   lastPause: string;
   /** Per-lease keys in the queue zone. */
@@ -100,6 +103,12 @@ export const BUSY_KEY = "busy";
 export const LOCK_KEY = "lock";
 /** Global key: how many scopes exist (bounded by max_scopes). */
 export const SCOPE_COUNT_KEY = "scopes";
+/**
+ * Global key, never deleted: every ticket and lease number a reclaimed scope ever issued
+ * is below it (reclaim.ts). A scope made again starts its sequences here, so a ticket
+ * number is never issued twice while a claim of the earlier one may still be read.
+ */
+export const SEQ_BASE_KEY = "#seqbase";
 /** Global key, fleet mode with fleet_release_window: this node's share of the fleet's window. */
 export const FLEET_SHARE_KEY = "#fleet|share";
 /** Fleet mode: set by setup() on a cold start, requests wait for the first sync (fleet/sync.ts). */
@@ -195,16 +204,42 @@ export function num(zone: NgxSharedDict, key: string): number {
   return type(v) === "number" ? (v as number) : 0;
 }
 
-/** Whether the scope has been created on this node (it has state). */
+/** Whether the scope has state on this node (it was made, and not reclaimed since). */
 export function scopeExists(keys: ScopeKeys): boolean {
   return zones.state.get(keys.made)[0] !== undefined;
 }
 
-/** The numeric keys every scope has from its creation on; incr() needs them to exist. */
+/**
+ * The ticket and lease sequences, and what counts against them: a scope starts them all
+ * at the node's SEQ_BASE_KEY (decided at twice it: both lanes).
+ */
+export function sequenceKeys(keys: ScopeKeys): string[] {
+  return [keys.main.seq, keys.main.head, keys.retry.seq, keys.retry.head, keys.stop, keys.leaseSeq, keys.leaseOldest];
+}
+
+/** The other numeric keys every scope has from its creation on (0 then); incr() needs them to exist. */
+export function plainNumericKeys(keys: ScopeKeys): string[] {
+  return [keys.dirty, keys.unclaimed, keys.used, keys.window, keys.backoffUntil, keys.backoffStep, keys.since,
+    keys.until, keys.readyUntil];
+}
+
 function numericKeys(keys: ScopeKeys): string[] {
-  return [keys.dirty, keys.main.seq, keys.main.head, keys.retry.seq, keys.retry.head, keys.stop, keys.decided, keys.unclaimed,
-    keys.used, keys.window, keys.backoffUntil, keys.backoffStep, keys.leaseSeq, keys.leaseOldest, keys.since,
-    keys.until, keys.readyUntil, keys.lastQueue, keys.lastPause];
+  const all = sequenceKeys(keys);
+  all.push(keys.decided);
+  for (const k of plainNumericKeys(keys)) all.push(k);
+  return all;
+}
+
+/** Every key of the scope's in the state zone but its mark and its lock (reclaim.ts deletes them). */
+export function stateKeys(keys: ScopeKeys): string[] {
+  const all = numericKeys(keys);
+  for (const k of [keys.mode, keys.reason, keys.okAt, keys.typical, keys.probes, keys.outageAddr]) all.push(k);
+  return all;
+}
+
+/** The probers' claims of the scope (ready.ts, outage.ts): while one is there, a timer works for the scope. */
+export function proberKeys(keys: ScopeKeys): string[] {
+  return [`#prober|${keys.scope}`, `#connect|${keys.scope}`, `${keys.scope}|oprober`];
 }
 
 // ---- what a scope costs the state zone ----------------------------------------------
@@ -255,36 +290,6 @@ export function stateZoneTooSmall(maxScopes: number, dict: string): string | und
   const capacity = zones.state.capacity();
   if (capacity >= needed) return undefined;
   return `option "max_scopes" = ${maxScopes} needs a state zone of ${math.ceil(needed / 1024)} KiB (${scopeBytes()} bytes a scope at most), but lua_shared_dict ${dict} has ${math.floor(capacity / 1024)} KiB: make the zone larger or max_scopes smaller`;
-}
-
-/**
- * Creates the scope's state on first use, within the max_scopes bound. The bound keeps
- * the state zone from ever filling up: a scope beyond it is refused and changes nothing.
- */
-export function ensureScope(keys: ScopeKeys, maxScopes: number): LuaMultiReturn<[boolean, string | undefined]> {
-  const zone = zones.state;
-  if (zone.get(keys.made)[0] !== undefined) return $multi(true, undefined);
-  zone.safe_add(SCOPE_COUNT_KEY, 0);
-  const [count, err] = zone.incr(SCOPE_COUNT_KEY, 1);
-  if (count === undefined) return $multi(false, `cannot count scopes: ${err}`);
-  if (count > maxScopes) {
-    zone.incr(SCOPE_COUNT_KEY, -1);
-    return $multi(false, `too many scopes: this node keeps at most max_scopes = ${maxScopes}`);
-  }
-  for (const k of numericKeys(keys)) {
-    const [ok, addErr] = zone.safe_add(k, 0);
-    if (!ok && addErr !== "exists") {
-      zone.incr(SCOPE_COUNT_KEY, -1);
-      return $multi(false, `cannot create scope ${keys.scope}: ${addErr}`);
-    }
-  }
-  const [added, markErr] = zone.safe_add(keys.made, true);
-  if (!added) {
-    // Another worker created it at the same moment: it counted it.
-    zone.incr(SCOPE_COUNT_KEY, -1);
-    if (markErr !== "exists") return $multi(false, `cannot create scope ${keys.scope}: ${markErr}`);
-  }
-  return $multi(true, undefined);
 }
 
 /**

@@ -3,7 +3,8 @@
 // takes, so a transition and a release step never interleave. Expired pauses and
 // finished drains are settled by the advancer, which every waiting worker's watcher,
 // every held request and every control call runs: no timer runs for them.
-import { ScopeKeys, zones, num, ensureScope, scopeExists } from "./shm";
+import { ScopeKeys, zones, num, scopeExists } from "./shm";
+import { createLocked } from "./reclaim";
 import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
 import * as release from "./release";
@@ -52,10 +53,18 @@ function notify(_keys: ScopeKeys): void {
 
 type Transition = LuaMultiReturn<[Change | undefined, string | undefined]>;
 
-function transition(keys: ScopeKeys, fn: (this: void, keys: ScopeKeys) => Change): Transition {
-  const [made, err] = ensureScope(keys, settings.cfg.max_scopes);
-  if (!made) return $multi(undefined, err);
-  const [change, lockErr] = release.withScopeLock(keys, fn);
+/**
+ * Runs fn under the scope's lock. `create`: the scope's state is made there first if it
+ * has none (max_scopes applies; reclaim.ts makes and reclaims only under the lock);
+ * otherwise a scope with no state (never made, or reclaimed) is running and fn is not run.
+ */
+function transition(keys: ScopeKeys, create: boolean, fn: (this: void, keys: ScopeKeys) => Change): Transition {
+  const [change, lockErr] = release.withScopeLock(keys, (k) => {
+    if (!create) return scopeExists(k) ? fn(k) : running();
+    const [made, err] = createLocked(k, settings.cfg.max_scopes);
+    if (!made) error(err!, 0);
+    return fn(k);
+  });
   if (change !== undefined) {
     notify(keys);
     // The pauses in force outlive the shared dicts (a binary upgrade): persist.ts.
@@ -70,7 +79,7 @@ function transition(keys: ScopeKeys, fn: (this: void, keys: ScopeKeys) => Change
  * Doing it again refreshes the TTL and reason and reports `already`. ttl 0 = no expiry.
  */
 function stop(keys: ScopeKeys, mode: "paused" | "maintenance", ttl: number, reason: string): Transition {
-  return transition(keys, (k) => {
+  return transition(keys, true, (k) => {
     const zone = zones.state;
     const previous = modeOf(k);
     const now = ngx.now();
@@ -90,14 +99,19 @@ export function maintenance(keys: ScopeKeys, ttl: number, reason: string): Trans
   return stop(keys, "maintenance", ttl, reason);
 }
 
+/** What a resume of a scope with no state answers: it runs, as a scope never seen does. */
+function running(): Change {
+  const snap: Snapshot = { mode: "running", since: 0, until: 0, reason: "" };
+  return { previous: "running", mode: "running", already: true, snapshot: snap };
+}
+
 /** Release held requests in arrival order; also ends maintenance. */
 export function resume(keys: ScopeKeys): Transition {
   if (!scopeExists(keys)) {
-    // Never paused here: nothing to release, and no reason to create it.
-    const snap: Snapshot = { mode: "running", since: 0, until: 0, reason: "" };
-    return $multi({ previous: "running", mode: "running", already: true, snapshot: snap }, undefined);
+    // Never paused here, or reclaimed: nothing to release, and no reason to create it.
+    return $multi(running(), undefined);
   }
-  return transition(keys, (k) => {
+  return transition(keys, false, (k) => {
     const previous = modeOf(k);
     const mode = release.resumeLocked(k, ngx.now());
     return { previous, mode, already: previous === "running" || previous === "draining", snapshot: snapshot(k) };

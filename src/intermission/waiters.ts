@@ -133,7 +133,10 @@ function pumpScope(id: string, q: LocalQueue): void {
       if (w !== undefined && !w.done) post(w);
     }
   }
-  const head = num(zones.state, q.lane.head);
+  // No head: the scope's state was reclaimed (reclaim.ts), which it is only once every
+  // ticket is decided: each waiter reads its claim.
+  const [h] = zones.state.get(q.lane.head);
+  const head = type(h) === "number" ? (h as number) : math.huge;
   while (q.first <= q.last) {
     const w = q.items[q.first];
     const listed = q.tickets[q.first];
