@@ -18,10 +18,14 @@ function parseTarget(s) {
 net.createServer((client) => {
   const upstream = net.connect(target);
   client.pipe(upstream).pipe(client);
-  // Either side failing or closing ends both, as a lost peer would.
-  const end = () => { client.destroy(); upstream.destroy(); };
-  client.on("error", end).on("close", end);
-  upstream.on("error", end).on("close", end);
+  // A side that fails ends both at once, as a lost peer would. A side that closes cleanly
+  // is closed on the other side too, but only after what it sent last is delivered, as a
+  // VIP would: PostgreSQL's last word when it ends a session (FATAL 57P01 "terminating
+  // connection due to administrator command") tells the application that its COMMIT did
+  // not happen; destroyed at once, the application saw only "Connection terminated".
+  const fail = () => { client.destroy(); upstream.destroy(); };
+  client.on("error", fail).on("close", (hadError) => (hadError ? fail() : upstream.end()));
+  upstream.on("error", fail).on("close", (hadError) => (hadError ? fail() : client.end()));
 }).listen(5432, () => console.log(`endpoint: -> ${target.host}:${target.port}`));
 
 http.createServer((req, res) => {
