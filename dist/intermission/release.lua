@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, noteStarted, longAfter, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, deadScanAt, DEAD_SCAN_EVERY, unwritten, expiryCheck, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
+local tryLock, settleLease, noteStarted, longAfter, unansweredRoom, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, LONG_MIN, deadScanAt, DEAD_SCAN_EVERY, unwritten, expiryCheck, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -41,9 +41,9 @@ function settleLease(keys, lease, ____end)
     st:incr(keys.used, -1)
     if ____end == "failure" then
         ____exports.noteFailure(keys)
-    elseif ____end == "silent" then
+    elseif ____end == "expired" then
         st:safe_set(keys.window, 1)
-    elseif (____end == "success" or ____end == "long") and num(st, keys.okAt) > 0 then
+    elseif ____end == "silent" or (____end == "success" or ____end == "long") and num(st, keys.okAt) > 0 then
         local window = math.max(
             num(st, keys.window),
             1
@@ -55,7 +55,7 @@ function settleLease(keys, lease, ____end)
                 math.min(window * 2, limit)
             )
         end
-        if num(st, keys.backoffStep) > 0 then
+        if ____end ~= "silent" and num(st, keys.backoffStep) > 0 then
             st:safe_set(keys.backoffStep, 0)
         end
     end
@@ -77,8 +77,9 @@ function ____exports.noteFailure(keys)
     st:safe_set(keys.window, 1)
     st:safe_set(
         keys.probes,
-        ____exports.windowLimit()
+        ____exports.windowLimit() - 1
     )
+    st:safe_set(keys.okAt, 0)
 end
 function noteStarted(keys, seconds)
     local st = zones.state
@@ -98,10 +99,22 @@ function noteStarted(keys, seconds)
     end
 end
 function longAfter(keys)
-    local typical = num(zones.state, keys.typical)
-    return math.min(
+    local st = zones.state
+    local typical = num(st, keys.typical)
+    local after = math.min(
         math.max(typical * LONG_FACTOR, LONG_FLOOR),
         settings.cfg.release_lease
+    )
+    local silent = num(st, keys.probes)
+    return silent > 0 and math.max(
+        after / 2 ^ math.min(silent, 30),
+        math.min(LONG_MIN, after)
+    ) or after
+end
+function unansweredRoom(keys)
+    return math.max(
+        ____exports.windowLimit() - num(zones.state, keys.probes),
+        1
     )
 end
 function freeLongLived(keys, g, granted, expired)
@@ -110,13 +123,15 @@ function freeLongLived(keys, g, granted, expired)
         settleLease(keys, g, "long")
         return true
     end
-    if not expired then
-        local probes = num(st, keys.probes)
-        if probes >= ____exports.windowLimit() then
-            return false
-        end
-        st:safe_set(keys.probes, probes + 1)
+    if expired then
+        settleLease(keys, g, "expired")
+        return true
     end
+    local probes = num(st, keys.probes)
+    if num(st, keys.used) + probes >= ____exports.windowLimit() then
+        return false
+    end
+    st:safe_set(keys.probes, probes + 1)
     settleLease(keys, g, "silent")
     return true
 end
@@ -173,7 +188,7 @@ function windowHasRoom(keys, now)
             num(st, keys.window),
             1
         ),
-        ____exports.windowLimit()
+        unansweredRoom(keys)
     )
     if num(st, keys.used) < window then
         return true
@@ -485,7 +500,8 @@ local UNWATCHED_POLL = 0.05
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 2
 LONG_FACTOR = 4
-LONG_FLOOR = 0.5
+LONG_FLOOR = 0.4
+LONG_MIN = 0.02
 --- Runs fn under the scope's lock, waiting for it (content and timer phases only).
 function ____exports.withScopeLock(keys, fn)
     local waited = 0
@@ -762,7 +778,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue129
+                    goto __continue130
                 end
                 return outcome, 0
             end
@@ -773,7 +789,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue129::
+        ::__continue130::
     end
 end
 waiters.setAdvance(____exports.advance)
