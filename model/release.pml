@@ -72,6 +72,8 @@
  *   BUG_SILENTBUDGET  a lease freed silently (long-lived, nothing answered since its grant)
  *         under the former probe budget (probes < RW), the leases out not counted: more
  *         than release_window requests out unanswered (P8b; checked with -DRW=1).
+ *   BUG_FAILANSWER  a gateway failure restores the unanswered budget (probes = 0), as if
+ *         it were a response started: a lease freed silently after it grows the window (P9).
  * P8b: at every grant, leases out + requests freed silently since the last response start
  * <= release_window. P9: after a gateway failure, until a response starts well, the
  * window never grows and a grant leaves exactly one lease out.
@@ -224,7 +226,12 @@ bool failed;                 /* ghost: a gateway failure since the last response
 #define NOTE_STARTED okat = true; okSeen = true; probes = 0; silentOut = 0; failed = false; EVID(1); EVID(2); EVID(3); EVID(4); EVID(5)
 /* noteFailure(): window 1, back-off, room for one request (probes = RW - 1), the evidence
  * voided (okAt = 0: no lease is "long" on a response that started before the failure) */
-#define NOTE_FAILURE boff = true; window = 1; probes = RW - 1; okat = false; failed = true; \
+#ifdef BUG_FAILANSWER
+#define FAIL_BUDGET probes = 0          /* BUG: a failure taken as an answer: the budget restored */
+#else
+#define FAIL_BUDGET probes = RW - 1
+#endif
+#define NOTE_FAILURE boff = true; window = 1; FAIL_BUDGET; okat = false; failed = true; \
   lev[1] = false; lev[2] = false; lev[3] = false; lev[4] = false; lev[5] = false
 
 /* ---- the queue zone ---- */
