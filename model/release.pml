@@ -68,7 +68,15 @@
  * and the head stays). admit() checks max_held before it takes a ticket.
  *   BUG_LONGLEASE  a long-lived lease is freed AND counted as a success for slow start
  *         whether or not any response has started since its grant (a hung upstream, where
- *         every request looks long-lived, would get a burst) : P8.
+ *         every request looks long-lived, would get a burst) : P8a.
+ *   BUG_SILENTBUDGET  a lease freed silently (long-lived, nothing answered since its grant)
+ *         under the former probe budget (probes < RW), the leases out not counted: more
+ *         than release_window requests out unanswered (P8b; checked with -DRW=1).
+ *   BUG_FAILANSWER  a gateway failure restores the unanswered budget (probes = 0), as if
+ *         it were a response started: a lease freed silently after it grows the window (P9).
+ * P8b: at every grant, leases out + requests freed silently since the last response start
+ * <= release_window. P9: after a gateway failure, until a response starts well, the
+ * window never grows and a grant leaves exactly one lease out.
  * Switches: NOR0/NOR1/NOR2 (leave a request out), KILL (W1 may die), STALL (R2 may stall
  * GRACE before writing its ticket: it is passed over as dead and queues again), ABORT=r
  * (one client abort), KILLCO=r (the coroutine of r is killed while it sleeps: log runs
@@ -77,7 +85,7 @@
  * (see advance), NOFAIL (every upstream answers), DEADEXP (only leases of dead holders
  * expire), DEADSLOW (see above).
  *
- * on_timeout = "reject" throughout; release_window = 2.
+ * on_timeout = "reject" throughout; release_window = 2 (RW=n sets it).
  */
 
 #define NR    3      /* held requests: R0, R1 in worker W0, R2 in worker W1 */
@@ -85,7 +93,9 @@
 #define CW    2      /* the worker that serves the control API (and the Checker's request) */
 #define MAXT  4      /* ticket numbers 1..MAXT per lane */
 #define MAXL  5      /* lease numbers 1..MAXL */
-#define RW    2      /* release_window */
+#ifndef RW
+#define RW    2      /* release_window (-DRW=1 for the unanswered budget's check) */
+#endif
 #ifndef MAXHELD
 #define MAXHELD 9
 #endif
@@ -137,7 +147,8 @@
 #define FAILURE 1
 #define UNUSED  2
 #define LONG    3      /* freed as long-lived, with evidence: a success for slow start */
-#define SILENT  4      /* freed as long-lived, nothing answered since its grant: window 1 */
+#define SILENT  4      /* freed as long-lived, nothing answered since its grant, within the budget: grows */
+#define EXPIRED 5      /* freed at release_lease, nothing answered since its grant: window 1 */
 
 /* a request's semaphore: not waiting, waiting, woken by post / by its timeout */
 #define S_IDLE    0
@@ -206,12 +217,22 @@ bool dirty;                  /* `dirty` was bumped since the lock holder read it
 /* ---- long-lived leases (release.ts freeLongLived, noteStarted) ---- */
 bool llong[MAXL + 1];        /* l|g has been out longer than longAfter() */
 bool lev[MAXL + 1];          /* a response started well since l|g was granted (okAt > granted) */
-byte probes;                 /* `probes`: leases freed since with nothing answered (at most RW) */
-bool okat;                   /* okAt > 0: noteStarted() since the resume */
+byte probes;                 /* `probes`: leases freed silently since the last response start (RW - 1 after a failure) */
+bool okat;                   /* okAt > 0: noteStarted() since the resume (and since the last failure) */
 bool okSeen;                 /* ghost: a response started well since the resume */
+byte silentOut;              /* ghost: requests freed silently since the last response start (may hang upstream) */
+bool failed;                 /* ghost: a gateway failure since the last response start */
 #define EVID(g) if :: lease[g] == L_OUT -> lev[g] = true :: else fi
-#define NOTE_STARTED okat = true; okSeen = true; probes = 0; EVID(1); EVID(2); EVID(3); EVID(4); EVID(5)
-#define NOTE_FAILURE boff = true; window = 1; probes = RW
+#define NOTE_STARTED okat = true; okSeen = true; probes = 0; silentOut = 0; failed = false; EVID(1); EVID(2); EVID(3); EVID(4); EVID(5)
+/* noteFailure(): window 1, back-off, room for one request (probes = RW - 1), the evidence
+ * voided (okAt = 0: no lease is "long" on a response that started before the failure) */
+#ifdef BUG_FAILANSWER
+#define FAIL_BUDGET probes = 0          /* BUG: a failure taken as an answer: the budget restored */
+#else
+#define FAIL_BUDGET probes = RW - 1
+#endif
+#define NOTE_FAILURE boff = true; window = 1; FAIL_BUDGET; okat = false; failed = true; \
+  lev[1] = false; lev[2] = false; lev[3] = false; lev[4] = false; lev[5] = false
 
 /* ---- the queue zone ---- */
 bool wkey[2 * (MAXT + 1)];   /* w|t, the ticket's deadline */
@@ -285,8 +306,12 @@ inline settle_lease(g, endk, res) {
      :: (endk == SUCCESS || endk == LONG) && window < RW && okat ->   /* okAt > 0 */
 #endif
         window = RW;                                            /* doubles: 1 -> 2 */
-        assert(okSeen)      /* P8: the window grows only once a response started well since the resume */
-     :: endk == SILENT -> window = 1
+        assert(okSeen);     /* P8a: grown by an answer only once a response started well since the resume */
+        assert(!failed)     /* P9: never grown after a gateway failure until a response starts well */
+     :: endk == SILENT && window < RW ->                        /* silent: a success for slow start */
+        window = RW;
+        assert(!failed)     /* P9 */
+     :: endk == EXPIRED -> window = 1                           /* out release_lease, nothing answered */
      :: else
      fi;
      res = true
@@ -295,16 +320,24 @@ inline settle_lease(g, endk, res) {
 }
 
 /* freeLongLived(): with evidence (a response started well since its grant) a success for
- * slow start; without, window 1 and one probe of at most RW (an expired one needs none);
- * no probe left: it stays (and so do the younger ones). */
+ * slow start ("long"); expired: window 1; without evidence, freed silently (a success for
+ * slow start, one more request that may hang upstream: probes++) only while fewer than RW
+ * are out unanswered (used + probes < RW), otherwise it stays (and so do the younger ones).
+ * BUG_SILENTBUDGET: the old probe budget (probes < RW), which ignores the leases out. */
+#ifdef BUG_SILENTBUDGET
+#define SILENT_ROOM (probes < RW)
+#else
+#define SILENT_ROOM (used + probes < RW)
+#endif
 #ifdef BUG_LONGLEASE
 #define FREE_LONG(g) settle_lease(g, LONG, res)
 #else
 #define FREE_LONG(g) \
   if \
   :: lev[g] -> settle_lease(g, LONG, res) \
-  :: !lev[g] && (lexp[g] || probes < RW) -> \
-     if :: !lexp[g] -> probes++; assert(probes <= RW) :: else fi; settle_lease(g, SILENT, res) \
+  :: !lev[g] && lexp[g] -> settle_lease(g, EXPIRED, res) \
+  :: !lev[g] && !lexp[g] && SILENT_ROOM -> \
+     probes++; silentOut++; settle_lease(g, SILENT, res) \
   :: else -> break \
   fi
 #endif
@@ -339,17 +372,20 @@ inline reclaim_dead() {
   o = 0; res = false
 }
 
+/* windowHasRoom()'s window: min(window, unansweredRoom()), unansweredRoom() = max(RW - probes, 1) */
+#define UROOM ((RW - probes) > 1 -> (RW - probes) : 1)
+#define EFFWIN (window < UROOM -> window : UROOM)
 inline window_has_room(room) {
   if
   :: boff || rgate -> room = false               /* now < backoffUntil or readyUntil */
   :: else ->
-     room = (used < window);
+     room = (used < EFFWIN);
      if
-     :: !room -> reclaim_expired(); room = (used < window)
+     :: !room -> reclaim_expired(); room = (used < EFFWIN)
      :: else
      fi;
 #if !defined(BUG_DEADGRANT) && !defined(BUG_DEADLEASE)
-     if :: !room -> reclaim_dead(); room = (used < window) :: else fi
+     if :: !room -> reclaim_dead(); room = (used < EFFWIN) :: else fi
 #endif
      skip
   fi
@@ -418,7 +454,9 @@ inline step_body() {
                    :: paced ->                   /* incr(leaseSeq); safe_add(l|g); incr(used) */
                       leaseSeq++; g = leaseSeq; assert(g <= MAXL);
                       lease[g] = L_OUT; lexp[g] = false; used++;
-                      assert(OUTSTANDING <= RW && used <= RW)   /* P2 */
+                      assert(OUTSTANDING <= RW && used <= RW);  /* P2 */
+                      assert(used + silentOut <= RW);           /* P8b: at most RW out unanswered since the last response start */
+                      assert(!failed || used == 1)              /* P9: one at a time after a gateway failure */
                    :: else
                    fi
                 fi
@@ -834,6 +872,7 @@ inline resume_scope() {                          /* withScopeLock(resumeLocked) 
     :: STOPPED(mode) ->
        stop = seq[MAIN]; window = 1; boff = false;
        okat = false; okSeen = false; probes = 0; /* resetLongLived() */
+       silentOut = 0; failed = false;
        lev[1] = false; lev[2] = false; lev[3] = false; lev[4] = false; lev[5] = false;
        if
        :: head[MAIN] < seq[MAIN] || head[RETRY] < seq[RETRY] ->

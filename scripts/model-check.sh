@@ -2,8 +2,9 @@
 # Checks the spin model of the release protocol (model/release.pml): every property on
 # the fixed protocol must hold over the WHOLE state space, and each re-injected past bug
 # (BUG1, BUG8, BUG_HELDLEAK, BUG_FULLFWD, BUG_FULLCOUNT, BUG_DEADGRANT,
-# BUG_DEADLEASE, the fleet write's BUG_UNCERTAIN, BUG_NOFENCE, and the reclaim's BUG_NOSEAL,
-# BUG_NOBASE, BUG_NOMARK, BUG_RESEEN) must give a counterexample ON ITS OWN PROPERTY, while the
+# BUG_DEADLEASE, BUG_LONGLEASE, BUG_SILENTBUDGET, BUG_FAILANSWER, the fleet write's BUG_UNCERTAIN,
+# BUG_NOFENCE, and the reclaim's BUG_NOSEAL, BUG_NOBASE, BUG_NOMARK, BUG_RESEEN) must give a
+# counterexample ON ITS OWN PROPERTY, while the
 # same configuration without the bug's switch (its control) passes. Prints states, depth
 # and time per check, and "model: N passed, M failed". The configurations are listed in
 # model/README.md.
@@ -177,6 +178,15 @@ bug bug-fullcount -DBUG_FULLCOUNT '((((seq[0]+seq[1])-decided)+unclaimed)==undec
 # Long-lived leases (issue 23): freed and counted a success with nothing answered since
 # the resume, the window grows into a hung upstream (P8).
 bug bug-longlease -DBUG_LONGLEASE 'okSeen' safety -DNOR1 -DNOR2 -DCTL=4
+# The unanswered budget (issue 23 item 1): a lease freed silently (nothing answered since its
+# grant) counts for slow start, but since the last response start at most release_window
+# requests are out unanswered (leases + silent frees, P8b); after a gateway failure, one at
+# a time and no growth (P9). Re-injected: the old probe budget (probes < release_window,
+# the leases out ignored): R0 and R1, release_window 1: R0 freed silently lets R1 in.
+bug bug-silentbudget -DBUG_SILENTBUDGET '(used+silentOut)<=1' safety -DNOR2 -DCOARSE -DCTL=4 -DRW=1
+#   BUG_FAILANSWER: a gateway failure restores the budget as a response start does: R0,
+#   freed silently, fails; R1's lease, out, is then freed silently and grows the window (P9).
+bug bug-failanswer -DBUG_FAILANSWER '!(failed)' safety -DNOR2 -DCOARSE -DCTL=4
 # Unplanned outages (outage.ts): entered from running, ended by the prober's finish or an
 # operator's pause and resume; re-injected: the release step granting during an outage.
 check outage-one  pass safety $ONE -DOUTAGE -DCTL=6

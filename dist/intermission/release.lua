@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, withState, failed, noteStarted, longAfter, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, deadScanAt, DEAD_SCAN_EVERY, unwritten, expiryCheck, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
+local tryLock, settleLease, withState, failed, noteStarted, longAfter, unansweredRoom, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, LONG_MIN, deadScanAt, DEAD_SCAN_EVERY, unwritten, expiryCheck, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -66,9 +66,9 @@ function settleLease(keys, lease, ____end)
     st:incr(keys.used, -1)
     if ____end == "failure" then
         ____exports.noteFailure(keys)
-    elseif ____end == "silent" then
+    elseif ____end == "expired" then
         st:safe_set(keys.window, 1)
-    elseif (____end == "success" or ____end == "long") and num(st, keys.okAt) > 0 then
+    elseif ____end == "silent" or (____end == "success" or ____end == "long") and num(st, keys.okAt) > 0 then
         local window = math.max(
             num(st, keys.window),
             1
@@ -80,7 +80,7 @@ function settleLease(keys, lease, ____end)
                 math.min(window * 2, limit)
             )
         end
-        if num(st, keys.backoffStep) > 0 then
+        if ____end ~= "silent" and num(st, keys.backoffStep) > 0 then
             st:safe_set(keys.backoffStep, 0)
         end
     end
@@ -136,8 +136,9 @@ function failed(keys)
     st:safe_set(keys.window, 1)
     st:safe_set(
         keys.probes,
-        ____exports.windowLimit()
+        ____exports.windowLimit() - 1
     )
+    st:safe_set(keys.okAt, 0)
 end
 function noteStarted(keys, seconds)
     local st = zones.state
@@ -160,10 +161,22 @@ function noteStarted(keys, seconds)
     end
 end
 function longAfter(keys)
-    local typical = num(zones.state, keys.typical)
-    return math.min(
+    local st = zones.state
+    local typical = num(st, keys.typical)
+    local after = math.min(
         math.max(typical * LONG_FACTOR, LONG_FLOOR),
         settings.cfg.release_lease
+    )
+    local silent = num(st, keys.probes)
+    return silent > 0 and math.max(
+        after / 2 ^ math.min(silent, 30),
+        math.min(LONG_MIN, after)
+    ) or after
+end
+function unansweredRoom(keys)
+    return math.max(
+        ____exports.windowLimit() - num(zones.state, keys.probes),
+        1
     )
 end
 function freeLongLived(keys, g, granted, expired)
@@ -172,13 +185,15 @@ function freeLongLived(keys, g, granted, expired)
         settleLease(keys, g, "long")
         return true
     end
-    if not expired then
-        local probes = num(st, keys.probes)
-        if probes >= ____exports.windowLimit() then
-            return false
-        end
-        st:safe_set(keys.probes, probes + 1)
+    if expired then
+        settleLease(keys, g, "expired")
+        return true
     end
+    local probes = num(st, keys.probes)
+    if num(st, keys.used) + probes >= ____exports.windowLimit() then
+        return false
+    end
+    st:safe_set(keys.probes, probes + 1)
     settleLease(keys, g, "silent")
     return true
 end
@@ -235,7 +250,7 @@ function windowHasRoom(keys, now)
             num(st, keys.window),
             1
         ),
-        ____exports.windowLimit()
+        unansweredRoom(keys)
     )
     if num(st, keys.used) < window then
         return true
@@ -550,7 +565,8 @@ local UNWATCHED_POLL = 0.05
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 2
 LONG_FACTOR = 4
-LONG_FLOOR = 0.5
+LONG_FLOOR = 0.4
+LONG_MIN = 0.02
 --- Stops grants for `seconds` at least (more if the back-off already says so): a request
 -- that failed at the upstream again spaces its next try, and, as the retry lane and the
 -- queue keep their order, everyone behind it waits with it.
@@ -864,7 +880,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue151
+                    goto __continue152
                 end
                 return outcome, 0
             end
@@ -875,7 +891,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue151::
+        ::__continue152::
     end
 end
 waiters.setAdvance(____exports.advance)

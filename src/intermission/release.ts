@@ -31,10 +31,18 @@
 // GRACE or after release_lease.
 //
 // A lease out several times longer than the release's typical response start is
-// long-lived (a long poll, a stream, a slow export): it stops holding its slot, and counts
-// as a success only if a response has started well since it was granted; otherwise
-// the upstream may be hung, and the release only probes it, one request at a time, a
-// window's worth at most (see freeLongLived).
+// long-lived (a long poll, a stream, a slow export) and frees its slot (freeLongLived):
+//     "long"     a response started well since its grant: a success for slow start
+//     "silent"   nothing answered since: a success for slow start too, but it spends one
+//                of the release_window requests that may be out unanswered since the last
+//                response start (`probes`), so a hung upstream (where every request looks
+//                long-lived) meets release_window requests at most; with none left the
+//                lease stays, and the window keeps release_window - probes of them
+//     "expired"  out release_lease with nothing answered: freed, window back to 1
+// Each silent free halves the threshold for the next (0.4 s, 0.2 s ... 0.02 s), so a run
+// of long polls at the head passes within about 0.7 s; a response started resets both.
+// A gateway failure leaves room for one request at a time and voids the evidence: no
+// long-lived lease is freed early until a response starts well again.
 //
 // A scope that runs again with every ticket decided and no lease out is idle, and step()
 // reclaims its state (reclaim.ts; its own model, model/reclaim.pml: release.pml's
@@ -68,11 +76,13 @@ const BACKOFF_FIRST = 0.1;
 const BACKOFF_MAX = 2;
 /**
  * Long-lived: out LONG_FACTOR times the typical response start, and LONG_FLOOR seconds at
- * least (also while no response has started since the resume): release_window 1 still
- * means one request at a time for a backend whose ordinary answers take 0.4 s.
+ * least (also while no response has started since the resume), halved by each silent free
+ * since the last response start, down to LONG_MIN. (release_window 1 is one request at a
+ * time all the same: a silent free needs room for a second unanswered request.)
  */
 const LONG_FACTOR = 4;
-const LONG_FLOOR = 0.5;
+const LONG_FLOOR = 0.4;
+const LONG_MIN = 0.02;
 
 export type Outcome = "released" | "timeout" | "aborted" | "maintenance" | "error";
 
@@ -115,11 +125,12 @@ export function windowLimit(): number {
 }
 
 /**
- * How the advancer frees a long-lived lease (freeLongLived): "long" counts as a success
- * for slow start (the upstream answers others meanwhile), "silent" does not and brings
- * the window back to 1 (nothing has answered since the lease was granted).
+ * How the advancer frees a long-lived lease (freeLongLived): "long" (the upstream answers
+ * others meanwhile) and "silent" (nothing has, within the unanswered budget) count as a
+ * success for slow start; "expired" (out release_lease, nothing answered) brings the
+ * window back to 1.
  */
-type SettleEnd = LeaseEnd | "long" | "silent";
+type SettleEnd = LeaseEnd | "long" | "silent" | "expired";
 
 function settleLease(keys: ScopeKeys, lease: number, end: SettleEnd): boolean {
   const q = zones.queue;
@@ -131,15 +142,16 @@ function settleLease(keys: ScopeKeys, lease: number, end: SettleEnd): boolean {
   st.incr(keys.used, -1);
   if (end === "failure") {
     noteFailure(keys);
-  } else if (end === "silent") {
+  } else if (end === "expired") {
     st.safe_set(keys.window, 1);
-  } else if ((end === "success" || end === "long") && num(st, keys.okAt) > 0) {
+  } else if (end === "silent" || ((end === "success" || end === "long") && num(st, keys.okAt) > 0)) {
     // Grows only once a response has started well since the resume (a lease of the
-    // previous release, answered before it, does not count: spin found it).
+    // previous release, answered before it, does not count: spin found it), or on a
+    // silent free, which windowHasRoom() bounds by the unanswered budget instead.
     const window = math.max(num(st, keys.window), 1);
     const limit = windowLimit();
     if (window < limit) st.safe_set(keys.window, math.min(window * 2, limit));
-    if (num(st, keys.backoffStep) > 0) st.safe_set(keys.backoffStep, 0);
+    if (end !== "silent" && num(st, keys.backoffStep) > 0) st.safe_set(keys.backoffStep, 0);
   }
   return true;
 }
@@ -184,8 +196,10 @@ function failed(this: void, keys: ScopeKeys): void {
   st.safe_set(keys.backoffStep, step);
   st.safe_set(keys.backoffUntil, now + step);
   st.safe_set(keys.window, 1);
-  // No more probing past long-lived leases until a response starts well (freeLongLived).
-  st.safe_set(keys.probes, windowLimit());
+  // Until a response starts well: room for one request at a time (windowHasRoom), no
+  // silent free (freeLongLived), and no lease is "long" on evidence from before it.
+  st.safe_set(keys.probes, windowLimit() - 1);
+  st.safe_set(keys.okAt, 0);
 }
 
 /**
@@ -227,20 +241,38 @@ function noteStarted(keys: ScopeKeys, seconds: number | undefined): void {
   if (num(st, keys.probes) > 0) st.safe_set(keys.probes, 0);
 }
 
-/** Seconds after which a lease is long-lived: see the top of this file. */
+/**
+ * Seconds after which a lease is long-lived: see the top of this file. Each silent free
+ * since the last response start halves it (a run of long polls at the head passes in
+ * about twice the first threshold), down to LONG_MIN.
+ */
 function longAfter(keys: ScopeKeys): number {
-  const typical = num(zones.state, keys.typical);
-  return math.min(math.max(typical * LONG_FACTOR, LONG_FLOOR), settings.cfg.release_lease);
+  const st = zones.state;
+  const typical = num(st, keys.typical);
+  const after = math.min(math.max(typical * LONG_FACTOR, LONG_FLOOR), settings.cfg.release_lease);
+  const silent = num(st, keys.probes);
+  return silent > 0 ? math.max(after / 2 ** math.min(silent, 30), math.min(LONG_MIN, after)) : after;
+}
+
+/**
+ * How many more requests may be out unanswered: release_window minus the leases freed
+ * silently since the last response start (a gateway failure leaves room for one).
+ */
+function unansweredRoom(keys: ScopeKeys): number {
+  return math.max(windowLimit() - num(zones.state, keys.probes), 1);
 }
 
 /**
  * Frees lease g, granted at `granted` and out past longAfter(). If a response has started
  * well since it was granted, the upstream answers and this request is merely long: its
- * slot goes to the next, and slow start grows as on a success. If none has, the upstream
- * may be hung (it accepts and never answers, and then every request looks long-lived):
- * the slot is freed but the window goes back to 1, so the release probes it one request
- * at a time, and at most a window's worth of such probes until a response starts (past
- * that, a lease waits out release_lease). False: it stays (the probes are used up).
+ * slot goes to the next, and slow start grows as on a success. If none has, these may be
+ * long polls, or a hung upstream (it accepts and never answers, and then every request
+ * looks long-lived): the lease is freed ("silent", slow start grows) only if the slot it
+ * frees can be used, that is if fewer than release_window requests are out unanswered
+ * since the last response start (its lease, the others, and those freed silently before,
+ * `probes`). Otherwise it waits out release_lease ("expired"), and so do the younger ones:
+ * a hung upstream meets release_window requests, then none until the leases expire.
+ * False: it stays.
  */
 function freeLongLived(keys: ScopeKeys, g: number, granted: number, expired: boolean): boolean {
   const st = zones.state;
@@ -248,11 +280,13 @@ function freeLongLived(keys: ScopeKeys, g: number, granted: number, expired: boo
     settleLease(keys, g, "long");
     return true;
   }
-  if (!expired) {
-    const probes = num(st, keys.probes);
-    if (probes >= windowLimit()) return false;
-    st.safe_set(keys.probes, probes + 1);
+  if (expired) {
+    settleLease(keys, g, "expired");
+    return true;
   }
+  const probes = num(st, keys.probes);
+  if (num(st, keys.used) + probes >= windowLimit()) return false;
+  st.safe_set(keys.probes, probes + 1);
   settleLease(keys, g, "silent");
   return true;
 }
@@ -310,7 +344,7 @@ function reclaimExpired(keys: ScopeKeys, now: number): void {
 function windowHasRoom(keys: ScopeKeys, now: number): boolean {
   const st = zones.state;
   if (now < num(st, keys.backoffUntil) || now < num(st, keys.readyUntil)) return false;
-  const window = math.min(math.max(num(st, keys.window), 1), windowLimit());
+  const window = math.min(math.max(num(st, keys.window), 1), unansweredRoom(keys));
   if (num(st, keys.used) < window) return true;
   reclaimExpired(keys, now);
   if (num(st, keys.used) < window) return true;

@@ -74,7 +74,9 @@ export interface ScopeKeys {
   /**
    * Long-lived leases (release.ts freeLongLived): when a response last started well since
    * the resume (0: none yet), the typical time from grant to response start since the
-   * resume (0: not known yet), and the leases freed since then with no response started.
+   * resume (0: not known yet), and the leases freed silently since the last response
+   * start (each of them may still hang at the upstream; release_window - 1 after a gateway
+   * failure: one request at a time until a response starts well).
    */
   okAt: string;
   typical: string;
