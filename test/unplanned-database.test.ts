@@ -166,7 +166,7 @@ describe("unplanned outages on a real database under load, nobody pausing, witho
       ]));
     it("with the middleware (X-Accel-Redirect: @intermission_retry), none fail and the rows are the 200s", (t) =>
       once(t, SCENARIOS.U3, "intermission", "/write-na", [], async (r, c) => [
-        ...(r.load.failed ? [`the application says: ${appSaid.slice(-5).join("\n")}`, ...(await frontSaid(r))] : []),
+        ...(r.load.failed ? [`the application says of the failed requests: ${appSaid.filter((l) => r.samples.some((x) => x.status !== 200 && l.includes(`${x.id} `))).slice(0, 5).join("\n") || "(nothing)"}`, ...(await frontSaid(r))] : []),
         ...(r.load.failed ? [`${r.load.failed} request(s) failed (${failedBy(r)})`] : []),
         ...(r.load.timeouts ? [`${r.load.timeouts} client timeout(s)`] : []),
         ...(c.after.retried > c.before.retried ? [] : ["no request was answered \"not applied\": the restart did not reach intermission"]),
