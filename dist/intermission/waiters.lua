@@ -70,6 +70,22 @@ function ____exports.poke()
         watch.sema:post(1)
     end
 end
+--- Posts the watcher (if it sleeps) when a waiter it lists for this scope has had its
+-- ticket passed by the head: granted in this worker's log() or header_filter(), or by
+-- another worker whose advance this one saw. It would find it at its next poll otherwise.
+function ____exports.wakeIfDue(keys)
+    local sema = watch.sema
+    if not watch.running or sema == nil or sema:count() >= 0 then
+        return
+    end
+    for ____, lane in ipairs({keys.retry, keys.main}) do
+        local q = localQueues[lane.seq]
+        if q ~= nil and q.first <= q.last and q.tickets[q.first + 1] <= num(zones.state, lane.head) then
+            sema:post(1)
+            return
+        end
+    end
+end
 --- A fresh waiter for one request; its semaphore is reused if it queues again.
 function ____exports.newWaiter(keys)
     local sema, err = semaphore.new(0)

@@ -96,6 +96,23 @@ export function poke(): void {
   if (watch.running && watch.sema !== undefined && watch.sema.count() < 0) watch.sema.post(1);
 }
 
+/**
+ * Posts the watcher (if it sleeps) when a waiter it lists for this scope has had its
+ * ticket passed by the head: granted in this worker's log() or header_filter(), or by
+ * another worker whose advance this one saw. It would find it at its next poll otherwise.
+ */
+export function wakeIfDue(keys: ScopeKeys): void {
+  const sema = watch.sema;
+  if (!watch.running || sema === undefined || sema.count() >= 0) return;
+  for (const lane of [keys.retry, keys.main]) {
+    const q = localQueues[lane.seq];
+    if (q !== undefined && q.first <= q.last && q.tickets[q.first] <= num(zones.state, lane.head)) {
+      sema.post(1);
+      return;
+    }
+  }
+}
+
 /** A fresh waiter for one request; its semaphore is reused if it queues again. */
 export function newWaiter(keys: ScopeKeys): LuaMultiReturn<[Waiter | undefined, string | undefined]> {
   const [sema, err] = semaphore.new(0);
