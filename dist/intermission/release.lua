@@ -438,7 +438,7 @@ function ____exports.advance(keys)
             break
         end
     end
-    waiters.wakeIfDue(keys)
+    waiters.wakeDue(keys)
 end
 function leaveForDead(keys)
     ngx.update_time()

@@ -517,7 +517,7 @@ export function advance(keys: ScopeKeys): void {
   // A waiter of this worker whose ticket the head has passed (granted here or by another
   // worker) is woken now, not at the watcher's next poll: a grant made in a log() or
   // header_filter() would otherwise wait up to poll_interval, its window slot idle.
-  waiters.wakeIfDue(keys);
+  waiters.wakeDue(keys);
 }
 
 // ---- a held request -------------------------------------------------------------------

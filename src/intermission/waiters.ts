@@ -97,19 +97,16 @@ export function poke(): void {
 }
 
 /**
- * Posts the watcher (if it sleeps) when a waiter it lists for this scope has had its
- * ticket passed by the head: granted in this worker's log() or header_filter(), or by
- * another worker whose advance this one saw. It would find it at its next poll otherwise.
+ * Wakes this worker's waiters of this scope whose tickets the head has passed (granted
+ * in this worker's log() or header_filter(), or by another worker whose advance this
+ * one saw), at once rather than at the watcher's next poll, and without waking the
+ * watcher (which would advance the scope once more for nothing). Never yields.
  */
-export function wakeIfDue(keys: ScopeKeys): void {
-  const sema = watch.sema;
-  if (!watch.running || sema === undefined || sema.count() >= 0) return;
+export function wakeDue(keys: ScopeKeys): void {
+  if (watch.waiting <= 0) return;
   for (const lane of [keys.retry, keys.main]) {
     const q = localQueues[lane.seq];
-    if (q !== undefined && q.first <= q.last && q.tickets[q.first] <= num(zones.state, lane.head)) {
-      sema.post(1);
-      return;
-    }
+    if (q !== undefined) postDue(lane.seq, q, num(zones.state, lane.head));
   }
 }
 
@@ -137,7 +134,11 @@ function pumpScope(id: string, q: LocalQueue): void {
       if (w !== undefined && !w.done) post(w);
     }
   }
-  const head = num(zones.state, q.lane.head);
+  postDue(id, q, num(zones.state, q.lane.head));
+}
+
+/** Posts the listed waiters whose tickets the head has passed, and drops them from the list. */
+function postDue(id: string, q: LocalQueue, head: number): void {
   while (q.first <= q.last) {
     const w = q.items[q.first];
     const listed = q.tickets[q.first];
@@ -148,7 +149,7 @@ function pumpScope(id: string, q: LocalQueue): void {
     q.items[q.first] = undefined;
     q.first++;
   }
-  if (q.first > q.last) localQueues[id] = undefined;
+  if (q.first > q.last && localQueues[id] === q) localQueues[id] = undefined;
 }
 
 /** Drops waiters whose request is gone without a word (a killed coroutine). */
