@@ -141,6 +141,22 @@ export class BenchNginx {
     return out.split("\n").filter(Boolean).reduce((a, l) => a + Number(l.trim()), 0);
   }
 
+  /**
+   * CPU time (user + system, ms) the worker processes have used so far, from /proc: what
+   * the work costs, which a loaded machine moves far less than the wall-clock time.
+   */
+  workersCpuMs(): number {
+    const out = execFileSync("ps", ["--ppid", String(this.pid()), "-o", "pid="], { encoding: "utf8" });
+    const tick = 1000 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+    let ms = 0;
+    for (const pid of out.split("\n").map((l) => l.trim()).filter(Boolean)) {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ms += (Number(fields[11]) + Number(fields[12])) * tick; // utime, stime (fields 14, 15)
+    }
+    return ms;
+  }
+
   errorLog(): string {
     const f = path.join(this.dir, "error.log");
     return existsSync(f) ? readFileSync(f, "utf8") : "";

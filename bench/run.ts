@@ -19,7 +19,7 @@
 //
 // Knobs (environment): BENCH_ONLY=release,hot,... runs some sections (each keeps its own
 // file, the others' stay as they were); BENCH_SAVE=0 saves nothing and leaves the README
-// alone; BENCH_SIZES, BENCH_WINDOW (release); BENCH_WRK_ROUNDS, BENCH_WRK_SECONDS,
+// alone; BENCH_SIZES, BENCH_WINDOW, BENCH_RELEASE_ROUNDS (release); BENCH_WRK_ROUNDS, BENCH_WRK_SECONDS,
 // BENCH_CALLGRIND_RUNS (hot); BENCH_FLEET_SIZES, BENCH_FLEET_ROUNDS,
 // BENCH_FLEET_RATE_SECONDS (fleet); BENCH_DB_SECONDS (database); BENCH_UNPLANNED_SECONDS
 // (unplanned). A results file keeps the values it was measured with, and the README's
@@ -35,13 +35,17 @@ import { callgrindPerRequest, CallgrindResult } from "./callgrind.ts";
 import { plotRelease } from "./plot.ts";
 import { databaseScenarios, plotDatabase, unplannedScenarios } from "./database.ts";
 import { commitOf, describeMachine, machine, provenance } from "./provenance.ts";
-import { writeReadmeTables } from "./tables.ts";
+import { writeReadmeTables, readResults } from "./tables.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const WORK = path.join(os.tmpdir(), "intermission-bench");
 const SNAPSHOT = path.join(WORK, "snapshot");
 const SIZES = (process.env.BENCH_SIZES ?? "1000,3000,10000").split(",").map(Number);
 const WINDOW = Number(process.env.BENCH_WINDOW ?? 64);
+/** Rounds per release size (BENCH_RELEASE_ROUNDS); the median round is kept, with the spread. */
+const RELEASE_ROUNDS = Number(process.env.BENCH_RELEASE_ROUNDS ?? 3);
+/** Issue 23's goal for 3,000 held requests against a healthy backend: release ÷ plain burst. */
+const RELEASE_GOAL = 0.25;
 const WORKERS = 2;
 /** BENCH_ONLY=release,fleet,...: these sections only; each saves its own results file. */
 const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(",")) : undefined;
@@ -105,6 +109,9 @@ interface ReleaseResult {
   plain_burst_ms: number;
   release_ms: number;
   release_vs_burst: number;
+  /** nginx workers' CPU time (user + system, ms) over the plain burst and over the release. */
+  plain_burst_cpu_ms: number;
+  release_cpu_ms: number;
   order_spearman: number;
   in_order_fraction: number;
   failed: number;
@@ -129,7 +136,9 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
     // Warm up both paths so neither pays first-use costs in the measurement.
     await burst(PORTS.plain, 200, "");
     await burst(PORTS.intermission, 200, "");
+    const cpuPlain0 = nginx.workersCpuMs();
     const plain = await burst(PORTS.plain, n, "");
+    const plainCpu = nginx.workersCpuMs() - cpuPlain0;
 
     const rssBefore = nginx.workersRssKiB();
     const before = await zoneKeys();
@@ -150,10 +159,12 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
         await new Promise((r) => setTimeout(r, 5));
       }
     })();
+    const cpuRelease0 = nginx.workersCpuMs();
     const resumeAt = performance.now();
     await request(PORTS.intermission, "/_intermission/resume", "POST", false);
     const replies = await Promise.allSettled(held);
     const releaseMs = performance.now() - resumeAt;
+    const releaseCpu = nginx.workersCpuMs() - cpuRelease0;
     sampling = false;
     await sampler;
     const failed = replies.filter((r) => r.status === "rejected" || r.value.status !== 200).length;
@@ -178,6 +189,8 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
       plain_burst_ms: round(plain.ms),
       release_ms: round(releaseMs),
       release_vs_burst: round(releaseMs / plain.ms, 3),
+      plain_burst_cpu_ms: round(plainCpu),
+      release_cpu_ms: round(releaseCpu),
       order_spearman: round(spearman(xs), 5),
       in_order_fraction: round(inOrder, 4),
       failed: failed + plain.failed + (xs.length === n ? 0 : n - xs.length),
@@ -550,11 +563,13 @@ function printTable(rows: string[][]): void {
   for (const r of rows.slice(1)) console.log(line(r));
 }
 
-function printRelease(release: ReleaseResult[]): void {
+function printRelease(release: (ReleaseResult & { release_vs_burst_min: number; release_vs_burst_max: number })[]): void {
   const rows: string[][] = [["measure", ...release.map((r) => `N=${r.n}`)]];
   rows.push(["plain burst, no intermission (ms)", ...release.map((r) => String(r.plain_burst_ms))]);
   rows.push(["release after resume (ms)", ...release.map((r) => String(r.release_ms))]);
-  rows.push(["release / plain burst", ...release.map((r) => String(r.release_vs_burst))]);
+  rows.push(["release / plain burst (median round)", ...release.map((r) => String(r.release_vs_burst))]);
+  rows.push(["release / plain burst, min to max", ...release.map((r) => `${r.release_vs_burst_min} to ${r.release_vs_burst_max}`)]);
+  rows.push(["nginx CPU: plain burst / release (ms)", ...release.map((r) => `${r.plain_burst_cpu_ms} / ${r.release_cpu_ms}`)]);
   rows.push(["upstream order, Spearman rho", ...release.map((r) => String(r.order_spearman))]);
   rows.push(["arrivals in exact hold order", ...release.map((r) => `${round(r.in_order_fraction * 100, 2)}%`)]);
   rows.push(["failed requests", ...release.map((r) => String(r.failed))]);
@@ -593,14 +608,35 @@ interface HotResult {
 /** The sections, in the order a full run takes them; each returns what its results file keeps. */
 const SECTIONS: { [name: string]: () => Promise<{ [k: string]: unknown }> } = {
   release: async () => {
-    const release: ReleaseResult[] = [];
-    for (const n of SIZES) {
-      process.stdout.write(`  release, N = ${n} ... `);
-      release.push(await releaseRun(n));
-      console.log("done");
+    // The stored run this one replaces, kept beside it: the README shows before and after.
+    const stored = readResults(ROOT, "release");
+    const previous = stored === undefined ? undefined : {
+      commit: stored.commit, dirty: stored.dirty, date: stored.date,
+      release: (stored.release as ReleaseResult[]).map((x) => ({ n: x.n, plain_burst_ms: x.plain_burst_ms, release_ms: x.release_ms, release_vs_burst: x.release_vs_burst })),
+    };
+    // Rounds interleaved across the sizes, so that drift on a shared box hits them alike;
+    // each size keeps its median round (by release ÷ plain burst) and the spread.
+    const all: ReleaseResult[][] = SIZES.map(() => []);
+    for (let round = 1; round <= RELEASE_ROUNDS; round++) {
+      for (const [i, n] of SIZES.entries()) {
+        process.stdout.write(`  release, N = ${n}, round ${round} of ${RELEASE_ROUNDS} ... `);
+        all[i].push(await releaseRun(n));
+        console.log(`${all[i][all[i].length - 1].release_vs_burst}`);
+      }
     }
+    const release = all.map((runs) => {
+      const sorted = [...runs].sort((a, b) => a.release_vs_burst - b.release_vs_burst);
+      const median = sorted[Math.floor((sorted.length - 1) / 2)];
+      return { ...median, rounds: runs.length, release_vs_burst_min: sorted[0].release_vs_burst,
+        release_vs_burst_max: sorted[sorted.length - 1].release_vs_burst };
+    });
     printRelease(release);
-    return { workers: WORKERS, release_window: WINDOW, release };
+    for (const r of release) {
+      console.log(`  N = ${r.n}: release ÷ plain burst ${r.release_vs_burst} (median of ${r.rounds}, ${r.release_vs_burst_min} to ${r.release_vs_burst_max}); ` +
+        `goal ≤ ${RELEASE_GOAL} (issue 23): ${r.release_vs_burst <= RELEASE_GOAL ? "met" : "NOT met"}` +
+        (previous ? `; the stored run at ${previous.commit.slice(0, 7)}: ${previous.release.find((p) => p.n === r.n)?.release_vs_burst ?? "-"}` : ""));
+    }
+    return { workers: WORKERS, release_window: WINDOW, rounds: RELEASE_ROUNDS, goal_release_vs_burst: RELEASE_GOAL, release, previous };
   },
   hot: async () => {
     process.stdout.write("  hot path (wrk) ... ");

@@ -54,10 +54,17 @@ function releaseBlock(r: Results): string {
   const runs: any[] = r.release;
   const cols = runs.map((x) => `N = ${int(x.n)}`);
   const row = (label: string, f: (x: any) => string) => [label, ...runs.map(f)];
+  const x0 = runs[0];
+  const prev = r.previous;
   const rows = [
     row("plain burst through nginx, no intermission (ms)", (x) => int(x.plain_burst_ms)),
     row("release of N held requests, resume → last answer (ms)", (x) => int(x.release_ms)),
-    row("release ÷ plain burst", (x) => num(x.release_vs_burst)),
+    row(x0.rounds > 1 ? `release ÷ plain burst (median of ${x0.rounds} rounds; min to max)` : "release ÷ plain burst",
+      (x) => num(x.release_vs_burst) + (x.rounds > 1 ? ` (${num(x.release_vs_burst_min)} to ${num(x.release_vs_burst_max)})` : "")),
+    ...(prev === undefined ? [] : [row(`release ÷ plain burst, the stored run before (commit \`${prev.commit.slice(0, 7)}\`, ${prev.date.slice(0, 10)})`,
+      (x) => { const p = prev.release.find((y: any) => y.n === x.n); return p === undefined ? "–" : num(p.release_vs_burst); })]),
+    ...(x0.release_cpu_ms === undefined ? [] : [row("nginx workers' CPU time: plain burst / release (ms)",
+      (x) => `${int(x.plain_burst_cpu_ms)} / ${int(x.release_cpu_ms)}`)]),
     row("upstream arrival order vs hold order (Spearman ρ)", (x) => x.order_spearman.toFixed(5)),
     row("arrivals in exact hold order", (x) => `${num(x.in_order_fraction * 100, 1)}%`),
     row("failed requests", (x) => int(x.failed)),

@@ -17,7 +17,9 @@
  *                            for a killed coroutine, then header_filter/log: returnLease()
  *   proctype Watcher         waiters.ts watcher()/pumpScope(): advance, then post the waiters
  *                            whose ticket the head of their lane has passed (all of them in
- *                            maintenance)
+ *                            maintenance). advance() ends with the same post of its worker's
+ *                            passed waiters (waiters.wakeDue, issue 23): a Watcher turn right
+ *                            after it, sooner; it writes nothing shared, so not modelled apart
  *   proctype Controller      state.ts pause()/maintenance()/resume() through withScopeLock()
  *                            and resumeLocked() (stop, window 1, back-off off, ready gate)
  *   proctype Clock           time: deadlines, deadline + GRACE, lease expiry, the back-off,

@@ -512,12 +512,13 @@ function ____exports.advance(keys)
                 ngx.ERR,
                 (("intermission: release of scope " .. keys.scope) .. " failed: ") .. tostring(err)
             )
-            return
+            break
         end
         if (st:get(keys.dirty)) == seen then
-            return
+            break
         end
     end
+    waiters.wakeDue(keys)
 end
 function leaveForDead(keys)
     ngx.update_time()

@@ -1,5 +1,5 @@
 local ____exports = {}
-local watch
+local post, headOf, postDue, localQueues, watch
 local semaphore = require("ngx.semaphore")
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
@@ -8,6 +8,32 @@ local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local ____mode = require("intermission.mode")
 local modeOf = ____mode.modeOf
+function post(w)
+    if w.sema:count() < 0 then
+        w.sema:post(1)
+    end
+end
+function headOf(lane)
+    local h = zones.state:get(lane.head)
+    return type(h) == "number" and h or math.huge
+end
+function postDue(id, q, head)
+    while q.first <= q.last do
+        local w = q.items[q.first + 1]
+        local listed = q.tickets[q.first + 1]
+        if w ~= nil and not w.done and w.ticket == listed then
+            if listed > head then
+                break
+            end
+            post(w)
+        end
+        q.items[q.first + 1] = nil
+        q.first = q.first + 1
+    end
+    if q.first > q.last and localQueues[id] == q then
+        localQueues[id] = nil
+    end
+end
 --- The request is not waiting any more, whatever the outcome.
 function ____exports.done(w)
     if w.done then
@@ -21,7 +47,7 @@ local STALE_AFTER = 1
 local SWEEP_EVERY = 1
 --- The longest a watcher sleeps unposted while every scope it holds for is paused (one worker).
 local QUIET_WAIT = 0.1
-local localQueues = {}
+localQueues = {}
 watch = {
     running = false,
     waiting = 0,
@@ -76,6 +102,25 @@ function ____exports.poke()
         watch.sema:post(1)
     end
 end
+--- Wakes this worker's waiters of this scope whose tickets the head has passed (granted
+-- in this worker's log() or header_filter(), or by another worker whose advance this
+-- one saw), at once rather than at the watcher's next poll, and without waking the
+-- watcher (which would advance the scope once more for nothing). Never yields.
+function ____exports.wakeDue(keys)
+    if watch.waiting <= 0 then
+        return
+    end
+    for ____, lane in ipairs({keys.retry, keys.main}) do
+        local q = localQueues[lane.seq]
+        if q ~= nil then
+            postDue(
+                lane.seq,
+                q,
+                headOf(lane)
+            )
+        end
+    end
+end
 --- A fresh waiter for one request; its semaphore is reused if it queues again.
 function ____exports.newWaiter(keys)
     local sema, err = semaphore.new(0)
@@ -91,11 +136,6 @@ function ____exports.newWaiter(keys)
         aborted = false,
         done = true
     }, nil
-end
-local function post(w)
-    if w.sema:count() < 0 then
-        w.sema:post(1)
-    end
 end
 --- Wakes a waiter whatever it waits for (abort).
 function ____exports.wake(w)
@@ -119,23 +159,11 @@ local function pumpScope(id, q)
             end
         end
     end
-    local h = zones.state:get(q.lane.head)
-    local head = type(h) == "number" and h or math.huge
-    while q.first <= q.last do
-        local w = q.items[q.first + 1]
-        local listed = q.tickets[q.first + 1]
-        if w ~= nil and not w.done and w.ticket == listed then
-            if listed > head then
-                break
-            end
-            post(w)
-        end
-        q.items[q.first + 1] = nil
-        q.first = q.first + 1
-    end
-    if q.first > q.last then
-        localQueues[id] = nil
-    end
+    postDue(
+        id,
+        q,
+        headOf(q.lane)
+    )
 end
 --- Drops waiters whose request is gone without a word (a killed coroutine).
 local function sweep(now)

@@ -587,10 +587,14 @@ export function advance(keys: ScopeKeys): void {
     st.delete(keys.lock);
     if (!ok) {
       ngx.log(ngx.ERR, `intermission: release of scope ${keys.scope} failed: ${tostring(err)}`);
-      return;
+      break;
     }
-    if (st.get(keys.dirty)[0] === seen) return;
+    if (st.get(keys.dirty)[0] === seen) break;
   }
+  // A waiter of this worker whose ticket the head has passed (granted here or by another
+  // worker) is woken now, not at the watcher's next poll: a grant made in a log() or
+  // header_filter() would otherwise wait up to poll_interval, its window slot idle.
+  waiters.wakeDue(keys);
 }
 
 // ---- a held request -------------------------------------------------------------------

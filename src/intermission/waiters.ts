@@ -107,6 +107,20 @@ export function poke(): void {
   if (watch.running && watch.sema !== undefined && watch.sema.count() < 0) watch.sema.post(1);
 }
 
+/**
+ * Wakes this worker's waiters of this scope whose tickets the head has passed (granted
+ * in this worker's log() or header_filter(), or by another worker whose advance this
+ * one saw), at once rather than at the watcher's next poll, and without waking the
+ * watcher (which would advance the scope once more for nothing). Never yields.
+ */
+export function wakeDue(keys: ScopeKeys): void {
+  if (watch.waiting <= 0) return;
+  for (const lane of [keys.retry, keys.main]) {
+    const q = localQueues[lane.seq];
+    if (q !== undefined) postDue(lane.seq, q, headOf(lane));
+  }
+}
+
 /** A fresh waiter for one request; its semaphore is reused if it queues again. */
 export function newWaiter(keys: ScopeKeys): LuaMultiReturn<[Waiter | undefined, string | undefined]> {
   const [sema, err] = semaphore.new(0);
@@ -133,10 +147,20 @@ function pumpScope(id: string, q: LocalQueue): void {
       if (w !== undefined && !w.done) post(w);
     }
   }
-  // No head: the scope's state was reclaimed (reclaim.ts), which it is only once every
-  // ticket is decided: each waiter reads its claim.
-  const [h] = zones.state.get(q.lane.head);
-  const head = type(h) === "number" ? (h as number) : math.huge;
+  postDue(id, q, headOf(q.lane));
+}
+
+/**
+ * The lane's head. No head: the scope's state was reclaimed (reclaim.ts), which it is only
+ * once every ticket is decided: each waiter reads its claim.
+ */
+function headOf(lane: Lane): number {
+  const [h] = zones.state.get(lane.head);
+  return type(h) === "number" ? (h as number) : math.huge;
+}
+
+/** Posts the listed waiters whose tickets the head has passed, and drops them from the list. */
+function postDue(id: string, q: LocalQueue, head: number): void {
   while (q.first <= q.last) {
     const w = q.items[q.first];
     const listed = q.tickets[q.first];
@@ -147,7 +171,7 @@ function pumpScope(id: string, q: LocalQueue): void {
     q.items[q.first] = undefined;
     q.first++;
   }
-  if (q.first > q.last) localQueues[id] = undefined;
+  if (q.first > q.last && localQueues[id] === q) localQueues[id] = undefined;
 }
 
 /** Drops waiters whose request is gone without a word (a killed coroutine). */
