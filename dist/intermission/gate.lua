@@ -191,7 +191,7 @@ function holdNeverHeld(r, start, status, declined)
         return exitError(r, failed)
     end
     if not declined and not outage.probeable(addr) then
-        ngx.log(ngx.WARN, ((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not held through the outage: upstream address ") .. (addr or "-")) .. " cannot be probed")
+        logOnce(ngx.WARN, "unprobeable", ((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " not held through the outage: upstream address ") .. (addr or "-")) .. " cannot be probed (an upstream group with no live server: see the README, \"Upstream groups of several servers\")")
         return exitError(r, failed)
     end
     ngx.update_time()
@@ -205,6 +205,11 @@ function holdNeverHeld(r, start, status, declined)
     local mode = declined and state.modeOf(keys) or outage.enter(keys, addr)
     if mode == nil then
         return exitError(r, failed)
+    end
+    if mode == "outage" and not declined and outage.failingFast(keys) then
+        counters.count(keys, "rejected")
+        counters.count(keys, "fail_fast")
+        return unavailable("timeout", settings.cfg.retry_after, "")
     end
     inflight.leave()
     if mode ~= "outage" and not declined then
@@ -514,10 +519,11 @@ function ____exports.gate()
     end
     local keys = keysFor(____exports.scopeOf())
     local mode = state.settle(keys)
-    if mode == "running" and keys.scope ~= ____exports.DEFAULT_SCOPE then
+    if keys.scope ~= ____exports.DEFAULT_SCOPE and mode ~= "paused" and mode ~= "maintenance" then
         local nodeKeys = keysFor(____exports.DEFAULT_SCOPE)
         local nodeMode = state.settle(nodeKeys)
-        if nodeMode ~= "running" and nodeMode ~= "outage" then
+        local nodeStops = nodeMode == "paused" or nodeMode == "maintenance"
+        if nodeStops or mode == "running" and nodeMode == "draining" then
             keys = nodeKeys
             mode = nodeMode
         end
@@ -538,6 +544,9 @@ function ____exports.gate()
     end
     if mode == "outage" then
         outage.ensureProber(keys)
+        if keys.scope == ____exports.DEFAULT_SCOPE then
+            return forward(r, nil)
+        end
         if outage.failingFast(keys) then
             counters.count(keys, "rejected")
             counters.count(keys, "fail_fast")

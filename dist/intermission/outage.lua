@@ -100,13 +100,16 @@ function keepProbingWhileExiting(keys)
     return ngx.now() < since + settings.cfg.outage_hold + settings.cfg.max_hold
 end
 function finish(keys, where)
-    release.withScopeLock(
+    local ended = release.withScopeLock(
         keys,
         function(k)
             if modeOf(k) ~= "outage" then
-                return
+                return true
             end
             local now = ngx.now()
+            if k.scope ~= "default" and release.nodeStopped(now) then
+                return false
+            end
             local lasted = now - num(zones.state, k.since)
             release.resumeLocked(k, now)
             counters.observeOutage(k, lasted)
@@ -114,9 +117,11 @@ function finish(keys, where)
                 ngx.NOTICE,
                 (((("intermission: audit action=outage-end scope=" .. k.scope) .. " upstream=") .. where) .. " seconds=") .. string.format("%.3f", lasted)
             )
+            return true
         end
     )
     waiters.poke()
+    return ended == true
 end
 function prober(_premature, scope)
     local keys = keysFor(scope)
@@ -126,39 +131,45 @@ function prober(_premature, scope)
     local pause = FIRST
     local mine = true
     while #addresses > 0 do
-        ngx.update_time()
-        if modeOf(keys) ~= "outage" then
-            break
-        end
-        if not claimed(keys) then
-            mine = false
-            break
-        end
-        local exiting = ngx.worker.exiting()
-        if exiting and not keepProbingWhileExiting(keys) then
-            break
-        end
-        zones.state:safe_set(
-            proberKey(keys),
-            exiting and EXITING or LIVE,
-            PROBER_LEASE,
-            liveness.me()
-        )
-        local open = false
-        for ____, a in ipairs(addresses) do
-            if ready.accepts(a, CONNECT_TIMEOUT) then
-                open = true
+        do
+            ngx.update_time()
+            if modeOf(keys) ~= "outage" then
                 break
             end
+            if not claimed(keys) then
+                mine = false
+                break
+            end
+            local exiting = ngx.worker.exiting()
+            if exiting and not keepProbingWhileExiting(keys) then
+                break
+            end
+            zones.state:safe_set(
+                proberKey(keys),
+                exiting and EXITING or LIVE,
+                PROBER_LEASE,
+                liveness.me()
+            )
+            local open = false
+            for ____, a in ipairs(addresses) do
+                if ready.accepts(a, CONNECT_TIMEOUT) then
+                    open = true
+                    break
+                end
+            end
+            if open then
+                ngx.update_time()
+                if finish(keys, where) then
+                    break
+                end
+                ngx.sleep(MAX)
+                goto __continue34
+            end
+            counters.count(keys, "probe_failures")
+            ngx.sleep(pause)
+            pause = math.min(pause * 2, MAX)
         end
-        if open then
-            ngx.update_time()
-            finish(keys, where)
-            break
-        end
-        counters.count(keys, "probe_failures")
-        ngx.sleep(pause)
-        pause = math.min(pause * 2, MAX)
+        ::__continue34::
     end
     if mine and claimed(keys) then
         zones.state:delete(proberKey(keys))

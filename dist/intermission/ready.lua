@@ -162,6 +162,17 @@ function ____exports.accepts(a, timeoutMs)
     if timeoutMs == nil then
         timeoutMs = 500
     end
+    if a.port == 0 then
+        local f, err = io.open(string.sub(a.host, 6))
+        if f ~= nil then
+            f:close()
+        elseif err ~= nil then
+            local missing = string.find(err, "No such file", 1, true)
+            if missing ~= nil then
+                return false
+            end
+        end
+    end
     local sock = ngx.socket.tcp()
     sock:settimeout(timeoutMs)
     local ok = unpack(

@@ -5,6 +5,7 @@ local zones = ____shm.zones
 local num = ____shm.num
 local FLEET_SHARE_KEY = ____shm.FLEET_SHARE_KEY
 local scopeExists = ____shm.scopeExists
+local keysFor = ____shm.keysFor
 local ____reclaim = require("intermission.reclaim")
 local createLocked = ____reclaim.createLocked
 local reclaimLocked = ____reclaim.reclaimLocked
@@ -606,6 +607,20 @@ expiryCheck = {}
 function ____exports.setExpiryCheck(fn)
     expiryCheck.fn = fn
 end
+--- The scope that stands for the whole node (gate.DEFAULT_SCOPE).
+local NODE_SCOPE = "default"
+--- Whether default (the node) is paused or in maintenance now (an expired pause no longer
+-- counts): a scope's outage does not end meanwhile (outage.ts), so that its held requests
+-- wait for the node's resume.
+function ____exports.nodeStopped(now)
+    local node = keysFor(NODE_SCOPE)
+    local mode = modeOf(node)
+    if mode ~= "paused" and mode ~= "maintenance" then
+        return false
+    end
+    local ____until = num(zones.state, node["until"])
+    return ____until == 0 or now < ____until
+end
 --- Gives up ticket t. "left": out of the queue, it must not go upstream. A number: it had
 -- been granted that lease first. "dead": it was passed over as gone. `written`: its
 -- deadline key w|t was written (it was held), so the advancer may be granting it now.
@@ -881,7 +896,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue152
+                    goto __continue154
                 end
                 return outcome, 0
             end
@@ -892,7 +907,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue152::
+        ::__continue154::
     end
 end
 waiters.setAdvance(____exports.advance)

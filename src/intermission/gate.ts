@@ -269,11 +269,15 @@ export function gate(): void {
   if (settings.cfg.store === "redis") fleet.sync!.awaitFirstSync();
   let keys = keysFor(scopeOf());
   let mode = state.settle(keys);
-  if (mode === "running" && keys.scope !== DEFAULT_SCOPE) {
+  if (keys.scope !== DEFAULT_SCOPE && mode !== "paused" && mode !== "maintenance") {
     const nodeKeys = keysFor(DEFAULT_SCOPE);
     const nodeMode = state.settle(nodeKeys);
-    // An outage of default is its own upstream's, not the whole node's: other scopes run.
-    if (nodeMode !== "running" && nodeMode !== "outage") {
+    // A pause or maintenance of default holds the whole node, also a scope that drains or
+    // is in an outage (its queue is not granted meanwhile: release.step). A running scope
+    // also queues behind default's drain, in order. An outage of default is its own
+    // upstream's, not the whole node's: other scopes run.
+    const nodeStops = nodeMode === "paused" || nodeMode === "maintenance";
+    if (nodeStops || (mode === "running" && nodeMode === "draining")) {
       keys = nodeKeys;
       mode = nodeMode;
     }
@@ -295,6 +299,9 @@ export function gate(): void {
     // Held without trying the upstream (no herd of connects); the prober decides. A
     // prober lost with its worker is started again by the next request.
     outage.ensureProber(keys);
+    // But default is every location that sets no scope, whatever its upstream: a request
+    // of default tries its own upstream, and is held (retry) only if that one failed too.
+    if (keys.scope === DEFAULT_SCOPE) return forward(r, undefined);
     if (outage.failingFast(keys)) {
       counters.count(keys, "rejected");
       counters.count(keys, "fail_fast");
@@ -486,7 +493,9 @@ function holdNeverHeld(r: number, start: number, status: number, declined: boole
     return exitError(r, failed);
   }
   if (!declined && !outage.probeable(addr)) {
-    ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} not held through the outage: upstream address ${addr ?? "-"} cannot be probed`);
+    // nginx's "no live upstreams" (every server of a group marked failed: max_fails) names
+    // the group, not an address, for every request until fail_timeout: once per burst.
+    logOnce(ngx.WARN, "unprobeable", `intermission: request_id=${requestId} scope=${keys.scope} not held through the outage: upstream address ${addr ?? "-"} cannot be probed (an upstream group with no live server: see the README, "Upstream groups of several servers")`);
     return exitError(r, failed);
   }
   ngx.update_time();
@@ -498,6 +507,13 @@ function holdNeverHeld(r: number, start: number, status: number, declined: boole
   // on this node (never stopped, or reclaimed): its ticket makes it (release.takeTicket).
   const mode = declined ? state.modeOf(keys) : outage.enter(keys, addr!);
   if (mode === undefined) return exitError(r, failed);
+  // An outage older than outage_hold answers at once, as the gate does (a request of
+  // default, which tries its upstream during its scope's outage, comes here).
+  if (mode === "outage" && !declined && outage.failingFast(keys)) {
+    counters.count(keys, "rejected");
+    counters.count(keys, "fail_fast");
+    return unavailable("timeout", settings.cfg.retry_after, "");
+  }
   // From here it is no longer in flight (it failed); access() holds it again.
   inflight.leave();
   if (mode !== "outage" && !declined) release.noteFailure(keys); // a pause or release in progress: as any failed try

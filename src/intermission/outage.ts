@@ -144,16 +144,21 @@ function keepProbingWhileExiting(keys: ScopeKeys): boolean {
 }
 
 /** An address of the failed try accepts connections: the outage ends as a resume does. */
-function finish(keys: ScopeKeys, where: string): void {
-  release.withScopeLock(keys, (k) => {
-    if (modeOf(k) !== "outage") return;
+function finish(keys: ScopeKeys, where: string): boolean {
+  const [ended] = release.withScopeLock(keys, (k) => {
+    if (modeOf(k) !== "outage") return true;
     const now = ngx.now();
+    // The node is paused (or in maintenance): a pause of default holds every request on
+    // the node, so the outage's backlog waits for its resume (the prober looks again).
+    if (k.scope !== "default" && release.nodeStopped(now)) return false;
     const lasted = now - num(zones.state, k.since);
     release.resumeLocked(k, now);
     counters.observeOutage(k, lasted);
     ngx.log(ngx.NOTICE, `intermission: audit action=outage-end scope=${k.scope} upstream=${where} seconds=${string.format("%.3f", lasted)}`);
+    return true;
   });
   waiters.poke();
+  return ended === true;
 }
 
 /**
@@ -190,8 +195,9 @@ function prober(this: void, _premature: boolean, scope: string): void {
     }
     if (open) {
       ngx.update_time();
-      finish(keys, where);
-      break;
+      if (finish(keys, where)) break;
+      ngx.sleep(MAX); // held by the node's pause: look again
+      continue;
     }
     counters.count(keys, "probe_failures");
     ngx.sleep(pause);

@@ -49,7 +49,7 @@
 // protocol runs within one incarnation of a scope). The one write here that takes no
 // lock, a ticket's incr, goes through takeTicket(), which waits out a reclaim's seal or
 // makes the scope again under its lock.
-import { ScopeKeys, Lane, zones, num, FLEET_SHARE_KEY, scopeExists } from "./shm";
+import { ScopeKeys, Lane, zones, num, FLEET_SHARE_KEY, scopeExists, keysFor } from "./shm";
 import { createLocked, reclaimLocked, SEAL } from "./reclaim";
 import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
@@ -548,6 +548,22 @@ const expiryCheck: { fn?: (this: void, keys: ScopeKeys, now: number) => boolean 
 
 export function setExpiryCheck(fn: (this: void, keys: ScopeKeys, now: number) => boolean): void {
   expiryCheck.fn = fn;
+}
+
+/** The scope that stands for the whole node (gate.DEFAULT_SCOPE). */
+const NODE_SCOPE = "default";
+
+/**
+ * Whether default (the node) is paused or in maintenance now (an expired pause no longer
+ * counts): a scope's outage does not end meanwhile (outage.ts), so that its held requests
+ * wait for the node's resume.
+ */
+export function nodeStopped(now: number): boolean {
+  const node = keysFor(NODE_SCOPE);
+  const mode = modeOf(node);
+  if (mode !== "paused" && mode !== "maintenance") return false;
+  const until = num(zones.state, node.until);
+  return until === 0 || now < until;
 }
 
 /** Caller holds the lock: grants what may go now, in ticket order. */

@@ -79,8 +79,9 @@ http {
     return n.trim() !== "0";
   }
 
-  /** Starts it and waits until it listens. */
+  /** Starts it (unless this object started it already) and waits until it listens. */
   async start(node: NginxNode): Promise<void> {
+    if (this.up) return;
     await node.exec(["nginx", "-c", this.confPath]);
     this.up = true;
     await waitFor(`${this.spec.name} listening`, () => this.listening(node));
