@@ -321,10 +321,12 @@ inline settle_lease(g, endk, res) {
   fi
 }
 
-/* freeLongLived(): with evidence (a response started well since its grant) a success for
- * slow start ("long"); expired: window 1; without evidence, freed silently (a success for
- * slow start, one more request that may hang upstream: probes++) only while fewer than RW
- * are out unanswered (used + probes < RW), otherwise it stays (and so do the younger ones).
+/* freeLongLived(): expired with nothing answered since its grant: window 1; otherwise freed
+ * only while fewer than RW are out unanswered (used + probes < RW), as a success for slow
+ * start and one more request that may hang upstream (probes++): "long" with evidence (a
+ * response started well since its grant: it still counts, for an upstream that answered
+ * the requests before it may hang now), "silent" without; with no room it stays (and so
+ * do the younger ones), or, with evidence, comes back at release_lease.
  * BUG_SILENTBUDGET: the old probe budget (probes < RW), which ignores the leases out. */
 #ifdef BUG_SILENTBUDGET
 #define SILENT_ROOM (probes < RW)
@@ -336,8 +338,10 @@ inline settle_lease(g, endk, res) {
 #else
 #define FREE_LONG(g) \
   if \
-  :: lev[g] -> settle_lease(g, LONG, res) \
   :: !lev[g] && lexp[g] -> settle_lease(g, EXPIRED, res) \
+  :: lev[g] && SILENT_ROOM -> \
+     probes++; silentOut++; settle_lease(g, LONG, res) \
+  :: lev[g] && !SILENT_ROOM && lexp[g] -> settle_lease(g, LONG, res) \
   :: !lev[g] && !lexp[g] && SILENT_ROOM -> \
      probes++; silentOut++; settle_lease(g, SILENT, res) \
   :: else -> break \
@@ -872,10 +876,17 @@ inline resume_scope() {                          /* withScopeLock(resumeLocked) 
     !lock ->
     if
     :: STOPPED(mode) ->
-       stop = seq[MAIN]; window = 1; boff = false;
-       okat = false; okSeen = false; probes = 0; /* resetLongLived() */
-       silentOut = 0; failed = false;
-       lev[1] = false; lev[2] = false; lev[3] = false; lev[4] = false; lev[5] = false;
+       stop = seq[MAIN]; window = 1;
+       /* resetLongLived() and the back-off's reset, only with no lease of the last release
+        * out: a resume mid-release keeps its back-off and its requests out unanswered */
+       if
+       :: used == 0 ->
+          boff = false;
+          okat = false; okSeen = false; probes = 0;
+          silentOut = 0; failed = false;
+          lev[1] = false; lev[2] = false; lev[3] = false; lev[4] = false; lev[5] = false
+       :: else
+       fi;
        if
        :: head[MAIN] < seq[MAIN] || head[RETRY] < seq[RETRY] ->
           mode = DRAINING;

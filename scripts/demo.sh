@@ -32,7 +32,7 @@ db_status=0
 verdict=$(mktemp /tmp/intermission-demo-verdict.XXXXXX)
 trap 'rm -f "$verdict"' EXIT
 container() { docker inspect -f "{{.Name}}" "$(compose ps -q "$1")" | sed "s#^/##"; }
-PRIMARY=$(container postgres) APP=$(container app) bash examples/database/demo.sh \
+PRIMARY=$(container postgres) APP=$(container app) FRONT_CONTAINER=$(container intermission-db) bash examples/database/demo.sh \
   | awk -v out="$verdict" -v keep=2 '
       NR > keep { print line[NR % keep]; fflush() }
       { line[NR % keep] = $0 }

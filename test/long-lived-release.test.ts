@@ -99,3 +99,53 @@ describe("long-lived requests at the head of the backlog", () => {
     await assertIdle(node);
   });
 });
+
+// Found by a black-box review: an upstream that answers the first requests and then
+// hangs (or fails late) met up to twice the window, the requests sent just before its last
+// answer freed as "merely long" on top of release_window freed silently. And a pause and
+// resume in the middle of a release started its budget and back-off afresh.
+describe("an upstream that answers, then slows to a crawl: release_window requests out at most", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start({ setup: { release_window: 4, max_hold: 30 } });
+  });
+  after(async () => node?.stop());
+  afterEach(async () => node.assertCleanLog());
+
+  it("10 answered in 0.1 s, then 20 that take 2.5 s: the backend never has more than 4 of them at once", async () => {
+    await node.resetBackend();
+    await node.control("pause");
+    const paths = [
+      ...Array.from({ length: 10 }, (_, i) => `/?id=q${i}&delay=0.1`),
+      ...Array.from({ length: 20 }, (_, i) => `/?id=s${i}&delay=2.5`),
+    ];
+    const held = await holdInOrder(node, paths);
+    await node.control("resume");
+    const replies = await Promise.all(held.map((p) => p.reply));
+    assert.deepEqual(replies.filter((r) => r.status !== 200).map((r) => r.status), []);
+    const { concurrency } = await node.arrivals();
+    const most = Math.max(...concurrency);
+    assert.ok(most <= 4, `the backend had ${most} requests at once (release_window 4): ${concurrency.join(",")}`);
+    await assertIdle(node);
+  });
+
+  it("a hung backend, paused and resumed again mid-release: still release_window requests out at most", async () => {
+    await node.resetBackend();
+    await node.control("pause");
+    const held = ids("/?id=cyc", 40).map((p) => node.send(p));
+    await node.held(40);
+    await get(`${node.backend}/_backend/hang?seconds=4`);
+    for (let k = 0; k < 3; k++) {
+      await node.control("resume");
+      await sleep(800); // long enough for silent frees (0.4 s, then halving)
+      await node.control("pause", "ttl=0");
+      await sleep(100);
+    }
+    const hungAt = await arrivalTimes(node, "hung_at");
+    assert.ok(hungAt.length <= 4, `the hung backend met ${hungAt.length} requests over three resumes (release_window 4)`);
+    await node.control("resume");
+    const replies = await Promise.all(held.map((p) => p.reply));
+    assert.equal(replies.filter((r) => r.status === 200).length, 40);
+    await assertIdle(node);
+  });
+});

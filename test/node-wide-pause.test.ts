@@ -39,6 +39,23 @@ describe("a pause of default holds the whole node", () => {
     assert.equal((await node.status()).counters.released, 5);
   });
 
+  it("a scope's own pause or maintenance, begun while its requests wait in default's queue, comes first for them at default's resume", async () => {
+    await node.control("pause", "ttl=0");
+    const pending = await holdInOrder(node, ["/other/?id=o1", "/?id=d1", "/other/?id=o2", "/seed/?id=s1"]);
+    assert.equal((await node.control("pause", "scope=other&ttl=0")).status, 200);
+    assert.equal((await node.control("maintenance", "scope=seedapp")).status, 200);
+    await node.control("resume");
+    // default's own request goes; other's two are held by other's pause, seedapp's is
+    // answered by its maintenance.
+    assert.equal((await pending[1].reply).status, 200);
+    assert.equal((await pending[3].reply).status, 503, "seedapp is in maintenance");
+    await node.held(2, "other");
+    assert.deepEqual((await node.arrivals()).ids, ["d1"], "nothing of other reached the upstream while other is paused");
+    await node.control("resume", "scope=other");
+    for (const p of [pending[0], pending[2]]) assert.equal((await p.reply).status, 200);
+    assert.deepEqual((await node.arrivals()).ids, ["d1", "o1", "o2"]);
+  });
+
   it("a maintenance of default answers every scope that runs 503", async () => {
     await node.control("maintenance");
     for (const p of ["/?id=m1", "/other/?id=m2", "/seed/?id=m3"]) {

@@ -34,10 +34,10 @@ describe("the release's pace: a grant made in a log or header_filter phase wakes
     t.diagnostic(`the last of 20 answered ${Math.round(last)} ms after the resume (poll_interval 1000 ms)`);
     assert.ok(last < 500, `the last held request was answered ${Math.round(last)} ms after the resume: the release waited for the watcher's poll`);
     // Every one reached the backend once (granted in ticket order; with the window above 1
-    // the upstream may see neighbours swap, as in the bench's in_order_fraction), and the
-    // window grew as slow start says.
+    // the upstream may see neighbours swap, as in the bench's in_order_fraction). The
+    // window it grew to is gone with the scope's state once the release is over (an idle
+    // scope is reclaimed: reclaim.ts), so it is not read here.
     assert.deepEqual([...(await node.arrivals()).ids].sort(), ids("pace", 20).sort());
-    const s = await assertIdle(node);
-    assert.ok(s.release.window > 1, `the window grew (${s.release.window})`);
+    await assertIdle(node);
   });
 });

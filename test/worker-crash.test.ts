@@ -68,9 +68,14 @@ async function outcome(p: PendingRequest): Promise<Reply | undefined> {
 
 describe("worker crash: the survivors' held requests (2 workers)", () => {
   // A fresh nginx per test: what one crash leaves must not be what the next test measures.
+  // release_window 1: a lease out with nothing answered is then never freed early (the
+  // long-lived rule needs room for a second unanswered request), so the kill lands while
+  // the first request holds the window's only lease, as the second test means; with the
+  // default window its lease is freed 0.4 s after its grant, and the kill can land between
+  // another grant to the victim and the victim's use of it (see the README's known limits).
   let node: NginxNode;
   beforeEach(async () => {
-    node = await NginxNode.start({ workers: 2, setup: { max_hold: 10, release_lease: 20 } });
+    node = await NginxNode.start({ workers: 2, setup: { max_hold: 10, release_lease: 20, release_window: 1 } });
   });
   afterEach(async () => {
     try {

@@ -1,5 +1,5 @@
 local ____exports = {}
-local maxHoldHere, watchAbort, onAbort, forward, answer, holdAndSettle, settle, leaseEnd, refuseRetry, exitError, holdNeverHeld, replayed, ngxVar, TRY_SPREAD, NOT_APPLIED_SPREAD, exited
+local maxHoldHere, watchAbort, onAbort, forward, answer, refuse, holdRequest, ownScopeFirst, holdAndSettle, settle, leaseEnd, refuseRetry, exitError, holdNeverHeld, replayed, ngxVar, TRY_SPREAD, NOT_APPLIED_SPREAD, exited
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
@@ -95,6 +95,94 @@ function answer(r, rec, keys, why)
     end
     local reason = why == "maintenance" and state.snapshot(keys).reason or ""
     return unavailable(why, settings.cfg.retry_after, reason)
+end
+function refuse(r, rec, keys, requestId)
+    counters.count(keys, "rejected")
+    logOnce(
+        ngx.WARN,
+        "refused",
+        (((("intermission: queue full, rejected request_id=" .. requestId) .. " scope=") .. keys.scope) .. " max_held=") .. tostring(settings.cfg.max_held)
+    )
+    return answer(r, rec, keys, "full")
+end
+function holdRequest(r, keys, bound)
+    local requestId = ngxVar.request_id or "-"
+    if release.atCapacity(keys) then
+        return refuse(r, nil, keys, requestId)
+    end
+    local w, err = waiters.newWaiter(keys)
+    if w == nil then
+        logOnce(
+            ngx.ERR,
+            "waiter",
+            (("intermission: cannot hold request_id=" .. requestId) .. ", answering 503: ") .. tostring(err)
+        )
+        counters.count(keys, "rejected")
+        return answer(r, nil, keys, "full")
+    end
+    local rec = {
+        keys = keys,
+        state = "holding",
+        lease = 0,
+        waiter = w,
+        start = startTime(),
+        deadline = 0,
+        requestId = requestId,
+        uri = ngxVar.uri or "",
+        args = ngxVar.args or "",
+        internal = ngx.req.is_internal()
+    }
+    remember(r, rec)
+    watchAbort()
+    rec.deadline = ngx.now() + math.min(
+        maxHoldHere(),
+        bound or math.huge
+    )
+    local ticket = release.admit(keys, keys.main, rec.deadline)
+    if ticket == nil then
+        return refuse(r, rec, keys, requestId)
+    end
+    counters.count(keys, "held")
+    if bound ~= nil then
+        counters.count(keys, "outage_held")
+    end
+    if not holdAndSettle(
+        r,
+        rec,
+        keys,
+        keys.main,
+        ticket,
+        w,
+        requestId
+    ) then
+        return
+    end
+    if keys.scope == ____exports.DEFAULT_SCOPE and rec.state == "released" then
+        ownScopeFirst(r, rec)
+    end
+end
+function ownScopeFirst(r, rec)
+    local own = ____exports.scopeOf()
+    if own == ____exports.DEFAULT_SCOPE then
+        return
+    end
+    local keys = keysFor(own)
+    local mode = state.settle(keys)
+    if mode ~= "paused" and mode ~= "maintenance" then
+        return
+    end
+    inflight.leave()
+    local lease = rec.lease
+    rec.lease = 0
+    if lease > 0 then
+        release.returnLease(rec.keys, lease, "unused")
+    end
+    forget(r)
+    if mode == "maintenance" then
+        counters.count(keys, "rejected")
+        return answer(r, nil, keys, "maintenance")
+    end
+    return holdRequest(r, keys)
 end
 function holdAndSettle(r, rec, keys, lane, ticket, w, requestId)
     rec.state = "holding"
@@ -413,69 +501,6 @@ local function alwaysPasses(uri)
         end
     end
     return false
-end
---- Refused at once (max_held were held, or no room to hold it): 503 + Retry-After.
-local function refuse(r, rec, keys, requestId)
-    counters.count(keys, "rejected")
-    logOnce(
-        ngx.WARN,
-        "refused",
-        (((("intermission: queue full, rejected request_id=" .. requestId) .. " scope=") .. keys.scope) .. " max_held=") .. tostring(settings.cfg.max_held)
-    )
-    return answer(r, rec, keys, "full")
-end
---- Holds the request until its turn, its max time, an abort or maintenance. `bound`: at
--- most this many seconds (an outage's outage_hold), else the location's max time.
-local function holdRequest(r, keys, bound)
-    local requestId = ngxVar.request_id or "-"
-    if release.atCapacity(keys) then
-        return refuse(r, nil, keys, requestId)
-    end
-    local w, err = waiters.newWaiter(keys)
-    if w == nil then
-        logOnce(
-            ngx.ERR,
-            "waiter",
-            (("intermission: cannot hold request_id=" .. requestId) .. ", answering 503: ") .. tostring(err)
-        )
-        counters.count(keys, "rejected")
-        return answer(r, nil, keys, "full")
-    end
-    local rec = {
-        keys = keys,
-        state = "holding",
-        lease = 0,
-        waiter = w,
-        start = startTime(),
-        deadline = 0,
-        requestId = requestId,
-        uri = ngxVar.uri or "",
-        args = ngxVar.args or "",
-        internal = ngx.req.is_internal()
-    }
-    remember(r, rec)
-    watchAbort()
-    rec.deadline = ngx.now() + math.min(
-        maxHoldHere(),
-        bound or math.huge
-    )
-    local ticket = release.admit(keys, keys.main, rec.deadline)
-    if ticket == nil then
-        return refuse(r, rec, keys, requestId)
-    end
-    counters.count(keys, "held")
-    if bound ~= nil then
-        counters.count(keys, "outage_held")
-    end
-    holdAndSettle(
-        r,
-        rec,
-        keys,
-        keys.main,
-        ticket,
-        w,
-        requestId
-    )
 end
 --- A request access() has seen before: an internal redirect, or a reused pointer.
 local function reentered(r, seen)

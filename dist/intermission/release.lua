@@ -182,20 +182,21 @@ function unansweredRoom(keys)
 end
 function freeLongLived(keys, g, granted, expired)
     local st = zones.state
-    if num(st, keys.okAt) > granted then
-        settleLease(keys, g, "long")
-        return true
-    end
-    if expired then
+    local evidence = num(st, keys.okAt) > granted
+    if expired and not evidence then
         settleLease(keys, g, "expired")
         return true
     end
     local probes = num(st, keys.probes)
-    if num(st, keys.used) + probes >= ____exports.windowLimit() then
+    if num(st, keys.used) + probes < ____exports.windowLimit() then
+        st:safe_set(keys.probes, probes + 1)
+        settleLease(keys, g, evidence and "long" or "silent")
+        return true
+    end
+    if not expired then
         return false
     end
-    st:safe_set(keys.probes, probes + 1)
-    settleLease(keys, g, "silent")
+    settleLease(keys, g, "long")
     return true
 end
 function reclaimDead(keys, now)
@@ -415,9 +416,11 @@ function ____exports.resumeLocked(keys, now)
     local seq = num(st, keys.main.seq)
     st:safe_set(keys.stop, seq)
     st:safe_set(keys.window, 1)
-    st:safe_set(keys.backoffUntil, 0)
-    st:safe_set(keys.backoffStep, 0)
-    resetLongLived(keys)
+    if num(st, keys.used) == 0 then
+        st:safe_set(keys.backoffUntil, 0)
+        st:safe_set(keys.backoffStep, 0)
+        resetLongLived(keys)
+    end
     zones.counters:set(
         keys.lastPause,
         now - num(st, keys.since)
@@ -896,7 +899,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
                         return "error", 0
                     end
                     t = next
-                    goto __continue154
+                    goto __continue155
                 end
                 return outcome, 0
             end
@@ -907,7 +910,7 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             end
             return "released", lease
         end
-        ::__continue154::
+        ::__continue155::
     end
 end
 waiters.setAdvance(____exports.advance)

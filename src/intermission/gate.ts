@@ -178,7 +178,32 @@ function holdRequest(r: number, keys: ScopeKeys, bound?: number): void {
   if (ticket === undefined) return refuse(r, rec, keys, requestId);
   counters.count(keys, "held");
   if (bound !== undefined) counters.count(keys, "outage_held");
-  holdAndSettle(r, rec, keys, keys.main, ticket, w, requestId);
+  if (!holdAndSettle(r, rec, keys, keys.main, ticket, w, requestId)) return;
+  if (keys.scope === DEFAULT_SCOPE && rec.state === "released") ownScopeFirst(r, rec);
+}
+
+/**
+ * A request of scope X released from default's queue (the node's pause held it, for X
+ * ran then): X's own pause or maintenance, begun meanwhile, comes first for it, as for a
+ * request that arrives now. Not sent, it gives back its place in flight and its window
+ * slot unused, and is held in X's queue, or answered 503 in maintenance.
+ */
+function ownScopeFirst(r: number, rec: Record): void {
+  const own = scopeOf();
+  if (own === DEFAULT_SCOPE) return;
+  const keys = keysFor(own);
+  const mode = state.settle(keys);
+  if (mode !== "paused" && mode !== "maintenance") return;
+  inflight.leave();
+  const lease = rec.lease;
+  rec.lease = 0;
+  if (lease > 0) release.returnLease(rec.keys, lease, "unused");
+  forget(r);
+  if (mode === "maintenance") {
+    counters.count(keys, "rejected");
+    return answer(r, undefined, keys, "maintenance");
+  }
+  return holdRequest(r, keys);
 }
 
 /**

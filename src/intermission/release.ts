@@ -276,18 +276,23 @@ function unansweredRoom(keys: ScopeKeys): number {
  */
 function freeLongLived(keys: ScopeKeys, g: number, granted: number, expired: boolean): boolean {
   const st = zones.state;
-  if (num(st, keys.okAt) > granted) {
-    settleLease(keys, g, "long");
-    return true;
-  }
-  if (expired) {
+  const evidence = num(st, keys.okAt) > granted;
+  if (expired && !evidence) {
     settleLease(keys, g, "expired");
     return true;
   }
+  // Merely long or silent, the request is still out unanswered: it counts against the
+  // budget either way (an upstream that answered the requests before it and hangs now
+  // would otherwise meet the leases granted before its last answer, then release_window
+  // more: twice the window).
   const probes = num(st, keys.probes);
-  if (num(st, keys.used) + probes >= windowLimit()) return false;
-  st.safe_set(keys.probes, probes + 1);
-  settleLease(keys, g, "silent");
+  if (num(st, keys.used) + probes < windowLimit()) {
+    st.safe_set(keys.probes, probes + 1);
+    settleLease(keys, g, evidence ? "long" : "silent");
+    return true;
+  }
+  if (!expired) return false;
+  settleLease(keys, g, "long"); // release_lease is its bound all the same
   return true;
 }
 
@@ -499,9 +504,14 @@ export function resumeLocked(keys: ScopeKeys, now: number): Mode {
   const seq = num(st, keys.main.seq);
   st.safe_set(keys.stop, seq);
   st.safe_set(keys.window, 1);
-  st.safe_set(keys.backoffUntil, 0);
-  st.safe_set(keys.backoffStep, 0);
-  resetLongLived(keys);
+  // A resume while leases of the last release are still out (paused again mid-release)
+  // keeps what that release learnt: its back-off and the requests out unanswered. Else a
+  // pause and resume would send a failing or hung upstream a fresh window each time.
+  if (num(st, keys.used) === 0) {
+    st.safe_set(keys.backoffUntil, 0);
+    st.safe_set(keys.backoffStep, 0);
+    resetLongLived(keys);
+  }
   zones.counters.set(keys.lastPause, now - num(st, keys.since));
   st.safe_set(keys.since, now);
   st.safe_set(keys.until, 0);
