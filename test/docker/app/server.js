@@ -64,7 +64,12 @@ async function connectAndBegin() {
  * closed), as opposed to an error of the statement.
  */
 function connectionLost(e) {
-  return ["57P01", "57P02", "57P03", "ECONNRESET", "EPIPE"].includes(e.code) || /^Connection terminated/.test(e.message);
+  return ["57P01", "57P02", "57P03", "ECONNRESET", "EPIPE"].includes(e.code) || /^Connection terminated/.test(e.message) || notSent(e);
+}
+
+/** pg refused to send the query at all: the connection had already failed (its FATAL came first). */
+function notSent(e) {
+  return /^Client has encountered a connection error and is not queryable/.test(e.message);
 }
 
 /**
@@ -72,7 +77,8 @@ function connectionLost(e) {
  * lost before COMMIT was sent rolled the transaction back: nothing was applied, and the
  * middleware answers "not applied" (NoConnection). So did a COMMIT the server answered
  * with its shutdown's error (a SQLSTATE: the server ended the session instead of
- * committing; a commit's answer would have come first). A socket lost during the COMMIT
+ * committing; a commit's answer would have come first), and a COMMIT pg never sent (the
+ * connection had failed before it: "not queryable"). A socket lost during the COMMIT
  * leaves the outcome unknown: an error like any other (a 500). (The test checks this
  * claim: a write applied and sent again would be a duplicate row.)
  */
@@ -87,7 +93,7 @@ async function writeOn(client, id, NoConnection) {
   } catch (e) {
     console.error(`app: /write-na ${id} failed after BEGIN${committing ? ", in its COMMIT" : ""}: ${e.message}`);
     await client.query("ROLLBACK").catch(() => {}); // the middleware gives the connection back
-    if (connectionLost(e) && (!committing || /^57P0[123]$/.test(e.code ?? ""))) throw new NoConnection(e.message);
+    if (connectionLost(e) && (!committing || /^57P0[123]$/.test(e.code ?? "") || notSent(e))) throw new NoConnection(e.message);
     throw e;
   }
 }
