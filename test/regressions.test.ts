@@ -361,7 +361,9 @@ describe("bug 8: a resume quickly paused again", () => {
     // held in order, granted in order: the first `granted` are the granted ones
     assert.deepEqual(replies.map((r) => r.status), replies.map((_, i) => (i < granted ? 200 : 503)), `${granted} granted: ${summary}`);
     for (const r of replies.slice(0, granted)) assert.ok(r.ms < 4000, `a granted request went at once, not at max_hold: ${summary}`);
-    assert.deepEqual((await node.arrivals()).ids, ids("g", granted), "exactly the granted ones reached the upstream, in order");
+    // Granted in ticket order; with the window above 1 two of them go upstream at once, and
+    // the upstream may see neighbours swap (README: release_window 1 gives strict order).
+    assert.deepEqual([...(await node.arrivals()).ids].sort(), ids("g", granted).sort(), "exactly the granted ones reached the upstream");
     await node.control("resume");
   });
 });
