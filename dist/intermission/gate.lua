@@ -3,6 +3,7 @@ local maxHoldHere, watchAbort, onAbort, forward, answer, refuse, holdRequest, ow
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
+local NODE_SCOPE = ____shm.NODE_SCOPE
 local inflight = require("intermission.inflight")
 local ____fleetmode = require("intermission.fleetmode")
 local fleet = ____fleetmode.fleet
@@ -415,7 +416,7 @@ function ____exports.settleRecord(rec)
 end
 ngxVar = ngx.var
 --- The scope of a location that sets none, and the whole node (see gate()).
-____exports.DEFAULT_SCOPE = "default"
+____exports.DEFAULT_SCOPE = NODE_SCOPE
 --- State-zone key: the path prefixes of the control locations, learned by control().
 local CONTROL_PREFIX_KEY = "control_prefix"
 --- Control locations remembered at most (a config has one or two).

@@ -4,6 +4,7 @@ local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
 local keysFor = ____shm.keysFor
+local NODE_SCOPE = ____shm.NODE_SCOPE
 local ____reclaim = require("intermission.reclaim")
 local createLocked = ____reclaim.createLocked
 local ____settings = require("intermission.settings")
@@ -107,7 +108,7 @@ function finish(keys, where)
                 return true
             end
             local now = ngx.now()
-            if k.scope ~= "default" and release.nodeStopped(now) then
+            if k.scope ~= NODE_SCOPE and release.nodeStopped(now) then
                 return false
             end
             local lasted = now - num(zones.state, k.since)

@@ -6,6 +6,7 @@ local num = ____shm.num
 local FLEET_SHARE_KEY = ____shm.FLEET_SHARE_KEY
 local scopeExists = ____shm.scopeExists
 local keysFor = ____shm.keysFor
+local NODE_SCOPE = ____shm.NODE_SCOPE
 local ____reclaim = require("intermission.reclaim")
 local createLocked = ____reclaim.createLocked
 local reclaimLocked = ____reclaim.reclaimLocked
@@ -610,8 +611,6 @@ expiryCheck = {}
 function ____exports.setExpiryCheck(fn)
     expiryCheck.fn = fn
 end
---- The scope that stands for the whole node (gate.DEFAULT_SCOPE).
-local NODE_SCOPE = "default"
 --- Whether default (the node) is paused or in maintenance now (an expired pause no longer
 -- counts): a scope's outage does not end meanwhile (outage.ts), so that its held requests
 -- wait for the node's resume.

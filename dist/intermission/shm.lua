@@ -100,6 +100,8 @@ local function makeKeys(scope)
         unheld = ____exports.UNHELD_PREFIX .. scope
     }
 end
+--- The scope that stands for the whole node: what a control request naming no scope gets.
+____exports.NODE_SCOPE = "default"
 function ____exports.keysFor(scope)
     local keys = keyCache[scope]
     if keys == nil then

@@ -1,5 +1,5 @@
 local ____exports = {}
-local post, headOf, postDue, localQueues, watch
+local wakeLane, post, headOf, postDue, localQueues, watch
 local semaphore = require("ngx.semaphore")
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
@@ -8,6 +8,16 @@ local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local ____mode = require("intermission.mode")
 local modeOf = ____mode.modeOf
+function wakeLane(lane)
+    local q = localQueues[lane.seq]
+    if q ~= nil then
+        postDue(
+            lane.seq,
+            q,
+            headOf(lane)
+        )
+    end
+end
 function post(w)
     if w.sema:count() < 0 then
         w.sema:post(1)
@@ -110,16 +120,8 @@ function ____exports.wakeDue(keys)
     if watch.waiting <= 0 then
         return
     end
-    for ____, lane in ipairs({keys.retry, keys.main}) do
-        local q = localQueues[lane.seq]
-        if q ~= nil then
-            postDue(
-                lane.seq,
-                q,
-                headOf(lane)
-            )
-        end
-    end
+    wakeLane(keys.retry)
+    wakeLane(keys.main)
 end
 --- A fresh waiter for one request; its semaphore is reused if it queues again.
 function ____exports.newWaiter(keys)

@@ -2,7 +2,7 @@
 // request that access() has seen before (an internal redirect). It decides whether the
 // request passes, is answered 503, or is held (release.hold), and keeps the request's
 // Record so that header_filter() and log() give back exactly what it took.
-import { keysFor, zones, ScopeKeys, Lane } from "./shm";
+import { keysFor, zones, ScopeKeys, Lane, NODE_SCOPE } from "./shm";
 import * as inflight from "./inflight";
 import { fleet } from "./fleetmode";
 import { settings } from "./settings";
@@ -19,7 +19,7 @@ import { requestKey, startTime, lookup, remember, rememberForwarded, forget, Rec
 
 const ngxVar = ngx.var;
 /** The scope of a location that sets none, and the whole node (see gate()). */
-export const DEFAULT_SCOPE = "default";
+export const DEFAULT_SCOPE = NODE_SCOPE;
 /** State-zone key: the path prefixes of the control locations, learned by control(). */
 const CONTROL_PREFIX_KEY = "control_prefix";
 /** Control locations remembered at most (a config has one or two). */

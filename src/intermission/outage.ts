@@ -12,7 +12,7 @@
 //
 // Bounds: a request waits min(outage_hold, max_hold); once an outage is older than
 // outage_hold, new requests get 503 + Retry-After at once (failingFast) until it ends.
-import { ScopeKeys, zones, num, keysFor } from "./shm";
+import { ScopeKeys, zones, num, keysFor, NODE_SCOPE } from "./shm";
 import { createLocked } from "./reclaim";
 import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
@@ -150,7 +150,7 @@ function finish(keys: ScopeKeys, where: string): boolean {
     const now = ngx.now();
     // The node is paused (or in maintenance): a pause of default holds every request on
     // the node, so the outage's backlog waits for its resume (the prober looks again).
-    if (k.scope !== "default" && release.nodeStopped(now)) return false;
+    if (k.scope !== NODE_SCOPE && release.nodeStopped(now)) return false;
     const lasted = now - num(zones.state, k.since);
     release.resumeLocked(k, now);
     counters.observeOutage(k, lasted);

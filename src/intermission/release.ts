@@ -49,7 +49,7 @@
 // protocol runs within one incarnation of a scope). The one write here that takes no
 // lock, a ticket's incr, goes through takeTicket(), which waits out a reclaim's seal or
 // makes the scope again under its lock.
-import { ScopeKeys, Lane, zones, num, FLEET_SHARE_KEY, scopeExists, keysFor } from "./shm";
+import { ScopeKeys, Lane, zones, num, FLEET_SHARE_KEY, scopeExists, keysFor, NODE_SCOPE } from "./shm";
 import { createLocked, reclaimLocked, SEAL } from "./reclaim";
 import { settings } from "./settings";
 import { Mode, modeOf, writeMode } from "./mode";
@@ -559,9 +559,6 @@ const expiryCheck: { fn?: (this: void, keys: ScopeKeys, now: number) => boolean 
 export function setExpiryCheck(fn: (this: void, keys: ScopeKeys, now: number) => boolean): void {
   expiryCheck.fn = fn;
 }
-
-/** The scope that stands for the whole node (gate.DEFAULT_SCOPE). */
-const NODE_SCOPE = "default";
 
 /**
  * Whether default (the node) is paused or in maintenance now (an expired pause no longer

@@ -188,6 +188,9 @@ function makeKeys(scope: string): ScopeKeys {
   };
 }
 
+/** The scope that stands for the whole node: what a control request naming no scope gets. */
+export const NODE_SCOPE = "default";
+
 export function keysFor(scope: string): ScopeKeys {
   let keys = keyCache[scope];
   if (keys === undefined) {

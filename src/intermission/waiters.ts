@@ -115,10 +115,13 @@ export function poke(): void {
  */
 export function wakeDue(keys: ScopeKeys): void {
   if (watch.waiting <= 0) return;
-  for (const lane of [keys.retry, keys.main]) {
-    const q = localQueues[lane.seq];
-    if (q !== undefined) postDue(lane.seq, q, headOf(lane));
-  }
+  wakeLane(keys.retry);
+  wakeLane(keys.main);
+}
+
+function wakeLane(lane: Lane): void {
+  const q = localQueues[lane.seq];
+  if (q !== undefined) postDue(lane.seq, q, headOf(lane));
 }
 
 /** A fresh waiter for one request; its semaphore is reused if it queues again. */
