@@ -11,6 +11,7 @@ import type { StartedNetwork, StartedTestContainer } from "testcontainers";
 import { NginxNode, startRedis, newNetwork, DOCKER_DNS } from "./harness/node.ts";
 import { PendingRequest, waitFor } from "./harness/http.ts";
 import { TestApp } from "./harness/app.ts";
+import { RETRY_ON_ERROR, retryLocation, serverHooks } from "./harness/nginx-config.ts";
 
 const OUTAGE_HOLD = 8;
 const SETUP = {
@@ -36,16 +37,8 @@ const LOCATIONS = `
             access_by_lua_block { require("intermission").access() }
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_pass http://127.0.0.1:8082;
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;
-        }
-        location @intermission_retry {
-            content_by_lua_block { require("intermission").retry() }
-        }`;
-const SERVER_HOOKS = `
-        header_filter_by_lua_block { require("intermission").header_filter() }
-        log_by_lua_block           { require("intermission").log() }`;
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
+        }${retryLocation()}`;
 
 /** nginx's own line for a request's connect that the stopped application refused. */
 const REQUEST_CONNECT = /\[error\].*connect\(\) failed \(111: Connection refused\) while connecting to upstream/;
@@ -67,7 +60,7 @@ describe("unplanned outages in fleet mode: each node detects and holds on its ow
     redis = await startRedis(network);
     const start = () => NginxNode.start({
       workers: 2, setup: SETUP, network, resolver: DOCKER_DNS,
-      files: [app.file()], serverDirectives: SERVER_HOOKS, extraLocations: LOCATIONS,
+      files: [app.file()], serverDirectives: serverHooks(), extraLocations: LOCATIONS,
     });
     [a, b] = await Promise.all([start(), start()]);
     await Promise.all([app.start(a), new TestApp(app.spec).start(b)]);

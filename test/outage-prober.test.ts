@@ -8,7 +8,7 @@ import { describe, it, after, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { GenericContainer, Wait } from "testcontainers";
 import { NginxNode, ensureImages, IMAGE } from "./harness/node.ts";
-import { nginxConfig } from "./harness/nginx-config.ts";
+import { nginxConfig, RETRY_ON_ERROR, retryLocation, serverHooks } from "./harness/nginx-config.ts";
 import { get, send, waitFor, PendingRequest, Reply } from "./harness/http.ts";
 
 /** An application on 127.0.0.1:PORT that answers "app PORT" and records each ?id= it got. */
@@ -50,22 +50,13 @@ const proxied = (prefix: string, scope: string, target: string) => `
             access_by_lua_block { require("intermission").access() }
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_pass ${target};
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;
+            proxy_pass ${target};${RETRY_ON_ERROR}
         }`;
 
 const LOCATIONS = `
 ${proxied("/app/", "app", `http://127.0.0.1:${SINGLE}`)}
 ${proxied("/pair/", "pair", "http://pair")}
-${proxied("/half/", "half", "http://half")}
-        location @intermission_retry {
-            content_by_lua_block { require("intermission").retry() }
-        }`;
-
-const SERVER_HOOKS = `
-        header_filter_by_lua_block { require("intermission").header_filter() }
-        log_by_lua_block           { require("intermission").log() }`;
+${proxied("/half/", "half", "http://half")}${retryLocation()}`;
 
 /** nginx's own lines for a request's failed connect (the prober's are counted, not logged). */
 const REQUEST_CONNECT = /\[error\].*connect\(\) failed \(111: Connection refused\) while connecting to upstream/;
@@ -178,7 +169,7 @@ const NODE = {
   workers: 2,
   setup: { max_hold: 30, outage_hold: OUTAGE_HOLD, retry_after: 7 },
   httpDirectives: HTTP,
-  serverDirectives: SERVER_HOOKS,
+  serverDirectives: serverHooks(),
   extraLocations: LOCATIONS,
 };
 const APP_FILES = [SINGLE, FIRST, SECOND].map((p) => ({ content: appConf(p), target: `/etc/intermission/app-${p}.conf` }));

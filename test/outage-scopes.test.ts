@@ -10,6 +10,7 @@ import { NginxNode } from "./harness/node.ts";
 import { PendingRequest, waitFor } from "./harness/http.ts";
 import { sleep } from "./harness/held.ts";
 import { TestApp } from "./harness/app.ts";
+import { RETRY_ON_ERROR, retryLocation, serverHooks } from "./harness/nginx-config.ts";
 
 /** The application: counts its arrivals, answers its id. */
 const app = new TestApp({
@@ -21,37 +22,28 @@ const app = new TestApp({
         location / { content_by_lua_block { ngx.shared.scopeapp:incr("n", 1, 0) ngx.say("app ", ngx.var.arg_id or "-") } }`,
 });
 
-const RETRY = `
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;`;
 const LOCATIONS = `
         # No scope: default. /dead/ goes to a port nothing listens on, /live/ to the app.
         location /dead/ {
             access_by_lua_block { require("intermission").access() }
-            proxy_pass http://127.0.0.1:8083;${RETRY}
+            proxy_pass http://127.0.0.1:8083;${RETRY_ON_ERROR}
         }
         location /live/ {
             access_by_lua_block { require("intermission").access() }
-            proxy_pass http://127.0.0.1:8082;${RETRY}
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
         }
         # The README's snippet: the site's location has a scope, the control location none.
         location /site/ {
             set $intermission_scope myapp;
             access_by_lua_block { require("intermission").access() }
-            proxy_pass http://127.0.0.1:8082;${RETRY}
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
         }
         # An application on a unix socket whose file is gone.
         location /sock/ {
             set $intermission_scope sockapp;
             access_by_lua_block { require("intermission").access() }
-            proxy_pass http://unix:/tmp/scopes-gone.sock:;${RETRY}
-        }
-        location @intermission_retry {
-            content_by_lua_block { require("intermission").retry() }
-        }`;
-const SERVER_HOOKS = `
-        header_filter_by_lua_block { require("intermission").header_filter() }
-        log_by_lua_block           { require("intermission").log() }`;
+            proxy_pass http://unix:/tmp/scopes-gone.sock:;${RETRY_ON_ERROR}
+        }${retryLocation()}`;
 const REQUEST_CONNECT = /\[error\].*connect\(\) failed \(111: Connection refused\) while connecting to upstream/;
 /** nginx's own line for a request's connect to a unix socket whose file is gone (the prober's would say "context: ngx.timer"). */
 const REQUEST_SOCK = /\[crit\].*connect\(\) to unix:\/tmp\/scopes-gone\.sock failed \(2: No such file or directory\) while connecting to upstream/;
@@ -65,7 +57,7 @@ describe("unplanned outages and scopes", () => {
       workers: 2,
       setup: { max_hold: 20, outage_hold: 6 },
       files: [app.file()],
-      serverDirectives: SERVER_HOOKS,
+      serverDirectives: serverHooks(),
       extraLocations: LOCATIONS,
     });
     await app.start(node);

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { NginxNode } from "./harness/node.ts";
 import { get, send, waitFor, Reply } from "./harness/http.ts";
+import { RETRY_ON_ERROR, retryLocation, serverHooks } from "./harness/nginx-config.ts";
 
 const APP_CONF = "/etc/intermission/outage-app.conf";
 /** The application on 127.0.0.1:8082: counts each arrival per ?id= and records its body's size and md5. */
@@ -101,9 +102,7 @@ const LOCATIONS = `
             client_max_body_size 20m;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_pass http://127.0.0.1:8082;
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
         }
         # A site that serves its own error pages for the upstream's errors: the application's
         # own 502 reaches the retry location too, with bytes sent.
@@ -111,9 +110,7 @@ const LOCATIONS = `
             set $intermission_scope app;
             access_by_lua_block { require("intermission").access() }
             proxy_intercept_errors on;
-            proxy_pass http://127.0.0.1:8082/app/;
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;
+            proxy_pass http://127.0.0.1:8082/app/;${RETRY_ON_ERROR}
         }
         # The body streamed to the upstream as it arrives: not held whole, never re-sent.
         location /nobuf/ {
@@ -123,17 +120,8 @@ const LOCATIONS = `
             proxy_request_buffering off;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_pass http://127.0.0.1:8082;
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;
-        }
-        location @intermission_retry {
-            content_by_lua_block { require("intermission").retry() }
-        }`;
-
-const SERVER_HOOKS = `
-        header_filter_by_lua_block { require("intermission").header_filter() }
-        log_by_lua_block           { require("intermission").log() }`;
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
+        }${retryLocation()}`;
 
 /** nginx's own connect() failure line of a request's try (the prober's are not logged: it counts them in probe_failures). */
 const REQUEST_CONNECT = /\[error\].*connect\(\) failed \(111: Connection refused\) while connecting to upstream/;
@@ -147,7 +135,7 @@ async function startNode(outageHold: number): Promise<NginxNode> {
     workers: 2,
     setup: { max_hold: 30, outage_hold: outageHold, retry_after: 7 },
     files: [{ content: APP, target: APP_CONF }],
-    serverDirectives: SERVER_HOOKS,
+    serverDirectives: serverHooks(),
     extraLocations: LOCATIONS,
   });
 }

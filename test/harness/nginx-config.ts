@@ -34,10 +34,31 @@ export interface ConfigOptions {
   bare?: boolean;
 }
 
+/**
+ * The header_filter and log hooks, one a line, indented by `indent` (default: a
+ * server-level directive, as the README's wiring puts them once in the server block).
+ */
+export function serverHooks(indent = "        "): string {
+  return `
+${indent}header_filter_by_lua_block { require("intermission").header_filter() }
+${indent}log_by_lua_block           { require("intermission").log() }`;
+}
+
+/** In a proxied location: the upstream's gateway errors go to the retry location. */
+export const RETRY_ON_ERROR = `
+            error_page 502 504 = @intermission_retry;
+            recursive_error_pages on;`;
+
+/** The retry location (a server-level block) that RETRY_ON_ERROR and "not applied" send a request to. */
+export function retryLocation(): string {
+  return `
+        location @intermission_retry {
+            content_by_lua_block { require("intermission").retry() }
+        }`;
+}
+
 const LUA_HOOKS = `
-            access_by_lua_block        { require("intermission").access() }
-            header_filter_by_lua_block { require("intermission").header_filter() }
-            log_by_lua_block           { require("intermission").log() }`;
+            access_by_lua_block        { require("intermission").access() }${serverHooks("            ")}`;
 
 const PROXY = `
             proxy_http_version 1.1;
