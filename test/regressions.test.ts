@@ -6,6 +6,7 @@ import { describe, it, before, after, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import { NginxNode } from "./harness/node.ts";
+import { SCOPED_LOCATION } from "./harness/nginx-config.ts";
 import { PendingRequest, get, post, waitFor } from "./harness/http.ts";
 import { ids, sleep, holdInOrder } from "./harness/held.ts";
 
@@ -224,13 +225,7 @@ describe("bug 5: the state zone never forgets, and scopes are bounded", () => {
   before(async () => {
     node = await NginxNode.start({
       setup: { max_scopes: 300 },
-      extraLocations: `
-        location /scoped/ {
-            set $intermission_scope $arg_scope;
-            access_by_lua_block { require("intermission").access() }
-            log_by_lua_block    { require("intermission").log() }
-            proxy_pass http://backend;
-        }`,
+      extraLocations: SCOPED_LOCATION,
     });
   });
   after(async () => node?.stop());

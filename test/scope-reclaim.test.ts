@@ -9,6 +9,7 @@
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
+import { SCOPED_LOCATION } from "./harness/nginx-config.ts";
 import { assertIdle, sleep } from "./harness/held.ts";
 import { waitFor } from "./harness/http.ts";
 
@@ -21,13 +22,7 @@ describe("idle scopes are reclaimed: max_scopes bounds the live ones", () => {
   before(async () => {
     node = await NginxNode.start({
       workers: 2,
-      extraLocations: `
-        location /scoped/ {
-            set $intermission_scope $arg_scope;
-            access_by_lua_block { require("intermission").access() }
-            log_by_lua_block    { require("intermission").log() }
-            proxy_pass http://backend;
-        }`,
+      extraLocations: SCOPED_LOCATION,
     });
   });
   after(async () => node?.stop());
@@ -121,13 +116,7 @@ describe("a scope that turns idle with nobody looking is reclaimed when a new sc
   before(async () => {
     node = await NginxNode.start({
       setup: { max_scopes: 3 },
-      extraLocations: `
-        location /scoped/ {
-            set $intermission_scope $arg_scope;
-            access_by_lua_block { require("intermission").access() }
-            log_by_lua_block    { require("intermission").log() }
-            proxy_pass http://backend;
-        }`,
+      extraLocations: SCOPED_LOCATION,
     });
   });
   after(async () => node?.stop());

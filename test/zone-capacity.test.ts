@@ -4,7 +4,7 @@
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
-import { nginxConfig } from "./harness/nginx-config.ts";
+import { nginxConfig, SCOPED_LOCATION } from "./harness/nginx-config.ts";
 import { assertIdle } from "./harness/held.ts";
 
 /** 64 characters, all valid in a scope name, unique per i. */
@@ -17,13 +17,7 @@ describe("the shipped state zone holds max_scopes scopes at their largest", () =
   before(async () => {
     node = await NginxNode.start({
       workers: 2,
-      extraLocations: `
-        location /scoped/ {
-            set $intermission_scope $arg_scope;
-            access_by_lua_block { require("intermission").access() }
-            log_by_lua_block    { require("intermission").log() }
-            proxy_pass http://backend;
-        }`,
+      extraLocations: SCOPED_LOCATION,
     });
   });
   after(async () => node?.stop());

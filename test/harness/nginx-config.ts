@@ -57,6 +57,18 @@ export function retryLocation(): string {
         }`;
 }
 
+/**
+ * A location whose scope is the request's ?scope= (any name), with the access and log
+ * hooks, in front of the recording backend: tests that make scopes by the thousand.
+ */
+export const SCOPED_LOCATION = `
+        location /scoped/ {
+            set $intermission_scope $arg_scope;
+            access_by_lua_block { require("intermission").access() }
+            log_by_lua_block    { require("intermission").log() }
+            proxy_pass http://backend;
+        }`;
+
 const LUA_HOOKS = `
             access_by_lua_block        { require("intermission").access() }${serverHooks("            ")}`;
 
