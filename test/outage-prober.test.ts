@@ -10,27 +10,20 @@ import { GenericContainer, Wait } from "testcontainers";
 import { NginxNode, ensureImages, IMAGE } from "./harness/node.ts";
 import { nginxConfig, RETRY_ON_ERROR, retryLocation, serverHooks } from "./harness/nginx-config.ts";
 import { get, send, waitFor, PendingRequest, Reply } from "./harness/http.ts";
+import { TestApp, APPLIED_LOG_FORMAT } from "./harness/app.ts";
 
-/** An application on 127.0.0.1:PORT that answers "app PORT" and records each ?id= it got. */
-function appConf(port: number): string {
-  return `
-include /etc/nginx/modules-enabled/*.conf;
-worker_processes 1;
-pid /run/app-${port}.pid;
-error_log /var/log/nginx/app-${port}-error.log notice;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    log_format ids $arg_id;
-    server {
-        listen 127.0.0.1:${port};
+/** An application on 127.0.0.1:PORT that answers "app PORT" and records each ?id= it got; stopped gracefully. */
+const appAt = (port: number) => new TestApp({
+  name: `app-${port}`,
+  listen: `127.0.0.1:${port}`,
+  http: APPLIED_LOG_FORMAT,
+  stopSignal: "quit",
+  server: `
         location / {
             access_log /tmp/app-${port}-applied.log ids;
             return 200 "app ${port}\\n";
-        }
-    }
-}`;
-}
+        }`,
+});
 
 const SINGLE = 8082;
 /** The two servers of the upstream group `pair`. */
@@ -65,33 +58,6 @@ const CRASH_LINE = /\[alert\] \d+#\d+: worker process \d+ exited on signal 9/;
 
 /** Longer than the prober claim's lease (5 s): a test passes only if the prober is back well before either. */
 const OUTAGE_HOLD = 12;
-
-class App {
-  up = false;
-  constructor(private node: NginxNode, readonly port: number) {}
-  private get conf(): string {
-    return `/etc/intermission/app-${this.port}.conf`;
-  }
-  private async listening(): Promise<boolean> {
-    const hex = this.port.toString(16).toUpperCase().padStart(4, "0");
-    return (await this.node.exec(["sh", "-c", `cat /proc/net/tcp | grep -ci ':${hex} .* 0A ' || true`])).trim() !== "0";
-  }
-  async start(): Promise<void> {
-    if (this.up) return;
-    await this.node.exec(["nginx", "-c", this.conf]);
-    this.up = true;
-    await waitFor(`the application on ${this.port} listening`, () => this.listening());
-  }
-  async stop(): Promise<void> {
-    if (!this.up) return;
-    await this.node.exec(["nginx", "-c", this.conf, "-s", "quit"]);
-    this.up = false;
-    await waitFor(`the application on ${this.port} gone`, async () => !(await this.listening()));
-  }
-  async applied(): Promise<string[]> {
-    return (await this.node.exec(["sh", "-c", `cat /tmp/app-${this.port}-applied.log 2>/dev/null || true`])).split("\n").filter((l) => l !== "");
-  }
-}
 
 /** held + retried = released + timed_out + aborted + maintenance + held now (counters.ts). */
 function assertBalanced(s: any): void {
@@ -153,10 +119,10 @@ async function startOutage(node: NginxNode, scope: string, path: string): Promis
  * the test saw the port listening to the reply (negative: answered before the test saw
  * it); `startMs`: how long the start took to be seen (docker exec, the machine's load).
  */
-async function backAndReplies(app: App, held: Held[]): Promise<{ replies: { id: string; reply: Reply; ms: number }[]; slowest: number; startMs: number }> {
+async function backAndReplies(node: NginxNode, app: TestApp, held: Held[]): Promise<{ replies: { id: string; reply: Reply; ms: number }[]; slowest: number; startMs: number }> {
   const t0 = performance.now();
   const pending = held.map(async (h) => ({ id: h.id, reply: await h.pending.reply, at: performance.now() }));
-  await app.start();
+  await app.start(node);
   const t1 = performance.now();
   const replies = (await Promise.all(pending)).map((r) => ({ id: r.id, reply: r.reply, ms: Math.round(r.at - t1) }));
   return { replies, slowest: Math.max(...replies.map((r) => r.ms)), startMs: Math.round(t1 - t0) };
@@ -172,21 +138,21 @@ const NODE = {
   serverDirectives: serverHooks(),
   extraLocations: LOCATIONS,
 };
-const APP_FILES = [SINGLE, FIRST, SECOND].map((p) => ({ content: appConf(p), target: `/etc/intermission/app-${p}.conf` }));
+const APP_FILES = [SINGLE, FIRST, SECOND].map((p) => appAt(p).file());
 
 describe("the outage prober outlives its worker and probes every address (2 workers)", () => {
   let node: NginxNode;
-  let single: App;
-  let first: App;
-  let second: App;
+  let single: TestApp;
+  let first: TestApp;
+  let second: TestApp;
 
   // A fresh nginx per test: a killed or reloaded worker must not be what the next test measures.
   beforeEach(async () => {
     node = await NginxNode.start({ ...NODE, files: APP_FILES });
-    single = new App(node, SINGLE);
-    first = new App(node, FIRST);
-    second = new App(node, SECOND);
-    await Promise.all([single.start(), first.start(), second.start()]);
+    single = appAt(SINGLE);
+    first = appAt(FIRST);
+    second = appAt(SECOND);
+    await Promise.all([single.start(node), first.start(node), second.start(node)]);
   });
   afterEach(async () => {
     try {
@@ -197,7 +163,7 @@ describe("the outage prober outlives its worker and probes every address (2 work
   });
 
   it("kill -9 of the prober's worker, held requests in the other one, no new request: released within a second of the application's return", async () => {
-    await single.stop();
+    await single.stop(node);
     const held: Held[] = [await startOutage(node, "app", "/app/k")];
     const victim = await outageWorker(node, "app");
     // Until the other worker holds 3 (the kernel spreads connections over the workers).
@@ -207,12 +173,12 @@ describe("the outage prober outlives its worker and probes every address (2 work
 
     await node.exec(["sh", "-c", `kill -9 ${victim}`]);
     await waitFor(`worker ${victim} reaped`, async () => new RegExp(`worker process ${victim} exited on signal 9`).test(await node.errorLog()));
-    const { replies, slowest, startMs } = await backAndReplies(single, survivors);
+    const { replies, slowest, startMs } = await backAndReplies(node, single, survivors);
     for (const r of replies) assert.equal(r.reply.status, 200, `${r.id}: ${r.reply.status} ${r.reply.body}`);
     console.log(`[figure] kill -9: ${survivors.length} held requests of the surviving worker answered 200 ${startMs + slowest} ms after starting the application (seen listening at ${startMs} ms) (outage_hold ${OUTAGE_HOLD} s)`);
     assert.ok(slowest < FLOWS_WITHIN, `released ${slowest} ms after the application was listening`);
     assert.match(await node.errorLog(), new RegExp(`outage prober of scope app taken over from worker ${victim} \\(gone\\)`));
-    const applied = await single.applied();
+    const applied = await single.applied(node);
     for (const h of survivors) assert.ok(applied.includes(h.id), `${h.id} applied`);
     const s = await waitFor("nothing held, running", async () => {
       const st = await node.status("app");
@@ -222,12 +188,12 @@ describe("the outage prober outlives its worker and probes every address (2 work
   });
 
   it("reload (HUP) during an outage, no new request: the old workers' held requests are released when the application returns, and the old workers exit", async () => {
-    await single.stop();
+    await single.stop(node);
     const held: Held[] = [await startOutage(node, "app", "/app/r")];
     for (let i = 1; i <= 5; i++) held.push(await holdOne(node, "app", "/app/r", `r${i}`));
     await node.reload();
     await reloaded(node);
-    const { replies, slowest, startMs } = await backAndReplies(single, held);
+    const { replies, slowest, startMs } = await backAndReplies(node, single, held);
     for (const r of replies) assert.equal(r.reply.status, 200, `${r.id}: ${r.reply.status} ${r.reply.body}`);
     console.log(`[figure] reload: ${held.length} held requests of the old workers answered 200 ${startMs + slowest} ms after starting the application (seen listening at ${startMs} ms)`);
     assert.ok(slowest < FLOWS_WITHIN, `released ${slowest} ms after the application was listening`);
@@ -238,7 +204,7 @@ describe("the outage prober outlives its worker and probes every address (2 work
   });
 
   it("reload during an outage that does not end: the old workers answer their held requests at outage_hold and exit; a new request meets the outage in a new worker", async () => {
-    await single.stop();
+    await single.stop(node);
     const held: Held[] = [await startOutage(node, "app", "/app/d")];
     for (let i = 1; i <= 3; i++) held.push(await holdOne(node, "app", "/app/d", `d${i}`));
     const since = performance.now();
@@ -253,17 +219,17 @@ describe("the outage prober outlives its worker and probes every address (2 work
     const probes = (await node.status("app")).counters.probe_failures;
     assert.equal((await get(node.url("/app/d?id=late"))).status, 503);
     await waitFor("a new worker probing", async () => (await node.status("app")).counters.probe_failures > probes);
-    await single.start();
+    await single.start(node);
     await waitFor("running again", async () => (await node.status("app")).state === "running", 3000);
   });
 
   it("an upstream group with both servers closed: the prober probes both, and the first one's return ends the outage", async () => {
-    await Promise.all([first.stop(), second.stop()]);
+    await Promise.all([first.stop(node), second.stop(node)]);
     const held: Held[] = [await startOutage(node, "pair", "/pair/p")];
     const s = await node.status("pair");
     assert.equal(s.outage.upstream, `127.0.0.1:${FIRST}, 127.0.0.1:${SECOND}`, "status names the failed try's addresses");
     for (let i = 1; i <= 3; i++) held.push(await holdOne(node, "pair", "/pair/p", `p${i}`));
-    const { replies, slowest, startMs } = await backAndReplies(first, held); // the first address, not the last
+    const { replies, slowest, startMs } = await backAndReplies(node, first, held); // the first address, not the last
     for (const r of replies) assert.equal(r.reply.status, 200, `${r.id}: ${r.reply.status} ${r.reply.body}`);
     console.log(`[figure] group of two, the first server back: ${held.length} held requests answered 200 ${startMs + slowest} ms after starting it (seen listening at ${startMs} ms)`);
     assert.ok(slowest < FLOWS_WITHIN, `released ${slowest} ms after the first server was listening`);
@@ -272,7 +238,7 @@ describe("the outage prober outlives its worker and probes every address (2 work
   });
 
   it("an upstream group with one live server of two (nginx's defaults): not held, nginx's next upstream serves it, no outage", async () => {
-    await second.stop();
+    await second.stop(node);
     for (let i = 0; i < 6; i++) {
       const r = await get(node.url(`/half/h?id=h${i}`));
       assert.equal(r.status, 200, r.body);
@@ -310,9 +276,9 @@ describe("the outage prober through a binary upgrade (USR2 + QUIT, 2 workers)", 
 
   it("the old master's workers, exiting, go on probing their own zones' outage: their held requests are released when the application returns", async () => {
     node = await startDaemon();
-    const single = new App(node, SINGLE);
-    await single.start();
-    await single.stop();
+    const single = appAt(SINGLE);
+    await single.start(node);
+    await single.stop(node);
     const held: Held[] = [await startOutage(node, "app", "/app/u")];
     for (let i = 1; i <= 3; i++) held.push(await holdOne(node, "app", "/app/u", `u${i}`));
     const sh = async (cmd: string) => (await node.exec(["sh", "-c", cmd])).trim();
@@ -324,7 +290,7 @@ describe("the outage prober through a binary upgrade (USR2 + QUIT, 2 workers)", 
     await sh(`kill -QUIT ${old}`);
     await waitFor("the old workers shutting down", async () => ((await node.errorLog()).match(/gracefully shutting down/g)?.length ?? 0) >= quitting + 2);
     // The new master's zones are new: it knows no outage, and no request comes.
-    const { replies, slowest, startMs } = await backAndReplies(single, held);
+    const { replies, slowest, startMs } = await backAndReplies(node, single, held);
     for (const r of replies) assert.equal(r.reply.status, 200, `${r.id}: ${r.reply.status} ${r.reply.body}`);
     console.log(`[figure] binary upgrade: ${held.length} held requests of the old master's workers answered 200 ${startMs + slowest} ms after starting the application (seen listening at ${startMs} ms)`);
     assert.ok(slowest < FLOWS_WITHIN, `released ${slowest} ms after the application was listening`);

@@ -10,22 +10,16 @@ import { createHash } from "node:crypto";
 import { NginxNode } from "./harness/node.ts";
 import { get, send, waitFor, Reply } from "./harness/http.ts";
 import { RETRY_ON_ERROR, retryLocation, serverHooks } from "./harness/nginx-config.ts";
+import { TestApp, AppSpec, APPLIED_LOG_FORMAT, READ_BODY_LUA } from "./harness/app.ts";
 
-const APP_CONF = "/etc/intermission/outage-app.conf";
 /** The application on 127.0.0.1:8082: counts each arrival per ?id= and records its body's size and md5. */
-const APP = `
-include /etc/nginx/modules-enabled/*.conf;
-worker_processes 1;
-pid /run/outage-app.pid;
-error_log /var/log/nginx/outage-app-error.log notice;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    log_format ids $arg_id;
-    client_body_temp_path /tmp/outage-app-body;
-    lua_shared_dict rec 8m;
-    server {
-        listen 127.0.0.1:8082;
+const APP: AppSpec = {
+  name: "outage-app",
+  listen: "127.0.0.1:8082",
+  dict: "rec 8m",
+  http: APPLIED_LOG_FORMAT,
+  stopSignal: "quit",
+  server: `
         client_max_body_size 20m;
         location = /_rec {
             content_by_lua_block {
@@ -75,14 +69,7 @@ http {
         location / {
             # Every request applied, across restarts (the shared dict starts afresh).
             access_log /tmp/outage-app-applied.log ids;
-            content_by_lua_block {
-                ngx.req.read_body()
-                local body = ngx.req.get_body_data()
-                if not body then
-                    local f = ngx.req.get_body_file()
-                    if f then local h = io.open(f, "rb"); body = h:read("*a"); h:close() end
-                end
-                body = body or ""
+            content_by_lua_block {${READ_BODY_LUA}
                 local d = ngx.shared.rec
                 local id = ngx.var.arg_id or "-"
                 d:incr("n", 1, 0)
@@ -90,9 +77,8 @@ http {
                 d:set("b" .. id, #body .. " " .. ngx.md5(body))
                 ngx.say("app ", ngx.req.get_method(), " ", #body)
             }
-        }
-    }
-}`;
+        }`,
+};
 
 /** The README's wiring, in a location of its own scope. */
 const LOCATIONS = `
@@ -134,43 +120,25 @@ async function startNode(outageHold: number): Promise<NginxNode> {
   return NginxNode.start({
     workers: 2,
     setup: { max_hold: 30, outage_hold: outageHold, retry_after: 7 },
-    files: [{ content: APP, target: APP_CONF }],
+    files: [new TestApp(APP).file()],
     serverDirectives: serverHooks(),
     extraLocations: LOCATIONS,
   });
 }
 
-class App {
-  up = false;
-  constructor(private node: NginxNode) {}
-  private async listening(): Promise<boolean> {
-    return (await this.node.exec(["sh", "-c", "cat /proc/net/tcp | grep -ci ':1F92 .* 0A ' || true"])).trim() !== "0";
+/** The application of one node (each node has its own), with what it recorded. */
+class App extends TestApp {
+  constructor() {
+    super(APP);
   }
-  async start(): Promise<void> {
-    if (this.up) return;
-    await this.node.exec(["nginx", "-c", APP_CONF]);
-    this.up = true;
-    await waitFor("the application listening", () => this.listening());
+  /** What it recorded: of all requests, and of ?id= if given. */
+  async rec(node: NginxNode, id?: string): Promise<{ total: number; count?: number; body?: string }> {
+    return JSON.parse(await this.get(node, `/_rec${id ? `?id=${id}` : ""}`));
   }
-  /** Graceful (a systemctl restart's stop): requests in flight finish, the port closes. */
-  async stop(): Promise<void> {
-    if (!this.up) return;
-    await this.node.exec(["nginx", "-c", APP_CONF, "-s", "quit"]);
-    this.up = false;
-    await waitFor("the application gone", async () => !(await this.listening()));
-  }
-  async rec(id?: string): Promise<{ total: number; count?: number; body?: string }> {
-    // Straight to the application, from inside the container.
-    const out = await this.node.exec(["bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/8082 && printf 'GET /_rec${id ? `?id=${id}` : ""} HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3`]).catch(() => "");
-    return JSON.parse(out.slice(out.indexOf("\r\n\r\n") + 4));
-  }
-  /** The ids of every request the application applied, since the file was last emptied. */
-  async applied(): Promise<string[]> {
-    return (await this.node.exec(["sh", "-c", "cat /tmp/outage-app-applied.log 2>/dev/null || true"])).split("\n").filter((l) => l !== "");
-  }
-  async reset(): Promise<void> {
-    await this.node.exec(["sh", "-c", ": > /tmp/outage-app-applied.log"]);
-    await this.node.exec(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8082 && printf 'GET /_rec_reset HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3 >/dev/null"]);
+  /** Forgets what it recorded and applied. */
+  async reset(node: NginxNode): Promise<void> {
+    await this.clearApplied(node);
+    await this.get(node, "/_rec_reset");
   }
 }
 
@@ -206,15 +174,15 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
 
   before(async () => {
     [on, off] = await Promise.all([startNode(OUTAGE_HOLD), startNode(0)]);
-    app = new App(on);
-    offApp = new App(off);
-    await Promise.all([app.start(), offApp.start()]);
+    app = new App();
+    offApp = new App();
+    await Promise.all([app.start(on), offApp.start(off)]);
   });
   after(async () => {
     await Promise.all([on?.stop(), off?.stop()]);
   });
   afterEach(async () => {
-    await Promise.all([app.start(), offApp.start()]);
+    await Promise.all([app.start(on), offApp.start(off)]);
     await waitFor("the outage over", async () => (await on.status("app")).state === "running");
     await assertBalanced(on);
     await on.assertCleanLog([REQUEST_CONNECT, RESET]);
@@ -224,21 +192,21 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
   // First in this node's life: "not applied" must hold a request of a scope that was never
   // stopped (its queue keys are made on the way), not answer it 503 at once.
   it("\"not applied\" (X-Accel-Redirect: @intermission_retry), in a scope never stopped before, is held and sent again, method and body kept; the app's own 500 page passes unchanged", async () => {
-    await app.reset();
+    await app.reset(on);
     const before = (await on.status("app")).counters;
     const body = "order=42&qty=1";
     const r = await send(on.url("/app/notapplied?id=na1&fails=1"), { method: "POST", body, headers: { "Content-Type": "application/x-www-form-urlencoded" } }).reply;
     assert.equal(r.status, 200, r.body);
     assert.match(r.body, /applied on arrival 2/);
     const md5 = createHash("md5").update(body).digest("hex");
-    assert.deepEqual(await app.rec("na1"), { total: 1, count: 2, body: `POST ${body.length} ${md5}` });
+    assert.deepEqual(await app.rec(on, "na1"), { total: 1, count: 2, body: `POST ${body.length} ${md5}` });
     const after = (await on.status("app")).counters;
     assert.equal(after.retried - before.retried, 1, "held once more");
     assert.equal(after.outages, before.outages, "not an outage: the application is up");
     // Never applicable: every try is spent, then on_timeout's 503.
     const never = await get(on.url("/app/notapplied?id=na2&fails=100"));
     assert.equal(never.status, 503, never.body);
-    assert.equal((await app.rec("na2")).count, 3, "sent three times (two retries), no more");
+    assert.equal((await app.rec(on, "na2")).count, 3, "sent three times (two retries), no more");
     // The application's ordinary 500 passes as it is.
     const own = await get(on.url("/app/error500"));
     assert.equal(own.status, 500);
@@ -249,18 +217,18 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
   it("the application restarts under client loops: 0 failed with outage_hold but those in flight at the stop, every 200 applied once; 502s without it", async () => {
     const failures: Record<string, { failed: number; resets: number }> = {};
     for (const [node, a, label] of [[on, app, "on"], [off, offApp, "off"]] as const) {
-      await a.reset();
+      await a.reset(node);
       await node.newLogLines();
       const loops = clientLoops(node, 6);
-      await waitFor("some requests served", async () => (await a.applied()).length >= 20);
-      await a.stop();
+      await waitFor("some requests served", async () => (await a.applied(node)).length >= 20);
+      await a.stop(node);
       // The restart's gap: long enough for many requests to meet the closed port.
       await new Promise((r) => setTimeout(r, 1500));
-      await a.start();
-      await waitFor("requests served after the restart", async () => (await a.rec()).total >= 20, 5000);
+      await a.start(node);
+      await waitFor("requests served after the restart", async () => (await a.rec(node)).total >= 20, 5000);
       const statuses = await loops.stop();
       const ok = count(statuses, 200);
-      const applied = await a.applied();
+      const applied = await a.applied(node);
       // In flight at the stop: written into a connection the stopping application had not
       // accepted yet, reset when it exited. Bytes were sent, so never sent again (the
       // issue's bound: the failures are at most the requests in flight at the stop).
@@ -292,7 +260,7 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
   it("down for good: held requests get 503 after outage_hold, new ones at once, the upstream is tried at the prober's rate, and the site flows within a second of its return", async () => {
     await on.newLogLines();
     const probesBefore = (await on.status("app")).counters.probe_failures;
-    await app.stop();
+    await app.stop(on);
     const started = Date.now();
     const first = send(on.url("/app/first?id=f0"));
     await waitFor("the outage", async () => (await on.status("app")).state === "outage");
@@ -325,21 +293,21 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
     assert.ok(proberTries >= elapsed && proberTries <= 2.5 * elapsed + 4, `${proberTries} prober connects in ${elapsed}s`);
     assert.equal(app.up, false);
     // Back: the site flows within a second.
-    await app.start();
+    await app.start(on);
     const back = Date.now();
     await waitFor("a 200", async () => (await get(on.url("/app/back?id=b"))).status === 200, 3000);
     const flowsAfter = Date.now() - back;
     assert.ok(flowsAfter < 1000, `flows ${flowsAfter} ms after the application is back`);
-    assert.equal((await app.rec("f0")).count, 0, "a request answered 503 never reached the application");
+    assert.equal((await app.rec(on, "f0")).count, 0, "a request answered 503 never reached the application");
   });
 
   it("an application that answers 502 itself is neither held nor sent again", async () => {
-    await app.reset();
+    await app.reset(on);
     const before = (await on.status("app")).counters;
     const r = await get(on.url("/app/bad502?id=bad"));
     assert.equal(r.status, 502);
     assert.match(r.body, /the application's own 502/);
-    assert.equal((await app.rec("bad")).count, 1, "sent once");
+    assert.equal((await app.rec(on, "bad")).count, 1, "sent once");
     const after = (await on.status("app"));
     assert.equal(after.state, "running");
     assert.equal(after.counters.outages, before.outages);
@@ -348,7 +316,7 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
     // retry location answers the 502 and sends nothing again.
     const caught = await get(on.url("/intercept/bad502?id=bad2"));
     assert.equal(caught.status, 502);
-    assert.equal((await app.rec("bad2")).count, 1, "sent once");
+    assert.equal((await app.rec(on, "bad2")).count, 1, "sent once");
     const later = await on.status("app");
     assert.equal(later.state, "running");
     assert.equal(later.counters.outages, before.outages);
@@ -356,25 +324,25 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
   });
 
   it("1 KB and 10 MB POST bodies (the latter in nginx's temp file) are sent again intact", async () => {
-    await app.reset();
-    await app.stop();
+    await app.reset(on);
+    await app.stop(on);
     const small = createHash("sha256").update("small").digest("hex").repeat(16); // 1 KB
     const big = createHash("sha256").update("big").digest("hex").repeat(10 * 1024 * 1024 / 64); // 10 MB
     const md5 = (s: string) => createHash("md5").update(s).digest("hex");
     const ps = send(on.url("/app/upload?id=small"), { method: "POST", body: small, headers: { "Content-Type": "application/octet-stream" } });
     const pb = send(on.url("/app/upload?id=big"), { method: "POST", body: big, headers: { "Content-Type": "application/octet-stream" } });
     await waitFor("both held", async () => (await on.status("app")).held === 2);
-    await app.start();
+    await app.start(on);
     const [rs, rb] = await Promise.all([ps.reply, pb.reply]);
     assert.equal(rs.status, 200, rs.body);
     assert.equal(rb.status, 200, rb.body);
-    assert.deepEqual(await app.rec("small"), { total: 2, count: 1, body: `${small.length} ${md5(small)}` });
-    assert.deepEqual((await app.rec("big")).body, `${big.length} ${md5(big)}`);
-    assert.equal((await app.rec("big")).count, 1);
+    assert.deepEqual(await app.rec(on, "small"), { total: 2, count: 1, body: `${small.length} ${md5(small)}` });
+    assert.deepEqual((await app.rec(on, "big")).body, `${big.length} ${md5(big)}`);
+    assert.equal((await app.rec(on, "big")).count, 1);
   });
 
   it("a body streamed to the upstream (proxy_request_buffering off) is not held nor sent again: 502, and no outage", async () => {
-    await app.stop();
+    await app.stop(on);
     await on.newLogLines();
     const body = createHash("sha256").update("nobuf").digest("hex").repeat(300_000 / 64);
     const r = await send(on.url("/nobuf/upload?id=nb"), { method: "POST", body, headers: { "Content-Type": "application/octet-stream" } }).reply;
@@ -383,13 +351,13 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
     assert.equal(s.state, "running");
     const lines = await on.newLogLines();
     assert.ok(lines.some((l) => /not held through the outage: .*(body was streamed|body bytes are held) \(proxy_request_buffering off\)/.test(l)), `the log says why:\n${lines.filter((l) => /intermission/.test(l)).join("\n")}`);
-    await app.start();
-    assert.equal((await app.rec("nb")).count, 0, "never sent again");
+    await app.start(on);
+    assert.equal((await app.rec(on, "nb")).count, 0, "never sent again");
   });
 
   it("an operator's pause during an outage makes it an ordinary pause: held until resume, then released", async () => {
-    await app.reset();
-    await app.stop();
+    await app.reset(on);
+    await app.stop(on);
     const first = send(on.url("/app/p?id=p0"));
     await waitFor("the outage", async () => (await on.status("app")).state === "outage");
     const second = send(on.url("/app/p?id=p1"));
@@ -397,7 +365,7 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
     const paused = await on.control("pause", "scope=app&ttl=0");
     assert.equal(paused.status, 200, paused.body);
     assert.equal((await on.status("app")).state, "paused");
-    await app.start();
+    await app.start(on);
     // The outage's prober no longer decides: still held past its longest interval (0.5 s),
     // for the operator's resume. (The requests keep their outage bound, 3 s from arrival.)
     const probes = (await on.status("app")).counters.probe_failures;
@@ -408,7 +376,7 @@ describe("unplanned outages: nobody pauses, the application stops accepting conn
     assert.equal(resumed.status, 200, resumed.body);
     const replies = await Promise.all([first.reply, second.reply]);
     assert.deepEqual(replies.map((x) => x.status), [200, 200]);
-    assert.equal((await app.rec("p0")).count, 1);
-    assert.equal((await app.rec("p1")).count, 1);
+    assert.equal((await app.rec(on, "p0")).count, 1);
+    assert.equal((await app.rec(on, "p1")).count, 1);
   });
 });

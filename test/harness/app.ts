@@ -24,28 +24,45 @@ export interface AppSpec {
   name: string;
   /** The listen directive's argument, e.g. "8082" or "127.0.0.1:8082". */
   listen: string;
-  /** A shared dict for what the application records: `name size`, e.g. "rec 16m". */
-  dict: string;
+  /** A shared dict for what the application records: `name size`, e.g. "rec 16m" (none if unset). */
+  dict?: string;
   /** error_log level (default notice). */
   logLevel?: string;
   /** More http-level directives (log_format, client_max_body_size ...). */
   http?: string;
   /** The server's locations (and server-level directives). */
   server: string;
+  /**
+   * How stop() stops it: "stop" (default, fast: requests it had received are cut) or
+   * "quit" (graceful, a systemctl restart's stop: requests in flight finish).
+   */
+  stopSignal?: "stop" | "quit";
 }
+
+/** http-level: the log format of an applied log (see TestApp.appliedLog). */
+export const APPLIED_LOG_FORMAT = `
+    log_format ids $arg_id;`;
 
 export class TestApp {
   readonly confPath: string;
   readonly pidPath: string;
   readonly errorLogPath: string;
   readonly port: number;
-  private up = false;
+  /**
+   * Where a location of the application logs the ?id= of each request it applies, with
+   * `access_log ${app.appliedLog} ids;` (http: APPLIED_LOG_FORMAT). A file, so it outlasts a
+   * restart of the application (its shared dict starts afresh).
+   */
+  readonly appliedLog: string;
+  /** Whether this object started it (and has not stopped it since). */
+  up = false;
 
   constructor(readonly spec: AppSpec) {
     this.confPath = `/etc/intermission/${spec.name}.conf`;
     this.pidPath = `/run/${spec.name}.pid`;
     this.errorLogPath = `/var/log/nginx/${spec.name}-error.log`;
     this.port = Number(spec.listen.split(":").at(-1));
+    this.appliedLog = `/tmp/${spec.name}-applied.log`;
   }
 
   /** The nginx.conf of the application. */
@@ -59,8 +76,8 @@ error_log ${this.errorLogPath} ${s.logLevel ?? "notice"};
 events { worker_connections 1024; }
 http {
     access_log off;
-    client_body_temp_path /tmp/${s.name}-body;
-    lua_shared_dict ${s.dict};${s.http ?? ""}
+    client_body_temp_path /tmp/${s.name}-body;${s.dict ? `
+    lua_shared_dict ${s.dict};` : ""}${s.http ?? ""}
     server {
         listen ${s.listen};${s.server}
     }
@@ -87,12 +104,28 @@ http {
     await waitFor(`${this.spec.name} listening`, () => this.listening(node));
   }
 
-  /** Fast stop (-s stop: requests it had received are cut), waiting until the port is closed. */
+  /** Stops it as spec.stopSignal says (default fast: -s stop), waiting until the port is closed. */
   async stop(node: NginxNode): Promise<void> {
     if (!this.up) return;
-    await node.exec(["nginx", "-c", this.confPath, "-s", "stop"]);
+    await node.exec(["nginx", "-c", this.confPath, "-s", this.spec.stopSignal ?? "stop"]);
     this.up = false;
     await waitFor(`${this.spec.name} gone`, async () => !(await this.listening(node)));
+  }
+
+  /** The body of a GET of `path` sent straight to the application, from inside the container. */
+  async get(node: NginxNode, path: string): Promise<string> {
+    const out = await node.exec(["bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/${this.port} && printf 'GET ${path} HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3`]);
+    return out.slice(out.indexOf("\r\n\r\n") + 4);
+  }
+
+  /** The ids in appliedLog (every request applied since it was last emptied), in order. */
+  async applied(node: NginxNode): Promise<string[]> {
+    return (await node.exec(["sh", "-c", `cat ${this.appliedLog} 2>/dev/null || true`])).split("\n").filter((l) => l !== "");
+  }
+
+  /** Empties appliedLog. */
+  async clearApplied(node: NginxNode): Promise<void> {
+    await node.exec(["sh", "-c", `: > ${this.appliedLog}`]);
   }
 
   /** Fast stop whether or not this object started it, waiting until its master is gone. */
