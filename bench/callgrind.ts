@@ -4,7 +4,7 @@
 // repeats on a noisy machine.
 import http from "node:http";
 import { spawn } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { PORTS, Ports, BenchNginxOptions } from "./nginx.ts";
 
@@ -25,6 +25,33 @@ function get(port: number, p: string, agent: http.Agent): Promise<number> {
 export interface CallgrindSetup {
   content?: BenchNginxOptions["content"];
   ports?: Ports;
+  /** Which hooks `root` holds (for the result's label): see wiringOnlyRoot. */
+  hooks?: CallgrindResult["hooks"];
+}
+
+/**
+ * A root whose dist/ holds an intermission module with the public functions and nothing
+ * in them (control() answers, for the start-up check): measured with the README's hook
+ * lines, it gives what `require("intermission").access()` and `.log()` cost by
+ * themselves, over empty access_by_lua/log_by_lua blocks.
+ */
+export function wiringOnlyRoot(root: string, dir: string): string {
+  const noop = path.join(dir, "wiring-only");
+  mkdirSync(path.join(noop, "dist"), { recursive: true });
+  mkdirSync(path.join(noop, "nginx"), { recursive: true });
+  copyFileSync(path.join(root, "nginx/intermission.conf"), path.join(noop, "nginx/intermission.conf"));
+  writeFileSync(path.join(noop, "dist/intermission.lua"), [
+    "local M = {}",
+    "function M.setup() end",
+    "function M.init_worker() end",
+    "function M.access() end",
+    "function M.header_filter() end",
+    "function M.log() end",
+    "function M.control() ngx.say(\"{}\") end",
+    "return M",
+    "",
+  ].join("\n"));
+  return noop;
 }
 
 async function instructions(root: string, dir: string, which: "intermission" | "empty", k: number,
@@ -77,6 +104,12 @@ async function instructions(root: string, dir: string, which: "intermission" | "
 
 export interface CallgrindResult {
   concurrency: number;
+  /**
+   * "intermission" (absent in older results), or "wiring only": the same hook lines
+   * calling a module whose functions do nothing (wiringOnlyRoot), so that the figure is
+   * what the wiring itself costs, the floor under intermission's own.
+   */
+  hooks?: "intermission" | "wiring only";
   /** The location's content: "proxy" to the backend (nginx in the same process) or "empty_gif" (in place). */
   content: NonNullable<BenchNginxOptions["content"]>;
   instructions_per_request_empty_hooks: number;
@@ -106,6 +139,7 @@ export async function callgrindPerRequest(root: string, dir: string, concurrency
   const median = all.find((r) => r.ours - r.empty === costs[Math.floor((costs.length - 1) / 2)])!;
   return {
     concurrency,
+    hooks: setup.hooks ?? "intermission",
     content: setup.content ?? "proxy",
     instructions_per_request_empty_hooks: Math.round(median.empty),
     instructions_per_request_intermission: Math.round(median.ours),

@@ -31,7 +31,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { BenchNginx, PlainNginx, PORTS, benchConfig, fleetNodeConfig, fleetBackendConfig, FLEET_PORT_BASE } from "./nginx.ts";
-import { callgrindPerRequest, CallgrindResult } from "./callgrind.ts";
+import { callgrindPerRequest, CallgrindResult, wiringOnlyRoot } from "./callgrind.ts";
+import { floorRoot } from "./floor.ts";
 import { plotRelease } from "./plot.ts";
 import { databaseScenarios, plotDatabase, unplannedScenarios } from "./database.ts";
 import { commitOf, describeMachine, machine, provenance } from "./provenance.ts";
@@ -44,6 +45,8 @@ const SIZES = (process.env.BENCH_SIZES ?? "1000,3000,10000").split(",").map(Numb
 const WINDOW = Number(process.env.BENCH_WINDOW ?? 64);
 /** Rounds per release size (BENCH_RELEASE_ROUNDS); the median round is kept, with the spread. */
 const RELEASE_ROUNDS = Number(process.env.BENCH_RELEASE_ROUNDS ?? 3);
+/** Issue 23's goal for the unpaused hooks answered in place: instructions per request ÷ those with empty hooks. */
+const HOT_GOAL = 1.03;
 /** Issue 23's goal for 3,000 held requests against a healthy backend: release ÷ plain burst. */
 const RELEASE_GOAL = 0.25;
 const WORKERS = 2;
@@ -122,6 +125,53 @@ interface ReleaseResult {
   state_keys: { before: number; held: number; released: number };
   /** Status samples through the cycle; t in ms since the resume call. */
   timeline: { t: number; held: number; queued: number; in_flight: number }[];
+  /** The same round's bare hold (floor.ts): the least a release can take on this machine. */
+  floor?: FloorResult;
+  /** release_ms ÷ floor.release_ms. */
+  release_vs_floor?: number;
+}
+
+interface FloorResult {
+  plain_burst_ms: number;
+  release_ms: number;
+  release_vs_burst: number;
+  plain_burst_cpu_ms: number;
+  release_cpu_ms: number;
+  failed: number;
+}
+
+/**
+ * The bare hold of floor.ts, measured as releaseRun measures intermission: a plain burst,
+ * then N held and all woken at once at the resume.
+ */
+async function floorRun(n: number): Promise<FloorResult> {
+  const dir = path.join(WORK, `floor-${n}`);
+  rmSync(dir, { recursive: true, force: true });
+  const nginx = BenchNginx.start({ root: floorRoot(SNAPSHOT, WORK), dir, workers: WORKERS, setup: {} });
+  try {
+    await until("nginx", async () => (await status()).state === "running");
+    await burst(PORTS.plain, 200, "");
+    await burst(PORTS.intermission, 200, "");
+    const cpuPlain0 = nginx.workersCpuMs();
+    const plain = await burst(PORTS.plain, n, "");
+    const plainCpu = nginx.workersCpuMs() - cpuPlain0;
+    await request(PORTS.intermission, "/_intermission/pause", "POST", false);
+    const held = Array.from({ length: n }, () => request(PORTS.intermission, "/"));
+    await until(`${n} held (floor)`, async () => (await status()).held === n);
+    const cpuRelease0 = nginx.workersCpuMs();
+    const resumeAt = performance.now();
+    await request(PORTS.intermission, "/_intermission/resume", "POST", false);
+    const replies = await Promise.allSettled(held);
+    const releaseMs = performance.now() - resumeAt;
+    const releaseCpu = nginx.workersCpuMs() - cpuRelease0;
+    const failed = replies.filter((r) => r.status === "rejected" || r.value.status !== 200).length;
+    return {
+      plain_burst_ms: round(plain.ms), release_ms: round(releaseMs), release_vs_burst: round(releaseMs / plain.ms, 3),
+      plain_burst_cpu_ms: round(plainCpu), release_cpu_ms: round(releaseCpu), failed: failed + plain.failed,
+    };
+  } finally {
+    nginx.stop();
+  }
 }
 
 async function releaseRun(n: number): Promise<ReleaseResult> {
@@ -570,6 +620,10 @@ function printRelease(release: (ReleaseResult & { release_vs_burst_min: number; 
   rows.push(["release / plain burst (median round)", ...release.map((r) => String(r.release_vs_burst))]);
   rows.push(["release / plain burst, min to max", ...release.map((r) => `${r.release_vs_burst_min} to ${r.release_vs_burst_max}`)]);
   rows.push(["nginx CPU: plain burst / release (ms)", ...release.map((r) => `${r.plain_burst_cpu_ms} / ${r.release_cpu_ms}`)]);
+  rows.push(["bare hold (floor): release after resume (ms)", ...release.map((r) => String(r.floor?.release_ms ?? "-"))]);
+  rows.push(["bare hold (floor): release / its plain burst", ...release.map((r) => String(r.floor?.release_vs_burst ?? "-"))]);
+  rows.push(["bare hold (floor): nginx CPU, release (ms)", ...release.map((r) => String(r.floor?.release_cpu_ms ?? "-"))]);
+  rows.push(["release / the bare hold's release", ...release.map((r) => String(r.release_vs_floor ?? "-"))]);
   rows.push(["upstream order, Spearman rho", ...release.map((r) => String(r.order_spearman))]);
   rows.push(["arrivals in exact hold order", ...release.map((r) => `${round(r.in_order_fraction * 100, 2)}%`)]);
   rows.push(["failed requests", ...release.map((r) => String(r.failed))]);
@@ -584,9 +638,16 @@ function printHot(hot: HotResult): void {
   console.log("\nunpaused hot path, against empty access/log hooks:");
   console.log(`  wrk, 32 connections:            ${hot.wrk_intermission_rps} vs ${hot.wrk_empty_rps} req/s (${hot.wrk_cost_pct}% fewer)`);
   for (const c of hot.callgrind) {
-    console.log(`  callgrind, ${String(c.concurrency).padStart(2)} connection(s), ${(c.content ?? "proxy").padEnd(9)}: ${c.instructions_per_request_intermission} vs ` +
+    const what = c.hooks === "wiring only" ? "wiring only, " : "";
+    console.log(`  callgrind, ${String(c.concurrency).padStart(2)} connection(s), ${what}${(c.content ?? "proxy").padEnd(9)}: ${c.instructions_per_request_intermission} vs ` +
       `${c.instructions_per_request_empty_hooks} instructions/request (+${c.hook_instructions}, ${c.cost_pct}%; ` +
       `median of ${c.runs} runs, ${c.hook_instructions_min} to ${c.hook_instructions_max})`);
+  }
+  const inPlace = hot.callgrind.find((c) => c.concurrency === 1 && c.content === "empty_gif" && c.hooks !== "wiring only");
+  const floor = hot.callgrind.find((c) => c.concurrency === 1 && c.hooks === "wiring only");
+  if (inPlace !== undefined && floor !== undefined) {
+    console.log(`  answered in place, one connection: ${round(1 + inPlace.cost_pct / 100, 3)}x empty hooks; goal <= ${HOT_GOAL}x (issue 23): ` +
+      `${1 + inPlace.cost_pct / 100 <= HOT_GOAL ? "met" : "NOT met"}; the wiring alone (the hook lines calling empty functions) is ${round(1 + floor.cost_pct / 100, 3)}x`);
   }
 }
 
@@ -620,8 +681,11 @@ const SECTIONS: { [name: string]: () => Promise<{ [k: string]: unknown }> } = {
     for (let round = 1; round <= RELEASE_ROUNDS; round++) {
       for (const [i, n] of SIZES.entries()) {
         process.stdout.write(`  release, N = ${n}, round ${round} of ${RELEASE_ROUNDS} ... `);
-        all[i].push(await releaseRun(n));
-        console.log(`${all[i][all[i].length - 1].release_vs_burst}`);
+        const run = await releaseRun(n);
+        run.floor = await floorRun(n);
+        run.release_vs_floor = Math.round((run.release_ms / run.floor.release_ms) * 100) / 100;
+        all[i].push(run);
+        console.log(`${run.release_vs_burst} (the bare hold's ${run.floor.release_vs_burst})`);
       }
     }
     const release = all.map((runs) => {
@@ -649,6 +713,11 @@ const SECTIONS: { [name: string]: () => Promise<{ [k: string]: unknown }> } = {
     // alone, the smallest denominator, where the hooks' share is largest.
     for (const content of ["proxy", "empty_gif"] as const) {
       for (const c of [16, 1]) callgrind.push(await callgrindPerRequest(SNAPSHOT, path.join(WORK, "callgrind"), c, benchConfig, { content }));
+    }
+    // The floor: the same hook lines calling functions that do nothing, answered in place.
+    const wiring = wiringOnlyRoot(SNAPSHOT, path.join(WORK, "callgrind"));
+    for (const c of [16, 1]) {
+      callgrind.push(await callgrindPerRequest(wiring, path.join(WORK, "callgrind"), c, benchConfig, { content: "empty_gif", hooks: "wiring only" }));
     }
     console.log("done");
     const hot: HotResult = { ...wrkResult, callgrind };

@@ -65,6 +65,11 @@ function releaseBlock(r: Results): string {
       (x) => { const p = prev.release.find((y: any) => y.n === x.n); return p === undefined ? "–" : num(p.release_vs_burst); })]),
     ...(x0.release_cpu_ms === undefined ? [] : [row("nginx workers' CPU time: plain burst / release (ms)",
       (x) => `${int(x.plain_burst_cpu_ms)} / ${int(x.release_cpu_ms)}`)]),
+    ...(x0.floor === undefined ? [] : [
+      row("bare hold, the floor (same round): release ÷ its plain burst", (x) => num(x.floor.release_vs_burst)),
+      row("bare hold: nginx workers' CPU time in the release (ms)", (x) => int(x.floor.release_cpu_ms)),
+      row("release ÷ the bare hold's release", (x) => num(x.release_vs_floor)),
+    ]),
     row("upstream arrival order vs hold order (Spearman ρ)", (x) => x.order_spearman.toFixed(5)),
     row("arrivals in exact hold order", (x) => `${num(x.in_order_fraction * 100, 1)}%`),
     row("failed requests", (x) => int(x.failed)),
@@ -94,7 +99,9 @@ const count = (n: number, what: string) => `${int(n)} ${what}${n === 1 ? "" : "s
 function hotBlock(r: Results): string {
   const h = r.hot_path;
   // Results from before the in-place rows have no `content`: they are all proxied.
-  const cg = (c: number, content = "proxy") => h.callgrind.find((x: any) => x.concurrency === c && (x.content ?? "proxy") === content);
+  const cg = (c: number, content = "proxy") => h.callgrind.find((x: any) => x.concurrency === c && (x.content ?? "proxy") === content &&
+    (x.hooks ?? "intermission") === "intermission");
+  const wiring = (c: number) => h.callgrind.find((x: any) => x.concurrency === c && x.hooks === "wiring only");
   const one = (x: any) => `+${int(x.hook_instructions)} instructions per request (${num(x.cost_pct)}%` +
     `${x.runs > 1 ? `; runs ${int(x.hook_instructions_min)} to ${int(x.hook_instructions_max)}` : ""})`;
   const c16 = cg(16);
@@ -108,6 +115,10 @@ function hotBlock(r: Results): string {
       (g1 !== undefined && g16 !== undefined
         ? `Answered in place by nginx (\`empty_gif\`, so the denominator is nginx's own per-request work alone): ` +
           `**${one(g16)}** with 16 connections, **${one(g1)}** with one. `
+        : "") +
+      (wiring(1) !== undefined && wiring(16) !== undefined
+        ? `The wiring alone, the same hook lines calling a module whose functions do nothing, answered in place: ` +
+          `${one(wiring(16))} with 16 connections, ${one(wiring(1))} with one. `
         : "") +
       `wrk (32 connections, ${median(h.wrk_rounds, "interleaved round")} of ${h.wrk_seconds} s): ` +
       `${int(h.wrk_intermission_rps)} requests per second through intermission, ${int(h.wrk_empty_rps)} with empty hooks.`,
