@@ -386,10 +386,9 @@ inline window_has_room(room) {
   :: boff || rgate -> room = false               /* now < backoffUntil or readyUntil */
   :: else ->
      room = (used < EFFWIN);
-     if
-     :: !room -> reclaim_expired(); room = (used < EFFWIN)
-     :: else
-     fi;
+     /* no reclaim_expired() here: step() ran it before its first grant, at the same
+      * `now` (a lease it left is not due until time passes, and leases granted since
+      * are younger still) */
 #if !defined(BUG_DEADGRANT) && !defined(BUG_DEADLEASE)
      if :: !room -> reclaim_dead(); room = (used < EFFWIN) :: else fi
 #endif
@@ -878,9 +877,10 @@ inline resume_scope() {                          /* withScopeLock(resumeLocked) 
     :: STOPPED(mode) ->
        stop = seq[MAIN]; window = 1;
        /* resetLongLived() and the back-off's reset, only with no lease of the last release
-        * out: a resume mid-release keeps its back-off and its requests out unanswered */
+        * out and its back-off over: a resume mid-release, or within a back-off, keeps the
+        * back-off and the requests out unanswered */
        if
-       :: used == 0 ->
+       :: used == 0 && !boff ->
           boff = false;
           okat = false; okSeen = false; probes = 0;
           silentOut = 0; failed = false;

@@ -148,4 +148,52 @@ describe("an upstream that answers, then slows to a crawl: release_window reques
     assert.equal(replies.filter((r) => r.status === 200).length, 40);
     await assertIdle(node);
   });
+
+  // Found by the second black-box review of the lease rule.
+  /** Three that fail (503), then `slow` that take 3 s: after the failures, one at a time. */
+  const failThenSlow = (prefix: string, slow: number) => [
+    ...Array.from({ length: 3 }, (_, i) => `/?id=${prefix}f${i}&status=503`),
+    ...Array.from({ length: slow }, (_, i) => `/?id=${prefix}s${i}&delay=3`),
+  ];
+  async function waitForArrival(id: string): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (!(await node.arrivals()).ids.includes(id)) {
+      if (Date.now() > deadline) throw new Error(`${id} never reached the backend`);
+      await sleep(10);
+    }
+  }
+
+  it("a pause and resume within the back-off keeps it: after three failures, one slow request at a time (was 4)", async () => {
+    await node.resetBackend();
+    await node.control("pause");
+    const held = await holdInOrder(node, failThenSlow("b", 12));
+    await node.control("resume");
+    // The third failure starts a back-off of 0.4 s: pause and resume within it.
+    await waitForArrival("bf2");
+    await node.control("pause", "ttl=0");
+    await node.control("resume");
+    await sleep(2000); // the first slow request takes 3 s: what else met the backend meanwhile
+    const met = (await node.arrivals()).ids;
+    assert.ok(met.length <= 4, `after three failures the backend met ${met.length - 3} slow requests at once: ${met.join(",")}`);
+    const replies = await Promise.all(held.map((p) => p.reply));
+    assert.equal(replies.filter((r) => r.status === 200).length, 12);
+    await assertIdle(node);
+  });
+
+  it("a client that gives up on a released request is no answer: after three failures, still one slow request at a time (was 4)", async () => {
+    await node.resetBackend();
+    await node.control("pause");
+    const held = await holdInOrder(node, failThenSlow("a", 12));
+    await node.control("resume");
+    await waitForArrival("as0");
+    held[3].reply.catch(() => undefined);
+    held[3].abort(); // nginx logs it 499: not a success of the upstream's
+    await sleep(2000);
+    const met = (await node.arrivals()).ids;
+    // The aborted one's slot goes to the next: one more, not a window's worth.
+    assert.ok(met.length <= 5, `after three failures and an abort the backend met ${met.length - 3} slow requests: ${met.join(",")}`);
+    const replies = await Promise.all(held.slice(4).map((p) => p.reply));
+    assert.equal(replies.filter((r) => r.status === 200).length, 11);
+    await assertIdle(node);
+  });
 });

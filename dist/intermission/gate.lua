@@ -1,5 +1,5 @@
 local ____exports = {}
-local maxHoldHere, watchAbort, onAbort, forward, answer, refuse, holdRequest, ownScopeFirst, holdAndSettle, settle, leaseEnd, refuseRetry, exitError, holdNeverHeld, replayed, ngxVar, TRY_SPREAD, NOT_APPLIED_SPREAD, exited
+local maxHoldHere, watchAbort, onAbort, forward, answer, refuse, holdRequest, ownScopeFirst, holdAndSettle, settle, leaseEnd, refuseRetry, exitError, holdNeverHeld, replayed, ngxVar, CLIENT_CLOSED, TRY_SPREAD, NOT_APPLIED_SPREAD, exited
 local ____shm = require("intermission.shm")
 local keysFor = ____shm.keysFor
 local zones = ____shm.zones
@@ -139,7 +139,7 @@ function holdRequest(r, keys, bound)
         maxHoldHere(),
         bound or math.huge
     )
-    local ticket = release.admit(keys, keys.main, rec.deadline)
+    local ticket = release.admit(keys, keys.main, rec.deadline, true)
     if ticket == nil then
         return refuse(r, rec, keys, requestId)
     end
@@ -204,7 +204,15 @@ function holdAndSettle(r, rec, keys, lane, ticket, w, requestId)
     counters.observeHold(keys, waited)
     ngx.log(
         ngx.NOTICE,
-        ((((((("intermission: leave request_id=" .. requestId) .. " scope=") .. keys.scope) .. laneNote) .. " waited=") .. string.format("%.3f", waited)) .. "s outcome=") .. outcome
+        "intermission: leave request_id=",
+        requestId,
+        " scope=",
+        keys.scope,
+        laneNote,
+        " waited=",
+        string.format("%.3f", waited),
+        "s outcome=",
+        outcome
     )
     return settle(
         r,
@@ -246,6 +254,9 @@ function settle(r, rec, keys, outcome, lease)
     return answer(r, rec, keys, "timeout")
 end
 function leaseEnd(status)
+    if status == CLIENT_CLOSED then
+        return "unused"
+    end
     return settings.cfg.failure_statuses[status] == true and "failure" or "success"
 end
 function refuseRetry(rec, keys, status)
@@ -582,6 +593,7 @@ function ____exports.gate()
     end
     return holdRequest(r, keys)
 end
+CLIENT_CLOSED = 499
 --- The upstream connection of this request failed without sending it a byte
 -- ($upstream_bytes_sent is 0 for every try): the application never saw it, so it is
 -- safe to send again, whatever the method.

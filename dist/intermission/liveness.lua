@@ -12,11 +12,15 @@ local available = false
 local ____self = 0
 local cache = {}
 local cached = 0
+--- C.kill, or an error if the declaration failed.
+local function killFunction()
+    return C.kill
+end
 local function declare()
     if not declared then
         declared = true
         pcall(cdef, "int kill(int pid, int sig);")
-        local ok = pcall(function() return C.kill end)
+        local ok = pcall(killFunction)
         available = ok
         ____self = ngx.worker.pid()
     end

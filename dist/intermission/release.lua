@@ -1,5 +1,5 @@
 local ____exports = {}
-local tryLock, settleLease, withState, failed, noteStarted, longAfter, unansweredRoom, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, LONG_MIN, deadScanAt, DEAD_SCAN_EVERY, unwritten, expiryCheck, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
+local tryLock, settleLease, withState, failed, noteStarted, longAfter, unansweredRoom, freeLongLived, reclaimDead, reclaimExpired, windowHasRoom, grant, countPassedOver, passOverDead, decide, resetLongLived, pending, drainLane, step, takeTicketMaking, leaveForDead, LEFT, DEAD, GRACE, CLAIM_SLACK, LOCK_TTL, SETTLE, SETTLED_BELOW, BACKOFF_FIRST, BACKOFF_MAX, LONG_FACTOR, LONG_FLOOR, LONG_MIN, deadScanAt, DEAD_SCAN_EVERY, unwritten, expiryCheck, deadHeldScanAt, DEAD_HELD_SCAN_EVERY
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -56,7 +56,10 @@ function ____exports.windowLimit()
     local share = num(zones.state, FLEET_SHARE_KEY)
     return math.min(cfg.release_window, share > 0 and share or cfg.fleet_release_window)
 end
-function settleLease(keys, lease, ____end)
+function settleLease(keys, lease, ____end, answered)
+    if answered == nil then
+        answered = false
+    end
     local q = zones.queue
     local st = zones.state
     local leaseKey = keys.leasePrefix .. tostring(lease)
@@ -70,7 +73,7 @@ function settleLease(keys, lease, ____end)
         ____exports.noteFailure(keys)
     elseif ____end == "expired" then
         st:safe_set(keys.window, 1)
-    elseif ____end == "silent" or (____end == "success" or ____end == "long") and num(st, keys.okAt) > 0 then
+    elseif ____end == "silent" or (____end == "success" or ____end == "long") and (answered or num(st, keys.okAt) > 0) then
         local window = math.max(
             num(st, keys.window),
             1
@@ -145,7 +148,7 @@ end
 function noteStarted(keys, seconds)
     local st = zones.state
     if not scopeExists(keys) then
-        return
+        return false
     end
     if seconds ~= nil then
         local typical = num(st, keys.typical)
@@ -161,6 +164,7 @@ function noteStarted(keys, seconds)
     if num(st, keys.probes) > 0 then
         st:safe_set(keys.probes, 0)
     end
+    return true
 end
 function longAfter(keys)
     local st = zones.state
@@ -225,11 +229,18 @@ function reclaimExpired(keys, now)
     local oldest = num(st, keys.leaseOldest)
     local last = num(st, keys.leaseSeq)
     local start = oldest
-    local after = longAfter(keys)
+    local lease = settings.cfg.release_lease
+    local after
     while oldest < last do
         local v = zones.queue:get(keys.leasePrefix .. tostring(oldest + 1))
         if v ~= nil and v >= 0 then
-            local granted = v - settings.cfg.release_lease
+            local granted = v - lease
+            if now - granted < math.min(LONG_MIN, lease) then
+                break
+            end
+            if after == nil then
+                after = longAfter(keys)
+            end
             if now - granted < after then
                 break
             end
@@ -255,10 +266,6 @@ function windowHasRoom(keys, now)
         ),
         unansweredRoom(keys)
     )
-    if num(st, keys.used) < window then
-        return true
-    end
-    reclaimExpired(keys, now)
     if num(st, keys.used) < window then
         return true
     end
@@ -417,7 +424,7 @@ function ____exports.resumeLocked(keys, now)
     local seq = num(st, keys.main.seq)
     st:safe_set(keys.stop, seq)
     st:safe_set(keys.window, 1)
-    if num(st, keys.used) == 0 then
+    if num(st, keys.used) == 0 and now >= num(st, keys.backoffUntil) then
         st:safe_set(keys.backoffUntil, 0)
         st:safe_set(keys.backoffStep, 0)
         resetLongLived(keys)
@@ -525,6 +532,28 @@ function ____exports.advance(keys)
     end
     waiters.wakeDue(keys)
 end
+function takeTicketMaking(keys, lane)
+    local taken, err = ____exports.withScopeLock(
+        keys,
+        function(k)
+            local made, why = createLocked(k, settings.cfg.max_scopes)
+            if not made then
+                return why
+            end
+            local n, incrErr = zones.state:incr(lane.seq, 1)
+            return n or "cannot take a ticket: " .. tostring(incrErr)
+        end
+    )
+    if type(taken) == "number" then
+        return taken
+    end
+    logOnce(
+        ngx.WARN,
+        "ticket-scope",
+        ((("intermission: cannot hold a request in scope " .. keys.scope) .. ": ") .. tostring(taken or err)) .. "; answering 503"
+    )
+    return nil
+end
 function leaveForDead(keys)
     ngx.update_time()
     local now = ngx.now()
@@ -595,10 +624,8 @@ function ____exports.returnLease(keys, lease, ____end, started)
     if lease <= 0 then
         return
     end
-    if ____end == "success" then
-        noteStarted(keys, started)
-    end
-    if settleLease(keys, lease, ____end) then
+    local answered = ____end == "success" and noteStarted(keys, started)
+    if settleLease(keys, lease, ____end, answered) then
         ____exports.advance(keys)
     elseif ____end == "failure" then
         ____exports.noteFailure(keys)
@@ -743,26 +770,7 @@ local function takeTicket(keys, lane)
             end
         end
     end
-    local taken, err = ____exports.withScopeLock(
-        keys,
-        function(k)
-            local made, why = createLocked(k, settings.cfg.max_scopes)
-            if not made then
-                return why
-            end
-            local n, incrErr = zones.state:incr(lane.seq, 1)
-            return n or "cannot take a ticket: " .. tostring(incrErr)
-        end
-    )
-    if type(taken) == "number" then
-        return taken
-    end
-    logOnce(
-        ngx.WARN,
-        "ticket-scope",
-        ((("intermission: cannot hold a request in scope " .. keys.scope) .. ": ") .. tostring(taken or err)) .. "; answering 503"
-    )
-    return nil
+    return takeTicketMaking(keys, lane)
 end
 --- Takes a ticket in `lane` and writes its deadline (w|t): from the incr on the request
 -- counts as held, and nothing is left to undo if its worker dies (an unwritten ticket is
@@ -774,8 +782,11 @@ end
 -- the check at once) gives a ticket up again ("L", passed over by the head later): at
 -- most one per worker and freed place. A ticket whose deadline cannot be written (the
 -- queue zone is full) is given up too: the request is answered 503, never forwarded.
-function ____exports.admit(keys, lane, deadline)
-    if ____exports.atCapacity(keys) then
+function ____exports.admit(keys, lane, deadline, capacityChecked)
+    if capacityChecked == nil then
+        capacityChecked = false
+    end
+    if not capacityChecked and ____exports.atCapacity(keys) then
         return nil, "held"
     end
     local t = takeTicket(keys, lane)
@@ -846,7 +857,15 @@ function ____exports.hold(keys, lane, ticket, deadline, w, label)
             local laneNote = lane.name == "retry" and " lane=retry" or ""
             ngx.log(
                 ngx.NOTICE,
-                ((((((("intermission: hold " .. label) .. " scope=") .. keys.scope) .. " ticket=") .. tostring(t)) .. laneNote) .. " state=") .. modeOf(keys)
+                "intermission: hold ",
+                label,
+                " scope=",
+                keys.scope,
+                " ticket=",
+                t,
+                laneNote,
+                " state=",
+                modeOf(keys)
             )
             ____exports.advance(keys)
             local outcome = "timeout"

@@ -174,7 +174,7 @@ function holdRequest(r: number, keys: ScopeKeys, bound?: number): void {
   watchAbort();
 
   rec.deadline = ngx.now() + math.min(maxHoldHere(), bound ?? math.huge);
-  const [ticket] = release.admit(keys, keys.main, rec.deadline);
+  const [ticket] = release.admit(keys, keys.main, rec.deadline, true);
   if (ticket === undefined) return refuse(r, rec, keys, requestId);
   counters.count(keys, "held");
   if (bound !== undefined) counters.count(keys, "outage_held");
@@ -220,7 +220,9 @@ function holdAndSettle(r: number, rec: Record, keys: ScopeKeys, lane: Lane, tick
   ngx.update_time();
   const waited = ngx.now() - started;
   counters.observeHold(keys, waited);
-  ngx.log(ngx.NOTICE, `intermission: leave request_id=${requestId} scope=${keys.scope}${laneNote} waited=${string.format("%.3f", waited)}s outcome=${outcome}`);
+  // Pieces, not one string: ngx.log joins them in C, and drops them unread below `notice`.
+  ngx.log(ngx.NOTICE, "intermission: leave request_id=", requestId, " scope=", keys.scope, laneNote, " waited=",
+    string.format("%.3f", waited), "s outcome=", outcome);
   return settle(r, rec, keys, outcome, lease);
 }
 
@@ -337,7 +339,17 @@ export function gate(): void {
   return holdRequest(r, keys);
 }
 
+/** nginx's status for a request whose client closed the connection before the answer. */
+const CLIENT_CLOSED = 499;
+
+/**
+ * How a released request's lease ends, from its status. A client that gave up first
+ * (499) says nothing of the upstream: the slot comes back unused, neither a success (that
+ * would undo a back-off and reset the unanswered budget while the upstream may hang) nor
+ * a failure.
+ */
 function leaseEnd(status: number): release.LeaseEnd {
+  if (status === CLIENT_CLOSED) return "unused";
   return settings.cfg.failure_statuses[status] === true ? "failure" : "success";
 }
 

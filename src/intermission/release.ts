@@ -132,7 +132,8 @@ export function windowLimit(): number {
  */
 type SettleEnd = LeaseEnd | "long" | "silent" | "expired";
 
-function settleLease(keys: ScopeKeys, lease: number, end: SettleEnd): boolean {
+/** `answered`: the caller has just noted a response started well (okAt is set): no need to read it. */
+function settleLease(keys: ScopeKeys, lease: number, end: SettleEnd, answered = false): boolean {
   const q = zones.queue;
   const st = zones.state;
   const leaseKey = keys.leasePrefix + lease;
@@ -144,7 +145,7 @@ function settleLease(keys: ScopeKeys, lease: number, end: SettleEnd): boolean {
     noteFailure(keys);
   } else if (end === "expired") {
     st.safe_set(keys.window, 1);
-  } else if (end === "silent" || ((end === "success" || end === "long") && num(st, keys.okAt) > 0)) {
+  } else if (end === "silent" || ((end === "success" || end === "long") && (answered || num(st, keys.okAt) > 0))) {
     // Grows only once a response has started well since the resume (a lease of the
     // previous release, answered before it, does not count: spin found it), or on a
     // silent free, which windowHasRoom() bounds by the unanswered budget instead.
@@ -222,23 +223,24 @@ export function backOffAtLeast(keys: ScopeKeys, seconds: number): void {
  */
 export function returnLease(keys: ScopeKeys, lease: number, end: LeaseEnd, started?: number): void {
   if (lease <= 0) return;
-  if (end === "success") noteStarted(keys, started);
-  if (settleLease(keys, lease, end)) advance(keys);
+  const answered = end === "success" && noteStarted(keys, started);
+  if (settleLease(keys, lease, end, answered)) advance(keys);
   else if (end === "failure") noteFailure(keys);
 }
 
 // ---- long-lived leases (issue 23) -------------------------------------------------------
 
-/** A response started well, `seconds` after its release: the upstream answers. */
-function noteStarted(keys: ScopeKeys, seconds: number | undefined): void {
+/** A response started well, `seconds` after its release: the upstream answers. False: the scope has no state (nothing noted). */
+function noteStarted(keys: ScopeKeys, seconds: number | undefined): boolean {
   const st = zones.state;
-  if (!scopeExists(keys)) return; // reclaimed (reclaim.ts): its evidence went with it
+  if (!scopeExists(keys)) return false; // reclaimed (reclaim.ts): its evidence went with it
   if (seconds !== undefined) {
     const typical = num(st, keys.typical);
     st.safe_set(keys.typical, typical > 0 ? typical * 0.75 + seconds * 0.25 : math.max(seconds, 0.001));
   }
   st.safe_set(keys.okAt, ngx.now());
   if (num(st, keys.probes) > 0) st.safe_set(keys.probes, 0);
+  return true;
 }
 
 /**
@@ -333,11 +335,16 @@ function reclaimExpired(keys: ScopeKeys, now: number): void {
   let oldest = num(st, keys.leaseOldest);
   const last = num(st, keys.leaseSeq);
   const start = oldest;
-  const after = longAfter(keys);
+  const lease = settings.cfg.release_lease;
+  let after: number | undefined;
   while (oldest < last) {
     const [v] = zones.queue.get(keys.leasePrefix + (oldest + 1));
     if (v !== undefined && (v as number) >= 0) {
-      const granted = (v as number) - settings.cfg.release_lease;
+      const granted = (v as number) - lease;
+      // Younger than any threshold can be (most calls, while a healthy release runs):
+      // no need to read what longAfter() reads.
+      if (now - granted < math.min(LONG_MIN, lease)) break;
+      after ??= longAfter(keys);
       if (now - granted < after) break;
       if (!freeLongLived(keys, oldest + 1, granted, (v as number) <= now)) break;
     }
@@ -346,12 +353,15 @@ function reclaimExpired(keys: ScopeKeys, now: number): void {
   if (oldest !== start) st.safe_set(keys.leaseOldest, oldest);
 }
 
+/**
+ * Whether a paced ticket may be granted now. Expired and long-lived leases were freed by
+ * step() at this same `now` before it granted anything (the leases granted since are
+ * younger than any threshold), so only the leases of dead holders are looked for here.
+ */
 function windowHasRoom(keys: ScopeKeys, now: number): boolean {
   const st = zones.state;
   if (now < num(st, keys.backoffUntil) || now < num(st, keys.readyUntil)) return false;
   const window = math.min(math.max(num(st, keys.window), 1), unansweredRoom(keys));
-  if (num(st, keys.used) < window) return true;
-  reclaimExpired(keys, now);
   if (num(st, keys.used) < window) return true;
   reclaimDead(keys, now);
   return num(st, keys.used) < window;
@@ -504,10 +514,11 @@ export function resumeLocked(keys: ScopeKeys, now: number): Mode {
   const seq = num(st, keys.main.seq);
   st.safe_set(keys.stop, seq);
   st.safe_set(keys.window, 1);
-  // A resume while leases of the last release are still out (paused again mid-release)
-  // keeps what that release learnt: its back-off and the requests out unanswered. Else a
-  // pause and resume would send a failing or hung upstream a fresh window each time.
-  if (num(st, keys.used) === 0) {
+  // A resume while leases of the last release are still out (paused again mid-release),
+  // or while its back-off runs, keeps what that release learnt: its back-off and the
+  // requests out unanswered (after a failure: one at a time). Else a pause and resume
+  // would send a failing or hung upstream a fresh window each time.
+  if (num(st, keys.used) === 0 && now >= num(st, keys.backoffUntil)) {
     st.safe_set(keys.backoffUntil, 0);
     st.safe_set(keys.backoffStep, 0);
     resetLongLived(keys);
@@ -588,8 +599,8 @@ function step(keys: ScopeKeys): void {
     ngx.log(ngx.NOTICE, `intermission: audit action=auto-resume scope=${keys.scope} reason=ttl-expired was=${mode}`);
     mode = resumeLocked(keys, now);
   }
-  // Leases of requests that are gone (or long-lived) come back on time, even with no
-  // ticket waiting for room.
+  // Leases that expired or are long-lived come back on time, even with no ticket waiting
+  // for room; once per step, before any grant (windowHasRoom relies on it).
   if (num(st, keys.used) > 0) reclaimExpired(keys, now);
   // Retries first (every one of them paced), then the main queue in arrival order.
   if (!drainLane(keys, keys.retry, math.huge, now)) return;
@@ -743,6 +754,15 @@ function takeTicket(keys: ScopeKeys, lane: Lane): number | undefined {
       }
     }
   }
+  return takeTicketMaking(keys, lane);
+}
+
+/**
+ * takeTicket() for a scope that has no state: made under its lock, the ticket taken
+ * there. A function of its own: the closure would stop every trace through takeTicket()
+ * (see liveness.ts on UCLO).
+ */
+function takeTicketMaking(keys: ScopeKeys, lane: Lane): number | undefined {
   const [taken, err] = withScopeLock(keys, (k) => {
     const [made, why] = createLocked(k, settings.cfg.max_scopes);
     if (!made) return why!;
@@ -766,8 +786,9 @@ function takeTicket(keys: ScopeKeys, lane: Lane): number | undefined {
  * most one per worker and freed place. A ticket whose deadline cannot be written (the
  * queue zone is full) is given up too: the request is answered 503, never forwarded.
  */
-export function admit(keys: ScopeKeys, lane: Lane, deadline: number): LuaMultiReturn<[number | undefined, Refusal | undefined]> {
-  if (atCapacity(keys)) return $multi(undefined, "held");
+export function admit(keys: ScopeKeys, lane: Lane, deadline: number, capacityChecked = false): LuaMultiReturn<[number | undefined, Refusal | undefined]> {
+  // `capacityChecked`: the caller has just asked atCapacity() (gate, before it made anything for the request).
+  if (!capacityChecked && atCapacity(keys)) return $multi(undefined, "held");
   const t = takeTicket(keys, lane);
   if (t === undefined) return $multi(undefined, "full");
   const held = heldNow(keys);
@@ -847,7 +868,8 @@ export function hold(keys: ScopeKeys, lane: Lane, ticket: number, deadline: numb
     if (t !== ticket && !writeTicket(keys, lane, t, deadline, " again")) return $multi("error", 0);
     const watched = waiters.track(w, keys, lane, t, deadline);
     const laneNote = lane.name === "retry" ? " lane=retry" : "";
-    ngx.log(ngx.NOTICE, `intermission: hold ${label} scope=${keys.scope} ticket=${t}${laneNote} state=${modeOf(keys)}`);
+    // Pieces, not one string: ngx.log joins them in C (see gate's leave line).
+    ngx.log(ngx.NOTICE, "intermission: hold ", label, " scope=", keys.scope, " ticket=", t, laneNote, " state=", modeOf(keys));
     advance(keys);
 
     let outcome: Outcome = "timeout";
