@@ -170,6 +170,7 @@ async function floorRun(n: number): Promise<FloorResult> {
       plain_burst_cpu_ms: round(plainCpu), release_cpu_ms: round(releaseCpu), failed: failed + plain.failed,
     };
   } finally {
+    agent.destroy(); // its keep-alive sockets end with this nginx (the next run's would hang up)
     nginx.stop();
   }
 }
