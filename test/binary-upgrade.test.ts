@@ -260,3 +260,28 @@ describe("the state file when it cannot be written, and when it is corrupt", () 
     await node.assertCleanLog();
   });
 });
+
+// Found by the bench (its nodes set client_body_temp_path): nginx creates its compiled-in
+// client body temp directory only if some location uses it, and the default state file
+// lives there. Without it, every pause and resume logged an [error] and answered with a
+// state_file_error; now there is no state file, said once.
+describe("the default state file when client_body_temp_path is moved and nginx's own directory does not exist", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start({ httpDirectives: "client_body_temp_path /tmp/nginx-body;" });
+  });
+  after(async () => node?.stop());
+
+  it("pauses and resumes answer without state_file_error and log no [error]; one [warn] per process says there is no state file", async () => {
+    for (let i = 0; i < 3; i++) {
+      for (const action of ["pause", "resume"]) {
+        const r = await node.control(action);
+        assert.equal(r.status, 200, r.body);
+        assert.equal(r.json().state_file_error, undefined, r.body);
+      }
+    }
+    const warnings = (await node.errorLog()).match(/\[warn\].*intermission: no state file: \/var\/lib\/nginx\/body/g) ?? [];
+    assert.ok(warnings.length >= 1 && warnings.length <= 3, `${warnings.length} warnings (the master and each of 2 workers at most once)`);
+    await node.assertCleanLog();
+  });
+});

@@ -18,6 +18,8 @@ local ____params = require("intermission.params")
 local validScope = ____params.validScope
 local MAX_TTL = ____params.MAX_TTL
 local MAX_REASON = ____params.MAX_REASON
+local ____burst = require("intermission.burst")
+local logOnce = ____burst.logOnce
 --- How often a worker that holds requests reads the file.
 local FILE_LOOK_EVERY = 0.5
 --- A pause counts as resumed elsewhere only if the file was written this long after it
@@ -28,19 +30,27 @@ local FILE_LOOK_EVERY = 0.5
 -- tenth of a second covers that, and a resume made sooner than that after its pause is
 -- the only change not passed on.
 local CLOCK_MARGIN = 0.1
---- The file named by nginx's build: <client body temp path>/intermission.state.
-function ____exports.defaultPath()
+--- nginx's compiled-in client body temp directory: the default file is <it>/intermission.state.
+local function defaultDir()
     local ok, configure = pcall(function() return ngx.config.nginx_configure() end)
-    local dir
     if ok and type(configure) == "string" then
         local found = string.match(configure, "%-%-http%-client%-body%-temp%-path=(%S+)")
-        dir = found
+        if found ~= nil then
+            return found
+        end
     end
-    if dir == nil then
-        dir = ngx.config.prefix() .. "client_body_temp"
-    end
-    return dir .. "/intermission.state"
+    return ngx.config.prefix() .. "client_body_temp"
 end
+--- Whether `dir` exists (a directory opens for reading; its reads are what fail).
+local function dirExists(dir)
+    local f = io.open(dir, "r")
+    if f == nil then
+        return false
+    end
+    f:close()
+    return true
+end
+--- The default file, or false when its directory is missing; looked up once per process.
 local resolved
 local function path()
     local p = settings.cfg.state_file
@@ -51,9 +61,19 @@ local function path()
         return p
     end
     if resolved == nil then
-        resolved = ____exports.defaultPath()
+        local dir = defaultDir()
+        resolved = dirExists(dir) and dir .. "/intermission.state" or false
+        if resolved == false then
+            ngx.log(ngx.WARN, ("intermission: no state file: " .. dir) .. " (nginx's default client_body_temp_path) does not exist, so pauses are not kept across a restart or binary upgrade; set setup({ state_file = \"/a/path/the/workers/can/write\" }), or state_file = false to silence this")
+        end
     end
-    return resolved
+    local ____temp_0
+    if resolved == false then
+        ____temp_0 = nil
+    else
+        ____temp_0 = resolved
+    end
+    return ____temp_0
 end
 --- Writes `text` to `file` in place (not atomic): the fallback when no temporary file can be made next to it.
 local function writeInPlace(file, text)
@@ -125,11 +145,12 @@ function ____exports.save()
         1,
         true
     )) ~= nil then
-        ngx.log(ngx.ERR, ((("intermission: cannot write the pause state to " .. file) .. ": ") .. err) .. "; removed it, so a restart or binary upgrade now restores no pause (set setup({ state_file = ... }) to a path the workers can write, or false)")
+        logOnce(ngx.ERR, "state-file", ((("intermission: cannot write the pause state to " .. file) .. ": ") .. err) .. "; removed it, so a restart or binary upgrade now restores no pause (set setup({ state_file = ... }) to a path the workers can write, or false)")
         return ((("cannot write " .. file) .. " (") .. err) .. "); removed it: a restart or binary upgrade restores no pause"
     end
-    ngx.log(
+    logOnce(
         ngx.ERR,
+        "state-file",
         ((((("intermission: cannot write the pause state to " .. file) .. ": ") .. err) .. "; nor remove it: ") .. tostring(removeErr)) .. "; a restart or binary upgrade would restore the pauses it still lists"
     )
     return ((((("cannot write " .. file) .. " (") .. err) .. ") nor remove it (") .. tostring(removeErr)) .. "): a restart or binary upgrade would restore what it lists"
@@ -214,7 +235,7 @@ function ____exports.restore()
     for ____, e in ipairs(saved.scopes) do
         do
             if e["until"] ~= 0 and e["until"] <= now then
-                goto __continue45
+                goto __continue48
             end
             local keys = keysFor(e.scope)
             local made, err = createLocked(keys, settings.cfg.max_scopes)
@@ -223,7 +244,7 @@ function ____exports.restore()
                     ngx.ERR,
                     (((((("intermission: cannot restore the " .. e.mode) .. " of scope ") .. e.scope) .. " from ") .. file) .. ": ") .. tostring(err)
                 )
-                goto __continue45
+                goto __continue48
             end
             local st = zones.state
             st:safe_set(keys.since, e.since)
@@ -239,7 +260,7 @@ function ____exports.restore()
                 (((((((("intermission: audit action=restore scope=" .. e.scope) .. " mode=") .. e.mode) .. " until=") .. tostring(e["until"])) .. " reason=") .. e.reason) .. " from=") .. file
             )
         end
-        ::__continue45::
+        ::__continue48::
     end
 end
 local lookedAt = 0
@@ -334,11 +355,11 @@ local function lookOutside(scopes)
         do
             local mode = modeOf(keys)
             if mode ~= "paused" and mode ~= "maintenance" then
-                goto __continue69
+                goto __continue72
             end
             local e = newerEntry(saved, keys)
             if e == false then
-                goto __continue69
+                goto __continue72
             end
             if e ~= nil then
                 local what = release.withScopeLock(
@@ -349,7 +370,7 @@ local function lookOutside(scopes)
                     adopted(keys, what, saved)
                     waiters.poke()
                 end
-                goto __continue69
+                goto __continue72
             end
             local next = release.withScopeLock(
                 keys,
@@ -366,7 +387,7 @@ local function lookOutside(scopes)
                 waiters.poke()
             end
         end
-        ::__continue69::
+        ::__continue72::
     end
 end
 waiters.setLookOutside(lookOutside)

@@ -39,6 +39,7 @@ import { modeOf, writeMode } from "./mode";
 import * as release from "./release";
 import * as waiters from "./waiters";
 import { validScope, MAX_TTL, MAX_REASON } from "./params";
+import { logOnce } from "./burst";
 
 /** How often a worker that holds requests reads the file. */
 const FILE_LOOK_EVERY = 0.5;
@@ -66,26 +67,42 @@ interface Saved {
   scopes: Entry[];
 }
 
-/** The file named by nginx's build: <client body temp path>/intermission.state. */
-export function defaultPath(): string {
+/** nginx's compiled-in client body temp directory: the default file is <it>/intermission.state. */
+function defaultDir(): string {
   const [ok, configure] = pcall(() => ngx.config.nginx_configure());
-  let dir: string | undefined;
   if (ok && type(configure) === "string") {
     const [found] = string.match(configure as unknown as string, "%-%-http%-client%-body%-temp%-path=(%S+)");
-    dir = found;
+    if (found !== undefined) return found;
   }
-  if (dir === undefined) dir = `${ngx.config.prefix()}client_body_temp`;
-  return `${dir}/intermission.state`;
+  return `${ngx.config.prefix()}client_body_temp`;
 }
 
-let resolved: string | undefined;
+/** Whether `dir` exists (a directory opens for reading; its reads are what fail). */
+function dirExists(dir: string): boolean {
+  const [f] = io.open(dir, "r");
+  if (f === undefined) return false;
+  f.close();
+  return true;
+}
+
+/** The default file, or false when its directory is missing; looked up once per process. */
+let resolved: string | false | undefined;
 
 function path(): string | undefined {
   const p = settings.cfg.state_file;
   if (p === false) return undefined;
   if (p !== undefined) return p;
-  if (resolved === undefined) resolved = defaultPath();
-  return resolved;
+  if (resolved === undefined) {
+    // nginx creates its compiled-in directory only if some location uses it: with
+    // client_body_temp_path set in the http block it may never exist. Then there is no
+    // state file, said once, instead of an [error] at every pause and resume.
+    const dir = defaultDir();
+    resolved = dirExists(dir) ? `${dir}/intermission.state` : false;
+    if (resolved === false) {
+      ngx.log(ngx.WARN, `intermission: no state file: ${dir} (nginx's default client_body_temp_path) does not exist, so pauses are not kept across a restart or binary upgrade; set setup({ state_file = "/a/path/the/workers/can/write" }), or state_file = false to silence this`);
+    }
+  }
+  return resolved === false ? undefined : resolved;
 }
 
 /** Writes `text` to `file` in place (not atomic): the fallback when no temporary file can be made next to it. */
@@ -134,11 +151,12 @@ export function save(): string | undefined {
   if (err !== undefined && writeInPlace(file, text) === undefined) err = undefined;
   if (err === undefined) return undefined;
   const [removed, removeErr] = os.remove(file);
+  // Each control answer says so (state_file_error); the log, once per burst and worker.
   if (removed !== undefined || string.find(tostring(removeErr), "No such file", 1, true)[0] !== undefined) {
-    ngx.log(ngx.ERR, `intermission: cannot write the pause state to ${file}: ${err}; removed it, so a restart or binary upgrade now restores no pause (set setup({ state_file = ... }) to a path the workers can write, or false)`);
+    logOnce(ngx.ERR, "state-file", `intermission: cannot write the pause state to ${file}: ${err}; removed it, so a restart or binary upgrade now restores no pause (set setup({ state_file = ... }) to a path the workers can write, or false)`);
     return `cannot write ${file} (${err}); removed it: a restart or binary upgrade restores no pause`;
   }
-  ngx.log(ngx.ERR, `intermission: cannot write the pause state to ${file}: ${err}; nor remove it: ${tostring(removeErr)}; a restart or binary upgrade would restore the pauses it still lists`);
+  logOnce(ngx.ERR, "state-file", `intermission: cannot write the pause state to ${file}: ${err}; nor remove it: ${tostring(removeErr)}; a restart or binary upgrade would restore the pauses it still lists`);
   return `cannot write ${file} (${err}) nor remove it (${tostring(removeErr)}): a restart or binary upgrade would restore what it lists`;
 }
 
