@@ -141,6 +141,28 @@ interface FloorResult {
 }
 
 /**
+ * Once nginx answers: both paths warmed up (neither pays first-use costs in the
+ * measurement), then N requests at once through plain nginx, with the workers' CPU time.
+ */
+async function warmAndBurst(nginx: BenchNginx, n: number): Promise<{ plain: { ms: number; failed: number }; plainCpu: number }> {
+  await until("nginx", async () => (await status()).state === "running");
+  await burst(PORTS.plain, 200, "");
+  await burst(PORTS.intermission, 200, "");
+  const cpu0 = nginx.workersCpuMs();
+  const plain = await burst(PORTS.plain, n, "");
+  return { plain, plainCpu: nginx.workersCpuMs() - cpu0 };
+}
+
+/** Resumes, and waits for every held request's answer: the release's wall-clock and CPU time. */
+async function resumeAndWait(nginx: BenchNginx, held: Promise<{ status: number; body: string }>[]) {
+  const cpu0 = nginx.workersCpuMs();
+  const resumeAt = performance.now();
+  await request(PORTS.intermission, "/_intermission/resume", "POST", false);
+  const replies = await Promise.allSettled(held);
+  return { replies, releaseMs: performance.now() - resumeAt, releaseCpu: nginx.workersCpuMs() - cpu0 };
+}
+
+/**
  * The bare hold of floor.ts, measured as releaseRun measures intermission: a plain burst,
  * then N held and all woken at once at the resume.
  */
@@ -149,21 +171,11 @@ async function floorRun(n: number): Promise<FloorResult> {
   rmSync(dir, { recursive: true, force: true });
   const nginx = BenchNginx.start({ root: floorRoot(SNAPSHOT, WORK), dir, workers: WORKERS, setup: {} });
   try {
-    await until("nginx", async () => (await status()).state === "running");
-    await burst(PORTS.plain, 200, "");
-    await burst(PORTS.intermission, 200, "");
-    const cpuPlain0 = nginx.workersCpuMs();
-    const plain = await burst(PORTS.plain, n, "");
-    const plainCpu = nginx.workersCpuMs() - cpuPlain0;
+    const { plain, plainCpu } = await warmAndBurst(nginx, n);
     await request(PORTS.intermission, "/_intermission/pause", "POST", false);
     const held = Array.from({ length: n }, () => request(PORTS.intermission, "/"));
     await until(`${n} held (floor)`, async () => (await status()).held === n);
-    const cpuRelease0 = nginx.workersCpuMs();
-    const resumeAt = performance.now();
-    await request(PORTS.intermission, "/_intermission/resume", "POST", false);
-    const replies = await Promise.allSettled(held);
-    const releaseMs = performance.now() - resumeAt;
-    const releaseCpu = nginx.workersCpuMs() - cpuRelease0;
+    const { replies, releaseMs, releaseCpu } = await resumeAndWait(nginx, held);
     const failed = replies.filter((r) => r.status === "rejected" || r.value.status !== 200).length;
     return {
       plain_burst_ms: round(plain.ms), release_ms: round(releaseMs), release_vs_burst: round(releaseMs / plain.ms, 3),
@@ -183,13 +195,7 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
     setup: { max_held: n + 100, release_window: WINDOW, max_hold: 300, pause_ttl: 0 },
   });
   try {
-    await until("nginx", async () => (await status()).state === "running");
-    // Warm up both paths so neither pays first-use costs in the measurement.
-    await burst(PORTS.plain, 200, "");
-    await burst(PORTS.intermission, 200, "");
-    const cpuPlain0 = nginx.workersCpuMs();
-    const plain = await burst(PORTS.plain, n, "");
-    const plainCpu = nginx.workersCpuMs() - cpuPlain0;
+    const { plain, plainCpu } = await warmAndBurst(nginx, n);
 
     const rssBefore = nginx.workersRssKiB();
     const before = await zoneKeys();
@@ -210,12 +216,8 @@ async function releaseRun(n: number): Promise<ReleaseResult> {
         await new Promise((r) => setTimeout(r, 5));
       }
     })();
-    const cpuRelease0 = nginx.workersCpuMs();
     const resumeAt = performance.now();
-    await request(PORTS.intermission, "/_intermission/resume", "POST", false);
-    const replies = await Promise.allSettled(held);
-    const releaseMs = performance.now() - resumeAt;
-    const releaseCpu = nginx.workersCpuMs() - cpuRelease0;
+    const { replies, releaseMs, releaseCpu } = await resumeAndWait(nginx, held);
     sampling = false;
     await sampler;
     const failed = replies.filter((r) => r.status === "rejected" || r.value.status !== 200).length;
