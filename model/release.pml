@@ -224,6 +224,7 @@ bool okat;                   /* okAt > 0: noteStarted() since the resume (and si
 bool okSeen;                 /* ghost: a response started well since the resume */
 byte silentOut;              /* ghost: requests freed silently since the last response start (may hang upstream) */
 bool failed;                 /* ghost: a gateway failure since the last response start */
+bool bstep;                  /* backoffStep > 0: a gateway failure not yet followed by a good answer */
 #define EVID(g) if :: lease[g] == L_OUT -> lev[g] = true :: else fi
 #define NOTE_STARTED okat = true; okSeen = true; probes = 0; silentOut = 0; failed = false; EVID(1); EVID(2); EVID(3); EVID(4); EVID(5)
 /* noteFailure(): window 1, back-off, room for one request (probes = RW - 1), the evidence
@@ -233,7 +234,7 @@ bool failed;                 /* ghost: a gateway failure since the last response
 #else
 #define FAIL_BUDGET probes = RW - 1
 #endif
-#define NOTE_FAILURE boff = true; window = 1; FAIL_BUDGET; okat = false; failed = true; \
+#define NOTE_FAILURE boff = true; bstep = true; window = 1; FAIL_BUDGET; okat = false; failed = true; \
   lev[1] = false; lev[2] = false; lev[3] = false; lev[4] = false; lev[5] = false
 
 /* ---- the queue zone ---- */
@@ -314,6 +315,10 @@ inline settle_lease(g, endk, res) {
         window = RW;
         assert(!failed)     /* P9 */
      :: endk == EXPIRED -> window = 1                           /* out release_lease, nothing answered */
+     :: else
+     fi;
+     if                                                          /* the back-off's step reset by a good answer */
+     :: (endk == SUCCESS || endk == LONG) && okat -> bstep = false
      :: else
      fi;
      res = true
@@ -876,11 +881,11 @@ inline resume_scope() {                          /* withScopeLock(resumeLocked) 
     if
     :: STOPPED(mode) ->
        stop = seq[MAIN]; window = 1;
-       /* resetLongLived() and the back-off's reset, only with no lease of the last release
-        * out and its back-off over: a resume mid-release, or within a back-off, keeps the
-        * back-off and the requests out unanswered */
+       /* resetLongLived() and the back-off's reset, only when nothing the last release
+        * learnt still holds: no lease out, none freed silently since the last response
+        * start, no failure without a good answer since, no back-off running */
        if
-       :: used == 0 && !boff ->
+       :: used == 0 && probes == 0 && !bstep && !boff ->
           boff = false;
           okat = false; okSeen = false; probes = 0;
           silentOut = 0; failed = false;

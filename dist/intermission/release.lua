@@ -424,7 +424,8 @@ function ____exports.resumeLocked(keys, now)
     local seq = num(st, keys.main.seq)
     st:safe_set(keys.stop, seq)
     st:safe_set(keys.window, 1)
-    if num(st, keys.used) == 0 and now >= num(st, keys.backoffUntil) then
+    local learnt = num(st, keys.used) > 0 or num(st, keys.probes) > 0 or num(st, keys.backoffStep) > 0 or now < num(st, keys.backoffUntil)
+    if not learnt then
         st:safe_set(keys.backoffUntil, 0)
         st:safe_set(keys.backoffStep, 0)
         resetLongLived(keys)

@@ -514,11 +514,15 @@ export function resumeLocked(keys: ScopeKeys, now: number): Mode {
   const seq = num(st, keys.main.seq);
   st.safe_set(keys.stop, seq);
   st.safe_set(keys.window, 1);
-  // A resume while leases of the last release are still out (paused again mid-release),
-  // or while its back-off runs, keeps what that release learnt: its back-off and the
-  // requests out unanswered (after a failure: one at a time). Else a pause and resume
-  // would send a failing or hung upstream a fresh window each time.
-  if (num(st, keys.used) === 0 && now >= num(st, keys.backoffUntil)) {
+  // A resume keeps what the last release learnt while any of it still holds: leases out,
+  // requests out unanswered since the last response start (freed silently), a gateway
+  // failure not yet followed by a good answer (one at a time, the back-off's next step),
+  // or the back-off itself. However long the pause, and whatever ended meanwhile (the
+  // back-off, a lease, a client): else a pause and resume would send a failing or hung
+  // upstream a fresh window. (Two black-box reviews found each of these.)
+  const learnt = num(st, keys.used) > 0 || num(st, keys.probes) > 0 || num(st, keys.backoffStep) > 0 ||
+    now < num(st, keys.backoffUntil);
+  if (!learnt) {
     st.safe_set(keys.backoffUntil, 0);
     st.safe_set(keys.backoffStep, 0);
     resetLongLived(keys);
