@@ -4,9 +4,9 @@
 // repeats on a noisy machine.
 import http from "node:http";
 import { spawn } from "node:child_process";
-import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { PORTS, Ports, BenchNginxOptions } from "./nginx.ts";
+import { PORTS, Ports, BenchNginxOptions, stubRoot } from "./nginx.ts";
 
 const K1 = 500;
 const K2 = 8500;
@@ -36,11 +36,7 @@ export interface CallgrindSetup {
  * themselves, over empty access_by_lua/log_by_lua blocks.
  */
 export function wiringOnlyRoot(root: string, dir: string): string {
-  const noop = path.join(dir, "wiring-only");
-  mkdirSync(path.join(noop, "dist"), { recursive: true });
-  mkdirSync(path.join(noop, "nginx"), { recursive: true });
-  copyFileSync(path.join(root, "nginx/intermission.conf"), path.join(noop, "nginx/intermission.conf"));
-  writeFileSync(path.join(noop, "dist/intermission.lua"), [
+  return stubRoot(root, dir, "wiring-only", [
     "local M = {}",
     "function M.setup() end",
     "function M.init_worker() end",
@@ -51,7 +47,6 @@ export function wiringOnlyRoot(root: string, dir: string): string {
     "return M",
     "",
   ].join("\n"));
-  return noop;
 }
 
 async function instructions(root: string, dir: string, which: "intermission" | "empty", k: number,

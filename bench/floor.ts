@@ -5,8 +5,7 @@
 // order, no window, no lease, no counters. What it costs against a plain burst is the
 // machine's own bound on the release (the held requests' wake-ups, their proxying and the
 // client reading the answers); what intermission costs above it is its protocol's.
-import { mkdirSync, copyFileSync, writeFileSync } from "node:fs";
-import path from "node:path";
+import { stubRoot } from "./nginx.ts";
 
 const FLOOR_MODULE = `
 local semaphore = require("ngx.semaphore")
@@ -55,10 +54,5 @@ return M
 
 /** A root (dist/ and nginx/) whose intermission module is the floor above. */
 export function floorRoot(root: string, dir: string): string {
-  const floor = path.join(dir, "floor");
-  mkdirSync(path.join(floor, "dist"), { recursive: true });
-  mkdirSync(path.join(floor, "nginx"), { recursive: true });
-  copyFileSync(path.join(root, "nginx/intermission.conf"), path.join(floor, "nginx/intermission.conf"));
-  writeFileSync(path.join(floor, "dist/intermission.lua"), FLOOR_MODULE);
-  return floor;
+  return stubRoot(root, dir, "floor", FLOOR_MODULE);
 }

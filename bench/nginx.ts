@@ -5,7 +5,7 @@
 //   plain         :18082  no Lua at all
 // all proxying to the same recording backend on :18081.
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import path from "node:path";
 import { toLua, LuaValue } from "../test/harness/nginx-config.ts";
 
@@ -41,6 +41,20 @@ const PROXY = `
             proxy_set_header X-Request-Id $request_id;
             proxy_read_timeout 300s;
             proxy_pass http://backend;`;
+
+/**
+ * A root (dist/ and nginx/, as benchConfig reads them) named `name` under `dir`, whose
+ * intermission module is the Lua source `module` instead of the built one: the bench's
+ * stand-ins (the wiring alone, the bare hold), measured with the same config.
+ */
+export function stubRoot(root: string, dir: string, name: string, module: string): string {
+  const stub = path.join(dir, name);
+  mkdirSync(path.join(stub, "dist"), { recursive: true });
+  mkdirSync(path.join(stub, "nginx"), { recursive: true });
+  copyFileSync(path.join(root, "nginx/intermission.conf"), path.join(stub, "nginx/intermission.conf"));
+  writeFileSync(path.join(stub, "dist/intermission.lua"), module);
+  return stub;
+}
 
 export function benchConfig(o: BenchNginxOptions): string {
   const ports = o.ports ?? PORTS;
