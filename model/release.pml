@@ -886,7 +886,6 @@ inline resume_scope() {                          /* withScopeLock(resumeLocked) 
         * start, no failure without a good answer since, no back-off running */
        if
        :: used == 0 && probes == 0 && !bstep && !boff ->
-          boff = false;
           okat = false; okSeen = false; probes = 0;
           silentOut = 0; failed = false;
           lev[1] = false; lev[2] = false; lev[3] = false; lev[4] = false; lev[5] = false

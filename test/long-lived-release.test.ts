@@ -8,7 +8,7 @@
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
-import { get } from "./harness/http.ts";
+import { get, waitFor } from "./harness/http.ts";
 import { ids, sleep, holdInOrder, assertIdle } from "./harness/held.ts";
 
 /** When the backend saw each hung or failed request (seconds, its clock). */
@@ -155,13 +155,7 @@ describe("an upstream that answers, then slows to a crawl: release_window reques
     ...Array.from({ length: 3 }, (_, i) => `/?id=${prefix}f${i}&status=503`),
     ...Array.from({ length: slow }, (_, i) => `/?id=${prefix}s${i}&delay=3`),
   ];
-  async function waitForArrival(id: string): Promise<void> {
-    const deadline = Date.now() + 10_000;
-    while (!(await node.arrivals()).ids.includes(id)) {
-      if (Date.now() > deadline) throw new Error(`${id} never reached the backend`);
-      await sleep(10);
-    }
-  }
+  const waitForArrival = (id: string) => waitFor(`${id} at the backend`, async () => (await node.arrivals()).ids.includes(id));
 
   // The third failure starts a back-off of 0.4 s: a pause and resume within it, and a
   // pause that outlasts it (a second review: the failure was forgotten once the back-off

@@ -426,8 +426,6 @@ function ____exports.resumeLocked(keys, now)
     st:safe_set(keys.window, 1)
     local learnt = num(st, keys.used) > 0 or num(st, keys.probes) > 0 or num(st, keys.backoffStep) > 0 or now < num(st, keys.backoffUntil)
     if not learnt then
-        st:safe_set(keys.backoffUntil, 0)
-        st:safe_set(keys.backoffStep, 0)
         resetLongLived(keys)
     end
     zones.counters:set(

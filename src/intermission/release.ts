@@ -520,13 +520,10 @@ export function resumeLocked(keys: ScopeKeys, now: number): Mode {
   // or the back-off itself. However long the pause, and whatever ended meanwhile (the
   // back-off, a lease, a client): else a pause and resume would send a failing or hung
   // upstream a fresh window. (Two black-box reviews found each of these.)
+  // (Nothing learnt holding means no back-off step and none running: only the evidence is reset.)
   const learnt = num(st, keys.used) > 0 || num(st, keys.probes) > 0 || num(st, keys.backoffStep) > 0 ||
     now < num(st, keys.backoffUntil);
-  if (!learnt) {
-    st.safe_set(keys.backoffUntil, 0);
-    st.safe_set(keys.backoffStep, 0);
-    resetLongLived(keys);
-  }
+  if (!learnt) resetLongLived(keys);
   zones.counters.set(keys.lastPause, now - num(st, keys.since));
   st.safe_set(keys.since, now);
   st.safe_set(keys.until, 0);
