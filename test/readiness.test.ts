@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
 import { PendingRequest, get, send, waitFor } from "./harness/http.ts";
 import { ids } from "./harness/held.ts";
-import { APP_CONF, PROXY_APP as APP } from "./harness/nginx-config.ts";
+import { APP_CONF, PROXY_APP as APP, STOP_PROXY_APP } from "./harness/nginx-config.ts";
 
 
 const FLAKY = `
@@ -43,7 +43,7 @@ describe("release into a backend that is not ready yet", () => {
   after(async () => node?.stop());
   beforeEach(async () => {
     await node.reset();
-    await node.exec(["sh", "-c", `nginx -c ${APP_CONF} -s stop 2>/dev/null; true`]);
+    await node.exec(STOP_PROXY_APP);
   });
   afterEach(async () => node.assertCleanLog([/connect\(\) failed \(111: Connection refused\) while connecting to upstream/]));
 
@@ -92,7 +92,7 @@ describe("ready_probe: the release waits until the backend answers", () => {
   after(async () => node?.stop());
   beforeEach(async () => {
     await node.reset();
-    await node.exec(["sh", "-c", `nginx -c ${APP_CONF} -s stop 2>/dev/null; true`]);
+    await node.exec(STOP_PROXY_APP);
   });
   afterEach(async () => node.assertCleanLog([/connect\(\) failed \(111: Connection refused\) while connecting to upstream/]));
 

@@ -10,7 +10,7 @@ import { describe, it, before, after, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
 import { get, send, waitFor } from "./harness/http.ts";
-import { APP_CONF, PROXY_APP as APP } from "./harness/nginx-config.ts";
+import { APP_CONF, PROXY_APP as APP, STOP_PROXY_APP } from "./harness/nginx-config.ts";
 
 const RETRY = `
             error_page 502 504 = @intermission_retry;
@@ -74,7 +74,7 @@ const REFUSED = [/connect\(\) failed \(111: Connection refused\) while connectin
 
 describe("the retry lane waits for the failed address", () => {
   let node: NginxNode;
-  const stopApp = () => node.exec(["sh", "-c", `nginx -c ${APP_CONF} -s stop 2>/dev/null; true`]);
+  const stopApp = () => node.exec(STOP_PROXY_APP);
   before(async () => {
     node = await NginxNode.start({
       workers: 2,

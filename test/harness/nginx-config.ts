@@ -259,3 +259,11 @@ http {
         location / { proxy_pass http://127.0.0.1:8081; }
     }
 }`;
+
+/**
+ * Stops PROXY_APP (if it runs) and returns once its master has exited. `nginx -s stop`
+ * only signals: until the master is gone its listening socket still accepts, and a probe
+ * or a retry that connects in that moment is reset (nginx logs the reset at [error]), so
+ * a test that wants "nothing listens" must wait for the pid file to go.
+ */
+export const STOP_PROXY_APP = ["sh", "-c", `nginx -c ${APP_CONF} -s stop 2>/dev/null; while [ -e /run/app.pid ]; do sleep 0.01; done; true`];
