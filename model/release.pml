@@ -76,6 +76,11 @@
  *         than release_window requests out unanswered (P8b; checked with -DRW=1).
  *   BUG_FAILANSWER  a gateway failure restores the unanswered budget (probes = 0), as if
  *         it were a response started: a lease freed silently after it grows the window (P9).
+ *   BUG_RESUMEFORGET  a resume with no lease out resets the back-off and the unanswered
+ *         budget, as the first draft of issue 23's rule did (found by a black-box review: a
+ *         pause and resume inside the back-off sent a window's worth into a hung backend).
+ *         The ghosts failed and silentOut are observers and are kept: the retried request,
+ *         freed silently, grows the window after the failure (P9).
  * P8b: at every grant, leases out + requests freed silently since the last response start
  * <= release_window. P9: after a gateway failure, until a response starts well, the
  * window never grows and a grant leaves exactly one lease out.
@@ -885,10 +890,16 @@ inline resume_scope() {                          /* withScopeLock(resumeLocked) 
         * learnt still holds: no lease out, none freed silently since the last response
         * start, no failure without a good answer since, no back-off running */
        if
+#ifdef BUG_RESUMEFORGET
+       :: used == 0 ->                          /* BUG: the back-off and the budget forgotten */
+          okat = false; okSeen = false; probes = 0; bstep = false; boff = false;
+          lev[1] = false; lev[2] = false; lev[3] = false; lev[4] = false; lev[5] = false
+#else
        :: used == 0 && probes == 0 && !bstep && !boff ->
           okat = false; okSeen = false; probes = 0;
           silentOut = 0; failed = false;
           lev[1] = false; lev[2] = false; lev[3] = false; lev[4] = false; lev[5] = false
+#endif
        :: else
        fi;
        if

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Checks the spin model of the release protocol (model/release.pml): every property on
 # the fixed protocol must hold over the WHOLE state space, and each re-injected past bug
-# (BUG1, BUG8, BUG_HELDLEAK, BUG_FULLFWD, BUG_FULLCOUNT, BUG_DEADGRANT,
-# BUG_DEADLEASE, BUG_LONGLEASE, BUG_SILENTBUDGET, BUG_FAILANSWER, the fleet write's BUG_UNCERTAIN,
-# BUG_NOFENCE, and the reclaim's BUG_NOSEAL, BUG_NOBASE, BUG_NOMARK, BUG_RESEEN) must give a
+# (BUG1, BUG8, BUG_HELDLEAK, BUG_FULLFWD, BUG_FULLCOUNT, BUG_DEADGRANT, BUG_DEADLEASE,
+# BUG_LONGLEASE, BUG_SILENTBUDGET, BUG_FAILANSWER, BUG_RESUMEFORGET, the fleet write's
+# BUG_UNCERTAIN, BUG_NOFENCE, and the reclaim's BUG_NOSEAL, BUG_NOBASE, BUG_NOMARK, BUG_RESEEN) must give a
 # counterexample ON ITS OWN PROPERTY, while the
 # same configuration without the bug's switch (its control) passes. Prints states, depth
 # and time per check, and "model: N passed, M failed". The configurations are listed in
@@ -187,6 +187,10 @@ bug bug-silentbudget -DBUG_SILENTBUDGET '(used+silentOut)<=1' safety -DNOR2 -DCO
 #   BUG_FAILANSWER: a gateway failure restores the budget as a response start does: R0,
 #   freed silently, fails; R1's lease, out, is then freed silently and grows the window (P9).
 bug bug-failanswer -DBUG_FAILANSWER '!(failed)' safety -DNOR2 -DCOARSE -DCTL=4
+#   BUG_RESUMEFORGET: a resume forgets the back-off and the budget while no lease is out:
+#   on "two", R0 fails, the repause and resume forget it, and R0's retry, freed silently,
+#   grows the window (P9).
+bug bug-resumeforget -DBUG_RESUMEFORGET '!(failed)' safety $TWO
 # Unplanned outages (outage.ts): entered from running, ended by the prober's finish or an
 # operator's pause and resume; re-injected: the release step granting during an outage.
 check outage-one  pass safety $ONE -DOUTAGE -DCTL=6
