@@ -6,6 +6,7 @@ import { NginxNode } from "./harness/node.ts";
 import { PendingRequest, get, send, waitFor } from "./harness/http.ts";
 import { sleep, assertIdle } from "./harness/held.ts";
 import { TestApp, READ_BODY_LUA } from "./harness/app.ts";
+import { RETRY_ON_ERROR, retryLocation } from "./harness/nginx-config.ts";
 
 /** The app to restart: on :8082, answers each request with the md5 and length of its body, records ids. */
 const app = new TestApp({
@@ -40,17 +41,8 @@ const FLAKY = `
             access_by_lua_block        { require("intermission").access() }
             header_filter_by_lua_block { require("intermission").header_filter() }
             log_by_lua_block           { require("intermission").log() }
-            proxy_pass http://127.0.0.1:8082/;
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;
-        }
-        location @intermission_retry {
-            # README: the log phase runs with the final location's configuration, so a request
-            # answered here (a 502 cut-off) needs log() here too (the README's wiring has it at server level).
-            header_filter_by_lua_block { require("intermission").header_filter() }
-            log_by_lua_block           { require("intermission").log() }
-            content_by_lua_block { require("intermission").retry() }
-        }
+            proxy_pass http://127.0.0.1:8082/;${RETRY_ON_ERROR}
+        }${retryLocation(true)}
         location = /appids { proxy_pass http://127.0.0.1:8082/_ids; }
         location /ep/ {
             access_by_lua_block        { require("intermission").access() }

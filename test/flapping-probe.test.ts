@@ -3,6 +3,7 @@ import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
 import { PendingRequest, waitFor } from "./harness/http.ts";
+import { RETRY_ON_ERROR, retryLocation } from "./harness/nginx-config.ts";
 
 async function holdInOrder(node: NginxNode, paths: string[]): Promise<PendingRequest[]> {
   const pending: PendingRequest[] = [];
@@ -25,16 +26,8 @@ const EXTRA = `
             access_by_lua_block        { require("intermission").access() }
             header_filter_by_lua_block { require("intermission").header_filter() }
             log_by_lua_block           { require("intermission").log() }
-            proxy_pass http://127.0.0.1:9/;
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;
-        }
-        location @intermission_retry {
-            # As the README's wiring (log() at server level): the request answered here logs here.
-            header_filter_by_lua_block { require("intermission").header_filter() }
-            log_by_lua_block           { require("intermission").log() }
-            content_by_lua_block { require("intermission").retry() }
-        }`;
+            proxy_pass http://127.0.0.1:9/;${RETRY_ON_ERROR}
+        }${retryLocation(true)}`;
 
 describe("break: ready_probe against a URL that flaps 200/503", () => {
   let node: NginxNode;

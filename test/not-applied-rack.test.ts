@@ -11,6 +11,7 @@ import path from "node:path";
 import { GenericContainer, StartedNetwork, StartedTestContainer, Wait } from "testcontainers";
 import { ensureImages, NginxNode, newNetwork, ROOT } from "./harness/node.ts";
 import { get, send } from "./harness/http.ts";
+import { RETRY_ON_ERROR, retryLocation } from "./harness/nginx-config.ts";
 
 const RACK_IMAGE = "intermission-rack:latest";
 
@@ -95,21 +96,14 @@ const LOCATIONS = `
         location /rack/ {
             set $intermission_scope rack;
             access_by_lua_block { require("intermission").access() }
-            proxy_pass http://rackapp:9292/;
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;
+            proxy_pass http://rackapp:9292/;${RETRY_ON_ERROR}
         }
         location /rack-intercept/ {
             set $intermission_scope rack;
             access_by_lua_block { require("intermission").access() }
             proxy_intercept_errors on;
-            proxy_pass http://rackapp:9292/;
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;
-        }
-        location @intermission_retry {
-            content_by_lua_block { require("intermission").retry() }
-        }`;
+            proxy_pass http://rackapp:9292/;${RETRY_ON_ERROR}
+        }${retryLocation()}`;
 
 interface TestState {
   up: boolean;

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
 import { PendingRequest, get, send, waitFor } from "./harness/http.ts";
 import { ids } from "./harness/held.ts";
-import { APP_CONF, PROXY_APP as APP, STOP_PROXY_APP } from "./harness/nginx-config.ts";
+import { APP_CONF, PROXY_APP as APP, STOP_PROXY_APP, RETRY_ON_ERROR, retryLocation } from "./harness/nginx-config.ts";
 
 
 const FLAKY = `
@@ -14,13 +14,8 @@ const FLAKY = `
             access_by_lua_block        { require("intermission").access() }
             header_filter_by_lua_block { require("intermission").header_filter() }
             log_by_lua_block           { require("intermission").log() }
-            proxy_pass http://127.0.0.1:8082/;
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;
-        }
-        location @intermission_retry {
-            content_by_lua_block { require("intermission").retry() }
-        }`;
+            proxy_pass http://127.0.0.1:8082/;${RETRY_ON_ERROR}
+        }${retryLocation()}`;
 
 async function holdAll(node: NginxNode, requests: { path: string; post?: string }[]): Promise<PendingRequest[]> {
   const pending: PendingRequest[] = [];

@@ -13,6 +13,7 @@ import { NginxNode } from "./harness/node.ts";
 import { Reply, get, waitFor } from "./harness/http.ts";
 import { ids, sleep, holdInOrder, assertIdle } from "./harness/held.ts";
 import { TestApp, READ_BODY_LUA } from "./harness/app.ts";
+import { RETRY_ON_ERROR, retryLocation } from "./harness/nginx-config.ts";
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -837,13 +838,8 @@ describe("round2 (f): retry lane, the application refuses connections right afte
         location /app/ {
             access_by_lua_block { require("intermission").access() }
             client_max_body_size 10m;${PROXY_SETTINGS}
-            proxy_pass http://127.0.0.1:8082;
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;
-        }
-        location @intermission_retry {
-            content_by_lua_block { require("intermission").retry() }
-        }
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
+        }${retryLocation()}
         location = /app-arrivals { proxy_pass http://127.0.0.1:8082/app2-arrivals; }`,
     });
   });

@@ -19,6 +19,7 @@ import { createHash } from "node:crypto";
 import { NginxNode } from "./harness/node.ts";
 import { get, waitFor } from "./harness/http.ts";
 import { TestApp, READ_BODY_LUA } from "./harness/app.ts";
+import { RETRY_ON_ERROR, retryLocation } from "./harness/nginx-config.ts";
 
 /** The application on :8082: records each arrival's request line and headers as received, and its body. */
 const app = new TestApp({
@@ -47,9 +48,6 @@ const app = new TestApp({
         }`,
 });
 
-const RETRY = `
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;`;
 const ACCESS_HOOK = `
             access_by_lua_block { require("intermission").access() }`;
 const PROXY = `
@@ -61,16 +59,16 @@ const PROXY = `
 const locations = (ACCESS: string, hooks: "location" | "server") => `
         # the README's wiring
         location /plain/ {${ACCESS}${PROXY}
-            proxy_pass http://127.0.0.1:8082;${RETRY}
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
         }
         # the common prefix-stripping pattern: the URI changes before access()
         location /api/ {
             rewrite ^/api/(.*)$ /$1 break;${ACCESS}${PROXY}
-            proxy_pass http://127.0.0.1:8082;${RETRY}
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
         }
         # proxy_pass with a URI part
         location /uri/ {${ACCESS}${PROXY}
-            proxy_pass http://127.0.0.1:8082/base/;${RETRY}
+            proxy_pass http://127.0.0.1:8082/base/;${RETRY_ON_ERROR}
         }
         # try_files into a named location, and alias in front of it
         location /tf/ {${ACCESS}
@@ -81,12 +79,12 @@ const locations = (ACCESS: string, hooks: "location" | "server") => `
             try_files $uri @app;
         }
         location @app {${PROXY}
-            proxy_pass http://127.0.0.1:8082;${RETRY}
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
         }
         # the body streamed to the upstream as it arrives
         location /nobuf/ {${ACCESS}${PROXY}
             proxy_request_buffering off;
-            proxy_pass http://127.0.0.1:8082;${RETRY}
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
         }
         # try_files into a named location whose upstream never accepts (an address that
         # cannot be probed: every try is spent): the most internal redirects a retry can use
@@ -95,13 +93,13 @@ const locations = (ACCESS: string, hooks: "location" | "server") => `
             try_files /nonexistent @dead;
         }
         location @dead {${PROXY}
-            proxy_pass http://deadgroup;${RETRY}
+            proxy_pass http://deadgroup;${RETRY_ON_ERROR}
         }
         # $request_id sent upstream. (Only in one node: used anywhere, nginx caches it per
         # request, and the other node checks the log lines where each read is a new id.)
         ${hooks === "server" ? `location /rid/ {${ACCESS}${PROXY}
             proxy_set_header X-Request-Id $request_id;
-            proxy_pass http://127.0.0.1:8082;${RETRY}
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
         }` : ""}
         # Two redirects on the way (beyond the README's one), both visible to intermission:
         # access() only in the named location, and an error_page to another location.
@@ -114,11 +112,8 @@ const locations = (ACCESS: string, hooks: "location" | "server") => `
             recursive_error_pages on;
         }
         location /dead2/ {${PROXY}
-            proxy_pass http://deadgroup;${RETRY}
-        }` : ""}
-        location @intermission_retry {
-            content_by_lua_block { require("intermission").retry() }
-        }
+            proxy_pass http://deadgroup;${RETRY_ON_ERROR}
+        }` : ""}${retryLocation()}
         location = /_rec { proxy_pass http://127.0.0.1:8082/_rec; }
         location = /_rec_reset { proxy_pass http://127.0.0.1:8082/_rec_reset; }`;
 

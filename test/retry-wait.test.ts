@@ -10,23 +10,20 @@ import { describe, it, before, after, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { NginxNode } from "./harness/node.ts";
 import { get, send, waitFor } from "./harness/http.ts";
-import { APP_CONF, PROXY_APP as APP, STOP_PROXY_APP } from "./harness/nginx-config.ts";
+import { APP_CONF, PROXY_APP as APP, STOP_PROXY_APP, RETRY_ON_ERROR, retryLocation } from "./harness/nginx-config.ts";
 
-const RETRY = `
-            error_page 502 504 = @intermission_retry;
-            recursive_error_pages on;`;
 
 /** The application on :8082 (in front of the recording backend); :8083 never listens. */
 const LOCATIONS = `
         location /w/ {
             access_by_lua_block { require("intermission").access() }
-            proxy_pass http://127.0.0.1:8082;${RETRY}
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
         }
         # A primary that comes back and a backup that stays down: $upstream_addr is
         # "127.0.0.1:8082, 127.0.0.1:8083", the backup last.
         location /grp/ {
             access_by_lua_block { require("intermission").access() }
-            proxy_pass http://grp;${RETRY}
+            proxy_pass http://grp;${RETRY_ON_ERROR}
         }
         # An error_page into the proxying named location (the README's one redirect): the
         # location that makes the first jump needs recursive_error_pages too.
@@ -42,7 +39,7 @@ const LOCATIONS = `
             error_page 404 = @ep;
         }
         location @ep {
-            proxy_pass http://127.0.0.1:8082;${RETRY}
+            proxy_pass http://127.0.0.1:8082;${RETRY_ON_ERROR}
         }
         # A rewrite-phase handler that is not idempotent: it appends to a header, which the
         # application receives as its id.
@@ -54,7 +51,7 @@ const LOCATIONS = `
                 ngx.var.hops = hops
             }
             access_by_lua_block { require("intermission").access() }
-            proxy_pass http://127.0.0.1:8082/hops?id=$hops;${RETRY}
+            proxy_pass http://127.0.0.1:8082/hops?id=$hops;${RETRY_ON_ERROR}
         }
         # One rewrite ... last before access() (the README's one redirect, which
         # intermission cannot see), into a group that never has a live server.
@@ -64,11 +61,8 @@ const LOCATIONS = `
         location /rwdead/ {
             set $intermission_max_time 4;
             access_by_lua_block { require("intermission").access() }
-            proxy_pass http://deadgroup;${RETRY}
-        }
-        location @intermission_retry {
-            content_by_lua_block { require("intermission").retry() }
-        }`;
+            proxy_pass http://deadgroup;${RETRY_ON_ERROR}
+        }${retryLocation()}`;
 
 const REFUSED = [/connect\(\) failed \(111: Connection refused\) while connecting to upstream/, /no live upstreams/];
 
@@ -196,12 +190,9 @@ describe("the retry error_page at server level", () => {
       // outage_hold 0: a never-held request that meets a dead upstream gets nginx's 502 (with it on, it is held through the outage instead).
       setup: { release_window: 2, max_hold: 4, outage_hold: 0 },
       hooks: "server",
-      serverDirectives: RETRY,
+      serverDirectives: RETRY_ON_ERROR,
       extraLocations: `
-        location /dead/ { proxy_pass http://127.0.0.1:8083; }
-        location @intermission_retry {
-            content_by_lua_block { require("intermission").retry() }
-        }`,
+        location /dead/ { proxy_pass http://127.0.0.1:8083; }${retryLocation()}`,
     });
   });
   after(async () => node?.stop());

@@ -49,10 +49,15 @@ export const RETRY_ON_ERROR = `
             error_page 502 504 = @intermission_retry;
             recursive_error_pages on;`;
 
-/** The retry location (a server-level block) that RETRY_ON_ERROR and "not applied" send a request to. */
-export function retryLocation(): string {
+/**
+ * The retry location (a server-level block) that RETRY_ON_ERROR and "not applied" send a
+ * request to. `withHooks`: its own header_filter and log hooks, for a server without them
+ * at server level (the log phase runs with the final location's configuration, so a
+ * request answered here, a 502 cut-off say, logs here).
+ */
+export function retryLocation(withHooks = false): string {
   return `
-        location @intermission_retry {
+        location @intermission_retry {${withHooks ? serverHooks("            ") : ""}
             content_by_lua_block { require("intermission").retry() }
         }`;
 }
