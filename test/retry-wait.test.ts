@@ -219,3 +219,35 @@ describe("the retry error_page at server level", () => {
     assert.ok(!lines.some((l) => /redirection cycle/.test(l)), lines.join("\n"));
   });
 });
+
+describe("the retry location answers the gateway error nginx made", () => {
+  let node: NginxNode;
+  before(async () => {
+    node = await NginxNode.start({
+      setup: { release_window: 2, max_hold: 10 },
+      hooks: "server",
+      extraLocations: `
+        location /slow/ {
+            access_by_lua_block { require("intermission").access() }
+            proxy_read_timeout 1s;
+            proxy_pass http://127.0.0.1:8081;${RETRY_ON_ERROR}
+        }${retryLocation()}`,
+    });
+  });
+  after(async () => node?.stop());
+  beforeEach(async () => node.reset());
+  afterEach(async () => node.assertCleanLog([/upstream timed out \(110: Connection timed out\) while reading response header from upstream/]));
+
+  it("an upstream that times out: 504 as without the retry wiring, never held and after a release", async () => {
+    // In the error_page's target $status reads 0: the answer used to be 502 (a review found it).
+    await get(`${node.backend}/_backend/hang?seconds=60`);
+    const direct = await get(node.url("/slow/?id=n1"));
+    assert.equal(direct.status, 504, `never held: ${direct.body}`);
+    await node.control("pause");
+    const pending = send(node.url("/slow/?id=h1"));
+    await node.held(1);
+    await node.control("resume");
+    const released = await pending.reply;
+    assert.equal(released.status, 504, `held and released: ${released.body}`);
+  });
+});

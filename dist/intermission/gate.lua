@@ -650,24 +650,29 @@ local function sendError(status)
     ngx.print(((("<html>\r\n<head><title>" .. title) .. "</title></head>\r\n<body>\r\n<center><h1>") .. title) .. "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
     return ngx.exit(ngx.HTTP_OK)
 end
---- content_by_lua of the retry location (error_page 502 504 =
--- 
--- @intermission_retry ): a
--- released request whose upstream connection failed before a byte was sent, and that
--- can be sent again exactly as it was (replay.target), is sent back to where it started
--- by ngx.exec; its access() holds it at the head of the queue (the retry lane) and lets
--- it go once granted again (replayed). Any other request: the error as nginx made it.
+--- The gateway error nginx made, for the answer when the request is not retried. Inside
+-- the error_page's target $status no longer says it (`error_page 502 504 = ...` leaves
+-- the status to the target), so a proxy_read_timeout's 504 would go out as 502: the last
+-- status of $upstream_status is the one nginx would have answered.
+local function gatewayStatus()
+    local status = tonumber(ngxVar.status or "") or 0
+    if status >= 500 then
+        return status
+    end
+    local last = string.match(ngxVar.upstream_status or "", "(%d+)%D*$")
+    local upstream = tonumber(last or "") or 0
+    return upstream >= 500 and upstream or 502
+end
 function ____exports.retry()
     local r = requestKey()
-    local status = tonumber(ngxVar.status or "") or 502
-    local failed = status >= 500 and status or 502
+    local failed = gatewayStatus()
     if exited.req == r and exited.start == startTime() then
         return sendError(failed)
     end
     local seen = lookup(r)
     local declined = notApplied()
     if type(seen) == "number" and settings.cfg.outage_hold > 0 and (declined or neverSent()) then
-        return holdNeverHeld(r, seen, status, declined)
+        return holdNeverHeld(r, seen, failed, declined)
     end
     if seen == nil or type(seen) == "number" or seen.state ~= "released" or not (declined or neverSent()) then
         return exitError(r, failed)
@@ -703,10 +708,10 @@ function ____exports.retry()
             ngx.WARN,
             ((((("intermission: request_id=" .. requestId) .. " scope=") .. keys.scope) .. " failed at the upstream ") .. tostring(most + 1)) .. " times, not retried again"
         )
-        return refuseRetry(rec, keys, status)
+        return refuseRetry(rec, keys, failed)
     end
     if ngx.now() >= rec.deadline then
-        return refuseRetry(rec, keys, status)
+        return refuseRetry(rec, keys, failed)
     end
     rec.state = "retrying"
     local ____declined_0
@@ -717,7 +722,7 @@ function ____exports.retry()
     end
     rec.failedAddr = ____declined_0
     rec.notApplied = declined
-    rec.failStatus = status
+    rec.failStatus = failed
     return ngx.exec(path, args)
 end
 return ____exports

@@ -452,6 +452,20 @@ function sendError(status: number): never {
 }
 
 /**
+ * The gateway error nginx made, for the answer when the request is not retried. Inside
+ * the error_page's target $status no longer says it (`error_page 502 504 = ...` leaves
+ * the status to the target), so a proxy_read_timeout's 504 would go out as 502: the last
+ * status of $upstream_status is the one nginx would have answered.
+ */
+function gatewayStatus(): number {
+  const status = tonumber(ngxVar.status ?? "") ?? 0;
+  if (status >= 500) return status;
+  const [last] = string.match(ngxVar.upstream_status ?? "", "(%d+)%D*$");
+  const upstream = tonumber(last ?? "") ?? 0;
+  return upstream >= 500 ? upstream : 502;
+}
+
+/**
  * content_by_lua of the retry location (error_page 502 504 = @intermission_retry): a
  * released request whose upstream connection failed before a byte was sent, and that
  * can be sent again exactly as it was (replay.target), is sent back to where it started
@@ -460,8 +474,7 @@ function sendError(status: number): never {
  */
 export function retry(): void {
   const r = requestKey();
-  const status = tonumber(ngxVar.status ?? "") ?? 502;
-  const failed = status >= 500 ? status : 502;
+  const failed = gatewayStatus();
   // Entered again for the same request: the retry location inherited the error_page that
   // led to it (the wiring at server level), so an ngx.exit(502) here comes straight back
   // and nginx would end the loop in a 500. The error goes out as nginx's own page instead.
@@ -469,7 +482,7 @@ export function retry(): void {
   const seen = lookup(r);
   const declined = notApplied();
   if (type(seen) === "number" && settings.cfg.outage_hold > 0 && (declined || neverSent())) {
-    return holdNeverHeld(r, seen as number, status, declined);
+    return holdNeverHeld(r, seen as number, failed, declined);
   }
   if (seen === undefined || type(seen) === "number" || (seen as Record).state !== "released" || !(declined || neverSent())) {
     return exitError(r, failed); // not ours to retry: the error as nginx made it
@@ -496,13 +509,13 @@ export function retry(): void {
   if (tries > most) {
     // Each retry costs internal redirects, of which a request has ten (see maxTries).
     ngx.log(ngx.WARN, `intermission: request_id=${requestId} scope=${keys.scope} failed at the upstream ${most + 1} times, not retried again`);
-    return refuseRetry(rec, keys, status);
+    return refuseRetry(rec, keys, failed);
   }
-  if (ngx.now() >= rec.deadline) return refuseRetry(rec, keys, status);
+  if (ngx.now() >= rec.deadline) return refuseRetry(rec, keys, failed);
   rec.state = "retrying";
   rec.failedAddr = declined ? undefined : ngxVar.upstream_addr;
   rec.notApplied = declined;
-  rec.failStatus = status;
+  rec.failStatus = failed;
   return ngx.exec(path, args);
 }
 
