@@ -255,6 +255,128 @@ describe("the outage prober outlives its worker and probes every address (2 work
   });
 });
 
+/** outage_hold of the next describe: short, so that its outages outlast it within the test. */
+const SHORT_HOLD = 2;
+
+/** Ten requests at once; their replies and when each came, from the send. */
+async function burst(node: NginxNode, path: string, tag: string): Promise<{ statuses: number[]; slowest: number }> {
+  const t0 = performance.now();
+  const replies = await Promise.all(Array.from({ length: 10 }, (_, i) => get(node.url(`${path}?id=${tag}${i}`)).then((r) => ({ status: r.status, ms: performance.now() - t0 }))));
+  return { statuses: replies.map((r) => r.status), slowest: Math.round(Math.max(...replies.map((r) => r.ms))) };
+}
+
+describe("a prober lost with its worker, the release or the outage waiting for it (2 workers)", () => {
+  let node: NginxNode;
+  let single: TestApp;
+
+  beforeEach(async () => {
+    node = await NginxNode.start({ ...NODE, setup: { ...NODE.setup, outage_hold: SHORT_HOLD }, files: APP_FILES });
+    single = appAt(SINGLE);
+    await single.start(node);
+  });
+  afterEach(async () => {
+    try {
+      await node.assertCleanLog([REQUEST_CONNECT, CRASH_LINE]);
+    } finally {
+      await node.stop();
+    }
+  });
+
+  /** An outage that outlasted outage_hold (its held request answered 503), nothing held now. */
+  async function outlastedOutage(path: string): Promise<number> {
+    await single.stop(node);
+    const first = await startOutage(node, "app", path);
+    assert.equal((await first.pending.reply).status, 503, "held for outage_hold, then 503");
+    return first.pid;
+  }
+
+  // The old workers' prober stops once they hold nothing; no new worker probes until a
+  // request comes. Before the fix that request, and those with it, were answered 503 at
+  // once (the outage was past outage_hold), though the application had long been back.
+  it("the outage past outage_hold, a reload with nothing held, the application back: the next burst is served, none answered 503 at once", async () => {
+    await outlastedOutage("/app/q");
+    await node.reload();
+    await waitFor("the new workers up", async () => ((await node.errorLog()).match(/start worker process/g)?.length ?? 0) >= 4);
+    await waitFor("the old workers gone", async () => (await node.shuttingDownWorkers()) === 0, 5000);
+    await single.start(node);
+    // No status call before the burst: a status also starts the prober it lacks.
+    const { statuses, slowest } = await burst(node, "/app/q", "b");
+    console.log(`[figure] an outage's prober gone with a reload: a burst of 10 answered ${statuses.join(",")} within ${slowest} ms`);
+    assert.deepEqual(statuses, Array(10).fill(200));
+    const s = await node.status("app");
+    assert.equal(s.state, "running");
+    assertBalanced(s);
+  });
+
+  it("the outage past outage_hold, its prober's worker killed with nothing held, the application back: the next burst is served", async () => {
+    await outlastedOutage("/app/v");
+    const victim = await outageWorker(node, "app");
+    await node.exec(["sh", "-c", `kill -9 ${victim}`]);
+    await waitFor(`worker ${victim} reaped`, async () => new RegExp(`worker process ${victim} exited on signal 9`).test(await node.errorLog()));
+    await single.start(node);
+    const { statuses, slowest } = await burst(node, "/app/v", "v");
+    console.log(`[figure] an outage's prober killed: a burst of 10 answered ${statuses.join(",")} within ${slowest} ms`);
+    assert.deepEqual(statuses, Array(10).fill(200));
+    assert.equal((await node.status("app")).state, "running");
+  });
+
+  it("the outage past outage_hold, its prober gone with a reload, the application back: a status alone ends it (it starts the prober it lacks)", async () => {
+    await outlastedOutage("/app/s");
+    await node.reload();
+    await waitFor("the old workers gone", async () => (await node.shuttingDownWorkers()) === 0, 5000);
+    await single.start(node);
+    await waitFor("running, after status calls only", async () => (await node.status("app")).state === "running", 2000);
+    assert.deepEqual(await single.applied(node), [], "no request was sent");
+  });
+
+  it("the outage going on, its prober gone with a reload: the next request waits a prober's first round (about a second), not outage_hold, then 503", async () => {
+    await outlastedOutage("/app/g");
+    await node.reload();
+    await waitFor("the old workers gone", async () => (await node.shuttingDownWorkers()) === 0, 5000);
+    const reply = await get(node.url("/app/g?id=late"));
+    assert.equal(reply.status, 503);
+    assert.ok(reply.ms < 1800, `answered after ${Math.round(reply.ms)} ms`);
+    // Confirmed by the new prober: answered at once now.
+    const next = await get(node.url("/app/g?id=later"));
+    assert.equal(next.status, 503);
+    assert.ok(next.ms < 300, `answered after ${Math.round(next.ms)} ms`);
+    assert.equal((await node.status("app")).outage.fail_fast, true);
+  });
+
+  // A planned pause; the application stopped meanwhile: the first released request meets
+  // the closed port and waits in the retry lane, and its worker probes the port (the
+  // release waits for it). That worker is killed. Before the fix the other worker's held
+  // requests waited until the failed request's deadline (max_hold, 30 s here).
+  it("the retry lane's connect prober killed with its worker: the other worker takes it over, its held requests go within a second of the application's return", async () => {
+    await node.control("pause", "scope=app");
+    const held: Held[] = [];
+    const count = (pid: number, want: boolean) => held.filter((h) => (h.pid === pid) === want).length;
+    // Until each worker holds 3 (the kernel spreads connections over the workers).
+    for (let i = 0; i < 60; i++) {
+      held.push(await holdOne(node, "app", "/app/c", `c${i}`));
+      const pids = [...new Set(held.map((h) => h.pid))];
+      if (pids.length === 2 && pids.every((p) => count(p, true) >= 3)) break;
+    }
+    const pids = [...new Set(held.map((h) => h.pid))];
+    assert.ok(pids.length === 2 && pids.every((p) => count(p, true) >= 3), `held by ${JSON.stringify(pids.map((p) => [p, count(p, true)]))}`);
+    await single.stop(node);
+    await node.control("resume", "scope=app");
+    const victim = await waitFor("a request held again in the retry lane", async () => {
+      const m = /\[notice\] (\d+)#\d+: .*intermission: hold .*scope=app ticket=\d+ lane=retry/.exec(await node.errorLog());
+      return m ? Number(m[1]) : undefined;
+    });
+    assert.equal((await node.status("app")).waiting_ready, true, "the release waits for the port");
+    await node.exec(["sh", "-c", `kill -9 ${victim}`]);
+    await waitFor(`worker ${victim} reaped`, async () => new RegExp(`worker process ${victim} exited on signal 9`).test(await node.errorLog()));
+    const survivors = held.filter((h) => h.pid !== victim);
+    const { replies, slowest, startMs } = await backAndReplies(node, single, survivors);
+    for (const r of replies) assert.equal(r.reply.status, 200, `${r.id}: ${r.reply.status} ${r.reply.body}`);
+    console.log(`[figure] connect prober killed: ${survivors.length} held requests of the surviving worker answered 200 ${startMs + slowest} ms after starting the application (seen listening at ${startMs} ms)`);
+    assert.ok(slowest < FLOWS_WITHIN, `released ${slowest} ms after the application was listening`);
+    assert.match(await node.errorLog(), new RegExp(`connect prober of scope app taken over from worker ${victim} \\(gone\\)`));
+  });
+});
+
 /** nginx daemonised (the upgrade needs a master that is not the container's PID 1), as in binary-upgrade.test.ts. */
 async function startDaemon(): Promise<NginxNode> {
   ensureImages();

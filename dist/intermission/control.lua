@@ -90,6 +90,9 @@ local function shown(mode)
 end
 local function describe(keys)
     local snap = state.snapshot(keys)
+    if snap.mode == "outage" then
+        outage.ensureProber(keys)
+    end
     local count = {}
     for ____, name in ipairs(counters.COUNTER_NAMES) do
         count[name] = counters.read(keys, name)
@@ -146,12 +149,12 @@ local function inFlightNow(version)
     for ____, n in ipairs(f.nodes) do
         do
             if n.id == fleet.sync.node.id then
-                goto __continue19
+                goto __continue20
             end
             local behind = type(n.version) == "number" and n.version < version
             others = others + (behind and math.max(1, n.in_flight) or n.in_flight)
         end
-        ::__continue19::
+        ::__continue20::
     end
     return inflight.total() + others
 end

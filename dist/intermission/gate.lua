@@ -306,7 +306,7 @@ function holdNeverHeld(r, start, status, declined)
     if mode == nil then
         return exitError(r, failed)
     end
-    if mode == "outage" and not declined and outage.failingFast(keys) then
+    if mode == "outage" and not declined and outage.outlasted(keys) then
         counters.count(keys, "rejected")
         counters.count(keys, "fail_fast")
         return unavailable("timeout", settings.cfg.retry_after, "")
@@ -584,12 +584,13 @@ function ____exports.gate()
         if keys.scope == ____exports.DEFAULT_SCOPE then
             return forward(r, nil)
         end
-        if outage.failingFast(keys) then
+        local bound = outage.holdSeconds(keys)
+        if bound == 0 then
             counters.count(keys, "rejected")
             counters.count(keys, "fail_fast")
             return answer(r, nil, keys, "timeout")
         end
-        return holdRequest(r, keys, settings.cfg.outage_hold)
+        return holdRequest(r, keys, bound)
     end
     return holdRequest(r, keys)
 end
@@ -663,6 +664,13 @@ local function gatewayStatus()
     local upstream = tonumber(last or "") or 0
     return upstream >= 500 and upstream or 502
 end
+--- content_by_lua of the retry location (error_page 502 504 =
+-- 
+-- @intermission_retry ): a
+-- released request whose upstream connection failed before a byte was sent, and that
+-- can be sent again exactly as it was (replay.target), is sent back to where it started
+-- by ngx.exec; its access() holds it at the head of the queue (the retry lane) and lets
+-- it go once granted again (replayed). Any other request: the error as nginx made it.
 function ____exports.retry()
     local r = requestKey()
     local failed = gatewayStatus()

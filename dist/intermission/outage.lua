@@ -1,5 +1,5 @@
 local ____exports = {}
-local proberKey, claimed, keepProbingWhileExiting, finish, prober, PROBER_LEASE, LIVE, EXITING, FIRST, MAX, CONNECT_TIMEOUT
+local proberKey, claimed, keepProbingWhileExiting, finish, prober, PROBER_LEASE, LIVE, EXITING, UNCONFIRMED, FIRST, MAX, CONNECT_TIMEOUT
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local num = ____shm.num
@@ -35,7 +35,7 @@ function ____exports.ensureProber(keys)
     local held, holder = st:get(key)
     if held ~= nil then
         local pid = holder
-        if held ~= EXITING and not liveness.gone(
+        if held % UNCONFIRMED ~= EXITING and not liveness.gone(
             pid,
             ngx.now()
         ) then
@@ -54,7 +54,7 @@ function ____exports.ensureProber(keys)
         end
         local set = st:safe_set(
             key,
-            LIVE,
+            LIVE + UNCONFIRMED,
             PROBER_LEASE,
             liveness.me()
         )
@@ -63,12 +63,12 @@ function ____exports.ensureProber(keys)
         end
         ngx.log(
             ngx.NOTICE,
-            ((((("intermission: outage prober of scope " .. keys.scope) .. " taken over from worker ") .. tostring(pid or 0)) .. " (") .. (held == EXITING and "exiting" or "gone")) .. ")"
+            ((((("intermission: outage prober of scope " .. keys.scope) .. " taken over from worker ") .. tostring(pid or 0)) .. " (") .. (held % UNCONFIRMED == EXITING and "exiting" or "gone")) .. ")"
         )
     else
         local mine = st:safe_add(
             key,
-            LIVE,
+            LIVE + UNCONFIRMED,
             PROBER_LEASE,
             liveness.me()
         )
@@ -131,6 +131,7 @@ function prober(_premature, scope)
     local addresses = ready.addressesOf(where)
     local pause = FIRST
     local mine = true
+    local confirmed = false
     while #addresses > 0 do
         do
             ngx.update_time()
@@ -147,7 +148,7 @@ function prober(_premature, scope)
             end
             zones.state:safe_set(
                 proberKey(keys),
-                exiting and EXITING or LIVE,
+                (exiting and EXITING or LIVE) + (confirmed and 0 or UNCONFIRMED),
                 PROBER_LEASE,
                 liveness.me()
             )
@@ -164,13 +165,22 @@ function prober(_premature, scope)
                     break
                 end
                 ngx.sleep(MAX)
-                goto __continue34
+                goto __continue36
             end
             counters.count(keys, "probe_failures")
+            if not confirmed then
+                confirmed = true
+                zones.state:safe_set(
+                    proberKey(keys),
+                    exiting and EXITING or LIVE,
+                    PROBER_LEASE,
+                    liveness.me()
+                )
+            end
             ngx.sleep(pause)
             pause = math.min(pause * 2, MAX)
         end
-        ::__continue34::
+        ::__continue36::
     end
     if mine and claimed(keys) then
         zones.state:delete(proberKey(keys))
@@ -180,6 +190,7 @@ end
 PROBER_LEASE = 5
 LIVE = 1
 EXITING = 2
+UNCONFIRMED = 10
 FIRST = 0.05
 MAX = 0.5
 CONNECT_TIMEOUT = 500
@@ -238,8 +249,21 @@ function ____exports.enter(keys, addr)
     end
     return mode
 end
---- An outage older than outage_hold: new requests are answered 503 at once.
-function ____exports.failingFast(keys)
+--- Seconds a new request waits for a prober's first round (one connect, 0.5 s at most, per address).
+local FIRST_ROUND = 1
+--- How long a new request of the outage may be held: outage_hold while the outage is
+-- younger; past it, 0 (answered 503 at once) once a prober on this node has seen it go on
+-- (a round failed); while its prober has yet to try (started anew: UNCONFIRMED), the
+-- first round's length, which ends the outage if the upstream is back.
+function ____exports.holdSeconds(keys)
+    if ngx.now() - num(zones.state, keys.since) < settings.cfg.outage_hold then
+        return settings.cfg.outage_hold
+    end
+    local held = zones.state:get(proberKey(keys))
+    return type(held) == "number" and held < UNCONFIRMED and 0 or FIRST_ROUND
+end
+--- An outage older than outage_hold, for a request whose own connection just failed: answered 503 at once.
+function ____exports.outlasted(keys)
     return ngx.now() - num(zones.state, keys.since) >= settings.cfg.outage_hold
 end
 --- The failed address and how long the outage has lasted, for status.
@@ -251,8 +275,16 @@ function ____exports.describe(keys)
             0,
             ngx.now() - num(zones.state, keys.since)
         ),
-        fail_fast = ____exports.failingFast(keys)
+        fail_fast = ____exports.holdSeconds(keys) == 0
     }
 end
-waiters.setProbe(____exports.ensureProber)
+--- For the watcher (waiters.setProbe): the prober a scope whose requests this worker holds waits for.
+local function keepProbers(keys, mode)
+    if mode == "outage" then
+        ____exports.ensureProber(keys)
+    else
+        ready.ensureProbers(keys)
+    end
+end
+waiters.setProbe(keepProbers)
 return ____exports

@@ -1,5 +1,5 @@
 local ____exports = {}
-local startProber, endProber, parseUrl, probeOnce, prober, parseAddress, connectProber, PROBER_PREFIX, CONNECT_PREFIX, CONNECT_FIRST, CONNECT_MAX, MAX_ADDRESSES
+local startProber, takeOver, endProber, parseUrl, probeOnce, prober, parseAddress, connectProber, PROBER_PREFIX, TAKEOVER_LEASE, CONNECT_PREFIX, CONNECT_FIRST, CONNECT_MAX, MAX_ADDRESSES
 local ____shm = require("intermission.shm")
 local zones = ____shm.zones
 local keysFor = ____shm.keysFor
@@ -8,18 +8,69 @@ local ____settings = require("intermission.settings")
 local settings = ____settings.settings
 local counters = require("intermission.counters")
 local waiters = require("intermission.waiters")
-function startProber(keys, prefix, seconds, fn, ...)
-    local mine = zones.state:safe_add(prefix .. keys.scope, true, seconds + 5)
+local liveness = require("intermission.liveness")
+function startProber(keys, prefix, seconds, fn, target)
+    local mine = zones.state:safe_add(
+        prefix .. keys.scope,
+        target,
+        seconds + 5,
+        liveness.me()
+    )
     if not mine then
         return nil
     end
-    local ok, err = ngx.timer.at(0, fn, keys.scope, ...)
+    local ok, err = ngx.timer.at(0, fn, keys.scope, target)
     if ok then
         return nil
     end
     zones.state:delete(prefix .. keys.scope)
     zones.state:safe_set(keys.readyUntil, 0)
     return err
+end
+function takeOver(keys, prefix, fn)
+    local st = zones.state
+    local key = prefix .. keys.scope
+    local target, holder = st:get(key)
+    local pid = holder
+    if type(target) ~= "string" or not liveness.gone(
+        pid,
+        ngx.now()
+    ) then
+        return
+    end
+    local taker = st:safe_add(
+        (key .. "|") .. tostring(pid),
+        true,
+        TAKEOVER_LEASE
+    )
+    if not taker then
+        return
+    end
+    local set = st:safe_set(
+        key,
+        target,
+        math.max(
+            num(st, keys.readyUntil) - ngx.now(),
+            0
+        ) + 5,
+        liveness.me()
+    )
+    if not set then
+        return
+    end
+    ngx.log(
+        ngx.NOTICE,
+        ((((("intermission: " .. (prefix == CONNECT_PREFIX and "connect" or "ready")) .. " prober of scope ") .. keys.scope) .. " taken over from worker ") .. tostring(pid)) .. " (gone)"
+    )
+    local ok, err = ngx.timer.at(0, fn, keys.scope, target)
+    if ok then
+        return
+    end
+    endProber(keys, prefix)
+    ngx.log(
+        ngx.ERR,
+        (("intermission: cannot start the prober of scope " .. keys.scope) .. " again, releasing at once: ") .. tostring(err)
+    )
 end
 function endProber(keys, prefix)
     zones.state:safe_set(keys.readyUntil, 0)
@@ -61,7 +112,7 @@ function probeOnce(target, timeout)
     local code = tonumber(status)
     return code >= 200 and code < 300, "status " .. status
 end
-function prober(premature, scope)
+function prober(premature, scope, _url)
     local keys = keysFor(scope)
     local probe = settings.cfg.ready_probe
     local started = ngx.now()
@@ -232,15 +283,37 @@ function connectProber(_premature, scope, addr)
     end
     endProber(keys, CONNECT_PREFIX)
 end
+--- Whether the release of this scope waits for the ready probe now.
+function ____exports.waiting(keys)
+    return num(zones.state, keys.readyUntil) > ngx.now()
+end
 PROBER_PREFIX = "#prober|"
 --- Starts waiting for readiness (called under the scope's lock, at resume).
 function ____exports.startWaiting(keys, now)
     local probe = settings.cfg.ready_probe
     zones.state:safe_set(keys.readyUntil, now + probe.timeout)
-    local err = startProber(keys, PROBER_PREFIX, probe.timeout, prober)
+    local err = startProber(
+        keys,
+        PROBER_PREFIX,
+        probe.timeout,
+        prober,
+        probe.url
+    )
     if err ~= nil then
         ngx.log(ngx.ERR, (("intermission: cannot start the ready probe for scope " .. keys.scope) .. ", releasing at once: ") .. err)
     end
+end
+TAKEOVER_LEASE = 5
+--- While the release waits (readyUntil), a prober lost with its worker (kill -9, a crash:
+-- its claim stays, naming a pid that is gone) is started again here, by the watcher of a
+-- worker that holds requests of the scope. Without it the release would wait until
+-- readyUntil: the ready probe's timeout, or the failed request's deadline (max_hold).
+function ____exports.ensureProbers(keys)
+    if not ____exports.waiting(keys) or ngx.worker.exiting() then
+        return
+    end
+    takeOver(keys, PROBER_PREFIX, prober)
+    takeOver(keys, CONNECT_PREFIX, connectProber)
 end
 CONNECT_PREFIX = "#connect|"
 CONNECT_FIRST = 0.05
@@ -271,9 +344,5 @@ function ____exports.waitForConnect(keys, addr, ____until)
     end
     ngx.log(ngx.ERR, (((("intermission: cannot probe " .. addr) .. " for scope ") .. keys.scope) .. ": ") .. err)
     return false
-end
---- Whether the release of this scope waits for the ready probe now.
-function ____exports.waiting(keys)
-    return num(zones.state, keys.readyUntil) > ngx.now()
 end
 return ____exports

@@ -73,8 +73,9 @@ local OUTSIDE_EVERY = 0.5
 function ____exports.setAdvance(fn)
     watch.advance = fn
 end
---- outage.ensureProber: a scope in outage whose requests this worker holds has a prober on
--- this node, even when no new request comes (its prober's worker was killed, or exits).
+--- outage.keepProbers: a scope whose requests this worker holds has the prober it waits
+-- for (its outage's, its ready probe's, its retry lane's connect prober) on this node,
+-- even when no new request comes (the prober's worker was killed, or exits).
 function ____exports.setProbe(fn)
     watch.probe = fn
 end
@@ -146,8 +147,8 @@ end
 local function pumpScope(id, q)
     watch.advance(q.keys)
     local mode = modeOf(q.keys)
-    if mode == "outage" and watch.probe ~= nil then
-        watch.probe(q.keys)
+    if watch.probe ~= nil then
+        watch.probe(q.keys, mode)
     end
     if mode == "maintenance" then
         do

@@ -62,6 +62,10 @@ function shown(mode: state.Mode): string {
 
 function describe(keys: ScopeKeys): { [k: string]: unknown } {
   const snap = state.snapshot(keys);
+  // An outage whose prober was lost (its worker killed, or exited with nothing held) would
+  // read "outage" until a request came: the status asks for one, which ends it at once if
+  // the upstream is back (the next status says so).
+  if (snap.mode === "outage") outage.ensureProber(keys);
   const count: { [k: string]: number } = {};
   for (const name of counters.COUNTER_NAMES) count[name] = counters.read(keys, name);
   return {

@@ -324,17 +324,19 @@ export function gate(): void {
   }
   if (mode === "outage") {
     // Held without trying the upstream (no herd of connects); the prober decides. A
-    // prober lost with its worker is started again by the next request.
+    // prober lost with its worker (or stopped in one that exited) is started again by the
+    // next request, which is held, not answered at once, for that prober's first round.
     outage.ensureProber(keys);
     // But default is every location that sets no scope, whatever its upstream: a request
     // of default tries its own upstream, and is held (retry) only if that one failed too.
     if (keys.scope === DEFAULT_SCOPE) return forward(r, undefined);
-    if (outage.failingFast(keys)) {
+    const bound = outage.holdSeconds(keys);
+    if (bound === 0) {
       counters.count(keys, "rejected");
       counters.count(keys, "fail_fast");
       return answer(r, undefined, keys, "timeout");
     }
-    return holdRequest(r, keys, settings.cfg.outage_hold);
+    return holdRequest(r, keys, bound);
   }
   return holdRequest(r, keys);
 }
@@ -559,7 +561,7 @@ function holdNeverHeld(r: number, start: number, status: number, declined: boole
   if (mode === undefined) return exitError(r, failed);
   // An outage older than outage_hold answers at once, as the gate does (a request of
   // default, which tries its upstream during its scope's outage, comes here).
-  if (mode === "outage" && !declined && outage.failingFast(keys)) {
+  if (mode === "outage" && !declined && outage.outlasted(keys)) {
     counters.count(keys, "rejected");
     counters.count(keys, "fail_fast");
     return unavailable("timeout", settings.cfg.retry_after, "");

@@ -11,7 +11,8 @@
 //   outage --pause/maintenance (operator)--> paused | maintenance: the prober stops
 //
 // Bounds: a request waits min(outage_hold, max_hold); once an outage is older than
-// outage_hold, new requests get 503 + Retry-After at once (failingFast) until it ends.
+// outage_hold, new requests get 503 + Retry-After at once (holdSeconds) until it ends,
+// once this node's prober has seen it go on (a prober started anew has not: UNCONFIRMED).
 import { ScopeKeys, zones, num, keysFor, NODE_SCOPE } from "./shm";
 import { createLocked } from "./reclaim";
 import { settings } from "./settings";
@@ -31,6 +32,13 @@ const PROBER_LEASE = 5;
 /** The claim's value: a prober in a live worker, or in one that is exiting (a live worker takes it over). */
 const LIVE = 1;
 const EXITING = 2;
+/**
+ * Added to the claim's value until the prober's first round has failed. A prober started
+ * (or taken over) by a request or a watcher has not tried the upstream yet: its outage
+ * may be over already (the prober before it was lost with its worker, or stopped in a
+ * worker that exited with nothing held), so nobody is answered at once on it (holdSeconds).
+ */
+const UNCONFIRMED = 10;
 /** Pauses between connect attempts: 50 ms doubling to 500 ms (about two a second). */
 const FIRST = 0.05;
 const MAX = 0.5;
@@ -76,8 +84,23 @@ export function enter(keys: ScopeKeys, addr: string): Mode | undefined {
   return mode;
 }
 
-/** An outage older than outage_hold: new requests are answered 503 at once. */
-export function failingFast(keys: ScopeKeys): boolean {
+/** Seconds a new request waits for a prober's first round (one connect, 0.5 s at most, per address). */
+const FIRST_ROUND = 1;
+
+/**
+ * How long a new request of the outage may be held: outage_hold while the outage is
+ * younger; past it, 0 (answered 503 at once) once a prober on this node has seen it go on
+ * (a round failed); while its prober has yet to try (started anew: UNCONFIRMED), the
+ * first round's length, which ends the outage if the upstream is back.
+ */
+export function holdSeconds(keys: ScopeKeys): number {
+  if (ngx.now() - num(zones.state, keys.since) < settings.cfg.outage_hold) return settings.cfg.outage_hold;
+  const [held] = zones.state.get(proberKey(keys));
+  return type(held) === "number" && (held as number) < UNCONFIRMED ? 0 : FIRST_ROUND;
+}
+
+/** An outage older than outage_hold, for a request whose own connection just failed: answered 503 at once. */
+export function outlasted(keys: ScopeKeys): boolean {
   return ngx.now() - num(zones.state, keys.since) >= settings.cfg.outage_hold;
 }
 
@@ -87,7 +110,7 @@ export function describe(keys: ScopeKeys): { upstream: string; seconds: number; 
   return {
     upstream: type(addr) === "string" ? (addr as string) : "",
     seconds: math.max(0, ngx.now() - num(zones.state, keys.since)),
-    fail_fast: failingFast(keys),
+    fail_fast: holdSeconds(keys) === 0,
   };
 }
 
@@ -106,16 +129,16 @@ export function ensureProber(keys: ScopeKeys): void {
   const [held, holder] = st.get(key);
   if (held !== undefined) {
     const pid = holder as number | undefined;
-    if (held !== EXITING && !liveness.gone(pid, ngx.now())) return;
+    if ((held as number) % UNCONFIRMED !== EXITING && !liveness.gone(pid, ngx.now())) return;
     if (pid === liveness.me()) return;
     // One taker per holder: the others see the add fail.
     const [taker] = st.safe_add(`${key}|${pid ?? 0}`, true, PROBER_LEASE);
     if (!taker) return;
-    const [set] = st.safe_set(key, LIVE, PROBER_LEASE, liveness.me());
+    const [set] = st.safe_set(key, LIVE + UNCONFIRMED, PROBER_LEASE, liveness.me());
     if (!set) return;
-    ngx.log(ngx.NOTICE, `intermission: outage prober of scope ${keys.scope} taken over from worker ${pid ?? 0} (${held === EXITING ? "exiting" : "gone"})`);
+    ngx.log(ngx.NOTICE, `intermission: outage prober of scope ${keys.scope} taken over from worker ${pid ?? 0} (${(held as number) % UNCONFIRMED === EXITING ? "exiting" : "gone"})`);
   } else {
-    const [mine] = st.safe_add(key, LIVE, PROBER_LEASE, liveness.me());
+    const [mine] = st.safe_add(key, LIVE + UNCONFIRMED, PROBER_LEASE, liveness.me());
     if (!mine) return;
   }
   const [ok, err] = ngx.timer.at(0, prober, keys.scope);
@@ -175,6 +198,7 @@ function prober(this: void, _premature: boolean, scope: string): void {
   const addresses = ready.addressesOf(where);
   let pause = FIRST;
   let mine = true;
+  let confirmed = false;
   while (addresses.length > 0) {
     ngx.update_time();
     // A pause, maintenance or resume took the outage over: nothing left to probe for.
@@ -185,7 +209,7 @@ function prober(this: void, _premature: boolean, scope: string): void {
     }
     const exiting = ngx.worker.exiting();
     if (exiting && !keepProbingWhileExiting(keys)) break;
-    zones.state.safe_set(proberKey(keys), exiting ? EXITING : LIVE, PROBER_LEASE, liveness.me());
+    zones.state.safe_set(proberKey(keys), (exiting ? EXITING : LIVE) + (confirmed ? 0 : UNCONFIRMED), PROBER_LEASE, liveness.me());
     let open = false;
     for (const a of addresses) {
       if (ready.accepts(a, CONNECT_TIMEOUT)) {
@@ -200,6 +224,10 @@ function prober(this: void, _premature: boolean, scope: string): void {
       continue;
     }
     counters.count(keys, "probe_failures");
+    if (!confirmed) {
+      confirmed = true; // from now on the outage fails fast past outage_hold
+      zones.state.safe_set(proberKey(keys), exiting ? EXITING : LIVE, PROBER_LEASE, liveness.me());
+    }
     ngx.sleep(pause);
     pause = math.min(pause * 2, MAX);
   }
@@ -210,4 +238,10 @@ function prober(this: void, _premature: boolean, scope: string): void {
   }
 }
 
-waiters.setProbe(ensureProber);
+/** For the watcher (waiters.setProbe): the prober a scope whose requests this worker holds waits for. */
+function keepProbers(this: void, keys: ScopeKeys, mode: Mode): void {
+  if (mode === "outage") ensureProber(keys);
+  else ready.ensureProbers(keys);
+}
+
+waiters.setProbe(keepProbers);

@@ -9,6 +9,7 @@ import { ScopeKeys, zones, keysFor, num } from "./shm";
 import { settings, ReadyProbe } from "./settings";
 import * as counters from "./counters";
 import * as waiters from "./waiters";
+import * as liveness from "./liveness";
 
 /** "#": an internal key, out of every scope's reach (see shm.ts). */
 const PROBER_PREFIX = "#prober|";
@@ -17,25 +18,61 @@ const PROBER_PREFIX = "#prober|";
 export function startWaiting(keys: ScopeKeys, now: number): void {
   const probe = settings.cfg.ready_probe!;
   zones.state.safe_set(keys.readyUntil, now + probe.timeout);
-  const err = startProber(keys, PROBER_PREFIX, probe.timeout, prober);
+  const err = startProber(keys, PROBER_PREFIX, probe.timeout, prober, probe.url);
   if (err !== undefined) ngx.log(ngx.ERR, `intermission: cannot start the ready probe for scope ${keys.scope}, releasing at once: ${err}`);
 }
 
+/** A prober timer's function: `target` is what it probes (the ready URL, or the failed $upstream_addr). */
+type ProberFn = (this: void, premature: boolean, scope: string, target: string) => void;
+
 /**
  * Starts a prober timer for the scope unless this node runs one already (a shared-dict
- * add under `prefix`, which outlives a crashed prober by little); the caller has set
+ * add under `prefix`: its value is the target, its flags the worker's pid, so that a
+ * prober lost with its worker is started again: ensureProbers); the caller has set
  * readyUntil, which holds the release until the prober ends (endProber). Returns the
  * error when no timer could be had: the wait is lifted then.
  */
-function startProber<A extends unknown[]>(keys: ScopeKeys, prefix: string, seconds: number,
-  fn: (this: void, premature: boolean, scope: string, ...args: A) => void, ...args: A): string | undefined {
-  const [mine] = zones.state.safe_add(prefix + keys.scope, true, seconds + 5);
+function startProber(keys: ScopeKeys, prefix: string, seconds: number, fn: ProberFn, target: string): string | undefined {
+  const [mine] = zones.state.safe_add(prefix + keys.scope, target, seconds + 5, liveness.me());
   if (!mine) return undefined;
-  const [ok, err] = ngx.timer.at(0, fn, keys.scope, ...args);
+  const [ok, err] = ngx.timer.at(0, fn, keys.scope, target);
   if (ok) return undefined;
   zones.state.delete(prefix + keys.scope);
   zones.state.safe_set(keys.readyUntil, 0);
   return err;
+}
+
+/** Seconds a takeover's mark lives: one taker per lost prober. */
+const TAKEOVER_LEASE = 5;
+
+/**
+ * While the release waits (readyUntil), a prober lost with its worker (kill -9, a crash:
+ * its claim stays, naming a pid that is gone) is started again here, by the watcher of a
+ * worker that holds requests of the scope. Without it the release would wait until
+ * readyUntil: the ready probe's timeout, or the failed request's deadline (max_hold).
+ */
+export function ensureProbers(keys: ScopeKeys): void {
+  if (!waiting(keys) || ngx.worker.exiting()) return;
+  takeOver(keys, PROBER_PREFIX, prober);
+  takeOver(keys, CONNECT_PREFIX, connectProber);
+}
+
+function takeOver(keys: ScopeKeys, prefix: string, fn: ProberFn): void {
+  const st = zones.state;
+  const key = prefix + keys.scope;
+  const [target, holder] = st.get(key);
+  const pid = holder as number | undefined;
+  if (type(target) !== "string" || !liveness.gone(pid, ngx.now())) return;
+  // One taker per lost prober: the others see the add fail.
+  const [taker] = st.safe_add(`${key}|${pid}`, true, TAKEOVER_LEASE);
+  if (!taker) return;
+  const [set] = st.safe_set(key, target, math.max(num(st, keys.readyUntil) - ngx.now(), 0) + 5, liveness.me());
+  if (!set) return;
+  ngx.log(ngx.NOTICE, `intermission: ${prefix === CONNECT_PREFIX ? "connect" : "ready"} prober of scope ${keys.scope} taken over from worker ${pid} (gone)`);
+  const [ok, err] = ngx.timer.at(0, fn, keys.scope, target as string);
+  if (ok) return;
+  endProber(keys, prefix);
+  ngx.log(ngx.ERR, `intermission: cannot start the prober of scope ${keys.scope} again, releasing at once: ${err}`);
 }
 
 /** A prober is done: the release goes on, and this worker's watcher looks at once. */
@@ -73,7 +110,7 @@ function probeOnce(target: Target, timeout: number): LuaMultiReturn<[boolean, st
   return $multi(code >= 200 && code < 300, `status ${status}`);
 }
 
-function prober(this: void, premature: boolean, scope: string): void {
+function prober(this: void, premature: boolean, scope: string, _url: string): void {
   const keys = keysFor(scope);
   const probe: ReadyProbe = settings.cfg.ready_probe!;
   const started = ngx.now();

@@ -19,7 +19,7 @@
 import * as semaphore from "ngx.semaphore";
 import { ScopeKeys, Lane, zones, num } from "./shm";
 import { settings } from "./settings";
-import { modeOf } from "./mode";
+import { Mode, modeOf } from "./mode";
 
 export interface Waiter {
   keys: ScopeKeys;
@@ -57,8 +57,8 @@ const watch = {
   lastSweep: 0,
   /** release.advance, injected to keep the modules acyclic. */
   advance: undefined as ((this: void, keys: ScopeKeys) => void) | undefined,
-  /** outage.ensureProber, injected to keep the modules acyclic. */
-  probe: undefined as ((this: void, keys: ScopeKeys) => void) | undefined,
+  /** outage.keepProbers, injected to keep the modules acyclic. */
+  probe: undefined as ((this: void, keys: ScopeKeys, mode: Mode) => void) | undefined,
   /** persist.ts: resumes scopes resumed through another master (binary upgrade). */
   lookOutside: undefined as ((this: void, scopes: ScopeKeys[]) => void) | undefined,
   lastOutside: 0,
@@ -72,10 +72,11 @@ export function setAdvance(fn: (this: void, keys: ScopeKeys) => void): void {
 }
 
 /**
- * outage.ensureProber: a scope in outage whose requests this worker holds has a prober on
- * this node, even when no new request comes (its prober's worker was killed, or exits).
+ * outage.keepProbers: a scope whose requests this worker holds has the prober it waits
+ * for (its outage's, its ready probe's, its retry lane's connect prober) on this node,
+ * even when no new request comes (the prober's worker was killed, or exits).
  */
-export function setProbe(fn: (this: void, keys: ScopeKeys) => void): void {
+export function setProbe(fn: (this: void, keys: ScopeKeys, mode: Mode) => void): void {
   watch.probe = fn;
 }
 
@@ -143,7 +144,7 @@ export function wake(w: Waiter): void {
 function pumpScope(id: string, q: LocalQueue): void {
   watch.advance!(q.keys);
   const mode = modeOf(q.keys);
-  if (mode === "outage" && watch.probe !== undefined) watch.probe(q.keys);
+  if (watch.probe !== undefined) watch.probe(q.keys, mode);
   if (mode === "maintenance") {
     for (let i = q.first; i <= q.last; i++) {
       const w = q.items[i];
