@@ -2,6 +2,7 @@
 // CMD, wait for --ready, and resume every node afterwards, whether CMD succeeds, fails or
 // is interrupted.
 import { spawn } from "node:child_process";
+import { constants } from "node:os";
 import { EXIT_NOT_DRAINED, EXIT_NOT_READY } from "./args.js";
 import { fanOut } from "./nodes.js";
 import { waitUntilReady } from "./ready.js";
@@ -78,8 +79,8 @@ function warnIfHeldNothing(paused, resumed, log) {
             `${passed.reduce((n, [, k]) => n + k, 0)} request(s) of scope(s) ${list} passed unheld: ${hint}`);
     }
 }
-const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
-const exitStatusOf = (signal) => 128 + (SIGNAL_NUMBERS[signal] ?? 1);
+/** 128 + the signal's number on this platform, as a shell reports a command killed by it. */
+const exitStatusOf = (signal) => 128 + (constants.signals[signal] ?? 0);
 /**
  * SIGINT/SIGTERM for the whole run, so that none leaves a node paused: before CMD starts
  * one cancels it (the nodes are resumed and CMD never runs), while CMD runs it is passed

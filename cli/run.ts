@@ -2,6 +2,7 @@
 // CMD, wait for --ready, and resume every node afterwards, whether CMD succeeds, fails or
 // is interrupted.
 import { spawn, ChildProcess } from "node:child_process";
+import { constants } from "node:os";
 import { Options, EXIT_NOT_DRAINED, EXIT_NOT_READY } from "./args.ts";
 import { fanOut, NodeResult } from "./nodes.ts";
 import { waitUntilReady } from "./ready.ts";
@@ -82,8 +83,8 @@ function warnIfHeldNothing(paused: NodeResult[], resumed: NodeResult[], log: Log
   }
 }
 
-const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
-const exitStatusOf = (signal: NodeJS.Signals) => 128 + (SIGNAL_NUMBERS[signal] ?? 1);
+/** 128 + the signal's number on this platform, as a shell reports a command killed by it. */
+const exitStatusOf = (signal: NodeJS.Signals): number => 128 + (constants.signals[signal] ?? 0);
 
 /**
  * SIGINT/SIGTERM for the whole run, so that none leaves a node paused: before CMD starts

@@ -121,6 +121,15 @@ describe("CLI against two nodes", () => {
     assert.match(run.stderr(), /paused for \d+\.\ds; \d+ request\(s\) were held at resume/);
   });
 
+  it("run exits 128+signal for a command killed by any signal, and resumes", async () => {
+    // Each signal's number on this platform (SIGUSR1 is 10 on Linux, 30 on macOS).
+    for (const signal of ["SIGQUIT", "SIGABRT", "SIGUSR1", "SIGSEGV", "SIGPIPE", "SIGALRM"] as const) {
+      const run = cli([...urls, "--token", TOKEN, "run", "--no-drain", "--", "sh", "-c", `ulimit -c 0; kill -${signal.slice(3)} $$`]);
+      assert.equal(await run.exit, 128 + os.constants.signals[signal], `${signal}: ${run.stderr()}`);
+      for (const n of [a, b]) assert.equal((await n.status()).state, "running", `${signal}: resumed`);
+    }
+  });
+
   it("run resumes every node when interrupted by a signal", async () => {
     for (const signal of ["SIGINT", "SIGTERM"] as const) {
       const run = cli([...urls, "--token", TOKEN, "run", "--", "sleep", "30"]);
