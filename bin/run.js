@@ -81,8 +81,10 @@ function warnIfHeldNothing(paused, resumed, log) {
 }
 /** 128 + the signal's number on this platform, as a shell reports a command killed by it. */
 const exitStatusOf = (signal) => 128 + (constants.signals[signal] ?? 0);
+/** The signals run catches: an interrupt, a kill, and a hangup (an ssh session that drops). */
+const CAUGHT = ["SIGINT", "SIGTERM", "SIGHUP"];
 /**
- * SIGINT/SIGTERM for the whole run, so that none leaves a node paused: before CMD starts
+ * SIGINT/SIGTERM/SIGHUP for the whole run, so that none leaves a node paused: before CMD starts
  * one cancels it (the nodes are resumed and CMD never runs), while CMD runs it is passed
  * to CMD, while waiting for --ready it ends the wait (and one during CMD skips it), and
  * while resuming it is ignored.
@@ -90,7 +92,7 @@ const exitStatusOf = (signal) => 128 + (constants.signals[signal] ?? 0);
 class Signals {
     log;
     cmd;
-    /** The first SIGINT/SIGTERM of the run, before resuming. */
+    /** The first SIGINT/SIGTERM/SIGHUP of the run, before resuming. */
     caught;
     /** Aborted by that signal: cuts the wait for --ready short. */
     interrupt = new AbortController();
@@ -101,8 +103,8 @@ class Signals {
     constructor(log, cmd) {
         this.log = log;
         this.cmd = cmd;
-        process.on("SIGINT", this.handle);
-        process.on("SIGTERM", this.handle);
+        for (const signal of CAUGHT)
+            process.on(signal, this.handle);
     }
     handle = (signal) => {
         if (this.resuming) {
@@ -133,8 +135,8 @@ class Signals {
         this.resuming = true;
     }
     dispose() {
-        process.off("SIGINT", this.handle);
-        process.off("SIGTERM", this.handle);
+        for (const signal of CAUGHT)
+            process.off(signal, this.handle);
     }
 }
 /** Runs CMD with its stdio; resolves with its exit status (128+signal if killed). */

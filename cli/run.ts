@@ -86,14 +86,17 @@ function warnIfHeldNothing(paused: NodeResult[], resumed: NodeResult[], log: Log
 /** 128 + the signal's number on this platform, as a shell reports a command killed by it. */
 const exitStatusOf = (signal: NodeJS.Signals): number => 128 + (constants.signals[signal] ?? 0);
 
+/** The signals run catches: an interrupt, a kill, and a hangup (an ssh session that drops). */
+const CAUGHT: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+
 /**
- * SIGINT/SIGTERM for the whole run, so that none leaves a node paused: before CMD starts
+ * SIGINT/SIGTERM/SIGHUP for the whole run, so that none leaves a node paused: before CMD starts
  * one cancels it (the nodes are resumed and CMD never runs), while CMD runs it is passed
  * to CMD, while waiting for --ready it ends the wait (and one during CMD skips it), and
  * while resuming it is ignored.
  */
 class Signals {
-  /** The first SIGINT/SIGTERM of the run, before resuming. */
+  /** The first SIGINT/SIGTERM/SIGHUP of the run, before resuming. */
   caught?: NodeJS.Signals;
   /** Aborted by that signal: cuts the wait for --ready short. */
   private readonly interrupt = new AbortController();
@@ -103,8 +106,7 @@ class Signals {
   private resuming = false;
 
   constructor(private readonly log: Log, private readonly cmd: string) {
-    process.on("SIGINT", this.handle);
-    process.on("SIGTERM", this.handle);
+    for (const signal of CAUGHT) process.on(signal, this.handle);
   }
 
   private handle = (signal: NodeJS.Signals): void => {
@@ -137,8 +139,7 @@ class Signals {
   }
 
   dispose(): void {
-    process.off("SIGINT", this.handle);
-    process.off("SIGTERM", this.handle);
+    for (const signal of CAUGHT) process.off(signal, this.handle);
   }
 }
 

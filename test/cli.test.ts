@@ -27,6 +27,8 @@ interface Cli {
   stdout: () => string;
   stderr: () => string;
   kill: (signal: NodeJS.Signals) => void;
+  /** Closes the read end of the CLI's stderr, as an ssh session that drops does: its writes fail. */
+  closeStderr: () => void;
 }
 
 function cli(args: string[], env: Record<string, string> = {}): Cli {
@@ -40,6 +42,7 @@ function cli(args: string[], env: Record<string, string> = {}): Cli {
     stdout: () => out,
     stderr: () => err,
     kill: (s) => child.kill(s),
+    closeStderr: () => child.stderr.destroy(),
   };
 }
 
@@ -131,15 +134,27 @@ describe("CLI against two nodes", () => {
   });
 
   it("run resumes every node when interrupted by a signal", async () => {
-    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
       const run = cli([...urls, "--token", TOKEN, "run", "--", "sleep", "30"]);
       await waitFor("both nodes paused", async () => (await a.status()).state === "paused" && (await b.status()).state === "paused");
       await waitFor("the command running", async () => /paused http/.test(run.stderr()));
       run.kill(signal);
       const code = await run.exit;
-      assert.equal(code, signal === "SIGINT" ? 130 : 143, run.stderr());
+      assert.equal(code, { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 }[signal], run.stderr());
+      assert.match(run.stderr(), new RegExp(`got ${signal}: passing it to the command, then resuming`));
       for (const n of [a, b]) assert.equal((await n.status()).state, "running", `${signal}: resumed`);
     }
+  });
+
+  it("run resumes every node on SIGHUP after its stderr is gone (an ssh session that drops)", async () => {
+    const run = cli([...urls, "--token", TOKEN, "run", "--", "sleep", "30"]);
+    await waitFor("both nodes paused", async () => (await a.status()).state === "paused" && (await b.status()).state === "paused");
+    await waitFor("the command running", async () => /paused http/.test(run.stderr()));
+    // Every line run writes from here on fails (EPIPE): none may stop the resume.
+    run.closeStderr();
+    run.kill("SIGHUP");
+    assert.equal(await run.exit, 129);
+    for (const n of [a, b]) assert.equal((await n.status()).state, "running", "resumed");
   });
 
   it("run interrupted before the command starts (during the drain) resumes and runs nothing", async () => {
