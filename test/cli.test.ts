@@ -183,6 +183,48 @@ describe("CLI against two nodes", () => {
     for (const n of [a, b]) assert.equal((await n.status()).state, "running");
   });
 
+  it("run refuses a scope in maintenance: pauses nothing, runs nothing, names the node, exits 75", async () => {
+    const marker = path.join(mkdtempSync(path.join(os.tmpdir(), "im-")), "ran");
+    assert.equal((await a.control("maintenance", "reason=db+migration+by+ops")).status, 200);
+    const run = cli([...urls, "--token", TOKEN, "run", "--no-drain", "--", "touch", marker]);
+    assert.equal(await run.exit, 75, run.stderr());
+    assert.ok(run.stderr().includes(`REFUSED: ${a.url("/_intermission")}: scope default (whole node) is in maintenance ` +
+      `("db migration by ops", until resumed); run would end it with its resume`), run.stderr());
+    assert.match(run.stderr(), /touch was not run; no node was paused: 1 node\(s\) in maintenance/);
+    assert.doesNotMatch(run.stderr(), /paused http|resumed http/);
+    assert.equal(existsSync(marker), false, "the command must not run");
+    const st = await a.status();
+    assert.equal(st.state, "maintenance", "the maintenance stays");
+    assert.equal(st.reason, "db migration by ops");
+    assert.equal((await b.status()).state, "running");
+    // The whole node's maintenance refuses a run of another scope too: that scope's resume
+    // would send what it held to the application mid-maintenance.
+    const other = cli([...urls, "--token", TOKEN, "run", "--no-drain", "--scope", "other", "--", "touch", marker]);
+    assert.equal(await other.exit, 75, other.stderr());
+    assert.ok(other.stderr().includes(`REFUSED: ${a.url("/_intermission")}: the whole node (scope default) is in maintenance; ` +
+      `run's resume of scope other would send the requests it held to the application during it`), other.stderr());
+    assert.equal(existsSync(marker), false, "the command must not run");
+    assert.equal((await a.status()).state, "maintenance");
+    assert.equal((await b.status("other")).state, "running");
+    // A scope's own maintenance refuses a run of that scope.
+    assert.equal((await a.control("resume")).status, 200);
+    assert.equal((await b.control("maintenance", "scope=other&ttl=600")).status, 200);
+    const scoped = cli([...urls, "--token", TOKEN, "run", "--no-drain", "--scope", "other", "--", "touch", marker]);
+    assert.equal(await scoped.exit, 75, scoped.stderr());
+    assert.ok(scoped.stderr().includes(`REFUSED: ${b.url("/_intermission")}: scope other is in maintenance (no reason given, until `), scoped.stderr());
+    assert.equal(existsSync(marker), false, "the command must not run");
+    assert.equal((await b.status("other")).state, "maintenance");
+    assert.equal((await b.control("resume", "scope=other")).status, 200);
+  });
+
+  it("run over a pause already in force joins it, and its resume ends it (as documented)", async () => {
+    for (const n of [a, b]) assert.equal((await n.control("pause", "ttl=600&reason=someone+else")).status, 200);
+    const run = cli([...urls, "--token", TOKEN, "run", "--no-drain", "--", "true"]);
+    assert.equal(await run.exit, 0, run.stderr());
+    assert.equal(run.stderr().match(/released 0 held request\(s\) \(was paused\)/g)?.length, 2, run.stderr());
+    for (const n of [a, b]) assert.equal((await n.status()).state, "running");
+  });
+
   it("reports a drain that did not finish", async () => {
     const slow = a.send("/?id=slow&delay=3");
     await waitFor("the slow request at the upstream", async () => (await a.arrivals()).active === 1);
