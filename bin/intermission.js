@@ -6,7 +6,20 @@ import { fanOut } from "./nodes.js";
 import { table, json } from "./format.js";
 import { run } from "./run.js";
 import { checkConfig } from "./check-config.js";
-const log = (line) => process.stderr.write(`intermission: ${line}\n`);
+/**
+ * A line on stderr, which may be gone: after an ssh session drops, a write fails (EPIPE,
+ * EIO), and that must not stop `run` from resuming the nodes. So a failing write is
+ * dropped, and so is the error the stream reports for it later.
+ */
+const log = (line) => {
+    try {
+        process.stderr.write(`intermission: ${line}\n`);
+    }
+    catch {
+        // stderr is gone: nobody to tell.
+    }
+};
+process.stderr.on("error", () => undefined);
 function report(o, results) {
     if (o.json) {
         process.stdout.write(json(results) + "\n");

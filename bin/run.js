@@ -2,7 +2,8 @@
 // CMD, wait for --ready, and resume every node afterwards, whether CMD succeeds, fails or
 // is interrupted.
 import { spawn } from "node:child_process";
-import { EXIT_NOT_DRAINED, EXIT_NOT_READY } from "./args.js";
+import { constants } from "node:os";
+import { EXIT_IN_MAINTENANCE, EXIT_NOT_DRAINED, EXIT_NOT_READY } from "./args.js";
 import { fanOut } from "./nodes.js";
 import { waitUntilReady } from "./ready.js";
 import { scopeLabel } from "./format.js";
@@ -78,10 +79,12 @@ function warnIfHeldNothing(paused, resumed, log) {
             `${passed.reduce((n, [, k]) => n + k, 0)} request(s) of scope(s) ${list} passed unheld: ${hint}`);
     }
 }
-const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
-const exitStatusOf = (signal) => 128 + (SIGNAL_NUMBERS[signal] ?? 1);
+/** 128 + the signal's number on this platform, as a shell reports a command killed by it. */
+const exitStatusOf = (signal) => 128 + (constants.signals[signal] ?? 0);
+/** The signals run catches: an interrupt, a kill, and a hangup (an ssh session that drops). */
+const CAUGHT = ["SIGINT", "SIGTERM", "SIGHUP"];
 /**
- * SIGINT/SIGTERM for the whole run, so that none leaves a node paused: before CMD starts
+ * SIGINT/SIGTERM/SIGHUP for the whole run, so that none leaves a node paused: before CMD starts
  * one cancels it (the nodes are resumed and CMD never runs), while CMD runs it is passed
  * to CMD, while waiting for --ready it ends the wait (and one during CMD skips it), and
  * while resuming it is ignored.
@@ -89,7 +92,7 @@ const exitStatusOf = (signal) => 128 + (SIGNAL_NUMBERS[signal] ?? 1);
 class Signals {
     log;
     cmd;
-    /** The first SIGINT/SIGTERM of the run, before resuming. */
+    /** The first SIGINT/SIGTERM/SIGHUP of the run, before resuming. */
     caught;
     /** Aborted by that signal: cuts the wait for --ready short. */
     interrupt = new AbortController();
@@ -100,8 +103,8 @@ class Signals {
     constructor(log, cmd) {
         this.log = log;
         this.cmd = cmd;
-        process.on("SIGINT", this.handle);
-        process.on("SIGTERM", this.handle);
+        for (const signal of CAUGHT)
+            process.on(signal, this.handle);
     }
     handle = (signal) => {
         if (this.resuming) {
@@ -132,8 +135,8 @@ class Signals {
         this.resuming = true;
     }
     dispose() {
-        process.off("SIGINT", this.handle);
-        process.off("SIGTERM", this.handle);
+        for (const signal of CAUGHT)
+            process.off(signal, this.handle);
     }
 }
 /** Runs CMD with its stdio; resolves with its exit status (128+signal if killed). */
@@ -188,8 +191,51 @@ export async function run(o, log) {
         signals.dispose();
     }
 }
+/**
+ * The nodes where the scope run would pause is in someone else's maintenance: run's pause
+ * would turn it into a pause and its resume would end it, letting visitors reach the
+ * application mid-maintenance. The whole node's maintenance (scope default) counts for a
+ * run of another scope too: that scope's resume would send the requests it held to the
+ * application while the node is in maintenance. A node that does not answer is not
+ * counted here: its pause fails (or is resumed) as any other.
+ */
+async function inMaintenance(o, log) {
+    const checked = await fanOut(o.urls, "status", "GET", { scope: o.scope }, o.token, o.timeout);
+    const found = [];
+    for (const r of checked) {
+        if (!r.ok)
+            continue;
+        const b = r.body;
+        if (b.state === "maintenance") {
+            const until = typeof b.until === "number" && b.until > 0
+                ? `until ${new Date(b.until * 1000).toISOString().replace(/\.\d+Z$/, "Z")}` : "until resumed";
+            const reason = typeof b.reason === "string" && b.reason !== "" ? `"${b.reason}"` : "no reason given";
+            log(`REFUSED: ${r.url}: scope ${scopeLabel(b)} is in maintenance (${reason}, ${until}); ` +
+                `run would end it with its resume`);
+        }
+        else if (b.applies_to === "scope" && b.node_state === "maintenance") {
+            log(`REFUSED: ${r.url}: the whole node (scope default) is in maintenance; run's resume of ` +
+                `scope ${b.scope} would send the requests it held to the application during it`);
+        }
+        else {
+            continue;
+        }
+        found.push(r);
+    }
+    return found;
+}
 async function pauseRunResume(o, log, signals) {
     const started = Date.now();
+    const maintained = await inMaintenance(o, log);
+    if (maintained.length > 0) {
+        log(`${o.argv[0]} was not run; no node was paused: ${maintained.length} node(s) in maintenance ` +
+            `(${maintained.map((r) => r.url).join(", ")}); run it once the maintenance is over`);
+        return EXIT_IN_MAINTENANCE;
+    }
+    if (signals.caught) {
+        log(`no node was paused`);
+        return exitStatusOf(signals.caught);
+    }
     const drain = o.drain !== undefined ? Number(o.drain) : 0;
     const paused = await fanOut(o.urls, "pause", "POST", pauseParams(o), o.token, o.timeout + drain);
     const failed = paused.filter((r) => !r.ok);

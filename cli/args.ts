@@ -46,6 +46,13 @@ export const DEFAULT_RUN_DRAIN = "10";
 export const EXIT_NOT_DRAINED = 75;
 
 /**
+ * The exit status of a run refused because its scope is in maintenance on some node
+ * (EX_TEMPFAIL, as for --require-drain: nothing was paused or run, try again once the
+ * maintenance is over). run's resume would end that maintenance, which is not run's.
+ */
+export const EXIT_IN_MAINTENANCE = 75;
+
+/**
  * run --ready's wait when --ready-timeout is not given. A restart of a typical
  * application (a JVM, a Rails app loading its code) takes seconds to tens of seconds;
  * 60 s covers that with room, and leaves the other half of the default pause TTL
@@ -74,6 +81,8 @@ commands:
                  --ready URL: after CMD, wait until URL answers 2xx (polled every
                  0.2s) before resuming; after --ready-timeout (default ${DEFAULT_READY_TIMEOUT}s)
                  resume anyway and exit ${EXIT_NOT_READY} (CMD's own failure status wins).
+                 A scope in maintenance on any node (run's resume would end it):
+                 nothing is paused, CMD is not run, exit ${EXIT_IN_MAINTENANCE}.
   check-config [--nginx PATH] [--prefix DIR] [FILE]
                  on the nginx host: run FILE's init_by_lua (setup() and its options)
                  in a throwaway nginx that serves nothing, the check nginx -t skips

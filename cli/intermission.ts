@@ -7,7 +7,19 @@ import { table, json } from "./format.ts";
 import { run } from "./run.ts";
 import { checkConfig } from "./check-config.ts";
 
-const log = (line: string) => process.stderr.write(`intermission: ${line}\n`);
+/**
+ * A line on stderr, which may be gone: after an ssh session drops, a write fails (EPIPE,
+ * EIO), and that must not stop `run` from resuming the nodes. So a failing write is
+ * dropped, and so is the error the stream reports for it later.
+ */
+const log = (line: string): void => {
+  try {
+    process.stderr.write(`intermission: ${line}\n`);
+  } catch {
+    // stderr is gone: nobody to tell.
+  }
+};
+process.stderr.on("error", () => undefined);
 
 function report(o: Options, results: NodeResult[]): number {
   if (o.json) {

@@ -2,7 +2,8 @@
 // CMD, wait for --ready, and resume every node afterwards, whether CMD succeeds, fails or
 // is interrupted.
 import { spawn, ChildProcess } from "node:child_process";
-import { Options, EXIT_NOT_DRAINED, EXIT_NOT_READY } from "./args.ts";
+import { constants } from "node:os";
+import { Options, EXIT_IN_MAINTENANCE, EXIT_NOT_DRAINED, EXIT_NOT_READY } from "./args.ts";
 import { fanOut, NodeResult } from "./nodes.ts";
 import { waitUntilReady } from "./ready.ts";
 import { scopeLabel } from "./format.ts";
@@ -82,17 +83,20 @@ function warnIfHeldNothing(paused: NodeResult[], resumed: NodeResult[], log: Log
   }
 }
 
-const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
-const exitStatusOf = (signal: NodeJS.Signals) => 128 + (SIGNAL_NUMBERS[signal] ?? 1);
+/** 128 + the signal's number on this platform, as a shell reports a command killed by it. */
+const exitStatusOf = (signal: NodeJS.Signals): number => 128 + (constants.signals[signal] ?? 0);
+
+/** The signals run catches: an interrupt, a kill, and a hangup (an ssh session that drops). */
+const CAUGHT: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 /**
- * SIGINT/SIGTERM for the whole run, so that none leaves a node paused: before CMD starts
+ * SIGINT/SIGTERM/SIGHUP for the whole run, so that none leaves a node paused: before CMD starts
  * one cancels it (the nodes are resumed and CMD never runs), while CMD runs it is passed
  * to CMD, while waiting for --ready it ends the wait (and one during CMD skips it), and
  * while resuming it is ignored.
  */
 class Signals {
-  /** The first SIGINT/SIGTERM of the run, before resuming. */
+  /** The first SIGINT/SIGTERM/SIGHUP of the run, before resuming. */
   caught?: NodeJS.Signals;
   /** Aborted by that signal: cuts the wait for --ready short. */
   private readonly interrupt = new AbortController();
@@ -102,8 +106,7 @@ class Signals {
   private resuming = false;
 
   constructor(private readonly log: Log, private readonly cmd: string) {
-    process.on("SIGINT", this.handle);
-    process.on("SIGTERM", this.handle);
+    for (const signal of CAUGHT) process.on(signal, this.handle);
   }
 
   private handle = (signal: NodeJS.Signals): void => {
@@ -136,8 +139,7 @@ class Signals {
   }
 
   dispose(): void {
-    process.off("SIGINT", this.handle);
-    process.off("SIGTERM", this.handle);
+    for (const signal of CAUGHT) process.off(signal, this.handle);
   }
 }
 
@@ -195,8 +197,49 @@ export async function run(o: Options, log: Log): Promise<number> {
   }
 }
 
+/**
+ * The nodes where the scope run would pause is in someone else's maintenance: run's pause
+ * would turn it into a pause and its resume would end it, letting visitors reach the
+ * application mid-maintenance. The whole node's maintenance (scope default) counts for a
+ * run of another scope too: that scope's resume would send the requests it held to the
+ * application while the node is in maintenance. A node that does not answer is not
+ * counted here: its pause fails (or is resumed) as any other.
+ */
+async function inMaintenance(o: Options, log: Log): Promise<NodeResult[]> {
+  const checked = await fanOut(o.urls, "status", "GET", { scope: o.scope }, o.token, o.timeout);
+  const found: NodeResult[] = [];
+  for (const r of checked) {
+    if (!r.ok) continue;
+    const b = r.body;
+    if (b.state === "maintenance") {
+      const until = typeof b.until === "number" && b.until > 0
+        ? `until ${new Date(b.until * 1000).toISOString().replace(/\.\d+Z$/, "Z")}` : "until resumed";
+      const reason = typeof b.reason === "string" && b.reason !== "" ? `"${b.reason}"` : "no reason given";
+      log(`REFUSED: ${r.url}: scope ${scopeLabel(b)} is in maintenance (${reason}, ${until}); ` +
+        `run would end it with its resume`);
+    } else if (b.applies_to === "scope" && b.node_state === "maintenance") {
+      log(`REFUSED: ${r.url}: the whole node (scope default) is in maintenance; run's resume of ` +
+        `scope ${b.scope} would send the requests it held to the application during it`);
+    } else {
+      continue;
+    }
+    found.push(r);
+  }
+  return found;
+}
+
 async function pauseRunResume(o: Options, log: Log, signals: Signals): Promise<number> {
   const started = Date.now();
+  const maintained = await inMaintenance(o, log);
+  if (maintained.length > 0) {
+    log(`${o.argv[0]} was not run; no node was paused: ${maintained.length} node(s) in maintenance ` +
+      `(${maintained.map((r) => r.url).join(", ")}); run it once the maintenance is over`);
+    return EXIT_IN_MAINTENANCE;
+  }
+  if (signals.caught) {
+    log(`no node was paused`);
+    return exitStatusOf(signals.caught);
+  }
   const drain = o.drain !== undefined ? Number(o.drain) : 0;
   const paused = await fanOut(o.urls, "pause", "POST", pauseParams(o), o.token, o.timeout + drain);
   const failed = paused.filter((r) => !r.ok);

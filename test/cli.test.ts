@@ -27,6 +27,8 @@ interface Cli {
   stdout: () => string;
   stderr: () => string;
   kill: (signal: NodeJS.Signals) => void;
+  /** Closes the read end of the CLI's stderr, as an ssh session that drops does: its writes fail. */
+  closeStderr: () => void;
 }
 
 function cli(args: string[], env: Record<string, string> = {}): Cli {
@@ -40,6 +42,7 @@ function cli(args: string[], env: Record<string, string> = {}): Cli {
     stdout: () => out,
     stderr: () => err,
     kill: (s) => child.kill(s),
+    closeStderr: () => child.stderr.destroy(),
   };
 }
 
@@ -121,16 +124,37 @@ describe("CLI against two nodes", () => {
     assert.match(run.stderr(), /paused for \d+\.\ds; \d+ request\(s\) were held at resume/);
   });
 
+  it("run exits 128+signal for a command killed by any signal, and resumes", async () => {
+    // Each signal's number on this platform (SIGUSR1 is 10 on Linux, 30 on macOS).
+    for (const signal of ["SIGQUIT", "SIGABRT", "SIGUSR1", "SIGSEGV", "SIGPIPE", "SIGALRM"] as const) {
+      const run = cli([...urls, "--token", TOKEN, "run", "--no-drain", "--", "sh", "-c", `ulimit -c 0; kill -${signal.slice(3)} $$`]);
+      assert.equal(await run.exit, 128 + os.constants.signals[signal], `${signal}: ${run.stderr()}`);
+      for (const n of [a, b]) assert.equal((await n.status()).state, "running", `${signal}: resumed`);
+    }
+  });
+
   it("run resumes every node when interrupted by a signal", async () => {
-    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
       const run = cli([...urls, "--token", TOKEN, "run", "--", "sleep", "30"]);
       await waitFor("both nodes paused", async () => (await a.status()).state === "paused" && (await b.status()).state === "paused");
       await waitFor("the command running", async () => /paused http/.test(run.stderr()));
       run.kill(signal);
       const code = await run.exit;
-      assert.equal(code, signal === "SIGINT" ? 130 : 143, run.stderr());
+      assert.equal(code, { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 }[signal], run.stderr());
+      assert.match(run.stderr(), new RegExp(`got ${signal}: passing it to the command, then resuming`));
       for (const n of [a, b]) assert.equal((await n.status()).state, "running", `${signal}: resumed`);
     }
+  });
+
+  it("run resumes every node on SIGHUP after its stderr is gone (an ssh session that drops)", async () => {
+    const run = cli([...urls, "--token", TOKEN, "run", "--", "sleep", "30"]);
+    await waitFor("both nodes paused", async () => (await a.status()).state === "paused" && (await b.status()).state === "paused");
+    await waitFor("the command running", async () => /paused http/.test(run.stderr()));
+    // Every line run writes from here on fails (EPIPE): none may stop the resume.
+    run.closeStderr();
+    run.kill("SIGHUP");
+    assert.equal(await run.exit, 129);
+    for (const n of [a, b]) assert.equal((await n.status()).state, "running", "resumed");
   });
 
   it("run interrupted before the command starts (during the drain) resumes and runs nothing", async () => {
@@ -156,6 +180,48 @@ describe("CLI against two nodes", () => {
     assert.ok(run.stderr().includes(`FAILED to pause ${down}: unreachable (connection refused)`), run.stderr());
     assert.match(run.stderr(), /resuming the 2 node\(s\) that did pause/);
     assert.equal(existsSync(marker), false, "the command must not run");
+    for (const n of [a, b]) assert.equal((await n.status()).state, "running");
+  });
+
+  it("run refuses a scope in maintenance: pauses nothing, runs nothing, names the node, exits 75", async () => {
+    const marker = path.join(mkdtempSync(path.join(os.tmpdir(), "im-")), "ran");
+    assert.equal((await a.control("maintenance", "reason=db+migration+by+ops")).status, 200);
+    const run = cli([...urls, "--token", TOKEN, "run", "--no-drain", "--", "touch", marker]);
+    assert.equal(await run.exit, 75, run.stderr());
+    assert.ok(run.stderr().includes(`REFUSED: ${a.url("/_intermission")}: scope default (whole node) is in maintenance ` +
+      `("db migration by ops", until resumed); run would end it with its resume`), run.stderr());
+    assert.match(run.stderr(), /touch was not run; no node was paused: 1 node\(s\) in maintenance/);
+    assert.doesNotMatch(run.stderr(), /paused http|resumed http/);
+    assert.equal(existsSync(marker), false, "the command must not run");
+    const st = await a.status();
+    assert.equal(st.state, "maintenance", "the maintenance stays");
+    assert.equal(st.reason, "db migration by ops");
+    assert.equal((await b.status()).state, "running");
+    // The whole node's maintenance refuses a run of another scope too: that scope's resume
+    // would send what it held to the application mid-maintenance.
+    const other = cli([...urls, "--token", TOKEN, "run", "--no-drain", "--scope", "other", "--", "touch", marker]);
+    assert.equal(await other.exit, 75, other.stderr());
+    assert.ok(other.stderr().includes(`REFUSED: ${a.url("/_intermission")}: the whole node (scope default) is in maintenance; ` +
+      `run's resume of scope other would send the requests it held to the application during it`), other.stderr());
+    assert.equal(existsSync(marker), false, "the command must not run");
+    assert.equal((await a.status()).state, "maintenance");
+    assert.equal((await b.status("other")).state, "running");
+    // A scope's own maintenance refuses a run of that scope.
+    assert.equal((await a.control("resume")).status, 200);
+    assert.equal((await b.control("maintenance", "scope=other&ttl=600")).status, 200);
+    const scoped = cli([...urls, "--token", TOKEN, "run", "--no-drain", "--scope", "other", "--", "touch", marker]);
+    assert.equal(await scoped.exit, 75, scoped.stderr());
+    assert.ok(scoped.stderr().includes(`REFUSED: ${b.url("/_intermission")}: scope other is in maintenance (no reason given, until `), scoped.stderr());
+    assert.equal(existsSync(marker), false, "the command must not run");
+    assert.equal((await b.status("other")).state, "maintenance");
+    assert.equal((await b.control("resume", "scope=other")).status, 200);
+  });
+
+  it("run over a pause already in force joins it, and its resume ends it (as documented)", async () => {
+    for (const n of [a, b]) assert.equal((await n.control("pause", "ttl=600&reason=someone+else")).status, 200);
+    const run = cli([...urls, "--token", TOKEN, "run", "--no-drain", "--", "true"]);
+    assert.equal(await run.exit, 0, run.stderr());
+    assert.equal(run.stderr().match(/released 0 held request\(s\) \(was paused\)/g)?.length, 2, run.stderr());
     for (const n of [a, b]) assert.equal((await n.status()).state, "running");
   });
 
